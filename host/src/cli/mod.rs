@@ -1,0 +1,112 @@
+//! The `refold` command line.
+
+mod append;
+mod demo;
+pub mod history;
+mod progress;
+mod run;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Exit code for a concurrency conflict on append.
+pub const EXIT_CONFLICT: u8 = 3;
+
+/// Refold: projections for event-sourced systems, written in any language that compiles to a
+/// WebAssembly component.
+///
+/// The host owns the event store (embedded SQLite by default) and runs each projection found in
+/// a folder of `.wasm` components: a new projection replays the whole history, then follows live
+/// appends. Each batch of writes commits with the projection's checkpoint, so nothing is lost or
+/// applied twice across crashes and restarts.
+#[derive(Debug, Parser)]
+#[command(name = "refold", version, propagate_version = true)]
+pub struct Cli {
+    /// Log filter (tracing syntax, e.g. `info`, `refold=debug`).
+    #[arg(long, global = true, env = "REFOLD_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve: run the projections of a folder against a store and follow live appends.
+    Run(run::RunArgs),
+    /// Zero set-up walkthrough: build the example projections, create an embedded store with a
+    /// realistic history (payments, invoices, users), replay it, show the read models, then
+    /// follow live appends.
+    Demo(demo::DemoArgs),
+    /// Append events to a stream, with optimistic concurrency.
+    Append(append::AppendArgs),
+    /// Show every projection's generations, checkpoints, lag and errors.
+    Status(status::StatusArgs),
+    /// Build a Rust projection crate (or workspace) into components.
+    Build(BuildArgs),
+}
+
+/// Where the events and read models live.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Store URI: `sqlite://PATH` for the embedded store (created if missing).
+    #[arg(long, env = "REFOLD_STORE", default_value = "sqlite://refold.db")]
+    pub store: String,
+}
+
+#[derive(Debug, Args)]
+struct BuildArgs {
+    /// The crate or workspace folder.
+    #[arg(default_value = ".")]
+    dir: PathBuf,
+    /// Where to write the components.
+    #[arg(long, default_value = "dist")]
+    out: PathBuf,
+}
+
+/// Parse the command line and run it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+            Command::Demo(args) => demo::demo(args).await,
+            Command::Append(args) => append::append(args).await,
+            Command::Status(args) => status::status(args).await,
+            Command::Build(args) => build(args),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| {
+        eprintln!("warning: invalid log filter `{filter}`; using `info`");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let components = crate::guest_build::build_rust(&args.dir, &args.out)?;
+    for component in components {
+        println!("{}", component.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

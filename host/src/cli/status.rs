@@ -1,0 +1,59 @@
+//! `refold status`.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::StoreArgs;
+use crate::store;
+
+/// Show every projection generation in the store: state, version, checkpoint, head, lag in
+/// events, and the error it stopped on.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let store = store::open(&args.store.store).await?;
+    let head = store.head().await?;
+    let generations = store.all_generations().await?;
+    if args.json {
+        let rows: Vec<_> = generations
+            .iter()
+            .map(|g| {
+                serde_json::json!({
+                    "projection": g.projection, "generation": g.number, "version": g.version,
+                    "state": g.state, "checkpoint": g.checkpoint, "head": head,
+                    "lagEvents": head.saturating_sub(g.checkpoint), "codeHash": g.code_hash,
+                    "lastError": g.last_error,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "head": head, "generations": rows }))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("head: {head}");
+    if generations.is_empty() {
+        println!("no projections yet");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<24} {:>4} {:>7} {:<9} {:>12} {:>10}  error", "projection", "gen", "version", "state", "checkpoint", "lag");
+    for g in &generations {
+        println!(
+            "{:<24} {:>4} {:>7} {:<9} {:>12} {:>10}  {}",
+            g.projection,
+            g.number,
+            g.version,
+            g.state.as_str(),
+            g.checkpoint,
+            head.saturating_sub(g.checkpoint),
+            g.last_error.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,294 @@
+//! Read-model documents and the update operators the host applies for guests.
+//!
+//! A document is a JSON object whose `_id` is its id. The operators (`$set`, `$unset`, `$inc`,
+//! `$push`, `$addToSet`, `$pull`) follow MongoDB's meaning so that the same update gives the
+//! same document on every store.
+
+use serde_json::{Map, Number, Value};
+
+/// Longest document id, in bytes.
+pub const MAX_ID_BYTES: usize = 512;
+/// Largest document, as JSON text: below MongoDB's 16 MiB BSON limit with room for encoding.
+pub const MAX_DOCUMENT_BYTES: usize = 15 * 1024 * 1024;
+
+/// A document that cannot be stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DocumentError {
+    /// The id is empty, too long or contains a NUL.
+    #[error("document id must have 1 to {MAX_ID_BYTES} bytes and no NUL")]
+    InvalidId,
+    /// The text is not a JSON object.
+    #[error("document is not a JSON object: {0}")]
+    NotAnObject(String),
+    /// The text is larger than [`MAX_DOCUMENT_BYTES`].
+    #[error("document has {0} bytes; at most {MAX_DOCUMENT_BYTES} are allowed")]
+    TooLarge(usize),
+}
+
+/// An update that cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateError {
+    /// The update is not a JSON object of operators mapping field paths to values.
+    #[error("malformed update: {0}")]
+    Malformed(String),
+    /// An operator outside the supported set.
+    #[error("unsupported update operator `{0}` (supported: $set, $unset, $inc, $push, $addToSet, $pull)")]
+    UnknownOperator(String),
+    /// The operator does not apply to the value found at the path.
+    #[error("`{operator}` on `{path}`: {reason}")]
+    Mismatch {
+        /// The operator.
+        operator: String,
+        /// The field path.
+        path: String,
+        /// Why it does not apply.
+        reason: String,
+    },
+}
+
+/// Check a document id.
+pub fn check_id(id: &str) -> Result<(), DocumentError> {
+    if id.is_empty() || id.len() > MAX_ID_BYTES || id.contains('\0') {
+        return Err(DocumentError::InvalidId);
+    }
+    Ok(())
+}
+
+/// Parse a document written by a guest and stamp it with its id.
+pub fn parse_document(id: &str, json: &str) -> Result<Map<String, Value>, DocumentError> {
+    if json.len() > MAX_DOCUMENT_BYTES {
+        return Err(DocumentError::TooLarge(json.len()));
+    }
+    match serde_json::from_str::<Value>(json) {
+        Ok(Value::Object(mut map)) => {
+            stamp_id(&mut map, id);
+            Ok(map)
+        }
+        Ok(other) => Err(DocumentError::NotAnObject(format!("found {}", kind(&other)))),
+        Err(e) => Err(DocumentError::NotAnObject(e.to_string())),
+    }
+}
+
+/// Put `_id` first, as MongoDB does.
+fn stamp_id(map: &mut Map<String, Value>, id: &str) {
+    map.shift_remove("_id");
+    map.shift_insert(0, "_id".to_owned(), Value::String(id.to_owned()));
+}
+
+/// Parse an update document.
+pub fn parse_update(json: &str) -> Result<Map<String, Value>, UpdateError> {
+    match serde_json::from_str::<Value>(json) {
+        Ok(Value::Object(map)) if !map.is_empty() => Ok(map),
+        Ok(Value::Object(_)) => Err(UpdateError::Malformed("the update has no operator".into())),
+        Ok(other) => Err(UpdateError::Malformed(format!("expected an object, found {}", kind(&other)))),
+        Err(e) => Err(UpdateError::Malformed(e.to_string())),
+    }
+}
+
+/// Apply an update to a document (absent when `current` is `None`). A missing document is
+/// created from `{_id}` when `upsert` is set, and stays absent otherwise.
+pub fn apply_update(
+    id: &str,
+    current: Option<Map<String, Value>>,
+    update: &Map<String, Value>,
+    upsert: bool,
+) -> Result<Option<Map<String, Value>>, UpdateError> {
+    let mut doc = match current {
+        Some(doc) => doc,
+        None if upsert => Map::new(),
+        None => return Ok(None),
+    };
+    for (operator, fields) in update {
+        let Value::Object(fields) = fields else {
+            return Err(UpdateError::Malformed(format!("`{operator}` must map field paths to values")));
+        };
+        for (path, value) in fields {
+            if !crate::domain::manifest::is_field_path(path) || path == "_id" || path.starts_with("_id.") {
+                return Err(mismatch(operator, path, "not a modifiable field path"));
+            }
+            apply_one(&mut doc, operator, path, value)?;
+        }
+    }
+    stamp_id(&mut doc, id);
+    Ok(Some(doc))
+}
+
+fn apply_one(doc: &mut Map<String, Value>, operator: &str, path: &str, value: &Value) -> Result<(), UpdateError> {
+    match operator {
+        "$set" => {
+            *slot(doc, operator, path)? = value.clone();
+        }
+        "$unset" => {
+            let (parent, leaf) = parent_of(doc, operator, path, false)?;
+            if let Some(parent) = parent {
+                parent.shift_remove(leaf);
+            }
+        }
+        "$inc" => {
+            let Value::Number(by) = value else {
+                return Err(mismatch(operator, path, "the increment is not a number"));
+            };
+            let target = slot(doc, operator, path)?;
+            *target = match target {
+                Value::Null => Value::Number(by.clone()),
+                Value::Number(n) => Value::Number(add(n, by).ok_or_else(|| mismatch(operator, path, "overflow"))?),
+                other => return Err(mismatch(operator, path, &format!("the field holds {}", kind(other)))),
+            };
+        }
+        "$push" | "$addToSet" | "$pull" => {
+            let target = slot(doc, operator, path)?;
+            if target.is_null() && operator != "$pull" {
+                *target = Value::Array(Vec::new());
+            }
+            match target {
+                Value::Array(items) => match operator {
+                    "$push" => items.push(value.clone()),
+                    "$addToSet" => {
+                        if !items.contains(value) {
+                            items.push(value.clone());
+                        }
+                    }
+                    _ => items.retain(|item| item != value),
+                },
+                Value::Null => {}
+                other => return Err(mismatch(operator, path, &format!("the field holds {}", kind(other)))),
+            }
+            // `$pull` on a missing field leaves it missing.
+            if operator == "$pull" && target.is_null() {
+                let (parent, leaf) = parent_of(doc, operator, path, false)?;
+                if let Some(parent) = parent {
+                    parent.shift_remove(leaf);
+                }
+            }
+        }
+        other => return Err(UpdateError::UnknownOperator(other.to_owned())),
+    }
+    Ok(())
+}
+
+/// The value at `path`, created as `null` (with intermediate objects) when missing.
+fn slot<'a>(doc: &'a mut Map<String, Value>, operator: &str, path: &str) -> Result<&'a mut Value, UpdateError> {
+    let (parent, leaf) = parent_of(doc, operator, path, true)?;
+    let parent = parent.ok_or_else(|| mismatch(operator, path, "no parent object"))?;
+    Ok(parent.entry(leaf).or_insert(Value::Null))
+}
+
+/// The object holding the last segment of `path`, and that segment. Missing intermediate
+/// objects are created when `create` is set, and yield `None` otherwise.
+fn parent_of<'a, 'p>(
+    doc: &'a mut Map<String, Value>,
+    operator: &str,
+    path: &'p str,
+    create: bool,
+) -> Result<(Option<&'a mut Map<String, Value>>, &'p str), UpdateError> {
+    let (prefix, leaf) = match path.rsplit_once('.') {
+        Some((prefix, leaf)) => (Some(prefix), leaf),
+        None => (None, path),
+    };
+    let mut current = doc;
+    if let Some(prefix) = prefix {
+        for segment in prefix.split('.') {
+            match current.get(segment) {
+                Some(Value::Object(_)) => {}
+                None | Some(Value::Null) if !create => return Ok((None, leaf)),
+                None | Some(Value::Null) => {}
+                Some(other) => {
+                    return Err(mismatch(operator, path, &format!("`{segment}` holds {}, not an object", kind(other))));
+                }
+            }
+            let slot = current.entry(segment.to_owned()).or_insert(Value::Null);
+            if slot.is_null() {
+                *slot = Value::Object(Map::new());
+            }
+            current = match slot {
+                Value::Object(inner) => inner,
+                _ => return Err(mismatch(operator, path, "not an object")),
+            };
+        }
+    }
+    Ok((Some(current), leaf))
+}
+
+/// Integer + integer stays an integer (failing on overflow); anything else is a float.
+fn add(a: &Number, b: &Number) -> Option<Number> {
+    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
+        return x.checked_add(y).map(Number::from);
+    }
+    Number::from_f64(a.as_f64()? + b.as_f64()?)
+}
+
+fn mismatch(operator: &str, path: &str, reason: &str) -> UpdateError {
+    UpdateError::Mismatch { operator: operator.to_owned(), path: path.to_owned(), reason: reason.to_owned() }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn run(current: Value, update: Value, upsert: bool) -> Result<Option<Value>, UpdateError> {
+        let current = match current {
+            Value::Object(m) => Some(m),
+            _ => None,
+        };
+        let Value::Object(update) = update else { panic!("update must be an object") };
+        apply_update("d1", current, &update, upsert).map(|d| d.map(Value::Object))
+    }
+
+    #[test]
+    fn upsert_creates_and_operators_combine() {
+        let doc = run(
+            Value::Null,
+            json!({"$set": {"status": "paid", "a.b": 1}, "$inc": {"count": 2, "total": 1.5}, "$push": {"log": "x"}}),
+            true,
+        );
+        assert_eq!(
+            doc,
+            Ok(Some(json!({"_id": "d1", "status": "paid", "a": {"b": 1}, "count": 2, "total": 1.5, "log": ["x"]})))
+        );
+    }
+
+    #[test]
+    fn missing_document_without_upsert_stays_missing() {
+        assert_eq!(run(Value::Null, json!({"$set": {"a": 1}}), false), Ok(None));
+    }
+
+    #[test]
+    fn sets_and_pulls() {
+        let doc = run(
+            json!({"_id": "d1", "tags": ["a", "b", "a"], "n": 1, "gone": true}),
+            json!({"$addToSet": {"tags": "b"}, "$pull": {"tags": "a"}, "$inc": {"n": -1}, "$unset": {"gone": 1, "no.such": 1}}),
+            false,
+        );
+        assert_eq!(doc, Ok(Some(json!({"_id": "d1", "tags": ["b"], "n": 0}))));
+    }
+
+    #[test]
+    fn refuses_mismatches() {
+        assert!(matches!(run(json!({"s": "x"}), json!({"$inc": {"s": 1}}), false), Err(UpdateError::Mismatch { .. })));
+        assert!(matches!(run(json!({"s": 1}), json!({"$push": {"s": 1}}), false), Err(UpdateError::Mismatch { .. })));
+        assert!(matches!(run(json!({}), json!({"$where": {"s": 1}}), true), Err(UpdateError::UnknownOperator(_))));
+        assert!(matches!(run(json!({}), json!({"$set": {"_id": 1}}), true), Err(UpdateError::Mismatch { .. })));
+        assert!(matches!(run(json!({"n": i64::MAX}), json!({"$inc": {"n": 1}}), true), Err(UpdateError::Mismatch { .. })));
+    }
+
+    #[test]
+    fn documents_are_objects_stamped_with_their_id() {
+        let doc = parse_document("x", r#"{"a":1,"_id":"other"}"#).map(Value::Object);
+        assert_eq!(doc, Ok(json!({"_id": "x", "a": 1})));
+        assert!(parse_document("x", "[1]").is_err());
+        assert!(parse_document("x", "{").is_err());
+    }
+}

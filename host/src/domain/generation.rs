@@ -1,0 +1,80 @@
+//! Generations: one build of a projection's read collections.
+//!
+//! Each time a projection is built from the origin (first deploy, a higher declared version, or
+//! a forced rebuild) it gets a new generation number, and its documents go to physical
+//! collections of their own, `<projection>__g<generation>__<collection>`. Readers use the
+//! stable name `<projection>__<collection>`, which points at the active generation; a cut-over
+//! repoints it atomically.
+
+use serde::Serialize;
+
+use crate::domain::Position;
+
+/// Where a generation is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GenerationState {
+    /// Replaying history; not visible under the stable names yet.
+    Building,
+    /// Serving reads under the stable names.
+    Active,
+    /// Replaced by a newer generation; kept for rollback.
+    Retired,
+}
+
+impl GenerationState {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Building => "building",
+            Self::Active => "active",
+            Self::Retired => "retired",
+        }
+    }
+
+    /// Parse the stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "building" => Some(Self::Building),
+            "active" => Some(Self::Active),
+            "retired" => Some(Self::Retired),
+            _ => None,
+        }
+    }
+}
+
+/// One generation of a projection, as registered in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Generation {
+    /// Projection name.
+    pub projection: String,
+    /// Generation number, from 1, increasing per projection.
+    pub number: u32,
+    /// Declared version of the code that builds it.
+    pub version: u32,
+    /// SHA-256 of the component that builds it.
+    pub code_hash: String,
+    /// Life-cycle state.
+    pub state: GenerationState,
+    /// Last position folded into its documents (0 before any).
+    pub checkpoint: Position,
+    /// The last error of its projector, if it stopped on one.
+    pub last_error: Option<String>,
+}
+
+impl Generation {
+    /// Physical name of one of its collections.
+    pub fn physical_name(&self, collection: &str) -> String {
+        physical_name(&self.projection, self.number, collection)
+    }
+}
+
+/// `<projection>__g<generation>__<collection>`.
+pub fn physical_name(projection: &str, generation: u32, collection: &str) -> String {
+    format!("{projection}__g{generation}__{collection}")
+}
+
+/// `<projection>__<collection>`: the stable name readers use.
+pub fn stable_name(projection: &str, collection: &str) -> String {
+    format!("{projection}__{collection}")
+}

@@ -1,0 +1,14 @@
+//! Domain types and rules shared by every layer: events and their positions, manifests,
+//! documents and their update operators, projection generations. Knows neither wasmtime nor
+//! any database.
+
+pub mod document;
+pub mod event;
+pub mod generation;
+pub mod manifest;
+pub mod time;
+
+pub use document::{DocumentError, UpdateError};
+pub use event::{AppendResult, EventFilter, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamVersion};
+pub use generation::{Generation, GenerationState};
+pub use manifest::{CollectionSpec, IndexKey, IndexSpec, Manifest, ManifestError};

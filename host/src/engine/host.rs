@@ -1,0 +1,134 @@
+//! The host side of the WIT imports (`collections`, `log`) and the conversions across the
+//! boundary. Every guest-supplied size is checked before use: ids, documents and updates by the
+//! batch context, log lines here.
+
+use std::sync::Arc;
+
+use wasmtime::StoreLimits;
+use wasmtime::component::{HasSelf, Linker};
+
+use super::Limits;
+use super::bindings::Projection;
+use super::bindings::refold::projection::collections::{self, CollectionError};
+use super::bindings::refold::projection::log::{self, Level};
+use super::bindings::refold::projection::types::{self, ErrorKind, HandleError};
+use crate::domain::RecordedEvent;
+use crate::projector::{BatchContext, CollectionFailure, HandleFailure};
+
+/// Longest log line kept from a guest; longer ones are cut.
+const MAX_LOG_BYTES: usize = 4096;
+/// Most log lines one batch may write; the rest are counted and dropped.
+const MAX_LOGS_PER_BATCH: u32 = 1000;
+
+/// What a store carries while a guest runs.
+pub(super) struct HostState {
+    pub(super) context: BatchContext,
+    pub(super) limits: StoreLimits,
+    projection: Arc<str>,
+    logs: u32,
+}
+
+impl HostState {
+    pub(super) fn new(context: BatchContext, projection: Arc<str>, limits: StoreLimits) -> Self {
+        Self { context, limits, projection, logs: 0 }
+    }
+}
+
+pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    Projection::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+}
+
+pub(super) fn to_wit_event(event: &RecordedEvent) -> types::Event {
+    types::Event {
+        position: event.position,
+        id: event.id.clone(),
+        aggregate_id: event.aggregate_id.clone(),
+        aggregate_type: event.aggregate_type.clone(),
+        event_type: event.event_type.clone(),
+        version: event.version,
+        timestamp_ms: event.timestamp_ms,
+        data: event.data.clone(),
+        metadata: event.metadata.clone(),
+    }
+}
+
+pub(super) fn guest_failure(error: HandleError) -> HandleFailure {
+    let kind = match error.kind {
+        ErrorKind::InvalidEvent => "invalid-event",
+        ErrorKind::InvalidState => "invalid-state",
+        ErrorKind::Host => "host",
+        ErrorKind::Other => "other",
+    };
+    let message: String = error.message.chars().take(MAX_LOG_BYTES).collect();
+    HandleFailure::Guest { position: error.position, kind: kind.to_owned(), message }
+}
+
+/// Tell a deadline and a memory cap from other traps.
+pub(super) fn classify_trap(error: &wasmtime::Error, limits: &Limits) -> HandleFailure {
+    if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
+        return HandleFailure::Deadline(limits.deadline);
+    }
+    let text = format!("{error:?}");
+    if text.contains("forcing trap when growing memory") || text.contains("memory limit") {
+        return HandleFailure::Memory(limits.memory_bytes);
+    }
+    // The first lines name the trap and the guest frames; the rest is noise for operators.
+    let summary: Vec<&str> = text.lines().take(6).collect();
+    HandleFailure::Trap(summary.join(" | "))
+}
+
+fn to_wit_error(failure: CollectionFailure) -> CollectionError {
+    match failure {
+        CollectionFailure::UnknownCollection(m) => CollectionError::UnknownCollection(m),
+        CollectionFailure::InvalidId(m) => CollectionError::InvalidId(m),
+        CollectionFailure::InvalidDocument(m) => CollectionError::InvalidDocument(m),
+        CollectionFailure::InvalidUpdate(m) => CollectionError::InvalidUpdate(m),
+        CollectionFailure::LimitExceeded(m) => CollectionError::LimitExceeded(m),
+        CollectionFailure::Store(m) => CollectionError::Store(m),
+    }
+}
+
+impl types::Host for HostState {}
+
+impl collections::Host for HostState {
+    fn get(&mut self, collection: String, id: String) -> Result<Option<String>, CollectionError> {
+        self.context.get(&collection, &id).map_err(to_wit_error)
+    }
+
+    fn put(&mut self, collection: String, id: String, document: String) -> Result<(), CollectionError> {
+        self.context.put(&collection, &id, &document).map_err(to_wit_error)
+    }
+
+    fn delete(&mut self, collection: String, id: String) -> Result<bool, CollectionError> {
+        self.context.delete(&collection, &id).map_err(to_wit_error)
+    }
+
+    fn update(&mut self, collection: String, id: String, update: String, upsert: bool) -> Result<bool, CollectionError> {
+        self.context.update(&collection, &id, &update, upsert).map_err(to_wit_error)
+    }
+}
+
+impl log::Host for HostState {
+    fn write(&mut self, level: Level, message: String) {
+        self.logs += 1;
+        if self.logs > MAX_LOGS_PER_BATCH {
+            if self.logs == MAX_LOGS_PER_BATCH + 1 {
+                tracing::warn!(projection = %self.projection, "guest log limit reached; further lines of this batch are dropped");
+            }
+            return;
+        }
+        let mut cut = message.len().min(MAX_LOG_BYTES);
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let message = &message[..cut];
+        let (projection, position) = (&*self.projection, self.context.position());
+        match level {
+            Level::Trace => tracing::trace!(target: "refold::guest", projection, position, "{message}"),
+            Level::Debug => tracing::debug!(target: "refold::guest", projection, position, "{message}"),
+            Level::Info => tracing::info!(target: "refold::guest", projection, position, "{message}"),
+            Level::Warn => tracing::warn!(target: "refold::guest", projection, position, "{message}"),
+            Level::Error => tracing::error!(target: "refold::guest", projection, position, "{message}"),
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Loading a component: compile, check imports, pre-instantiate, describe, validate.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use super::bindings::ProjectionPre;
+use super::bindings::refold::projection::types as wit;
+use super::{Engine, PreparedProjection, host};
+use crate::domain::{CollectionSpec, IndexKey, IndexSpec, Manifest, ManifestError};
+use crate::projector::{BatchContext, HandleFailure};
+use crate::store::{DocumentReader, StoreResult};
+
+/// The interfaces a projection may import. Anything else is refused by name at load time.
+const ALLOWED_IMPORTS: [&str; 3] =
+    ["refold:projection/types@0.1.0", "refold:projection/collections@0.1.0", "refold:projection/log@0.1.0"];
+
+/// Largest component accepted.
+pub const MAX_COMPONENT_BYTES: usize = 256 * 1024 * 1024;
+
+/// Why a component could not be loaded. Nothing was replaced or run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The engine itself could not be set up.
+    #[error("wasm engine: {0}")]
+    Engine(String),
+    /// Not a valid component (a core module, a truncated file, garbage...).
+    #[error("not a valid WebAssembly component: {0}")]
+    Compile(String),
+    /// It imports something the host does not provide.
+    #[error("imports `{0}`, which Refold does not provide (allowed: refold:projection/types, collections and log @0.1.0)")]
+    ForbiddenImport(String),
+    /// It does not export the projection world.
+    #[error("does not implement the refold:projection/projection world: {0}")]
+    Exports(String),
+    /// `describe` trapped or timed out.
+    #[error("describe failed: {0}")]
+    Describe(HandleFailure),
+    /// The manifest breaks the rules.
+    #[error("invalid manifest: {0}")]
+    Manifest(#[from] ManifestError),
+    /// Too large.
+    #[error("component has {0} bytes; at most {MAX_COMPONENT_BYTES} are allowed")]
+    TooLarge(usize),
+}
+
+/// Reads nothing: `describe` has no collections to see.
+struct NoDocuments;
+
+impl DocumentReader for NoDocuments {
+    fn get(&mut self, _: &str, _: &str) -> StoreResult<Option<serde_json::Map<String, serde_json::Value>>> {
+        Ok(None)
+    }
+}
+
+pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProjection, LoadError> {
+    if bytes.len() > MAX_COMPONENT_BYTES {
+        return Err(LoadError::TooLarge(bytes.len()));
+    }
+    let component = super::compile(engine, bytes)?;
+    for (name, _) in component.component_type().imports(&engine.engine) {
+        if !ALLOWED_IMPORTS.contains(&name) {
+            return Err(LoadError::ForbiddenImport(name.to_owned()));
+        }
+    }
+    let instance_pre = engine.linker.instantiate_pre(&component).map_err(|e| LoadError::Exports(format!("{e:#}")))?;
+    let pre = ProjectionPre::new(instance_pre).map_err(|e| LoadError::Exports(format!("{e:#}")))?;
+
+    let placeholder = Manifest {
+        name: "(loading)".into(),
+        version: 1,
+        event_types: vec![],
+        aggregate_types: vec![],
+        collections: vec![],
+        batch_size: None,
+    };
+    let context = BatchContext::new(&placeholder, Box::new(NoDocuments));
+    let mut store = engine.new_store(context, Arc::from("(describe)"));
+    let described = pre
+        .instantiate(&mut store)
+        .and_then(|instance| instance.call_describe(&mut store))
+        .map_err(|e| LoadError::Describe(host::classify_trap(&e, &engine.limits)))?;
+    let manifest = from_wit(described);
+    manifest.validate()?;
+    let code_hash = format!("{:x}", Sha256::digest(bytes));
+    let name = Arc::from(manifest.name.as_str());
+    Ok(PreparedProjection { engine: Arc::clone(engine), pre, manifest, name, code_hash })
+}
+
+fn from_wit(m: wit::Manifest) -> Manifest {
+    Manifest {
+        name: m.name,
+        version: m.version,
+        event_types: m.event_types,
+        aggregate_types: m.aggregate_types,
+        collections: m
+            .collections
+            .into_iter()
+            .map(|c| CollectionSpec {
+                name: c.name,
+                indexes: c
+                    .indexes
+                    .into_iter()
+                    .map(|i| IndexSpec {
+                        name: i.name,
+                        unique: i.unique,
+                        keys: i.keys.into_iter().map(|k| IndexKey { field: k.field, descending: k.descending }).collect(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        batch_size: m.batch_size,
+    }
+}

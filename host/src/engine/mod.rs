@@ -1,0 +1,167 @@
+//! The wasm engine: the only module that names wasmtime.
+//!
+//! One [`Engine`] per process (one wasmtime engine, one epoch ticker thread). A component is
+//! compiled, its imports checked, pre-instantiated and described once, giving a
+//! [`PreparedProjection`]. Each batch then runs in a fresh store and instance with a memory cap
+//! and an epoch deadline, so a guest that loops, allocates without bound or traps fails only its
+//! batch.
+
+mod bindings;
+mod host;
+mod load;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::Config;
+
+pub use load::LoadError;
+
+use crate::domain::{Manifest, RecordedEvent};
+use crate::projector::{BatchContext, HandleFailure, Handler};
+use bindings::ProjectionPre;
+
+/// How often the epoch advances; deadlines are counted in these ticks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Limits applied to every instance.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear memory cap per instance, in bytes.
+    pub memory_bytes: usize,
+    /// Wall-clock budget of one `handle` (or `describe`) call.
+    pub deadline: Duration,
+    /// Most table elements per table.
+    pub table_elements: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { memory_bytes: 128 * 1024 * 1024, deadline: Duration::from_secs(10), table_elements: 100_000 }
+    }
+}
+
+/// The process's wasm engine.
+pub struct Engine {
+    engine: wasmtime::Engine,
+    linker: Arc<Linker<host::HostState>>,
+    limits: Limits,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Engine {
+    /// Build the engine and start its epoch ticker.
+    pub fn new(limits: Limits) -> Result<Self, LoadError> {
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = wasmtime::Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        host::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(e.to_string()))?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let (ticking, stop) = (engine.clone(), Arc::clone(&stop_ticker));
+        std::thread::Builder::new()
+            .name("refold-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker: {e}")))?;
+        Ok(Self { engine, linker: Arc::new(linker), limits, stop_ticker })
+    }
+
+    /// The limits applied to instances.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compile, check and describe a component. Nothing runs if any step fails.
+    pub fn load(self: &Arc<Self>, bytes: &[u8]) -> Result<PreparedProjection, LoadError> {
+        load::load(self, bytes)
+    }
+
+    fn new_store(&self, context: BatchContext, manifest_name: Arc<str>) -> wasmtime::Store<host::HostState> {
+        let limits = wasmtime::StoreLimitsBuilder::new()
+            .memory_size(self.limits.memory_bytes)
+            .table_elements(self.limits.table_elements)
+            .instances(16)
+            .tables(16)
+            .memories(4)
+            .trap_on_grow_failure(true)
+            .build();
+        let mut store = wasmtime::Store::new(&self.engine, host::HostState::new(context, manifest_name, limits));
+        store.limiter(|state| &mut state.limits);
+        let ticks = (self.limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        store.set_epoch_deadline(ticks);
+        store.epoch_deadline_trap();
+        store
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A loaded, type-checked, described component, ready to instantiate per batch.
+pub struct PreparedProjection {
+    engine: Arc<Engine>,
+    pre: ProjectionPre<host::HostState>,
+    manifest: Manifest,
+    name: Arc<str>,
+    code_hash: String,
+}
+
+impl std::fmt::Debug for PreparedProjection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedProjection").field("manifest", &self.manifest).field("code_hash", &self.code_hash).finish()
+    }
+}
+
+impl Handler for PreparedProjection {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn code_hash(&self) -> &str {
+        &self.code_hash
+    }
+
+    fn handle(&self, events: &[RecordedEvent], mut context: BatchContext) -> (BatchContext, Result<(), HandleFailure>) {
+        if let Some(first) = events.first() {
+            context.set_position(first.position);
+        }
+        let mut store = self.engine.new_store(context, Arc::clone(&self.name));
+        let wit_events: Vec<_> = events.iter().map(host::to_wit_event).collect();
+        let outcome = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_handle(&mut store, &wit_events));
+        let state = store.into_data();
+        let result = match outcome {
+            Ok(Ok(())) => match state.context.violation() {
+                Some((position, failure)) => Err(HandleFailure::Contract { position: *position, failure: failure.clone() }),
+                None => Ok(()),
+            },
+            Ok(Err(error)) => Err(host::guest_failure(error)),
+            Err(error) => Err(host::classify_trap(&error, &self.engine.limits)),
+        };
+        // A contract violation outranks whatever the guest made of the refusal.
+        let result = match (result, state.context.violation()) {
+            (Err(HandleFailure::Guest { .. }), Some((position, failure))) => {
+                Err(HandleFailure::Contract { position: *position, failure: failure.clone() })
+            }
+            (result, _) => result,
+        };
+        (state.context, result)
+    }
+}
+
+/// Compile a component for this engine; used by [`load`].
+fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError> {
+    Component::new(&engine.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:?}")))
+}

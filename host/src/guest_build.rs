@@ -1,0 +1,137 @@
+//! Building projection sources into components.
+//!
+//! Rust projections build for `wasm32-unknown-unknown` (no WASI at all) and are turned into
+//! components in-process with `wit-component`, so no extra tool is needed beyond cargo and the
+//! wasm target, which is installed on first use.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The target Rust projections build for.
+pub const RUST_TARGET: &str = "wasm32-unknown-unknown";
+
+/// Why a build failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The folder has no Cargo.toml.
+    #[error("{0} has no Cargo.toml: point at a Rust projection crate or workspace")]
+    NotACrate(PathBuf),
+    /// A tool could not be run.
+    #[error("cannot run `{tool}`: {message}")]
+    Tool {
+        /// The tool.
+        tool: String,
+        /// Why.
+        message: String,
+    },
+    /// cargo failed; its output was shown.
+    #[error("cargo build failed for {0} (see the compiler output above)")]
+    Cargo(PathBuf),
+    /// The output could not be turned into a component.
+    #[error("{path}: cannot make a component: {message}")]
+    Componentize {
+        /// The core module.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
+    move |source| BuildError::Io { path: path.to_path_buf(), source }
+}
+
+/// The cargo that runs us, if any, else the one on the PATH.
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Install the wasm target with rustup when the toolchain lacks it (idempotent).
+pub fn ensure_rust_target() -> Result<(), BuildError> {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+        .map_err(|e| BuildError::Tool { tool: "rustc".into(), message: e.to_string() })?;
+    let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
+    if sysroot.join("lib/rustlib").join(RUST_TARGET).is_dir() {
+        return Ok(());
+    }
+    eprintln!("installing the Rust target {RUST_TARGET} (once)...");
+    let status = Command::new("rustup")
+        .args(["target", "add", RUST_TARGET])
+        .status()
+        .map_err(|e| BuildError::Tool { tool: "rustup".into(), message: e.to_string() })?;
+    if !status.success() {
+        return Err(BuildError::Tool { tool: "rustup".into(), message: format!("`rustup target add {RUST_TARGET}` failed") });
+    }
+    Ok(())
+}
+
+/// Where guest builds put their intermediate files: beside the host's target folder when
+/// cargo told us one (so CI caches them), else in the project's own `target`.
+fn target_dir(project: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => PathBuf::from(dir).join("guests"),
+        None => project.join("target"),
+    }
+}
+
+/// Build every `cdylib` of the Rust crate or workspace at `project` and write one component per
+/// crate into `out_dir` (`<crate_name>.wasm`). Returns the component paths.
+pub fn build_rust(project: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
+    let manifest = project.join("Cargo.toml");
+    if !manifest.is_file() {
+        return Err(BuildError::NotACrate(project.to_path_buf()));
+    }
+    ensure_rust_target()?;
+    let output = Command::new(cargo())
+        .args(["build", "--release", "--target", RUST_TARGET, "--message-format=json-render-diagnostics", "--manifest-path"])
+        .arg(&manifest)
+        .env("CARGO_TARGET_DIR", target_dir(project))
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| BuildError::Tool { tool: cargo(), message: e.to_string() })?;
+    if !output.status.success() {
+        return Err(BuildError::Cargo(project.to_path_buf()));
+    }
+    let modules: Vec<PathBuf> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|msg| msg["reason"] == "compiler-artifact")
+        .flat_map(|msg| {
+            msg["filenames"]
+                .as_array()
+                .map(|files| files.iter().filter_map(|f| f.as_str().map(PathBuf::from)).collect::<Vec<_>>())
+                .unwrap_or_default()
+        })
+        .filter(|path| path.extension().is_some_and(|e| e == "wasm"))
+        .collect();
+    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+    modules.iter().map(|module| componentize(module, out_dir)).collect()
+}
+
+/// Turn a core module carrying wit-bindgen's component type into a component in `out_dir`,
+/// written atomically (a watcher never sees half a file).
+pub fn componentize(module: &Path, out_dir: &Path) -> Result<PathBuf, BuildError> {
+    let bytes = std::fs::read(module).map_err(io(module))?;
+    let component = wit_component::ComponentEncoder::default()
+        .module(&bytes)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .map_err(|e| BuildError::Componentize { path: module.to_path_buf(), message: format!("{e:#}") })?;
+    let name = module.file_name().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("projection.wasm"));
+    let target = out_dir.join(name);
+    let partial = target.with_extension("wasm.partial");
+    std::fs::write(&partial, component).map_err(io(&partial))?;
+    std::fs::rename(&partial, &target).map_err(io(&target))?;
+    Ok(target)
+}

@@ -1,0 +1,20 @@
+//! Refold: a projection engine for event-sourced systems, with projections written in any
+//! language that compiles to a WebAssembly component.
+//!
+//! Layers, each depending only on those above it:
+//! - [`domain`]: events, positions, manifests, documents, generations;
+//! - [`store`]: the storage traits and their implementations (embedded SQLite);
+//! - [`projector`]: projector loops and the supervisor, driving a [`projector::Handler`];
+//! - [`engine`]: the wasm engine, the only module that names wasmtime;
+//! - [`deploy`]: loading a folder of components;
+//! - [`guest_build`]: building projection sources into components;
+//! - [`cli`]: the `refold` command line, including the demo.
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod deploy;
+pub mod domain;
+pub mod engine;
+pub mod guest_build;
+pub mod projector;
+pub mod store;

@@ -1,0 +1,5 @@
+//! The `refold` binary.
+
+fn main() -> std::process::ExitCode {
+    refold::cli::main()
+}

@@ -1,0 +1,228 @@
+//! The batch context: what a handler's collection calls operate on while a batch runs.
+//!
+//! Reads see the batch's earlier writes; writes are staged per document and reach the store only
+//! through [`BatchContext::take_writes`], committed with the checkpoint. Documents read or
+//! written by committed batches stay cached (bounded) for the next batch: only this projector
+//! writes its generation's collections, and its checkpoint guard makes sure of that. A failed
+//! batch clears the cache, so nothing it staged can leak into a retry.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use crate::domain::document::{self, MAX_DOCUMENT_BYTES};
+use crate::domain::{Manifest, Position};
+use crate::store::{BatchWrites, DocumentReader};
+
+/// Most documents one batch may touch.
+pub const MAX_DOCUMENTS_PER_BATCH: usize = 100_000;
+/// Most bytes of document JSON one batch may write.
+pub const MAX_BYTES_PER_BATCH: usize = 64 * 1024 * 1024;
+/// Most clean documents kept cached between batches.
+const CACHE_LIMIT: usize = 50_000;
+
+/// Why a collection call was refused. Mirrors the WIT `collection-error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CollectionFailure {
+    /// Not a declared collection.
+    #[error("collection `{0}` is not declared in the manifest")]
+    UnknownCollection(String),
+    /// Bad document id.
+    #[error("invalid document id: {0}")]
+    InvalidId(String),
+    /// Bad document.
+    #[error("invalid document: {0}")]
+    InvalidDocument(String),
+    /// Bad update.
+    #[error("invalid update: {0}")]
+    InvalidUpdate(String),
+    /// A per-batch limit was hit.
+    #[error("limit exceeded: {0}")]
+    LimitExceeded(String),
+    /// The store failed.
+    #[error("store error: {0}")]
+    Store(String),
+}
+
+impl CollectionFailure {
+    /// Failures that mean the guest broke the contract: they fail the batch even when the guest
+    /// ignores the error it was given.
+    fn is_violation(&self) -> bool {
+        !matches!(self, Self::InvalidUpdate(_) | Self::Store(_))
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    document: Option<Map<String, Value>>,
+    dirty: bool,
+}
+
+/// Staged writes and cached reads of one projector, reused across its batches.
+pub struct BatchContext {
+    reader: Box<dyn DocumentReader>,
+    collections: Arc<HashSet<String>>,
+    entries: HashMap<(String, String), Entry>,
+    dirty: usize,
+    written_bytes: usize,
+    position: Position,
+    violation: Option<(Position, CollectionFailure)>,
+}
+
+impl BatchContext {
+    /// A context for a projection's generation, reading through `reader`.
+    pub fn new(manifest: &Manifest, reader: Box<dyn DocumentReader>) -> Self {
+        let collections = manifest.collections.iter().map(|c| c.name.clone()).collect();
+        Self {
+            reader,
+            collections: Arc::new(collections),
+            entries: HashMap::new(),
+            dirty: 0,
+            written_bytes: 0,
+            position: 0,
+            violation: None,
+        }
+    }
+
+    /// Position of the event being handled, as far as the host knows (the first of the batch
+    /// until the guest says otherwise); used to tag logs and errors.
+    pub fn position(&self) -> Position {
+        self.position
+    }
+
+    /// Set the position logs and errors are tagged with.
+    pub fn set_position(&mut self, position: Position) {
+        self.position = position;
+    }
+
+    /// The first contract violation of the batch, with the position it happened at.
+    pub fn violation(&self) -> Option<&(Position, CollectionFailure)> {
+        self.violation.as_ref()
+    }
+
+    fn refuse(&mut self, failure: CollectionFailure) -> CollectionFailure {
+        if failure.is_violation() && self.violation.is_none() {
+            self.violation = Some((self.position, failure.clone()));
+        }
+        failure
+    }
+
+    fn check(&mut self, collection: &str, id: &str) -> Result<(), CollectionFailure> {
+        if !self.collections.contains(collection) {
+            let shown: String = collection.chars().take(64).collect();
+            return Err(self.refuse(CollectionFailure::UnknownCollection(shown)));
+        }
+        document::check_id(id).map_err(|e| self.refuse(CollectionFailure::InvalidId(e.to_string())))
+    }
+
+    fn load(&mut self, collection: &str, id: &str) -> Result<Option<Map<String, Value>>, CollectionFailure> {
+        let key = (collection.to_owned(), id.to_owned());
+        if let Some(entry) = self.entries.get(&key) {
+            return Ok(entry.document.clone());
+        }
+        let document = self.reader.get(collection, id).map_err(|e| CollectionFailure::Store(e.to_string()))?;
+        self.entries.insert(key, Entry { document: document.clone(), dirty: false });
+        Ok(document)
+    }
+
+    fn stage(&mut self, collection: &str, id: &str, document: Option<Map<String, Value>>, bytes: usize) -> Result<(), CollectionFailure> {
+        self.written_bytes += bytes;
+        if self.written_bytes > MAX_BYTES_PER_BATCH {
+            return Err(self.refuse(CollectionFailure::LimitExceeded(format!(
+                "a batch may write at most {MAX_BYTES_PER_BATCH} bytes of documents"
+            ))));
+        }
+        let entry = self
+            .entries
+            .entry((collection.to_owned(), id.to_owned()))
+            .or_insert(Entry { document: None, dirty: false });
+        if !entry.dirty {
+            self.dirty += 1;
+            if self.dirty > MAX_DOCUMENTS_PER_BATCH {
+                return Err(self.refuse(CollectionFailure::LimitExceeded(format!(
+                    "a batch may touch at most {MAX_DOCUMENTS_PER_BATCH} documents"
+                ))));
+            }
+        }
+        *entry = Entry { document, dirty: true };
+        Ok(())
+    }
+
+    /// The document as JSON text, seeing the batch's earlier writes.
+    pub fn get(&mut self, collection: &str, id: &str) -> Result<Option<String>, CollectionFailure> {
+        self.check(collection, id)?;
+        Ok(self.load(collection, id)?.map(|d| Value::Object(d).to_string()))
+    }
+
+    /// Insert or replace a document given as JSON text.
+    pub fn put(&mut self, collection: &str, id: &str, json: &str) -> Result<(), CollectionFailure> {
+        self.check(collection, id)?;
+        if json.len() > MAX_DOCUMENT_BYTES {
+            return Err(self.refuse(CollectionFailure::InvalidDocument(format!(
+                "document has {} bytes; at most {MAX_DOCUMENT_BYTES} are allowed",
+                json.len()
+            ))));
+        }
+        let document = document::parse_document(id, json)
+            .map_err(|e| self.refuse(CollectionFailure::InvalidDocument(e.to_string())))?;
+        self.stage(collection, id, Some(document), json.len())
+    }
+
+    /// Delete a document; whether it existed.
+    pub fn delete(&mut self, collection: &str, id: &str) -> Result<bool, CollectionFailure> {
+        self.check(collection, id)?;
+        let existed = self.load(collection, id)?.is_some();
+        self.stage(collection, id, None, 0)?;
+        Ok(existed)
+    }
+
+    /// Apply update operators given as JSON text; whether the document exists afterwards.
+    pub fn update(&mut self, collection: &str, id: &str, update: &str, upsert: bool) -> Result<bool, CollectionFailure> {
+        self.check(collection, id)?;
+        if update.len() > MAX_DOCUMENT_BYTES {
+            return Err(self.refuse(CollectionFailure::InvalidDocument("the update is too large".into())));
+        }
+        let bytes = update.len();
+        let update = document::parse_update(update).map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
+        let current = self.load(collection, id)?;
+        let existed = current.is_some();
+        match document::apply_update(id, current, &update, upsert) {
+            Ok(Some(doc)) => {
+                self.stage(collection, id, Some(doc), bytes)?;
+                Ok(true)
+            }
+            Ok(None) => Ok(existed),
+            Err(e) => Err(CollectionFailure::InvalidUpdate(e.to_string())),
+        }
+    }
+
+    /// The batch's writes, coalesced per document, for the store to commit. The documents stay
+    /// cached as clean; call [`BatchContext::discard`] instead if the batch failed.
+    pub fn take_writes(&mut self) -> BatchWrites {
+        let mut documents = Vec::with_capacity(self.dirty);
+        for ((collection, id), entry) in self.entries.iter_mut() {
+            if entry.dirty {
+                entry.dirty = false;
+                documents.push((collection.clone(), id.clone(), entry.document.clone()));
+            }
+        }
+        self.end_batch();
+        if self.entries.len() > CACHE_LIMIT {
+            self.entries.clear();
+        }
+        BatchWrites { documents }
+    }
+
+    /// Forget everything staged and cached: the batch failed or its commit did.
+    pub fn discard(&mut self) {
+        self.entries.clear();
+        self.end_batch();
+    }
+
+    fn end_batch(&mut self) {
+        self.dirty = 0;
+        self.written_bytes = 0;
+        self.violation = None;
+    }
+}

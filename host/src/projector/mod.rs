@@ -1,0 +1,19 @@
+//! Projectors: one task per projection generation that folds the log into its collections.
+//!
+//! A projector starts from its generation's checkpoint, catches up in batches read by position,
+//! then waits on the change feed and reads again, so the hand-over from catch-up to live is the
+//! same code path: nothing is skipped and nothing is applied twice. Each batch's writes and the
+//! new checkpoint commit in one store transaction. Knows no wasmtime: it drives a [`Handler`].
+
+mod context;
+mod handler;
+mod runner;
+mod supervisor;
+
+pub use context::{BatchContext, CollectionFailure};
+pub use handler::{HandleFailure, Handler};
+pub use runner::{DropReason, Projector, ProjectorState, ProjectorStatus};
+pub use supervisor::{Supervisor, SupervisorError};
+
+/// Events per batch when the manifest does not say.
+pub const DEFAULT_BATCH_SIZE: u32 = 500;

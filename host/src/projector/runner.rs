@@ -1,0 +1,342 @@
+//! One projector's loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::{BatchContext, DEFAULT_BATCH_SIZE, HandleFailure, Handler};
+use crate::domain::{Generation, GenerationState, Position, RecordedEvent};
+use crate::store::{Page, Store, StoreError};
+
+/// A non-matching stretch of the log this long is checkpointed even with nothing to write, so a
+/// restart does not rescan it.
+const IDLE_CHECKPOINT_DISTANCE: Position = 10_000;
+/// Longest pause between retries of a failing store call.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What a projector is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProjectorState {
+    /// Loading; nothing read yet.
+    Starting,
+    /// Catching up with history.
+    Replaying,
+    /// At the head, following appends.
+    Live,
+    /// Stopped; see the drop reason.
+    Stopped,
+}
+
+/// A projector's progress, published on every batch.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectorStatus {
+    /// Projection name.
+    pub projection: String,
+    /// Generation number.
+    pub generation: u32,
+    /// Declared version.
+    pub version: u32,
+    /// What it is doing.
+    pub state: ProjectorState,
+    /// Last position folded in.
+    pub checkpoint: Position,
+    /// Head when last looked at.
+    pub head: Position,
+    /// Events handed to the projection since start.
+    pub handled: u64,
+    /// Why it stopped, if it did.
+    pub error: Option<String>,
+}
+
+/// Why a projector stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DropReason {
+    /// Asked to stop.
+    #[error("shut down")]
+    Shutdown,
+    /// The projection failed on an event; the failure policy parked it.
+    #[error("{projection}: handle failed at position {position}: {failure}")]
+    Failed {
+        /// Projection name.
+        projection: String,
+        /// The failing event.
+        position: Position,
+        /// What failed.
+        failure: HandleFailure,
+    },
+    /// Another writer moved the checkpoint: two hosts are running the same generation.
+    #[error("{0}")]
+    CheckpointMoved(String),
+    /// The store could not give the projector what it needs to start.
+    #[error("store: {0}")]
+    Store(String),
+}
+
+/// One projection generation's loop.
+pub struct Projector {
+    store: Arc<dyn Store>,
+    handler: Arc<dyn Handler>,
+    generation: Generation,
+    status: watch::Sender<ProjectorStatus>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Projector {
+    /// A projector for a generation; `shutdown` turning true stops it at a batch boundary.
+    pub fn new(
+        store: Arc<dyn Store>,
+        handler: Arc<dyn Handler>,
+        generation: Generation,
+        shutdown: watch::Receiver<bool>,
+    ) -> (Self, watch::Receiver<ProjectorStatus>) {
+        let status = ProjectorStatus {
+            projection: generation.projection.clone(),
+            generation: generation.number,
+            version: generation.version,
+            state: ProjectorState::Starting,
+            checkpoint: generation.checkpoint,
+            head: 0,
+            handled: 0,
+            error: None,
+        };
+        let (tx, rx) = watch::channel(status);
+        (Self { store, handler, generation, status: tx, shutdown }, rx)
+    }
+
+    fn publish(&self, f: impl FnOnce(&mut ProjectorStatus)) {
+        self.status.send_modify(f);
+    }
+
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Run until shut down or stopped by a failure.
+    pub async fn run(mut self) -> DropReason {
+        let reason = self.run_inner().await;
+        let error = match &reason {
+            DropReason::Shutdown => None,
+            other => Some(other.to_string()),
+        };
+        if let Some(message) = &error {
+            tracing::error!(projection = %self.generation.projection, generation = self.generation.number, error = %message, "projector stopped");
+            if let Err(e) = self.store.set_error(&self.generation, Some(message)).await {
+                tracing::warn!(error = %e, "cannot record the projector's error");
+            }
+        }
+        self.publish(|s| {
+            s.state = ProjectorState::Stopped;
+            s.error = error;
+        });
+        reason
+    }
+
+    async fn run_inner(&mut self) -> DropReason {
+        let manifest = self.handler.manifest().clone();
+        let filter = manifest.filter();
+        let batch_size = manifest.batch_size.unwrap_or(DEFAULT_BATCH_SIZE) as usize;
+        let mut feed = self.store.feed();
+        let mut context = match self.open_context() {
+            Ok(context) => context,
+            Err(error) => return DropReason::Store(error.to_string()),
+        };
+        if self.generation.last_error.is_some() {
+            let _ = self.store.set_error(&self.generation, None).await;
+        }
+        // `stored` is the checkpoint in the store; `scanned` may run ahead of it over events
+        // the projection does not subscribe to.
+        let mut stored = self.generation.checkpoint;
+        let mut scanned = stored;
+        // After a failed batch, go one event at a time up to its end to name the failing event
+        // and keep the effect of the good ones before it.
+        let mut careful_until: Position = 0;
+        loop {
+            if self.stopping() {
+                self.flush_checkpoint(stored, scanned).await;
+                return DropReason::Shutdown;
+            }
+            let limit = if scanned < careful_until { 1 } else { batch_size };
+            let mut backoff = Backoff::new();
+            let page = loop {
+                match self.store.read_all(scanned, limit, &filter).await {
+                    Ok(page) => break page,
+                    Err(error) => {
+                        if !self.pause(&mut backoff, "read events", &error).await {
+                            return DropReason::Shutdown;
+                        }
+                    }
+                }
+            };
+            self.publish(|s| {
+                s.head = s.head.max(page.scanned_to);
+                if s.state == ProjectorState::Starting {
+                    s.state = ProjectorState::Replaying;
+                }
+            });
+            if page.scanned_to == scanned {
+                if let Some(reason) = self.at_head(&manifest, scanned, &mut feed).await {
+                    return reason;
+                }
+                continue;
+            }
+            let Page { events, scanned_to } = page;
+            if events.is_empty() {
+                scanned = scanned_to;
+                if scanned - stored >= IDLE_CHECKPOINT_DISTANCE {
+                    match self.commit(&mut context, stored, scanned).await {
+                        Ok(()) => stored = scanned,
+                        Err(reason) => return reason,
+                    }
+                }
+                continue;
+            }
+            let count = events.len();
+            let (returned, result) = self.handle(events, context).await;
+            context = returned;
+            match result {
+                Ok(()) => match self.commit(&mut context, stored, scanned_to).await {
+                    Ok(()) => {
+                        stored = scanned_to;
+                        scanned = scanned_to;
+                        self.publish(|s| {
+                            s.checkpoint = scanned_to;
+                            s.handled += count as u64;
+                        });
+                    }
+                    Err(reason) => return reason,
+                },
+                Err(failure) => {
+                    context.discard();
+                    if count > 1 {
+                        tracing::warn!(projection = %manifest.name, %failure, "batch failed; retrying it one event at a time");
+                        careful_until = scanned_to;
+                        continue;
+                    }
+                    let position = failure.position().unwrap_or(scanned_to);
+                    return DropReason::Failed { projection: manifest.name.clone(), position, failure };
+                }
+            }
+        }
+    }
+
+    fn open_context(&self) -> Result<BatchContext, StoreError> {
+        let reader = self.store.reader(&self.generation)?;
+        Ok(BatchContext::new(self.handler.manifest(), reader))
+    }
+
+    /// Run the handler off the async threads.
+    async fn handle(&self, events: Vec<RecordedEvent>, context: BatchContext) -> (BatchContext, Result<(), HandleFailure>) {
+        let handler = Arc::clone(&self.handler);
+        let first = events.first().map(|e| e.position).unwrap_or_default();
+        let task = tokio::task::spawn_blocking(move || handler.handle(&events, context));
+        match task.await {
+            Ok(outcome) => outcome,
+            // The handler panicked: the context went with it, so start a fresh one.
+            Err(e) => match self.open_context() {
+                Ok(context) => (context, Err(HandleFailure::Host(format!("handler task failed at position {first}: {e}")))),
+                Err(store) => panic!("cannot recover from a failed handler task: {e}; {store}"),
+            },
+        }
+    }
+
+    /// Commit the context's writes and move the checkpoint from `from` to `to`, retrying store
+    /// failures. A moved checkpoint stops the projector.
+    async fn commit(&self, context: &mut BatchContext, from: Position, to: Position) -> Result<(), DropReason> {
+        let writes = context.take_writes();
+        let mut backoff = Backoff::new();
+        loop {
+            match self.store.commit(&self.generation, writes.clone(), from, to).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::CheckpointMoved { .. }) | Err(StoreError::NotFound(_)) => {
+                    context.discard();
+                    let message = format!(
+                        "{}: generation {} was changed by another writer; stopping this projector",
+                        self.generation.projection, self.generation.number
+                    );
+                    return Err(DropReason::CheckpointMoved(message));
+                }
+                Err(error) => {
+                    if self.stopping() {
+                        context.discard();
+                        return Err(DropReason::Shutdown);
+                    }
+                    tracing::warn!(projection = %self.generation.projection, %error, "commit failed; retrying");
+                    backoff.wait().await;
+                }
+            }
+        }
+    }
+
+    /// Persist a checkpoint that ran ahead over unsubscribed events, best effort.
+    async fn flush_checkpoint(&self, stored: Position, scanned: Position) {
+        if scanned > stored {
+            let _ = self.store.commit(&self.generation, Default::default(), stored, scanned).await;
+        }
+    }
+
+    /// Caught up: activate a building generation, then wait for the feed to ring. A checkpoint
+    /// that ran ahead over unsubscribed events is not persisted here: that would cost a commit
+    /// per unrelated append, and rescanning them after a restart changes nothing.
+    async fn at_head(
+        &mut self,
+        manifest: &crate::domain::Manifest,
+        scanned: Position,
+        feed: &mut watch::Receiver<Position>,
+    ) -> Option<DropReason> {
+        if self.generation.state == GenerationState::Building {
+            let generation = self.generation.clone();
+            let mut backoff = Backoff::new();
+            while let Err(error) = self.store.activate(&generation, manifest).await {
+                if !self.pause(&mut backoff, "activate", &error).await {
+                    return Some(DropReason::Shutdown);
+                }
+            }
+            self.generation.state = GenerationState::Active;
+            tracing::info!(projection = %manifest.name, generation = generation.number, checkpoint = scanned, "generation caught up and is now active");
+        }
+        self.publish(|s| {
+            s.state = ProjectorState::Live;
+            s.checkpoint = scanned;
+        });
+        loop {
+            if *feed.borrow_and_update() > scanned {
+                return None;
+            }
+            tokio::select! {
+                changed = feed.changed() => {
+                    if changed.is_err() {
+                        return Some(DropReason::Shutdown);
+                    }
+                }
+                _ = self.shutdown.changed() => return Some(DropReason::Shutdown),
+            }
+        }
+    }
+
+    /// Log a failed store call and wait before the next try; false when shutting down.
+    async fn pause(&self, backoff: &mut Backoff, what: &str, error: &StoreError) -> bool {
+        tracing::warn!(projection = %self.generation.projection, %error, "{what} failed; retrying");
+        if self.stopping() {
+            return false;
+        }
+        backoff.wait().await;
+        !self.stopping()
+    }
+}
+
+/// Exponential backoff between retries of a store call, capped at [`MAX_BACKOFF`].
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Self {
+        Self(Duration::from_millis(50))
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+    }
+}

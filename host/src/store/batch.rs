@@ -1,0 +1,23 @@
+//! The writes of one batch, coalesced per document: whatever a guest did to a document during a
+//! batch, the store receives only its final state (or its deletion).
+
+use serde_json::{Map, Value};
+
+/// The final state of every document a batch touched.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct BatchWrites {
+    /// `(collection, id, document)`, where `None` deletes the document. One entry per document.
+    pub documents: Vec<(String, String, Option<Map<String, Value>>)>,
+}
+
+impl BatchWrites {
+    /// No writes.
+    pub fn is_empty(&self) -> bool {
+        self.documents.is_empty()
+    }
+
+    /// Number of documents written or deleted.
+    pub fn len(&self) -> usize {
+        self.documents.len()
+    }
+}

@@ -1,0 +1,209 @@
+//! The storage boundary: what the host needs from an event store and a read-model store, with
+//! one implementation per backend. Knows nothing of wasmtime.
+//!
+//! Terms:
+//! - **head**: the highest position committed so far.
+//! - **checkpoint**: the last position a generation has folded into its documents; it commits
+//!   in the same transaction as the documents, so a batch takes effect exactly once.
+//! - **change feed**: a doorbell that rings with the head after appends. The events stay the
+//!   source of truth: a woken reader reads by position, so a missed ring loses nothing.
+
+pub mod batch;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+use crate::domain::{
+    AppendResult, EventFilter, ExpectedVersion, Generation, Manifest, NewEvent, Position, RecordedEvent,
+    StreamVersion,
+};
+pub use batch::BatchWrites;
+
+/// Errors from a store, for callers to branch on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The expected version did not match the stream.
+    #[error("concurrency conflict on stream `{aggregate_id}`: expected version {expected}, stream is at {actual}")]
+    Conflict {
+        /// The stream.
+        aggregate_id: String,
+        /// What the writer expected.
+        expected: ExpectedVersion,
+        /// The stream's version (0 when it does not exist).
+        actual: StreamVersion,
+    },
+    /// The request itself is invalid (bad stream id, bad event, empty append...).
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    /// The generation's checkpoint moved under us: another writer handled the same events.
+    #[error("checkpoint of {projection} generation {generation} is {found}, expected {expected}: another host is processing it")]
+    CheckpointMoved {
+        /// Projection.
+        projection: String,
+        /// Generation number.
+        generation: u32,
+        /// The checkpoint the committer started from.
+        expected: Position,
+        /// The checkpoint found.
+        found: Position,
+    },
+    /// A projection or generation that does not exist.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The URI does not name a supported store.
+    #[error("unsupported store URI `{0}`: use sqlite://PATH (MongoDB support is a separate feature)")]
+    UnsupportedUri(String),
+    /// The backend failed.
+    #[error("{context}: {message}")]
+    Backend {
+        /// What the store was doing.
+        context: String,
+        /// The backend's message.
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// A backend failure while doing `context`.
+    pub fn backend(context: impl Into<String>, error: impl std::fmt::Display) -> Self {
+        Self::Backend { context: context.into(), message: error.to_string() }
+    }
+}
+
+/// Result of store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One page of the global log.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Matching events after the requested position, in position order.
+    pub events: Vec<RecordedEvent>,
+    /// Every position up to this one has been looked at (matching or not). A reader that
+    /// resumes after it skips nothing.
+    pub scanned_to: Position,
+}
+
+/// One stream's part of an append.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamAppend {
+    /// The stream.
+    pub aggregate_id: String,
+    /// The version the writer expects it to be at.
+    pub expected: ExpectedVersion,
+    /// The events, in order.
+    pub events: Vec<NewEvent>,
+}
+
+impl StreamAppend {
+    /// Check the request before it reaches the store.
+    pub fn validate(&self) -> StoreResult<()> {
+        if self.aggregate_id.is_empty() || self.aggregate_id.len() > 512 {
+            return Err(StoreError::InvalidInput("aggregate id must have 1 to 512 bytes".into()));
+        }
+        if self.events.is_empty() {
+            return Err(StoreError::InvalidInput(format!("append to `{}` has no event", self.aggregate_id)));
+        }
+        for event in &self.events {
+            event.validate().map_err(|e| StoreError::InvalidInput(format!("stream `{}`: {e}", self.aggregate_id)))?;
+        }
+        Ok(())
+    }
+}
+
+/// The event store: append-only streams with a global, gap-free position.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Append to several streams in one transaction: every event of every stream, or none
+    /// (a conflict on any stream refuses all). Positions are assigned in commit order, so a
+    /// reader paging by position can never skip one.
+    async fn append_all(&self, appends: Vec<StreamAppend>) -> StoreResult<Vec<AppendResult>>;
+
+    /// Append events to one stream atomically.
+    async fn append(&self, aggregate_id: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> StoreResult<AppendResult> {
+        let append = StreamAppend { aggregate_id: aggregate_id.to_owned(), expected, events };
+        let mut results = self.append_all(vec![append]).await?;
+        results.pop().ok_or_else(|| StoreError::backend("append", "no result"))
+    }
+
+    /// Events of one stream with version >= `from_version`, in order, at most `limit`.
+    async fn read_stream(&self, aggregate_id: &str, from_version: StreamVersion, limit: usize) -> StoreResult<Vec<RecordedEvent>>;
+
+    /// Events with position > `after` that match `filter`, in order, at most `limit`.
+    async fn read_all(&self, after: Position, limit: usize, filter: &EventFilter) -> StoreResult<Page>;
+
+    /// The highest committed position.
+    async fn head(&self) -> StoreResult<Position>;
+
+    /// The change feed: a receiver of the head, rung after appends (this process's and, within
+    /// a short polling interval, other processes').
+    fn feed(&self) -> watch::Receiver<Position>;
+}
+
+/// Synchronous point reads of a generation's documents, for host calls made from inside a
+/// guest. Each projector owns one.
+pub trait DocumentReader: Send {
+    /// The document with this id in the generation's collection, if any.
+    fn get(&mut self, collection: &str, id: &str) -> StoreResult<Option<Map<String, Value>>>;
+}
+
+/// Read collections, generations and checkpoints.
+#[async_trait]
+pub trait ReadModelStore: Send + Sync {
+    /// The generations of a projection, oldest first.
+    async fn generations(&self, projection: &str) -> StoreResult<Vec<Generation>>;
+
+    /// Every generation of every projection, by projection then number.
+    async fn all_generations(&self) -> StoreResult<Vec<Generation>>;
+
+    /// Register a new generation in state `building` with checkpoint 0, create its collections
+    /// and indexes, and return it.
+    async fn create_generation(&self, manifest: &Manifest, code_hash: &str) -> StoreResult<Generation>;
+
+    /// Make the physical collections and indexes of a generation exist (idempotent).
+    async fn prepare_collections(&self, generation: &Generation, manifest: &Manifest) -> StoreResult<()>;
+
+    /// Record the code a generation now runs (same version, new code swapped in place).
+    async fn set_code(&self, generation: &Generation, code_hash: &str) -> StoreResult<()>;
+
+    /// Commit a batch: apply its writes to the generation's collections and move its checkpoint
+    /// from `from` to `to`, in one transaction. Fails with [`StoreError::CheckpointMoved`]
+    /// (changing nothing) when the stored checkpoint is not `from`.
+    async fn commit(&self, generation: &Generation, writes: BatchWrites, from: Position, to: Position) -> StoreResult<()>;
+
+    /// Make a generation the active one: the stable names point at its collections, and the
+    /// previously active generation is retired. Atomic for readers.
+    async fn activate(&self, generation: &Generation, manifest: &Manifest) -> StoreResult<()>;
+
+    /// Record (or clear) the error a generation's projector stopped on.
+    async fn set_error(&self, generation: &Generation, error: Option<&str>) -> StoreResult<()>;
+
+    /// A synchronous reader of the generation's documents.
+    fn reader(&self, generation: &Generation) -> StoreResult<Box<dyn DocumentReader>>;
+
+    /// A document of the active generation, through the stable name.
+    async fn get_document(&self, projection: &str, collection: &str, id: &str) -> StoreResult<Option<Value>>;
+
+    /// The documents of the active generation's collection, ordered by id, at most `limit`.
+    async fn list_documents(&self, projection: &str, collection: &str, limit: usize) -> StoreResult<Vec<Value>>;
+}
+
+/// Both halves of a store.
+pub trait Store: EventStore + ReadModelStore {}
+
+impl<T: EventStore + ReadModelStore> Store for T {}
+
+/// Open the store a URI names: `sqlite://PATH` (a file, created if missing).
+pub async fn open(uri: &str) -> StoreResult<Arc<dyn Store>> {
+    if let Some(path) = uri.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(StoreError::InvalidInput("sqlite:// needs a file path, e.g. sqlite://refold.db".into()));
+        }
+        let store = sqlite::SqliteStore::open(std::path::Path::new(path)).await?;
+        return Ok(Arc::new(store));
+    }
+    Err(StoreError::UnsupportedUri(uri.to_owned()))
+}

@@ -1,0 +1,115 @@
+//! The embedded store: one SQLite file in WAL mode (bundled SQLite through `rusqlite`).
+//!
+//! One writer connection serialises appends and batch commits (SQLite has one writer anyway);
+//! readers use a small pool of connections and see committed data only. Because positions are
+//! assigned inside the single writer's transaction, they become visible strictly in order.
+//! Blocking SQLite calls run on tokio's blocking pool.
+
+mod events;
+mod feed;
+mod read_models;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::watch;
+
+use super::{StoreError, StoreResult};
+use crate::domain::Position;
+
+/// The embedded store.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Arc<Mutex<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    feed: Arc<watch::Sender<Position>>,
+}
+
+impl SqliteStore {
+    /// Open (creating if missing) the store in this file.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let path = path.to_path_buf();
+        let (writer, head) = blocking(move || {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if !dir.is_dir() {
+                    return Err(StoreError::InvalidInput(format!(
+                        "cannot create the store {}: folder {} does not exist",
+                        path.display(),
+                        dir.display()
+                    )));
+                }
+            }
+            let conn = Connection::open(&path).map_err(|e| StoreError::backend(format!("open {}", path.display()), e))?;
+            schema::configure_writer(&conn)?;
+            schema::migrate(&conn)?;
+            let head = events::head(&conn)?;
+            Ok(((conn, path), head))
+        })
+        .await?;
+        let (writer, path) = writer;
+        let (sender, _) = watch::channel(head);
+        let feed = Arc::new(sender);
+        feed::spawn_poller(path.clone(), Arc::downgrade(&feed), head);
+        Ok(Self { path, writer: Arc::new(Mutex::new(writer)), readers: Arc::new(Mutex::new(Vec::new())), feed })
+    }
+
+    /// The file behind the store.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn open_reader(path: &Path) -> StoreResult<Connection> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|e| StoreError::backend(format!("open {} for reading", path.display()), e))?;
+        schema::configure_reader(&conn)?;
+        Ok(conn)
+    }
+
+    /// Run `f` with the writer connection on the blocking pool.
+    async fn with_writer<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let writer = Arc::clone(&self.writer);
+        blocking(move || {
+            let mut conn = writer.lock().map_err(|_| StoreError::backend("writer", "a previous writer panicked"))?;
+            f(&mut conn)
+        })
+        .await
+    }
+
+    /// Run `f` with a pooled reader connection on the blocking pool.
+    async fn with_reader<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let readers = Arc::clone(&self.readers);
+        let path = self.path.clone();
+        blocking(move || {
+            let pooled = readers.lock().ok().and_then(|mut pool| pool.pop());
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => Self::open_reader(&path)?,
+            };
+            let result = f(&mut conn);
+            if let Ok(mut pool) = readers.lock() {
+                pool.push(conn);
+            }
+            result
+        })
+        .await
+    }
+}
+
+/// Run blocking store work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> StoreResult<T> + Send + 'static) -> StoreResult<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::backend("blocking task", e))?
+}
+
+/// Quote an identifier that [`crate::domain::Manifest::validate`] has already restricted to
+/// `[a-z0-9_-]`; the quotes make `-` legal in SQL.
+fn quoted(name: &str) -> String {
+    format!("\"{name}\"")
+}

@@ -1,0 +1,317 @@
+//! Read collections, generations and checkpoints on SQLite.
+//!
+//! Each collection of a generation is a table `<projection>__g<n>__<collection>` of
+//! `(id, body)` where `body` is the document's JSON text; declared indexes are expression
+//! indexes on `json_extract(body, path)`. The stable name `<projection>__<collection>` is a
+//! view over the active generation's table, replaced inside the cut-over transaction.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde_json::{Map, Value};
+
+use super::{SqliteStore, quoted};
+use crate::domain::generation::{physical_name, stable_name};
+use crate::domain::{Generation, GenerationState, Manifest, Position, time};
+use crate::store::{BatchWrites, DocumentReader, ReadModelStore, StoreError, StoreResult};
+
+const GENERATION_COLUMNS: &str = "projection, number, version, code_hash, state, checkpoint, last_error";
+
+fn row_to_generation(row: &rusqlite::Row<'_>) -> rusqlite::Result<Generation> {
+    let state: String = row.get(4)?;
+    Ok(Generation {
+        projection: row.get(0)?,
+        number: row.get(1)?,
+        version: row.get(2)?,
+        code_hash: row.get(3)?,
+        state: GenerationState::parse(&state).unwrap_or(GenerationState::Retired),
+        checkpoint: row.get::<_, i64>(5)? as Position,
+        last_error: row.get(6)?,
+    })
+}
+
+fn query_generations(conn: &Connection, projection: Option<&str>) -> StoreResult<Vec<Generation>> {
+    let sql = format!(
+        "SELECT {GENERATION_COLUMNS} FROM generations WHERE ?1 IS NULL OR projection = ?1 ORDER BY projection, number"
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(|e| StoreError::backend("prepare generations", e))?;
+    stmt.query_map([projection], row_to_generation)
+        .and_then(|rows| rows.collect())
+        .map_err(|e| StoreError::backend("read generations", e))
+}
+
+/// `json_extract` path for a field path that passed [`crate::domain::manifest::is_field_path`].
+fn json_path(field: &str) -> String {
+    let segments: Vec<String> = field.split('.').map(|s| format!("\"{s}\"")).collect();
+    format!("'$.{}'", segments.join("."))
+}
+
+fn create_collections(conn: &Connection, generation: &Generation, manifest: &Manifest) -> StoreResult<()> {
+    for collection in &manifest.collections {
+        let table = generation.physical_name(&collection.name);
+        let mut sql = format!(
+            "CREATE TABLE IF NOT EXISTS {} (id TEXT PRIMARY KEY NOT NULL, body TEXT NOT NULL) WITHOUT ROWID;",
+            quoted(&table)
+        );
+        for index in &collection.indexes {
+            let keys: Vec<String> = index
+                .keys
+                .iter()
+                .map(|k| format!("json_extract(body, {}){}", json_path(&k.field), if k.descending { " DESC" } else { "" }))
+                .collect();
+            sql.push_str(&format!(
+                "CREATE {}INDEX IF NOT EXISTS {} ON {} ({});",
+                if index.unique { "UNIQUE " } else { "" },
+                quoted(&format!("{table}__{}", index.name)),
+                quoted(&table),
+                keys.join(", ")
+            ));
+        }
+        conn.execute_batch(&sql).map_err(|e| StoreError::backend(format!("create collection {table}"), e))?;
+    }
+    Ok(())
+}
+
+fn commit_blocking(conn: &mut Connection, generation: &Generation, writes: &BatchWrites, from: Position, to: Position) -> StoreResult<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| StoreError::backend("begin batch", e))?;
+    let stored: Option<i64> = tx
+        .query_row(
+            "SELECT checkpoint FROM generations WHERE projection = ?1 AND number = ?2",
+            params![generation.projection, generation.number],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| StoreError::backend("read checkpoint", e))?;
+    let stored = stored.ok_or_else(|| {
+        StoreError::NotFound(format!("{} generation {}", generation.projection, generation.number))
+    })? as Position;
+    if stored != from {
+        return Err(StoreError::CheckpointMoved {
+            projection: generation.projection.clone(),
+            generation: generation.number,
+            expected: from,
+            found: stored,
+        });
+    }
+    for (collection, id, document) in &writes.documents {
+        let table = quoted(&generation.physical_name(collection));
+        let result = match document {
+            Some(doc) => tx
+                .prepare_cached(&format!(
+                    "INSERT INTO {table} (id, body) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET body = excluded.body"
+                ))
+                .and_then(|mut s| s.execute(params![id, Value::Object(doc.clone()).to_string()])),
+            None => tx
+                .prepare_cached(&format!("DELETE FROM {table} WHERE id = ?1"))
+                .and_then(|mut s| s.execute([id])),
+        };
+        result.map_err(|e| StoreError::backend(format!("write {table}/{id}"), e))?;
+    }
+    tx.execute(
+        "UPDATE generations SET checkpoint = ?3 WHERE projection = ?1 AND number = ?2",
+        params![generation.projection, generation.number, to as i64],
+    )
+    .map_err(|e| StoreError::backend("move checkpoint", e))?;
+    tx.commit().map_err(|e| StoreError::backend("commit batch", e))
+}
+
+fn activate_blocking(conn: &mut Connection, generation: &Generation, manifest: &Manifest) -> StoreResult<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| StoreError::backend("begin cut-over", e))?;
+    let mut sql = String::new();
+    for collection in &manifest.collections {
+        let view = quoted(&stable_name(&generation.projection, &collection.name));
+        let table = quoted(&generation.physical_name(&collection.name));
+        sql.push_str(&format!("DROP VIEW IF EXISTS {view}; CREATE VIEW {view} AS SELECT id, body FROM {table};"));
+    }
+    tx.execute_batch(&sql).map_err(|e| StoreError::backend("repoint stable names", e))?;
+    tx.execute(
+        "UPDATE generations SET state = 'retired' WHERE projection = ?1 AND state = 'active' AND number <> ?2",
+        params![generation.projection, generation.number],
+    )
+    .and_then(|_| {
+        tx.execute(
+            "UPDATE generations SET state = 'active' WHERE projection = ?1 AND number = ?2",
+            params![generation.projection, generation.number],
+        )
+    })
+    .map_err(|e| StoreError::backend("record cut-over", e))?;
+    tx.commit().map_err(|e| StoreError::backend("commit cut-over", e))
+}
+
+/// A document reader over one generation's tables, with its own connection.
+struct SqliteReader {
+    conn: Connection,
+    tables: HashMap<String, String>,
+}
+
+impl DocumentReader for SqliteReader {
+    fn get(&mut self, collection: &str, id: &str) -> StoreResult<Option<Map<String, Value>>> {
+        let table = self
+            .tables
+            .get(collection)
+            .ok_or_else(|| StoreError::NotFound(format!("collection {collection}")))?;
+        let body: Option<String> = self
+            .conn
+            .prepare_cached(&format!("SELECT body FROM {table} WHERE id = ?1"))
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)).optional())
+            .map_err(|e| StoreError::backend(format!("read {table}/{id}"), e))?;
+        body.map(|text| match serde_json::from_str(&text) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err(StoreError::backend(format!("read {table}/{id}"), "stored document is not a JSON object")),
+        })
+        .transpose()
+    }
+}
+
+fn parse_body(text: String) -> Value {
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Whether a stable name (view) exists yet: before a projection's first cut-over it does not.
+fn view_exists(conn: &Connection, view: &str) -> StoreResult<bool> {
+    conn.query_row("SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = ?1", [view], |_| Ok(()))
+        .optional()
+        .map(|r| r.is_some())
+        .map_err(|e| StoreError::backend("look up view", e))
+}
+
+#[async_trait]
+impl ReadModelStore for SqliteStore {
+    async fn generations(&self, projection: &str) -> StoreResult<Vec<Generation>> {
+        let projection = projection.to_owned();
+        self.with_reader(move |conn| query_generations(conn, Some(&projection))).await
+    }
+
+    async fn all_generations(&self) -> StoreResult<Vec<Generation>> {
+        self.with_reader(|conn| query_generations(conn, None)).await
+    }
+
+    async fn create_generation(&self, manifest: &Manifest, code_hash: &str) -> StoreResult<Generation> {
+        let manifest = manifest.clone();
+        let code_hash = code_hash.to_owned();
+        self.with_writer(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| StoreError::backend("begin create generation", e))?;
+            let number: u32 = tx
+                .query_row(
+                    "SELECT coalesce(max(number), 0) + 1 FROM generations WHERE projection = ?1",
+                    [&manifest.name],
+                    |r| r.get(0),
+                )
+                .map_err(|e| StoreError::backend("number generation", e))?;
+            let generation = Generation {
+                projection: manifest.name.clone(),
+                number,
+                version: manifest.version,
+                code_hash,
+                state: GenerationState::Building,
+                checkpoint: 0,
+                last_error: None,
+            };
+            tx.execute(
+                "INSERT INTO generations (projection, number, version, code_hash, state, checkpoint, created_ms) VALUES (?1, ?2, ?3, ?4, 'building', 0, ?5)",
+                params![generation.projection, number, generation.version, generation.code_hash, time::now_millis()],
+            )
+            .map_err(|e| StoreError::backend("register generation", e))?;
+            create_collections(&tx, &generation, &manifest)?;
+            tx.commit().map_err(|e| StoreError::backend("commit create generation", e))?;
+            Ok(generation)
+        })
+        .await
+    }
+
+    async fn prepare_collections(&self, generation: &Generation, manifest: &Manifest) -> StoreResult<()> {
+        let (generation, manifest) = (generation.clone(), manifest.clone());
+        self.with_writer(move |conn| create_collections(conn, &generation, &manifest)).await
+    }
+
+    async fn set_code(&self, generation: &Generation, code_hash: &str) -> StoreResult<()> {
+        let (projection, number, code_hash) = (generation.projection.clone(), generation.number, code_hash.to_owned());
+        self.with_writer(move |conn| {
+            conn.execute(
+                "UPDATE generations SET code_hash = ?3 WHERE projection = ?1 AND number = ?2",
+                params![projection, number, code_hash],
+            )
+            .map(drop)
+            .map_err(|e| StoreError::backend("record code", e))
+        })
+        .await
+    }
+
+    async fn commit(&self, generation: &Generation, writes: BatchWrites, from: Position, to: Position) -> StoreResult<()> {
+        let generation = generation.clone();
+        self.with_writer(move |conn| commit_blocking(conn, &generation, &writes, from, to)).await
+    }
+
+    async fn activate(&self, generation: &Generation, manifest: &Manifest) -> StoreResult<()> {
+        let (generation, manifest) = (generation.clone(), manifest.clone());
+        self.with_writer(move |conn| activate_blocking(conn, &generation, &manifest)).await
+    }
+
+    async fn set_error(&self, generation: &Generation, error: Option<&str>) -> StoreResult<()> {
+        let (projection, number) = (generation.projection.clone(), generation.number);
+        let error = error.map(str::to_owned);
+        self.with_writer(move |conn| {
+            conn.execute(
+                "UPDATE generations SET last_error = ?3 WHERE projection = ?1 AND number = ?2",
+                params![projection, number, error],
+            )
+            .map(drop)
+            .map_err(|e| StoreError::backend("record error", e))
+        })
+        .await
+    }
+
+    fn reader(&self, generation: &Generation) -> StoreResult<Box<dyn DocumentReader>> {
+        let conn = Self::open_reader(self.path())?;
+        // Tables are looked up by logical name; the generation's manifest is not needed here
+        // because the physical name is derived, and a missing table fails the read clearly.
+        let prefix = physical_name(&generation.projection, generation.number, "");
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND substr(name, 1, length(?1)) = ?1")
+            .and_then(|mut s| s.query_map([&prefix], |r| r.get(0))?.collect())
+            .map_err(|e| StoreError::backend("list collections", e))?;
+        let tables = tables
+            .into_iter()
+            .filter_map(|t| t.strip_prefix(&prefix).map(|logical| (logical.to_owned(), quoted(&t))))
+            .collect();
+        Ok(Box::new(SqliteReader { conn, tables }))
+    }
+
+    async fn get_document(&self, projection: &str, collection: &str, id: &str) -> StoreResult<Option<Value>> {
+        let view = stable_name(projection, collection);
+        let id = id.to_owned();
+        self.with_reader(move |conn| {
+            if !view_exists(conn, &view)? {
+                return Err(StoreError::NotFound(format!("collection {view}")));
+            }
+            conn.query_row(&format!("SELECT body FROM {} WHERE id = ?1", quoted(&view)), [&id], |r| r.get::<_, String>(0))
+                .optional()
+                .map(|b| b.map(parse_body))
+                .map_err(|e| StoreError::backend(format!("read {view}/{id}"), e))
+        })
+        .await
+    }
+
+    async fn list_documents(&self, projection: &str, collection: &str, limit: usize) -> StoreResult<Vec<Value>> {
+        let view = stable_name(projection, collection);
+        self.with_reader(move |conn| {
+            if !view_exists(conn, &view)? {
+                return Err(StoreError::NotFound(format!("collection {view}")));
+            }
+            let mut stmt = conn
+                .prepare(&format!("SELECT body FROM {} ORDER BY id LIMIT ?1", quoted(&view)))
+                .map_err(|e| StoreError::backend(format!("list {view}"), e))?;
+            stmt.query_map([limit as i64], |r| r.get::<_, String>(0))
+                .and_then(|rows| rows.map(|r| r.map(parse_body)).collect())
+                .map_err(|e| StoreError::backend(format!("list {view}"), e))
+        })
+        .await
+    }
+}

@@ -1,0 +1,52 @@
+//! Connection settings and the schema of the embedded store.
+
+use rusqlite::Connection;
+
+use crate::store::{StoreError, StoreResult};
+
+/// The event log, the generation registry. Read collections are tables created per generation.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    position       INTEGER PRIMARY KEY,
+    id             TEXT    NOT NULL UNIQUE,
+    aggregate_id   TEXT    NOT NULL,
+    aggregate_type TEXT    NOT NULL,
+    event_type     TEXT    NOT NULL,
+    version        INTEGER NOT NULL,
+    timestamp_ms   INTEGER NOT NULL,
+    data           TEXT    NOT NULL,
+    metadata       TEXT    NOT NULL,
+    UNIQUE (aggregate_id, version)
+);
+CREATE INDEX IF NOT EXISTS events_by_event_type ON events (event_type, position);
+CREATE INDEX IF NOT EXISTS events_by_aggregate_type ON events (aggregate_type, timestamp_ms);
+CREATE TABLE IF NOT EXISTS generations (
+    projection TEXT    NOT NULL,
+    number     INTEGER NOT NULL,
+    version    INTEGER NOT NULL,
+    code_hash  TEXT    NOT NULL,
+    state      TEXT    NOT NULL,
+    checkpoint INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    created_ms INTEGER NOT NULL,
+    PRIMARY KEY (projection, number)
+);
+";
+
+/// WAL for concurrent readers; `synchronous = FULL` so an acknowledged append survives a power
+/// loss, not only a process crash.
+pub(super) fn configure_writer(conn: &Connection) -> StoreResult<()> {
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
+    )
+    .map_err(|e| StoreError::backend("configure the store", e))
+}
+
+pub(super) fn configure_reader(conn: &Connection) -> StoreResult<()> {
+    conn.execute_batch("PRAGMA busy_timeout = 10000;")
+        .map_err(|e| StoreError::backend("configure a reader", e))
+}
+
+pub(super) fn migrate(conn: &Connection) -> StoreResult<()> {
+    conn.execute_batch(SCHEMA).map_err(|e| StoreError::backend("create the schema", e))
+}
