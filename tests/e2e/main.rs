@@ -1,1 +1,6 @@
+//! End-to-end tests: real guest components, the real embedded store, the real binary.
 
+mod contract;
+mod crash;
+mod examples;
+mod hostile;

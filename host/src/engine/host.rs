@@ -72,9 +72,12 @@ pub(super) fn classify_trap(error: &wasmtime::Error, limits: &Limits) -> HandleF
     if text.contains("forcing trap when growing memory") || text.contains("memory limit") {
         return HandleFailure::Memory(limits.memory_bytes);
     }
-    // The first lines name the trap and the guest frames; the rest is noise for operators.
-    let summary: Vec<&str> = text.lines().take(6).collect();
-    HandleFailure::Trap(summary.join(" | "))
+    match error.downcast_ref::<wasmtime::Trap>() {
+        // A Rust guest's panic (with `panic = "abort"`) ends in `unreachable`.
+        Some(trap @ wasmtime::Trap::UnreachableCodeReached) => HandleFailure::Trap(format!("{trap} (a panic or abort in the guest)")),
+        Some(trap) => HandleFailure::Trap(trap.to_string()),
+        None => HandleFailure::Trap(text.lines().next().unwrap_or("unknown trap").to_owned()),
+    }
 }
 
 fn to_wit_error(failure: CollectionFailure) -> CollectionError {

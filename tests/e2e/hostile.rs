@@ -1,0 +1,77 @@
+//! Hostile guests (built as real components): each fails cleanly with an error naming the
+//! projection and the position, while a healthy projection beside them reaches the head.
+
+use refold::domain::{ExpectedVersion, NewEvent};
+use refold_tests::{Sandbox, dump, fixtures, projections, run, text};
+use serde_json::{Value, json};
+
+fn event(event_type: &str) -> NewEvent {
+    NewEvent {
+        id: None,
+        aggregate_type: "Thing".into(),
+        event_type: event_type.into(),
+        event_data: json!({}),
+        metadata: json!({}),
+        timestamp_ms: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_guests_fail_alone_and_name_the_position() {
+    let sandbox = Sandbox::new();
+    let store = sandbox.store("store.db").await;
+    for i in 0..40 {
+        store.append(&format!("thing-{i}"), ExpectedVersion::NoStream, vec![event("Normal")]).await.expect("append");
+    }
+    let poison = store.append("thing-poison", ExpectedVersion::NoStream, vec![event("Poison")]).await.expect("append").last_position;
+    for i in 40..60 {
+        store.append(&format!("thing-{i}"), ExpectedVersion::NoStream, vec![event("Normal")]).await.expect("append");
+    }
+    drop(store);
+    let hostile = ["looper", "memory-bomb", "trapper", "undeclared", "bad-json"];
+    let mut names = vec!["healthy"];
+    names.extend(hostile);
+    let dir = projections(fixtures(), &names, &sandbox.path("projections"));
+
+    let out = run(&[
+        "run", "--store", &sandbox.uri("store.db"), "--projections", &dir.to_string_lossy(), "--exit-when-caught-up",
+        "--batch-deadline-ms", "300", "--memory-mib", "32",
+    ]);
+    assert!(!out.status.success(), "stopped projections must make `run` fail");
+
+    let out = run(&["status", "--store", &sandbox.uri("store.db"), "--json"]);
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let generation = |name: &str| {
+        status["generations"].as_array().and_then(|g| g.iter().find(|g| g["projection"] == name)).cloned()
+            .unwrap_or_else(|| panic!("no generation for {name}: {status}"))
+    };
+    let healthy = generation("healthy");
+    assert_eq!(healthy["checkpoint"], 61);
+    assert_eq!(healthy["state"], "active");
+    assert_eq!(healthy["lastError"], Value::Null);
+
+    let expected_cause = [
+        ("looper", "exceeded its deadline"),
+        ("memory-bomb", "memory limit"),
+        ("trapper", "trapped"),
+        ("undeclared", "collection `not_declared` is not declared"),
+        ("bad-json", "invalid document"),
+    ];
+    for (name, cause) in expected_cause {
+        let g = generation(name);
+        let error = g["lastError"].as_str().unwrap_or_else(|| panic!("{name} has no error: {g}"));
+        assert!(error.starts_with(&format!("{name}: handle failed at position {poison}: ")), "{name}: {error}");
+        assert!(error.contains(cause), "{name}: {error}");
+        // Everything before the poison event was folded in, nothing after.
+        assert_eq!(g["checkpoint"], poison - 1, "{name}: {g}");
+        assert_eq!(g["state"], "building", "{name}: {g}");
+    }
+
+    let models = dump(&sandbox.path("store.db"));
+    let by_type = &models["healthy__by_type"];
+    let count = |t: &str| by_type.iter().find(|(id, _)| id == t).map(|(_, d)| d["count"].clone());
+    assert_eq!(count("Normal"), Some(json!(60)));
+    assert_eq!(count("Poison"), Some(json!(1)));
+    assert_eq!(models["healthy__by_stream"].len(), 61);
+    assert!(text(&out.stderr).is_empty(), "status wrote to stderr: {}", text(&out.stderr));
+}
