@@ -37,7 +37,10 @@ pub fn components_in(dir: &Path) -> Result<Vec<PathBuf>, DeployError> {
     if !dir.is_dir() {
         return Err(DeployError::NoFolder(dir.to_path_buf()));
     }
-    let entries = std::fs::read_dir(dir).map_err(|source| DeployError::Io { path: dir.to_path_buf(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| DeployError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
@@ -52,7 +55,10 @@ pub fn load_folder(engine: &Arc<Engine>, dir: &Path) -> Result<Vec<Loaded>, Depl
     components_in(dir)?
         .into_iter()
         .map(|path| {
-            let bytes = std::fs::read(&path).map_err(|source| DeployError::Io { path: path.clone(), source })?;
+            let bytes = std::fs::read(&path).map_err(|source| DeployError::Io {
+                path: path.clone(),
+                source,
+            })?;
             let result = engine.load(&bytes);
             Ok(Loaded { path, result })
         })

@@ -46,7 +46,10 @@ pub enum BuildError {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
-    move |source| BuildError::Io { path: path.to_path_buf(), source }
+    move |source| BuildError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The cargo that runs us, if any, else the one on the PATH.
@@ -59,7 +62,10 @@ pub fn ensure_rust_target() -> Result<(), BuildError> {
     let sysroot = Command::new("rustc")
         .args(["--print", "sysroot"])
         .output()
-        .map_err(|e| BuildError::Tool { tool: "rustc".into(), message: e.to_string() })?;
+        .map_err(|e| BuildError::Tool {
+            tool: "rustc".into(),
+            message: e.to_string(),
+        })?;
     let sysroot = PathBuf::from(String::from_utf8_lossy(&sysroot.stdout).trim());
     if sysroot.join("lib/rustlib").join(RUST_TARGET).is_dir() {
         return Ok(());
@@ -68,9 +74,15 @@ pub fn ensure_rust_target() -> Result<(), BuildError> {
     let status = Command::new("rustup")
         .args(["target", "add", RUST_TARGET])
         .status()
-        .map_err(|e| BuildError::Tool { tool: "rustup".into(), message: e.to_string() })?;
+        .map_err(|e| BuildError::Tool {
+            tool: "rustup".into(),
+            message: e.to_string(),
+        })?;
     if !status.success() {
-        return Err(BuildError::Tool { tool: "rustup".into(), message: format!("`rustup target add {RUST_TARGET}` failed") });
+        return Err(BuildError::Tool {
+            tool: "rustup".into(),
+            message: format!("`rustup target add {RUST_TARGET}` failed"),
+        });
     }
     Ok(())
 }
@@ -93,14 +105,24 @@ pub fn build_rust(project: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, BuildE
     }
     ensure_rust_target()?;
     let output = Command::new(cargo())
-        .args(["build", "--release", "--target", RUST_TARGET, "--message-format=json-render-diagnostics", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            RUST_TARGET,
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .env("CARGO_TARGET_DIR", target_dir(project))
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .stderr(std::process::Stdio::inherit())
         .output()
-        .map_err(|e| BuildError::Tool { tool: cargo(), message: e.to_string() })?;
+        .map_err(|e| BuildError::Tool {
+            tool: cargo(),
+            message: e.to_string(),
+        })?;
     if !output.status.success() {
         return Err(BuildError::Cargo(project.to_path_buf()));
     }
@@ -111,13 +133,21 @@ pub fn build_rust(project: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, BuildE
         .flat_map(|msg| {
             msg["filenames"]
                 .as_array()
-                .map(|files| files.iter().filter_map(|f| f.as_str().map(PathBuf::from)).collect::<Vec<_>>())
+                .map(|files| {
+                    files
+                        .iter()
+                        .filter_map(|f| f.as_str().map(PathBuf::from))
+                        .collect::<Vec<_>>()
+                })
                 .unwrap_or_default()
         })
         .filter(|path| path.extension().is_some_and(|e| e == "wasm"))
         .collect();
     std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
-    modules.iter().map(|module| componentize(module, out_dir)).collect()
+    modules
+        .iter()
+        .map(|module| componentize(module, out_dir))
+        .collect()
 }
 
 /// Turn a core module carrying wit-bindgen's component type into a component in `out_dir`,
@@ -127,8 +157,14 @@ pub fn componentize(module: &Path, out_dir: &Path) -> Result<PathBuf, BuildError
     let component = wit_component::ComponentEncoder::default()
         .module(&bytes)
         .and_then(|encoder| encoder.validate(true).encode())
-        .map_err(|e| BuildError::Componentize { path: module.to_path_buf(), message: format!("{e:#}") })?;
-    let name = module.file_name().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("projection.wasm"));
+        .map_err(|e| BuildError::Componentize {
+            path: module.to_path_buf(),
+            message: format!("{e:#}"),
+        })?;
+    let name = module
+        .file_name()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("projection.wasm"));
     let target = out_dir.join(name);
     let partial = target.with_extension("wasm.partial");
     std::fs::write(&partial, component).map_err(io(&partial))?;

@@ -30,7 +30,10 @@ pub type Result<T, E = Error> = core::result::Result<T, E>;
 impl Error {
     /// An error of the given kind.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
 
     /// The event could not be decoded.
@@ -65,7 +68,11 @@ impl Error {
             ErrorKind::Host => wit::ErrorKind::Host,
             ErrorKind::Other => wit::ErrorKind::Other,
         };
-        wit::HandleError { position: Some(position), kind, message: self.message }
+        wit::HandleError {
+            position: Some(position),
+            kind,
+            message: self.message,
+        }
     }
 }
 

@@ -112,7 +112,8 @@ macro_rules! export_projection {
 
             fn handle(
                 events: ::std::vec::Vec<$crate::wit::refold::projection::types::Event>,
-            ) -> ::core::result::Result<(), $crate::wit::refold::projection::types::HandleError> {
+            ) -> ::core::result::Result<(), $crate::wit::refold::projection::types::HandleError>
+            {
                 $crate::__handle_batch::<$projection>(events)
             }
         }

@@ -38,7 +38,10 @@ impl Manifest {
 
     /// Declare a collection.
     pub fn collection(mut self, name: &str) -> Self {
-        self.inner.collections.push(wit::CollectionSpec { name: name.to_owned(), indexes: Vec::new() });
+        self.inner.collections.push(wit::CollectionSpec {
+            name: name.to_owned(),
+            indexes: Vec::new(),
+        });
         self
     }
 
@@ -63,18 +66,33 @@ impl Manifest {
         let keys = keys
             .iter()
             .map(|k| match k.strip_prefix('-') {
-                Some(field) => wit::IndexKey { field: field.to_owned(), descending: true },
-                None => wit::IndexKey { field: (*k).to_owned(), descending: false },
+                Some(field) => wit::IndexKey {
+                    field: field.to_owned(),
+                    descending: true,
+                },
+                None => wit::IndexKey {
+                    field: (*k).to_owned(),
+                    descending: false,
+                },
             })
             .collect();
-        let spec = wit::IndexSpec { name: name.to_owned(), keys, unique };
+        let spec = wit::IndexSpec {
+            name: name.to_owned(),
+            keys,
+            unique,
+        };
         // An index on a collection not declared yet declares it.
-        match self.inner.collections.iter_mut().find(|c| c.name == collection) {
+        match self
+            .inner
+            .collections
+            .iter_mut()
+            .find(|c| c.name == collection)
+        {
             Some(c) => c.indexes.push(spec),
-            None => self
-                .inner
-                .collections
-                .push(wit::CollectionSpec { name: collection.to_owned(), indexes: vec![spec] }),
+            None => self.inner.collections.push(wit::CollectionSpec {
+                name: collection.to_owned(),
+                indexes: vec![spec],
+            }),
         }
         self
     }

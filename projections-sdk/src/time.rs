@@ -7,8 +7,12 @@ pub fn iso8601_millis(ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);
     let in_day = ms.rem_euclid(86_400_000);
     let (year, month, day) = civil_from_days(days);
-    let (h, m, s, milli) =
-        (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1000 % 60, in_day % 1000);
+    let (h, m, s, milli) = (
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000,
+    );
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
 }
 
@@ -33,7 +37,10 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(iso8601_millis(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(iso8601_millis(1_734_602_400_123), "2024-12-19T10:00:00.123Z");
+        assert_eq!(
+            iso8601_millis(1_734_602_400_123),
+            "2024-12-19T10:00:00.123Z"
+        );
         assert_eq!(iso8601_millis(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(iso8601_millis(-1), "1969-12-31T23:59:59.999Z");
     }

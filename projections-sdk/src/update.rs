@@ -81,7 +81,10 @@ mod tests {
 
     #[test]
     fn groups_fields_by_operator() {
-        let update = Update::new().set("status", "paid").inc("count", 1).set("amount", 12.5);
+        let update = Update::new()
+            .set("status", "paid")
+            .inc("count", 1)
+            .set("amount", 12.5);
         assert_eq!(
             update.to_json(),
             r#"{"$set":{"status":"paid","amount":12.5},"$inc":{"count":1}}"#

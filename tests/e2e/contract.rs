@@ -22,73 +22,195 @@ fn event(event_type: &str, n: u64) -> NewEvent {
 }
 
 async fn appends_and_reads_streams(store: Arc<dyn Store>) {
-    let first = store.append("acc-1", ExpectedVersion::NoStream, vec![event("Opened", 1), event("Deposited", 2)]).await.expect("append");
-    assert_eq!((first.first_position, first.last_position, first.version), (1, 2, 2));
-    let second = store.append("acc-2", ExpectedVersion::Any, vec![event("Opened", 3)]).await.expect("append");
+    let first = store
+        .append(
+            "acc-1",
+            ExpectedVersion::NoStream,
+            vec![event("Opened", 1), event("Deposited", 2)],
+        )
+        .await
+        .expect("append");
+    assert_eq!(
+        (first.first_position, first.last_position, first.version),
+        (1, 2, 2)
+    );
+    let second = store
+        .append("acc-2", ExpectedVersion::Any, vec![event("Opened", 3)])
+        .await
+        .expect("append");
     assert_eq!((second.first_position, second.version), (3, 1));
-    let third = store.append("acc-1", ExpectedVersion::Exact(2), vec![event("Withdrawn", 4)]).await.expect("append");
+    let third = store
+        .append(
+            "acc-1",
+            ExpectedVersion::Exact(2),
+            vec![event("Withdrawn", 4)],
+        )
+        .await
+        .expect("append");
     assert_eq!((third.first_position, third.version), (4, 3));
 
-    let stream = store.read_stream("acc-1", 1, 100).await.expect("read stream");
-    let versions: Vec<_> = stream.iter().map(|e| (e.version, e.position, e.event_type.as_str())).collect();
-    assert_eq!(versions, vec![(1, 1, "Opened"), (2, 2, "Deposited"), (3, 4, "Withdrawn")]);
+    let stream = store
+        .read_stream("acc-1", 1, 100)
+        .await
+        .expect("read stream");
+    let versions: Vec<_> = stream
+        .iter()
+        .map(|e| (e.version, e.position, e.event_type.as_str()))
+        .collect();
+    assert_eq!(
+        versions,
+        vec![(1, 1, "Opened"), (2, 2, "Deposited"), (3, 4, "Withdrawn")]
+    );
     assert_eq!(stream[0].data, r#"{"n":1}"#);
     assert_eq!(stream[0].metadata, r#"{"tenant":"t1"}"#);
-    assert_eq!(store.read_stream("acc-1", 3, 100).await.expect("read").len(), 1);
+    assert_eq!(
+        store
+            .read_stream("acc-1", 3, 100)
+            .await
+            .expect("read")
+            .len(),
+        1
+    );
     assert_eq!(store.head().await.expect("head"), 4);
 }
 
 async fn refuses_wrong_expected_versions(store: Arc<dyn Store>) {
-    store.append("acc-1", ExpectedVersion::NoStream, vec![event("Opened", 1)]).await.expect("append");
-    for expected in [ExpectedVersion::NoStream, ExpectedVersion::Exact(0), ExpectedVersion::Exact(2)] {
-        match store.append("acc-1", expected, vec![event("Deposited", 2)]).await {
-            Err(StoreError::Conflict { aggregate_id, actual, .. }) => assert_eq!((aggregate_id.as_str(), actual), ("acc-1", 1)),
+    store
+        .append("acc-1", ExpectedVersion::NoStream, vec![event("Opened", 1)])
+        .await
+        .expect("append");
+    for expected in [
+        ExpectedVersion::NoStream,
+        ExpectedVersion::Exact(0),
+        ExpectedVersion::Exact(2),
+    ] {
+        match store
+            .append("acc-1", expected, vec![event("Deposited", 2)])
+            .await
+        {
+            Err(StoreError::Conflict {
+                aggregate_id,
+                actual,
+                ..
+            }) => assert_eq!((aggregate_id.as_str(), actual), ("acc-1", 1)),
             other => panic!("{expected}: expected a conflict, got {other:?}"),
         }
     }
-    match store.append("acc-new", ExpectedVersion::Exact(3), vec![event("Opened", 1)]).await {
+    match store
+        .append(
+            "acc-new",
+            ExpectedVersion::Exact(3),
+            vec![event("Opened", 1)],
+        )
+        .await
+    {
         Err(StoreError::Conflict { actual: 0, .. }) => {}
         other => panic!("expected a conflict on a missing stream, got {other:?}"),
     }
-    assert_eq!(store.head().await.expect("head"), 1, "a refused append stores nothing");
+    assert_eq!(
+        store.head().await.expect("head"),
+        1,
+        "a refused append stores nothing"
+    );
 }
 
 async fn multi_stream_appends_are_atomic(store: Arc<dyn Store>) {
-    store.append("acc-1", ExpectedVersion::NoStream, vec![event("Opened", 1)]).await.expect("append");
+    store
+        .append("acc-1", ExpectedVersion::NoStream, vec![event("Opened", 1)])
+        .await
+        .expect("append");
     let appends = vec![
-        StreamAppend { aggregate_id: "acc-2".into(), expected: ExpectedVersion::NoStream, events: vec![event("Opened", 2)] },
-        StreamAppend { aggregate_id: "acc-1".into(), expected: ExpectedVersion::NoStream, events: vec![event("Opened", 3)] },
+        StreamAppend {
+            aggregate_id: "acc-2".into(),
+            expected: ExpectedVersion::NoStream,
+            events: vec![event("Opened", 2)],
+        },
+        StreamAppend {
+            aggregate_id: "acc-1".into(),
+            expected: ExpectedVersion::NoStream,
+            events: vec![event("Opened", 3)],
+        },
     ];
-    assert!(matches!(store.append_all(appends).await, Err(StoreError::Conflict { .. })));
+    assert!(matches!(
+        store.append_all(appends).await,
+        Err(StoreError::Conflict { .. })
+    ));
     assert_eq!(store.head().await.expect("head"), 1);
-    assert!(store.read_stream("acc-2", 1, 10).await.expect("read").is_empty());
+    assert!(
+        store
+            .read_stream("acc-2", 1, 10)
+            .await
+            .expect("read")
+            .is_empty()
+    );
 }
 
 async fn refuses_malformed_events(store: Arc<dyn Store>) {
     let mut bad = event("Opened", 1);
     bad.event_data = json!([1, 2]);
-    assert!(matches!(store.append("acc-1", ExpectedVersion::Any, vec![bad]).await, Err(StoreError::InvalidInput(_))));
-    assert!(matches!(store.append("", ExpectedVersion::Any, vec![event("Opened", 1)]).await, Err(StoreError::InvalidInput(_))));
-    assert!(matches!(store.append("acc-1", ExpectedVersion::Any, vec![]).await, Err(StoreError::InvalidInput(_))));
+    assert!(matches!(
+        store.append("acc-1", ExpectedVersion::Any, vec![bad]).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        store
+            .append("", ExpectedVersion::Any, vec![event("Opened", 1)])
+            .await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        store.append("acc-1", ExpectedVersion::Any, vec![]).await,
+        Err(StoreError::InvalidInput(_))
+    ));
     let mut empty_type = event("", 1);
     empty_type.aggregate_type = "Account".into();
-    assert!(matches!(store.append("acc-1", ExpectedVersion::Any, vec![empty_type]).await, Err(StoreError::InvalidInput(_))));
+    assert!(matches!(
+        store
+            .append("acc-1", ExpectedVersion::Any, vec![empty_type])
+            .await,
+        Err(StoreError::InvalidInput(_))
+    ));
     assert_eq!(store.head().await.expect("head"), 0);
 }
 
 async fn reads_all_with_filters(store: Arc<dyn Store>) {
     for i in 1..=10 {
         let kind = if i % 3 == 0 { "Rare" } else { "Common" };
-        store.append(&format!("acc-{i}"), ExpectedVersion::NoStream, vec![event(kind, i)]).await.expect("append");
+        store
+            .append(
+                &format!("acc-{i}"),
+                ExpectedVersion::NoStream,
+                vec![event(kind, i)],
+            )
+            .await
+            .expect("append");
     }
-    let rare = EventFilter { event_types: vec!["Rare".into()], aggregate_types: vec![] };
+    let rare = EventFilter {
+        event_types: vec!["Rare".into()],
+        aggregate_types: vec![],
+    };
     let page = store.read_all(0, 2, &rare).await.expect("read");
-    assert_eq!(page.events.iter().map(|e| e.position).collect::<Vec<_>>(), vec![3, 6]);
-    assert_eq!(page.scanned_to, 6, "a full page has scanned up to its last event");
+    assert_eq!(
+        page.events.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![3, 6]
+    );
+    assert_eq!(
+        page.scanned_to, 6,
+        "a full page has scanned up to its last event"
+    );
     let page = store.read_all(6, 2, &rare).await.expect("read");
-    assert_eq!(page.events.iter().map(|e| e.position).collect::<Vec<_>>(), vec![9]);
-    assert_eq!(page.scanned_to, 10, "a short page has scanned up to the head");
-    let none = EventFilter { event_types: vec![], aggregate_types: vec!["Other".into()] };
+    assert_eq!(
+        page.events.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![9]
+    );
+    assert_eq!(
+        page.scanned_to, 10,
+        "a short page has scanned up to the head"
+    );
+    let none = EventFilter {
+        event_types: vec![],
+        aggregate_types: vec!["Other".into()],
+    };
     let page = store.read_all(0, 100, &none).await.expect("read");
     assert!(page.events.is_empty());
     assert_eq!(page.scanned_to, 10);
@@ -105,7 +227,10 @@ async fn concurrent_appenders_never_leave_gaps(store: Arc<dyn Store>) {
         tokio::spawn(async move {
             let mut observations = 0;
             while !done.load(Ordering::Relaxed) {
-                let page = store.read_all(0, 100_000, &EventFilter::default()).await.expect("read");
+                let page = store
+                    .read_all(0, 100_000, &EventFilter::default())
+                    .await
+                    .expect("read");
                 for (i, event) in page.events.iter().enumerate() {
                     assert_eq!(event.position, i as u64 + 1, "gap seen by a reader");
                 }
@@ -123,11 +248,29 @@ async fn concurrent_appenders_never_leave_gaps(store: Arc<dyn Store>) {
             tokio::spawn(async move {
                 let mut wins = Vec::new();
                 for attempt in 0..ATTEMPTS {
-                    let current = store.read_stream("hot", 1, 100_000).await.expect("read").len() as u64;
-                    let expected = if current == 0 { ExpectedVersion::NoStream } else { ExpectedVersion::Exact(current) };
+                    let current = store
+                        .read_stream("hot", 1, 100_000)
+                        .await
+                        .expect("read")
+                        .len() as u64;
+                    let expected = if current == 0 {
+                        ExpectedVersion::NoStream
+                    } else {
+                        ExpectedVersion::Exact(current)
+                    };
                     // Other streams in between keep the global log interleaved.
-                    store.append(&format!("side-{w}-{attempt}"), ExpectedVersion::NoStream, vec![event("Side", w)]).await.expect("side");
-                    match store.append("hot", expected, vec![event("Hot", w * 1000 + attempt)]).await {
+                    store
+                        .append(
+                            &format!("side-{w}-{attempt}"),
+                            ExpectedVersion::NoStream,
+                            vec![event("Side", w)],
+                        )
+                        .await
+                        .expect("side");
+                    match store
+                        .append("hot", expected, vec![event("Hot", w * 1000 + attempt)])
+                        .await
+                    {
                         Ok(result) => wins.push(result.version),
                         Err(StoreError::Conflict { .. }) => {
                             conflicts.fetch_add(1, Ordering::Relaxed);
@@ -148,11 +291,25 @@ async fn concurrent_appenders_never_leave_gaps(store: Arc<dyn Store>) {
 
     versions.sort_unstable();
     let stream = store.read_stream("hot", 1, 100_000).await.expect("read");
-    assert_eq!(versions, (1..=stream.len() as u64).collect::<Vec<_>>(), "each version won exactly once");
-    assert_eq!(stream.len() as u64 + conflicts.load(Ordering::Relaxed), WRITERS * ATTEMPTS);
+    assert_eq!(
+        versions,
+        (1..=stream.len() as u64).collect::<Vec<_>>(),
+        "each version won exactly once"
+    );
+    assert_eq!(
+        stream.len() as u64 + conflicts.load(Ordering::Relaxed),
+        WRITERS * ATTEMPTS
+    );
     let head = store.head().await.expect("head");
     assert_eq!(head, WRITERS * ATTEMPTS + stream.len() as u64);
-    let ids: HashSet<_> = store.read_all(0, 100_000, &EventFilter::default()).await.expect("read").events.into_iter().map(|e| e.id).collect();
+    let ids: HashSet<_> = store
+        .read_all(0, 100_000, &EventFilter::default())
+        .await
+        .expect("read")
+        .events
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
     assert_eq!(ids.len() as u64, head, "event ids are unique");
 }
 
@@ -163,32 +320,77 @@ async fn batch_commits_are_guarded_by_the_checkpoint(store: Arc<dyn Store>) {
         version: 1,
         event_types: vec![],
         aggregate_types: vec![],
-        collections: vec![CollectionSpec { name: "balances".into(), indexes: vec![] }],
+        collections: vec![CollectionSpec {
+            name: "balances".into(),
+            indexes: vec![],
+        }],
         batch_size: None,
     };
-    let generation = store.create_generation(&manifest, "hash-1").await.expect("create generation");
+    let generation = store
+        .create_generation(&manifest, "hash-1")
+        .await
+        .expect("create generation");
     assert_eq!((generation.number, generation.checkpoint), (1, 0));
     let doc = |v: i64| {
-        let serde_json::Value::Object(map) = json!({ "_id": "a", "balance": v }) else { unreachable!() };
+        let serde_json::Value::Object(map) = json!({ "_id": "a", "balance": v }) else {
+            unreachable!()
+        };
         Some(map)
     };
-    let writes = BatchWrites { documents: vec![("balances".into(), "a".into(), doc(10))] };
-    store.commit(&generation, writes, 0, 5).await.expect("commit");
-    let stale = BatchWrites { documents: vec![("balances".into(), "a".into(), doc(99))] };
-    assert!(matches!(store.commit(&generation, stale, 0, 7).await, Err(StoreError::CheckpointMoved { found: 5, .. })));
+    let writes = BatchWrites {
+        documents: vec![("balances".into(), "a".into(), doc(10))],
+    };
+    store
+        .commit(&generation, writes, 0, 5)
+        .await
+        .expect("commit");
+    let stale = BatchWrites {
+        documents: vec![("balances".into(), "a".into(), doc(99))],
+    };
+    assert!(matches!(
+        store.commit(&generation, stale, 0, 7).await,
+        Err(StoreError::CheckpointMoved { found: 5, .. })
+    ));
+    // Readers serve host calls on the handler's blocking thread.
     let mut reader = store.reader(&generation).expect("reader");
-    assert_eq!(reader.get("balances", "a").expect("get").map(|d| d["balance"].clone()), Some(json!(10)));
+    let balance = tokio::task::spawn_blocking(move || {
+        reader
+            .get("balances", "a")
+            .expect("get")
+            .map(|d| d["balance"].clone())
+    });
+    assert_eq!(balance.await.expect("reader thread"), Some(json!(10)));
 
     // Not visible under the stable name until activated.
     assert!(store.get_document("ledger", "balances", "a").await.is_err());
-    store.activate(&generation, &manifest).await.expect("activate");
-    assert_eq!(store.get_document("ledger", "balances", "a").await.expect("get"), Some(json!({ "_id": "a", "balance": 10 })));
+    store
+        .activate(&generation, &manifest)
+        .await
+        .expect("activate");
+    assert_eq!(
+        store
+            .get_document("ledger", "balances", "a")
+            .await
+            .expect("get"),
+        Some(json!({ "_id": "a", "balance": 10 }))
+    );
     let generations = store.generations("ledger").await.expect("generations");
     assert_eq!(generations[0].checkpoint, 5);
 
-    let deletion = BatchWrites { documents: vec![("balances".into(), "a".into(), None)] };
-    store.commit(&generation, deletion, 5, 6).await.expect("commit");
-    assert_eq!(store.get_document("ledger", "balances", "a").await.expect("get"), None);
+    let deletion = BatchWrites {
+        documents: vec![("balances".into(), "a".into(), None)],
+    };
+    store
+        .commit(&generation, deletion, 5, 6)
+        .await
+        .expect("commit");
+    assert_eq!(
+        store
+            .get_document("ledger", "balances", "a")
+            .await
+            .expect("get"),
+        None
+    );
 }
 
 /// Instantiate every contract test for one backend.
@@ -223,4 +425,13 @@ async fn open_sqlite() -> (Arc<dyn Store>, Sandbox) {
     (sandbox.store("contract.db").await, sandbox)
 }
 
+async fn open_mongodb() -> (Arc<dyn Store>, ()) {
+    let uri = refold_tests::mongo::fresh_uri("contract");
+    (
+        refold::store::open(&uri).await.expect("open MongoDB store"),
+        (),
+    )
+}
+
 contract_suite!(embedded, open_sqlite());
+contract_suite!(mongodb, open_mongodb());

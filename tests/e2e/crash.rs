@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use refold::cli::history;
 use refold::domain::{ExpectedVersion, NewEvent};
 use refold::store::StreamAppend;
-use refold_tests::{Sandbox, copy_events, dump, examples, projections, refold, run, text};
+use refold_tests::{Running, Sandbox, copy_log, dump_uri, examples, mongo, projections, run, text};
 use serde_json::json;
 
 fn live_payment(cycle: usize, i: usize) -> StreamAppend {
@@ -19,7 +19,12 @@ fn live_payment(cycle: usize, i: usize) -> StreamAppend {
         events: vec![NewEvent {
             id: None,
             aggregate_type: "Payment".into(),
-            event_type: if i % 7 == 0 { "PaymentFailed" } else { "PaymentProcessed" }.into(),
+            event_type: if i % 7 == 0 {
+                "PaymentFailed"
+            } else {
+                "PaymentProcessed"
+            }
+            .into(),
             event_data: json!({ "amount": 1.25 * i as f64, "currency": "EUR", "status": "completed", "error": "card_declined" }),
             metadata: json!({ "userId": "user-000001", "organizationId": format!("org-{:03}", 1 + i % 25) }),
             timestamp_ms: Some(1_767_225_600_000 + (cycle * 1000 + i) as i64),
@@ -27,30 +32,45 @@ fn live_payment(cycle: usize, i: usize) -> StreamAppend {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn killed_and_restarted_host_converges_to_a_clean_replay() {
-    let cycles: usize = std::env::var("REFOLD_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+/// Kill/restart cycles on the store at `crashed`, then a clean replay of the same log into
+/// `clean`: the read models must be equal.
+async fn crash_cycles(crashed: &str, clean: &str) {
+    let cycles: usize = std::env::var("REFOLD_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
     let seed = rand::rng().random::<u64>();
-    println!("crash test seed {seed}, {cycles} cycles");
+    println!("crash test on {crashed}: seed {seed}, {cycles} cycles");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
     let sandbox = Sandbox::new();
-    let names = ["payments", "invoice-billing", "invoice-analytics", "user-profiles"];
+    let names = [
+        "payments",
+        "invoice-billing",
+        "invoice-analytics",
+        "user-profiles",
+    ];
     let dir = projections(examples(), &names, &sandbox.path("projections"));
-    let store = sandbox.store("crashed.db").await;
+    let store = refold::store::open(crashed).await.expect("open store");
     for chunk in history::generate(20_000, seed).chunks(500) {
-        store.append_all(chunk.to_vec()).await.expect("append history");
+        store
+            .append_all(chunk.to_vec())
+            .await
+            .expect("append history");
     }
 
     for cycle in 0..cycles {
-        let mut child = refold()
-            .args(["run", "--store", &sandbox.uri("crashed.db"), "--projections", &dir.to_string_lossy()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start refold");
+        let mut host = Running::start(&[
+            "run",
+            "--store",
+            crashed,
+            "--projections",
+            &dir.to_string_lossy(),
+        ]);
         // Live appends race the replay and the live loop of the child.
-        let appends: Vec<_> = (0..rng.random_range(0..200)).map(|i| live_payment(cycle, i)).collect();
+        let appends: Vec<_> = (0..rng.random_range(0..200))
+            .map(|i| live_payment(cycle, i))
+            .collect();
         let kill_after = Duration::from_millis(rng.random_range(50..1_500));
         let appender = {
             let store = store.clone();
@@ -61,27 +81,75 @@ async fn killed_and_restarted_host_converges_to_a_clean_replay() {
             })
         };
         tokio::time::sleep(kill_after).await;
-        child.kill().expect("SIGKILL refold");
-        child.wait().expect("reap refold");
+        host.kill();
         appender.await.expect("appender");
         println!("cycle {cycle}: killed after {kill_after:?}");
     }
 
-    let out = run(&["run", "--store", &sandbox.uri("crashed.db"), "--projections", &dir.to_string_lossy(), "--exit-when-caught-up"]);
-    assert!(out.status.success(), "final run failed: {}", text(&out.stderr));
+    let out = run(&[
+        "run",
+        "--store",
+        crashed,
+        "--projections",
+        &dir.to_string_lossy(),
+        "--exit-when-caught-up",
+    ]);
+    assert!(
+        out.status.success(),
+        "final run failed: {}",
+        text(&out.stderr)
+    );
 
-    copy_events(&sandbox.path("crashed.db"), &sandbox, "clean.db").await;
-    let out = run(&["run", "--store", &sandbox.uri("clean.db"), "--projections", &dir.to_string_lossy(), "--exit-when-caught-up"]);
-    assert!(out.status.success(), "clean replay failed: {}", text(&out.stderr));
+    let clean_store = refold::store::open(clean).await.expect("open clean store");
+    copy_log(store.as_ref(), clean_store.as_ref()).await;
+    assert_eq!(
+        clean_store.head().await.expect("head"),
+        store.head().await.expect("head")
+    );
+    let out = run(&[
+        "run",
+        "--store",
+        clean,
+        "--projections",
+        &dir.to_string_lossy(),
+        "--exit-when-caught-up",
+    ]);
+    assert!(
+        out.status.success(),
+        "clean replay failed: {}",
+        text(&out.stderr)
+    );
 
-    let (crashed, clean) = (dump(&sandbox.path("crashed.db")), dump(&sandbox.path("clean.db")));
-    assert_eq!(crashed.len(), 5, "one stable name per collection: {:?}", crashed.keys());
-    assert!(crashed.values().all(|docs| !docs.is_empty()));
-    for (view, docs) in &clean {
-        let other = crashed.get(view).unwrap_or_else(|| panic!("{view} missing after crashes"));
-        assert_eq!(other.len(), docs.len(), "{view}: document count differs (seed {seed})");
+    let (crashed_models, clean_models) = (dump_uri(crashed).await, dump_uri(clean).await);
+    assert_eq!(
+        crashed_models.len(),
+        5,
+        "one stable name per collection: {:?}",
+        crashed_models.keys()
+    );
+    assert!(crashed_models.values().all(|docs| !docs.is_empty()));
+    for (view, docs) in &clean_models {
+        let other = crashed_models
+            .get(view)
+            .unwrap_or_else(|| panic!("{view} missing after crashes"));
+        assert_eq!(
+            other.len(),
+            docs.len(),
+            "{view}: document count differs (seed {seed})"
+        );
         for (a, b) in other.iter().zip(docs) {
             assert_eq!(a, b, "{view}: document differs after crashes (seed {seed})");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_store_converges_to_a_clean_replay() {
+    let sandbox = Sandbox::new();
+    crash_cycles(&sandbox.uri("crashed.db"), &sandbox.uri("clean.db")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mongodb_store_converges_to_a_clean_replay() {
+    crash_cycles(&mongo::fresh_uri("crashed"), &mongo::fresh_uri("clean")).await;
 }

@@ -10,7 +10,13 @@ use serde_json::{Value, json};
 const T0: i64 = 1_736_935_200_000;
 const MINUTE: i64 = 60_000;
 
-fn event(aggregate_type: &str, event_type: &str, data: Value, metadata: Value, at: i64) -> NewEvent {
+fn event(
+    aggregate_type: &str,
+    event_type: &str,
+    data: Value,
+    metadata: Value,
+    at: i64,
+) -> NewEvent {
     NewEvent {
         id: None,
         aggregate_type: aggregate_type.into(),
@@ -22,45 +28,145 @@ fn event(aggregate_type: &str, event_type: &str, data: Value, metadata: Value, a
 }
 
 fn append(stream: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> StreamAppend {
-    StreamAppend { aggregate_id: stream.into(), expected, events }
+    StreamAppend {
+        aggregate_id: stream.into(),
+        expected,
+        events,
+    }
 }
 
 fn history() -> Vec<StreamAppend> {
     let org1 = json!({ "userId": "user-1", "organizationId": "org-1" });
     let org2 = json!({ "userId": "user-2", "organizationId": "org-2" });
     vec![
-        append("user-1", ExpectedVersion::NoStream, vec![
-            event("User", "UserRegistered", json!({ "name": "Ada Lovelace", "email": "ada@org-1.example", "organizationId": "org-1" }), json!({}), T0),
-            event("User", "UserRenamed", json!({ "name": "Ada King" }), json!({}), T0 + MINUTE),
-            event("User", "UserEmailChanged", json!({ "email": "ada.king@org-1.example" }), json!({}), T0 + 2 * MINUTE),
-        ]),
-        append("payment-1", ExpectedVersion::NoStream, vec![event(
-            "Payment", "PaymentProcessed",
-            json!({ "amount": 100.0, "currency": "EUR", "status": "completed", "method": "card" }), org1.clone(), T0 + 3 * MINUTE)]),
-        append("payment-2", ExpectedVersion::NoStream, vec![event(
-            "Payment", "PaymentFailed", json!({ "amount": 25.5, "currency": "EUR", "error": "card_declined" }), org1.clone(), T0 + 4 * MINUTE)]),
-        append("payment-2", ExpectedVersion::Exact(1), vec![event(
-            "Payment", "PaymentProcessed",
-            json!({ "amount": 25.5, "currency": "EUR", "status": "completed", "method": "transfer" }), org1.clone(), T0 + 5 * MINUTE)]),
-        append("payment-3", ExpectedVersion::NoStream, vec![event(
-            "Payment", "PaymentProcessed", json!({ "amount": 10.0, "currency": "USD", "status": "completed" }), org2, T0 + 6 * MINUTE)]),
-        append("invoice-1", ExpectedVersion::NoStream, vec![
-            event("Invoice", "InvoiceCreated", json!({
+        append(
+            "user-1",
+            ExpectedVersion::NoStream,
+            vec![
+                event(
+                    "User",
+                    "UserRegistered",
+                    json!({ "name": "Ada Lovelace", "email": "ada@org-1.example", "organizationId": "org-1" }),
+                    json!({}),
+                    T0,
+                ),
+                event(
+                    "User",
+                    "UserRenamed",
+                    json!({ "name": "Ada King" }),
+                    json!({}),
+                    T0 + MINUTE,
+                ),
+                event(
+                    "User",
+                    "UserEmailChanged",
+                    json!({ "email": "ada.king@org-1.example" }),
+                    json!({}),
+                    T0 + 2 * MINUTE,
+                ),
+            ],
+        ),
+        append(
+            "payment-1",
+            ExpectedVersion::NoStream,
+            vec![event(
+                "Payment",
+                "PaymentProcessed",
+                json!({ "amount": 100.0, "currency": "EUR", "status": "completed", "method": "card" }),
+                org1.clone(),
+                T0 + 3 * MINUTE,
+            )],
+        ),
+        append(
+            "payment-2",
+            ExpectedVersion::NoStream,
+            vec![event(
+                "Payment",
+                "PaymentFailed",
+                json!({ "amount": 25.5, "currency": "EUR", "error": "card_declined" }),
+                org1.clone(),
+                T0 + 4 * MINUTE,
+            )],
+        ),
+        append(
+            "payment-2",
+            ExpectedVersion::Exact(1),
+            vec![event(
+                "Payment",
+                "PaymentProcessed",
+                json!({ "amount": 25.5, "currency": "EUR", "status": "completed", "method": "transfer" }),
+                org1.clone(),
+                T0 + 5 * MINUTE,
+            )],
+        ),
+        append(
+            "payment-3",
+            ExpectedVersion::NoStream,
+            vec![event(
+                "Payment",
+                "PaymentProcessed",
+                json!({ "amount": 10.0, "currency": "USD", "status": "completed" }),
+                org2,
+                T0 + 6 * MINUTE,
+            )],
+        ),
+        append(
+            "invoice-1",
+            ExpectedVersion::NoStream,
+            vec![
+                event(
+                    "Invoice",
+                    "InvoiceCreated",
+                    json!({
                 "invoiceId": "invoice-1", "organizationId": "org-1", "customer": { "name": "ACME" }, "amount": 300.0,
                 "currency": "EUR", "lines": [{ "description": "VMs", "quantity": 2, "unitPrice": 150.0 }],
-                "dueDate": { "$date": "2025-02-14T10:00:00.000Z" } }), json!({ "organizationId": "org-1" }), T0 + 7 * MINUTE),
-            event("Invoice", "InvoiceSent", json!({ "channel": "email" }), json!({ "organizationId": "org-1" }), T0 + 8 * MINUTE),
-        ]),
+                "dueDate": { "$date": "2025-02-14T10:00:00.000Z" } }),
+                    json!({ "organizationId": "org-1" }),
+                    T0 + 7 * MINUTE,
+                ),
+                event(
+                    "Invoice",
+                    "InvoiceSent",
+                    json!({ "channel": "email" }),
+                    json!({ "organizationId": "org-1" }),
+                    T0 + 8 * MINUTE,
+                ),
+            ],
+        ),
         // 2025-02-03: a payment in the next month.
-        append("invoice-1", ExpectedVersion::Exact(2), vec![event(
-            "Invoice", "InvoicePaid", json!({ "amount": 300.0, "currency": "EUR" }), json!({ "organizationId": "org-1" }), T0 + 19 * 1440 * MINUTE)]),
-        append("invoice-2", ExpectedVersion::NoStream, vec![
-            event("Invoice", "InvoiceCreated", json!({
+        append(
+            "invoice-1",
+            ExpectedVersion::Exact(2),
+            vec![event(
+                "Invoice",
+                "InvoicePaid",
+                json!({ "amount": 300.0, "currency": "EUR" }),
+                json!({ "organizationId": "org-1" }),
+                T0 + 19 * 1440 * MINUTE,
+            )],
+        ),
+        append(
+            "invoice-2",
+            ExpectedVersion::NoStream,
+            vec![
+                event(
+                    "Invoice",
+                    "InvoiceCreated",
+                    json!({
                 "invoiceId": "invoice-2", "organizationId": "org-1", "customer": { "name": "Globex" }, "amount": 50.0,
                 "currency": "EUR", "lines": [], "dueDate": { "$date": "2025-03-01T00:00:00.000Z" } }),
-                json!({ "organizationId": "org-1" }), T0 + 20 * 1440 * MINUTE),
-            event("Invoice", "InvoiceCancelled", json!({ "reason": "duplicate" }), json!({ "organizationId": "org-1" }), T0 + 21 * 1440 * MINUTE),
-        ]),
+                    json!({ "organizationId": "org-1" }),
+                    T0 + 20 * 1440 * MINUTE,
+                ),
+                event(
+                    "Invoice",
+                    "InvoiceCancelled",
+                    json!({ "reason": "duplicate" }),
+                    json!({ "organizationId": "org-1" }),
+                    T0 + 21 * 1440 * MINUTE,
+                ),
+            ],
+        ),
     ]
 }
 
@@ -74,49 +180,89 @@ async fn example_projections_build_the_expected_read_models() {
     let store = sandbox.store("store.db").await;
     store.append_all(history()).await.expect("append history");
     drop(store);
-    let dir = projections(examples(), &["payments", "invoice-billing", "invoice-analytics", "user-profiles"], &sandbox.path("projections"));
+    let dir = projections(
+        examples(),
+        &[
+            "payments",
+            "invoice-billing",
+            "invoice-analytics",
+            "user-profiles",
+        ],
+        &sandbox.path("projections"),
+    );
 
-    let out = run(&["run", "--store", &sandbox.uri("store.db"), "--projections", &dir.to_string_lossy(), "--exit-when-caught-up"]);
-    assert!(out.status.success(), "refold run failed: {}", text(&out.stderr));
+    let out = run(&[
+        "run",
+        "--store",
+        &sandbox.uri("store.db"),
+        "--projections",
+        &dir.to_string_lossy(),
+        "--exit-when-caught-up",
+    ]);
+    assert!(
+        out.status.success(),
+        "refold run failed: {}",
+        text(&out.stderr)
+    );
 
     let models = dump(&sandbox.path("store.db"));
     let docs = |view: &str| -> Vec<Value> {
-        models.get(view).unwrap_or_else(|| panic!("no view {view}: {:?}", models.keys())).iter().map(|(_, d)| d.clone()).collect()
+        models
+            .get(view)
+            .unwrap_or_else(|| panic!("no view {view}: {:?}", models.keys()))
+            .iter()
+            .map(|(_, d)| d.clone())
+            .collect()
     };
-    assert_eq!(docs("payments__payments"), vec![
-        json!({ "_id": "payment-1", "paymentId": "payment-1", "organizationId": "org-1", "userId": "user-1",
+    assert_eq!(
+        docs("payments__payments"),
+        vec![
+            json!({ "_id": "payment-1", "paymentId": "payment-1", "organizationId": "org-1", "userId": "user-1",
                 "updatedAt": date(T0 + 3 * MINUTE), "attempts": 1, "amount": 100.0, "currency": "EUR", "method": "card",
                 "status": "completed", "processedAt": date(T0 + 3 * MINUTE) }),
-        json!({ "_id": "payment-2", "paymentId": "payment-2", "organizationId": "org-1", "userId": "user-1",
+            json!({ "_id": "payment-2", "paymentId": "payment-2", "organizationId": "org-1", "userId": "user-1",
                 "updatedAt": date(T0 + 5 * MINUTE), "attempts": 2, "amount": 25.5, "currency": "EUR", "method": "transfer",
                 "status": "completed", "error": "card_declined", "processedAt": date(T0 + 5 * MINUTE) }),
-        json!({ "_id": "payment-3", "paymentId": "payment-3", "organizationId": "org-2", "userId": "user-2",
+            json!({ "_id": "payment-3", "paymentId": "payment-3", "organizationId": "org-2", "userId": "user-2",
                 "updatedAt": date(T0 + 6 * MINUTE), "attempts": 1, "amount": 10.0, "currency": "USD", "method": null,
                 "status": "completed", "processedAt": date(T0 + 6 * MINUTE) }),
-    ]);
-    assert_eq!(docs("payments__org_stats"), vec![
-        json!({ "_id": "org-1", "organizationId": "org-1", "processedCount": 2, "processedCents": { "EUR": 12550 },
+        ]
+    );
+    assert_eq!(
+        docs("payments__org_stats"),
+        vec![
+            json!({ "_id": "org-1", "organizationId": "org-1", "processedCount": 2, "processedCents": { "EUR": 12550 },
                 "failedCount": 1, "failuresByReason": { "card_declined": 1 } }),
-        json!({ "_id": "org-2", "organizationId": "org-2", "processedCount": 1, "processedCents": { "USD": 1000 } }),
-    ]);
-    assert_eq!(docs("invoice-billing__invoices"), vec![
-        json!({ "_id": "invoice-1", "invoiceId": "invoice-1", "organizationId": "org-1", "customer": { "name": "ACME" },
+            json!({ "_id": "org-2", "organizationId": "org-2", "processedCount": 1, "processedCents": { "USD": 1000 } }),
+        ]
+    );
+    assert_eq!(
+        docs("invoice-billing__invoices"),
+        vec![
+            json!({ "_id": "invoice-1", "invoiceId": "invoice-1", "organizationId": "org-1", "customer": { "name": "ACME" },
                 "amount": 300.0, "currency": "EUR", "lineCount": 1, "dueDate": { "$date": "2025-02-14T10:00:00.000Z" },
                 "status": "paid", "issuedAt": date(T0 + 7 * MINUTE), "sentAt": date(T0 + 8 * MINUTE),
                 "paidAt": date(T0 + 19 * 1440 * MINUTE) }),
-        json!({ "_id": "invoice-2", "invoiceId": "invoice-2", "organizationId": "org-1", "customer": { "name": "Globex" },
+            json!({ "_id": "invoice-2", "invoiceId": "invoice-2", "organizationId": "org-1", "customer": { "name": "Globex" },
                 "amount": 50.0, "currency": "EUR", "lineCount": 0, "dueDate": { "$date": "2025-03-01T00:00:00.000Z" },
                 "status": "cancelled", "issuedAt": date(T0 + 20 * 1440 * MINUTE),
                 "cancelledAt": date(T0 + 21 * 1440 * MINUTE), "cancellationReason": "duplicate" }),
-    ]);
-    assert_eq!(docs("invoice-analytics__monthly"), vec![
-        json!({ "_id": "org-1:2025-01", "organizationId": "org-1", "month": "2025-01", "created": 1, "invoicedCents": { "EUR": 30000 } }),
-        json!({ "_id": "org-1:2025-02", "organizationId": "org-1", "month": "2025-02", "paid": 1, "paidCents": { "EUR": 30000 },
+        ]
+    );
+    assert_eq!(
+        docs("invoice-analytics__monthly"),
+        vec![
+            json!({ "_id": "org-1:2025-01", "organizationId": "org-1", "month": "2025-01", "created": 1, "invoicedCents": { "EUR": 30000 } }),
+            json!({ "_id": "org-1:2025-02", "organizationId": "org-1", "month": "2025-02", "paid": 1, "paidCents": { "EUR": 30000 },
                 "created": 1, "invoicedCents": { "EUR": 5000 }, "cancelled": 1 }),
-    ]);
-    assert_eq!(docs("user-profiles__users"), vec![json!({
+        ]
+    );
+    assert_eq!(
+        docs("user-profiles__users"),
+        vec![json!({
         "_id": "user-1", "userId": "user-1", "name": "Ada King", "email": "ada.king@org-1.example", "organizationId": "org-1",
-        "registeredAt": date(T0), "names": ["Ada Lovelace", "Ada King"], "emailChanges": 1, "version": 3 })]);
+        "registeredAt": date(T0), "names": ["Ada Lovelace", "Ada King"], "emailChanges": 1, "version": 3 })]
+    );
 
     // `refold status` agrees: every projection active at the head.
     let out = run(&["status", "--store", &sandbox.uri("store.db"), "--json"]);

@@ -21,11 +21,33 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
     let sandbox = Sandbox::new();
     let store = sandbox.store("store.db").await;
     for i in 0..40 {
-        store.append(&format!("thing-{i}"), ExpectedVersion::NoStream, vec![event("Normal")]).await.expect("append");
+        store
+            .append(
+                &format!("thing-{i}"),
+                ExpectedVersion::NoStream,
+                vec![event("Normal")],
+            )
+            .await
+            .expect("append");
     }
-    let poison = store.append("thing-poison", ExpectedVersion::NoStream, vec![event("Poison")]).await.expect("append").last_position;
+    let poison = store
+        .append(
+            "thing-poison",
+            ExpectedVersion::NoStream,
+            vec![event("Poison")],
+        )
+        .await
+        .expect("append")
+        .last_position;
     for i in 40..60 {
-        store.append(&format!("thing-{i}"), ExpectedVersion::NoStream, vec![event("Normal")]).await.expect("append");
+        store
+            .append(
+                &format!("thing-{i}"),
+                ExpectedVersion::NoStream,
+                vec![event("Normal")],
+            )
+            .await
+            .expect("append");
     }
     drop(store);
     let hostile = ["looper", "memory-bomb", "trapper", "undeclared", "bad-json"];
@@ -34,15 +56,29 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
     let dir = projections(fixtures(), &names, &sandbox.path("projections"));
 
     let out = run(&[
-        "run", "--store", &sandbox.uri("store.db"), "--projections", &dir.to_string_lossy(), "--exit-when-caught-up",
-        "--batch-deadline-ms", "300", "--memory-mib", "32",
+        "run",
+        "--store",
+        &sandbox.uri("store.db"),
+        "--projections",
+        &dir.to_string_lossy(),
+        "--exit-when-caught-up",
+        "--batch-deadline-ms",
+        "300",
+        "--memory-mib",
+        "32",
     ]);
-    assert!(!out.status.success(), "stopped projections must make `run` fail");
+    assert!(
+        !out.status.success(),
+        "stopped projections must make `run` fail"
+    );
 
     let out = run(&["status", "--store", &sandbox.uri("store.db"), "--json"]);
     let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
     let generation = |name: &str| {
-        status["generations"].as_array().and_then(|g| g.iter().find(|g| g["projection"] == name)).cloned()
+        status["generations"]
+            .as_array()
+            .and_then(|g| g.iter().find(|g| g["projection"] == name))
+            .cloned()
             .unwrap_or_else(|| panic!("no generation for {name}: {status}"))
     };
     let healthy = generation("healthy");
@@ -59,8 +95,13 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
     ];
     for (name, cause) in expected_cause {
         let g = generation(name);
-        let error = g["lastError"].as_str().unwrap_or_else(|| panic!("{name} has no error: {g}"));
-        assert!(error.starts_with(&format!("{name}: handle failed at position {poison}: ")), "{name}: {error}");
+        let error = g["lastError"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} has no error: {g}"));
+        assert!(
+            error.starts_with(&format!("{name}: handle failed at position {poison}: ")),
+            "{name}: {error}"
+        );
         assert!(error.contains(cause), "{name}: {error}");
         // Everything before the poison event was folded in, nothing after.
         assert_eq!(g["checkpoint"], poison - 1, "{name}: {g}");
@@ -69,9 +110,18 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
 
     let models = dump(&sandbox.path("store.db"));
     let by_type = &models["healthy__by_type"];
-    let count = |t: &str| by_type.iter().find(|(id, _)| id == t).map(|(_, d)| d["count"].clone());
+    let count = |t: &str| {
+        by_type
+            .iter()
+            .find(|(id, _)| id == t)
+            .map(|(_, d)| d["count"].clone())
+    };
     assert_eq!(count("Normal"), Some(json!(60)));
     assert_eq!(count("Poison"), Some(json!(1)));
     assert_eq!(models["healthy__by_stream"].len(), 61);
-    assert!(text(&out.stderr).is_empty(), "status wrote to stderr: {}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).is_empty(),
+        "status wrote to stderr: {}",
+        text(&out.stderr)
+    );
 }

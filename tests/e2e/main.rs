@@ -4,3 +4,4 @@ mod contract;
 mod crash;
 mod examples;
 mod hostile;
+mod mongo;

@@ -9,16 +9,24 @@ use std::sync::{Arc, OnceLock};
 
 use refold::store::{self, Store};
 
+pub mod mongo;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// The cargo profile folder this test binary was built into (`target/release`, `target/debug`).
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/e2e-<hash>
-    exe.parent().and_then(Path::parent).map(Path::to_path_buf).expect("profile folder")
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("profile folder")
 }
 
 /// The `refold` binary built beside this test (cargo builds it with the workspace's tests).
@@ -59,7 +67,8 @@ pub fn projections(from: &Path, names: &[&str], dest: &Path) -> PathBuf {
     std::fs::create_dir_all(dest).expect("create projections folder");
     for name in names {
         let file = format!("{}.wasm", name.replace('-', "_"));
-        std::fs::copy(from.join(&file), dest.join(&file)).unwrap_or_else(|e| panic!("copy {file}: {e}"));
+        std::fs::copy(from.join(&file), dest.join(&file))
+            .unwrap_or_else(|e| panic!("copy {file}: {e}"));
     }
     dest.to_path_buf()
 }
@@ -72,7 +81,9 @@ pub struct Sandbox {
 impl Sandbox {
     /// A new empty sandbox.
     pub fn new() -> Self {
-        Self { dir: tempfile::tempdir().expect("temp dir") }
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
     }
 
     /// A path inside the sandbox.
@@ -104,6 +115,35 @@ pub fn refold() -> Command {
     command
 }
 
+/// A `refold` process that is killed when this guard is dropped, so a failing test never leaves
+/// a host running (and holding the test harness's output pipes).
+pub struct Running(pub std::process::Child);
+
+impl Running {
+    /// Start `refold` with arguments, output discarded.
+    pub fn start(args: &[&str]) -> Self {
+        let child = refold()
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start refold");
+        Self(child)
+    }
+
+    /// SIGKILL the process and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 /// Run `refold` with arguments and return its output.
 pub fn run(args: &[&str]) -> Output {
     refold().args(args).output().expect("run refold")
@@ -117,7 +157,9 @@ pub fn text(bytes: &[u8]) -> String {
 /// Every read model of a store file: stable name -> sorted `(id, document)`, read with plain
 /// SQLite from the views the host maintains.
 pub fn dump(db: &Path) -> BTreeMap<String, Vec<(String, serde_json::Value)>> {
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).expect("open db");
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open db");
     let views: Vec<String> = conn
         .prepare("SELECT name FROM sqlite_master WHERE type = 'view' ORDER BY name")
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
@@ -130,7 +172,10 @@ pub fn dump(db: &Path) -> BTreeMap<String, Vec<(String, serde_json::Value)>> {
                 .and_then(|mut s| {
                     s.query_map([], |r| {
                         let body: String = r.get(1)?;
-                        Ok((r.get(0)?, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)))
+                        Ok((
+                            r.get(0)?,
+                            serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+                        ))
                     })?
                     .collect()
                 })
@@ -140,15 +185,81 @@ pub fn dump(db: &Path) -> BTreeMap<String, Vec<(String, serde_json::Value)>> {
         .collect()
 }
 
-/// Copy the events of one store file into a new store of the sandbox, for a clean replay of
-/// exactly the same log.
-pub async fn copy_events(from: &Path, sandbox: &Sandbox, to: &str) {
-    // The host creates the schema; plain SQLite copies the rows.
-    drop(sandbox.store(to).await);
-    let conn = rusqlite::Connection::open(sandbox.path(to)).expect("open target");
-    conn.execute_batch(&format!(
-        "ATTACH DATABASE '{}' AS source; INSERT INTO events SELECT * FROM source.events; DETACH DATABASE source;",
-        from.display()
-    ))
-    .expect("copy events");
+/// Read models of any store URI: raw SQLite for `sqlite://`, the plain driver for MongoDB, with
+/// dates in one canonical form so both stores compare equal.
+pub async fn dump_uri(uri: &str) -> BTreeMap<String, Vec<(String, serde_json::Value)>> {
+    let models = match uri.strip_prefix("sqlite://") {
+        Some(path) => dump(Path::new(path)),
+        None => mongo::dump(uri).await,
+    };
+    models
+        .into_iter()
+        .map(|(view, docs)| {
+            (
+                view,
+                docs.into_iter()
+                    .map(|(id, doc)| (id, canonical_dates(doc)))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// Rewrite every `{"$date": ...}` as milliseconds-precision RFC 3339 text.
+pub fn canonical_dates(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            if let (1, Some(Value::String(text))) = (map.len(), map.get("$date")) {
+                if let Ok(date) = mongodb::bson::DateTime::parse_rfc3339_str(text) {
+                    return serde_json::json!({ "$date": refold::domain::time::iso8601_millis(date.timestamp_millis()) });
+                }
+            }
+            Value::Object(
+                map.into_iter()
+                    .map(|(k, v)| (k, canonical_dates(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(canonical_dates).collect()),
+        other => other,
+    }
+}
+
+/// Copy every event of one store into another through the store API, keeping ids, timestamps,
+/// order, and so positions and stream versions: a clean replay of exactly the same log.
+pub async fn copy_log(from: &dyn Store, to: &dyn Store) {
+    use refold::domain::{EventFilter, ExpectedVersion, NewEvent};
+    use refold::store::StreamAppend;
+    let mut after = 0;
+    loop {
+        let page = from
+            .read_all(after, 2_000, &EventFilter::default())
+            .await
+            .expect("read log");
+        if page.events.is_empty() {
+            return;
+        }
+        after = page.scanned_to;
+        let mut appends: Vec<StreamAppend> = Vec::new();
+        for event in page.events {
+            let new = NewEvent {
+                id: Some(event.id),
+                aggregate_type: event.aggregate_type,
+                event_type: event.event_type,
+                event_data: serde_json::from_str(&event.data).expect("data"),
+                metadata: serde_json::from_str(&event.metadata).expect("metadata"),
+                timestamp_ms: Some(event.timestamp_ms),
+            };
+            match appends.last_mut() {
+                Some(last) if last.aggregate_id == event.aggregate_id => last.events.push(new),
+                _ => appends.push(StreamAppend {
+                    aggregate_id: event.aggregate_id,
+                    expected: ExpectedVersion::Any,
+                    events: vec![new],
+                }),
+            }
+        }
+        to.append_all(appends).await.expect("copy events");
+    }
 }

@@ -66,13 +66,15 @@ fn events(args: &AppendArgs) -> anyhow::Result<Vec<NewEvent>> {
     };
     let text = if file.as_os_str() == "-" {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading standard input")?;
         text
     } else {
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
     };
-    let value: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", file.display()))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", file.display()))?;
     let items = match value {
         serde_json::Value::Array(items) => items,
         single => vec![single],
@@ -81,7 +83,8 @@ fn events(args: &AppendArgs) -> anyhow::Result<Vec<NewEvent>> {
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
-            serde_json::from_value::<NewEvent>(item).with_context(|| format!("{}: event #{} is malformed", file.display(), i + 1))
+            serde_json::from_value::<NewEvent>(item)
+                .with_context(|| format!("{}: event #{} is malformed", file.display(), i + 1))
         })
         .collect()
 }
@@ -90,7 +93,10 @@ pub(super) async fn append(args: AppendArgs) -> anyhow::Result<ExitCode> {
     // Parse everything before opening the store, so bad input changes nothing.
     let events = events(&args)?;
     let store = store::open(&args.store.store).await?;
-    match store.append(&args.stream, args.expected_version, events).await {
+    match store
+        .append(&args.stream, args.expected_version, events)
+        .await
+    {
         Ok(result) => {
             println!("{}", serde_json::to_string(&result)?);
             Ok(ExitCode::SUCCESS)

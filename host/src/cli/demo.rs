@@ -54,7 +54,10 @@ fn remove_store_files(db: &Path) -> anyhow::Result<()> {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("removing the previous demo store {}", db.display())),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("removing the previous demo store {}", db.display()));
+            }
         }
     }
     Ok(())
@@ -98,18 +101,33 @@ async fn show_samples(store: &Arc<dyn Store>) {
     ];
     for (projection, collection, id) in samples {
         let document = match id {
-            Some(id) => store.get_document(projection, collection, id).await.ok().flatten(),
-            None => store.list_documents(projection, collection, 1).await.ok().and_then(|mut d| d.pop()),
+            Some(id) => store
+                .get_document(projection, collection, id)
+                .await
+                .ok()
+                .flatten(),
+            None => store
+                .list_documents(projection, collection, 1)
+                .await
+                .ok()
+                .and_then(|mut d| d.pop()),
         };
         if let Some(document) = document {
             println!("\n{projection}__{collection}:");
-            println!("{}", serde_json::to_string_pretty(&document).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&document).unwrap_or_default()
+            );
         }
     }
 }
 
 /// Append one live payment and report when every projector has folded it in.
-async fn live_payment(store: &Arc<dyn Store>, supervisor: &Supervisor, n: u64) -> anyhow::Result<()> {
+async fn live_payment(
+    store: &Arc<dyn Store>,
+    supervisor: &Supervisor,
+    n: u64,
+) -> anyhow::Result<()> {
     let id = format!("payment-live-{n:06}");
     let organization = format!("org-{:03}", 1 + n % 25);
     let event = NewEvent {
@@ -121,7 +139,9 @@ async fn live_payment(store: &Arc<dyn Store>, supervisor: &Supervisor, n: u64) -
         timestamp_ms: None,
     };
     let started = Instant::now();
-    let result = store.append(&id, ExpectedVersion::NoStream, vec![event]).await?;
+    let result = store
+        .append(&id, ExpectedVersion::NoStream, vec![event])
+        .await?;
     supervisor.wait_for(result.last_position).await;
     println!(
         "{}  appended {id} at position {} -> visible in every read model after {:.1} ms",
@@ -136,8 +156,12 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let projections = match &args.projections {
         Some(dir) => dir.clone(),
         None => {
-            let out = std::env::temp_dir().join(format!("refold-demo-projections-{}", std::process::id()));
-            println!("building the example projections in {} (the first build takes a minute)...", args.examples.display());
+            let out = std::env::temp_dir()
+                .join(format!("refold-demo-projections-{}", std::process::id()));
+            println!(
+                "building the example projections in {} (the first build takes a minute)...",
+                args.examples.display()
+            );
             let examples = args.examples.clone();
             let built = tokio::task::spawn_blocking({
                 let out = out.clone();
@@ -151,7 +175,11 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     remove_store_files(&args.db)?;
     let uri = format!("sqlite://{}", args.db.display());
     let store = store::open(&uri).await?;
-    println!("created the embedded store {}; appending {} events...", args.db.display(), args.events);
+    println!(
+        "created the embedded store {}; appending {} events...",
+        args.db.display(),
+        args.events
+    );
     import(&store, args.events, args.seed).await?;
     let head = store.head().await?;
 
@@ -168,7 +196,11 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         head as f64 / elapsed.as_secs_f64(),
         (head * count as u64) as f64 / elapsed.as_secs_f64()
     );
-    let failed: Vec<_> = supervisor.statuses().into_iter().filter_map(|s| s.error.map(|e| (s.projection, e))).collect();
+    let failed: Vec<_> = supervisor
+        .statuses()
+        .into_iter()
+        .filter_map(|s| s.error.map(|e| (s.projection, e)))
+        .collect();
     for (projection, error) in &failed {
         eprintln!("{projection} stopped: {error}");
     }
@@ -176,7 +208,9 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("\nstatus at any time: refold status --store {uri}");
 
     if !args.exit_when_caught_up {
-        println!("\nfollowing live appends (one payment per second; also try `refold append --store {uri} ...`); Ctrl-C to stop");
+        println!(
+            "\nfollowing live appends (one payment per second; also try `refold append --store {uri} ...`); Ctrl-C to stop"
+        );
         let mut n = 0;
         let stop = stop_signal();
         tokio::pin!(stop);
@@ -191,5 +225,9 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     }
     supervisor.shutdown().await;
-    Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -14,8 +14,12 @@ use crate::store::StreamAppend;
 const START_MS: i64 = 1_735_689_600_000;
 const ORGANIZATIONS: u64 = 25;
 const CURRENCIES: [&str; 3] = ["EUR", "USD", "GBP"];
-const FIRST_NAMES: [&str; 8] = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken"];
-const LAST_NAMES: [&str; 8] = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson"];
+const FIRST_NAMES: [&str; 8] = [
+    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken",
+];
+const LAST_NAMES: [&str; 8] = [
+    "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson",
+];
 const DECLINES: [&str; 3] = ["card_declined", "insufficient_funds", "gateway_timeout"];
 
 /// splitmix64: small, fast, and the same everywhere.
@@ -123,7 +127,13 @@ pub fn generate(events: usize, seed: u64) -> Vec<StreamAppend> {
 }
 
 impl History {
-    fn event(&mut self, aggregate_type: &str, event_type: &str, data: serde_json::Value, metadata: serde_json::Value) -> NewEvent {
+    fn event(
+        &mut self,
+        aggregate_type: &str,
+        event_type: &str,
+        data: serde_json::Value,
+        metadata: serde_json::Value,
+    ) -> NewEvent {
         NewEvent {
             id: Some(self.rng.uuid()),
             aggregate_type: aggregate_type.to_owned(),
@@ -136,7 +146,11 @@ impl History {
 
     fn push(&mut self, aggregate_id: String, expected: ExpectedVersion, events: Vec<NewEvent>) {
         self.events += events.len();
-        self.appends.push(StreamAppend { aggregate_id, expected, events });
+        self.appends.push(StreamAppend {
+            aggregate_id,
+            expected,
+            events,
+        });
     }
 
     fn amount(&mut self) -> f64 {
@@ -159,7 +173,11 @@ impl History {
     fn register_user(&mut self) {
         let id = self.next_id(0, "user");
         let organization = format!("org-{:03}", 1 + self.rng.below(ORGANIZATIONS));
-        let name = format!("{} {}", self.rng.pick(&FIRST_NAMES), self.rng.pick(&LAST_NAMES));
+        let name = format!(
+            "{} {}",
+            self.rng.pick(&FIRST_NAMES),
+            self.rng.pick(&LAST_NAMES)
+        );
         let email = format!("{}@{}.example", id, organization);
         let event = self.event(
             "User",
@@ -168,7 +186,11 @@ impl History {
             json!({ "organizationId": organization, "source": "signup" }),
         );
         self.push(id.clone(), ExpectedVersion::NoStream, vec![event]);
-        self.users.push(User { id, organization, version: 1 });
+        self.users.push(User {
+            id,
+            organization,
+            version: 1,
+        });
     }
 
     fn change_user(&mut self) {
@@ -179,11 +201,25 @@ impl History {
             (u.id.clone(), u.organization.clone(), u.version)
         };
         let event = if rename {
-            let name = format!("{} {}", self.rng.pick(&FIRST_NAMES), self.rng.pick(&LAST_NAMES));
-            self.event("User", "UserRenamed", json!({ "name": name }), json!({ "organizationId": organization }))
+            let name = format!(
+                "{} {}",
+                self.rng.pick(&FIRST_NAMES),
+                self.rng.pick(&LAST_NAMES)
+            );
+            self.event(
+                "User",
+                "UserRenamed",
+                json!({ "name": name }),
+                json!({ "organizationId": organization }),
+            )
         } else {
             let email = format!("{}.{}@{}.example", id, version + 1, organization);
-            self.event("User", "UserEmailChanged", json!({ "email": email }), json!({ "organizationId": organization }))
+            self.event(
+                "User",
+                "UserEmailChanged",
+                json!({ "email": email }),
+                json!({ "organizationId": organization }),
+            )
         };
         self.push(id, ExpectedVersion::Exact(version), vec![event]);
         self.users[index].version += 1;
@@ -203,15 +239,28 @@ impl History {
         }
         let id = self.next_id(1, "payment");
         let user_index = self.rng.below(self.users.len() as u64) as usize;
-        let (user, organization) = (self.users[user_index].id.clone(), self.users[user_index].organization.clone());
+        let (user, organization) = (
+            self.users[user_index].id.clone(),
+            self.users[user_index].organization.clone(),
+        );
         let (amount, currency) = (self.amount(), self.currency());
         let metadata = json!({ "userId": user, "organizationId": organization });
         let event = if self.rng.chance(12) {
             let error = self.rng.pick(&DECLINES);
-            self.failed_payments.push((id.clone(), user, organization, amount, currency));
-            self.event("Payment", "PaymentFailed", json!({ "amount": amount, "currency": currency, "error": error }), metadata)
+            self.failed_payments
+                .push((id.clone(), user, organization, amount, currency));
+            self.event(
+                "Payment",
+                "PaymentFailed",
+                json!({ "amount": amount, "currency": currency, "error": error }),
+                metadata,
+            )
         } else {
-            let method = if self.rng.chance(80) { "card" } else { "transfer" };
+            let method = if self.rng.chance(80) {
+                "card"
+            } else {
+                "transfer"
+            };
             self.event(
                 "Payment",
                 "PaymentProcessed",
@@ -223,16 +272,26 @@ impl History {
     }
 
     fn invoice(&mut self) {
-        if self.open_invoices.len() > 50 || (!self.open_invoices.is_empty() && self.rng.chance(50)) {
+        if self.open_invoices.len() > 50 || (!self.open_invoices.is_empty() && self.rng.chance(50))
+        {
             let index = self.rng.below(self.open_invoices.len() as u64) as usize;
             let invoice = self.open_invoices.swap_remove(index);
             let metadata = json!({ "organizationId": invoice.organization });
             let event = if self.rng.chance(85) {
                 self.event("Invoice", "InvoicePaid", json!({ "amount": invoice.amount, "currency": invoice.currency, "method": "transfer" }), metadata)
             } else {
-                self.event("Invoice", "InvoiceCancelled", json!({ "reason": "customer request" }), metadata)
+                self.event(
+                    "Invoice",
+                    "InvoiceCancelled",
+                    json!({ "reason": "customer request" }),
+                    metadata,
+                )
             };
-            self.push(invoice.id, ExpectedVersion::Exact(invoice.version), vec![event]);
+            self.push(
+                invoice.id,
+                ExpectedVersion::Exact(invoice.version),
+                vec![event],
+            );
             return;
         }
         let id = self.next_id(2, "invoice");
@@ -258,11 +317,22 @@ impl History {
         );
         let mut events = vec![created];
         if self.rng.chance(70) {
-            events.push(self.event("Invoice", "InvoiceSent", json!({ "channel": "email" }), metadata));
+            events.push(self.event(
+                "Invoice",
+                "InvoiceSent",
+                json!({ "channel": "email" }),
+                metadata,
+            ));
         }
         let version = events.len() as u64;
         self.push(id.clone(), ExpectedVersion::NoStream, events);
-        self.open_invoices.push(Invoice { id, organization, amount, currency, version });
+        self.open_invoices.push(Invoice {
+            id,
+            organization,
+            amount,
+            currency,
+            version,
+        });
     }
 }
 
@@ -274,8 +344,17 @@ mod tests {
         let b = super::generate(5_000, 7);
         assert_eq!(a, b);
         assert_eq!(a.iter().map(|s| s.events.len()).sum::<usize>(), 5_000);
-        let types: std::collections::HashSet<_> = a.iter().flat_map(|s| s.events.iter().map(|e| e.event_type.as_str())).collect();
-        for expected in ["UserRegistered", "PaymentProcessed", "PaymentFailed", "InvoiceCreated", "InvoicePaid"] {
+        let types: std::collections::HashSet<_> = a
+            .iter()
+            .flat_map(|s| s.events.iter().map(|e| e.event_type.as_str()))
+            .collect();
+        for expected in [
+            "UserRegistered",
+            "PaymentProcessed",
+            "PaymentFailed",
+            "InvoiceCreated",
+            "InvoicePaid",
+        ] {
             assert!(types.contains(expected), "missing {expected}");
         }
     }

@@ -11,9 +11,10 @@ use crate::projector::{ProjectorState, ProjectorStatus};
 /// Show one bar per projector until each has reached `head` or stopped.
 pub async fn until_caught_up(statuses: Vec<watch::Receiver<ProjectorStatus>>, head: Position) {
     let multi = MultiProgress::new();
-    let style = ProgressStyle::with_template("{prefix:>20} [{bar:40}] {pos:>9}/{len} {per_sec:>12} {msg}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+    let style =
+        ProgressStyle::with_template("{prefix:>20} [{bar:40}] {pos:>9}/{len} {per_sec:>12} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> ");
     let bars: Vec<(ProgressBar, watch::Receiver<ProjectorStatus>)> = statuses
         .into_iter()
         .map(|rx| {

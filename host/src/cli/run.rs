@@ -52,17 +52,28 @@ impl LimitArgs {
 
 /// Load a folder's components and start a projector for each. Refusals are reported; an
 /// error only when nothing could start.
-pub(super) async fn start_folder(store: Arc<dyn Store>, dir: &Path, limits: Limits) -> anyhow::Result<Supervisor> {
+pub(super) async fn start_folder(
+    store: Arc<dyn Store>,
+    dir: &Path,
+    limits: Limits,
+) -> anyhow::Result<Supervisor> {
     let engine = Arc::new(Engine::new(limits)?);
     let loaded = {
         let (engine, dir) = (Arc::clone(&engine), dir.to_path_buf());
         tokio::task::spawn_blocking(move || deploy::load_folder(&engine, &dir)).await??
     };
-    anyhow::ensure!(!loaded.is_empty(), "no projection components (*.wasm) in {}", dir.display());
+    anyhow::ensure!(
+        !loaded.is_empty(),
+        "no projection components (*.wasm) in {}",
+        dir.display()
+    );
     let mut supervisor = Supervisor::new(store);
     for deploy::Loaded { path, result } in loaded {
         let started = match result {
-            Ok(projection) => supervisor.start(Arc::new(projection)).await.map_err(anyhow::Error::from),
+            Ok(projection) => supervisor
+                .start(Arc::new(projection))
+                .await
+                .map_err(anyhow::Error::from),
             Err(error) => Err(error.into()),
         };
         if let Err(error) = started {
@@ -70,7 +81,11 @@ pub(super) async fn start_folder(store: Arc<dyn Store>, dir: &Path, limits: Limi
             eprintln!("refused {}: {error:#}", path.display());
         }
     }
-    anyhow::ensure!(!supervisor.statuses().is_empty(), "no projection of {} could start", dir.display());
+    anyhow::ensure!(
+        !supervisor.statuses().is_empty(),
+        "no projection of {} could start",
+        dir.display()
+    );
     Ok(supervisor)
 }
 
@@ -99,7 +114,8 @@ pub(super) async fn stop_signal() {
 
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let store = store::open(&args.store.store).await?;
-    let supervisor = start_folder(Arc::clone(&store), &args.projections, args.limits.limits()).await?;
+    let supervisor =
+        start_folder(Arc::clone(&store), &args.projections, args.limits.limits()).await?;
     if args.exit_when_caught_up {
         let head = store.head().await?;
         supervisor.wait_for(head).await;
@@ -114,5 +130,9 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             eprintln!("{name}: {reason}");
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -34,7 +34,12 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "head": head, "generations": rows }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "head": head, "generations": rows })
+            )?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     println!("head: {head}");
@@ -42,7 +47,10 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!("no projections yet");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<24} {:>4} {:>7} {:<9} {:>12} {:>10}  error", "projection", "gen", "version", "state", "checkpoint", "lag");
+    println!(
+        "{:<24} {:>4} {:>7} {:<9} {:>12} {:>10}  error",
+        "projection", "gen", "version", "state", "checkpoint", "lag"
+    );
     for g in &generations {
         println!(
             "{:<24} {:>4} {:>7} {:<9} {:>12} {:>10}  {}",

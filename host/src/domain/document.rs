@@ -32,7 +32,9 @@ pub enum UpdateError {
     #[error("malformed update: {0}")]
     Malformed(String),
     /// An operator outside the supported set.
-    #[error("unsupported update operator `{0}` (supported: $set, $unset, $inc, $push, $addToSet, $pull)")]
+    #[error(
+        "unsupported update operator `{0}` (supported: $set, $unset, $inc, $push, $addToSet, $pull)"
+    )]
     UnknownOperator(String),
     /// The operator does not apply to the value found at the path.
     #[error("`{operator}` on `{path}`: {reason}")]
@@ -64,7 +66,10 @@ pub fn parse_document(id: &str, json: &str) -> Result<Map<String, Value>, Docume
             stamp_id(&mut map, id);
             Ok(map)
         }
-        Ok(other) => Err(DocumentError::NotAnObject(format!("found {}", kind(&other)))),
+        Ok(other) => Err(DocumentError::NotAnObject(format!(
+            "found {}",
+            kind(&other)
+        ))),
         Err(e) => Err(DocumentError::NotAnObject(e.to_string())),
     }
 }
@@ -80,7 +85,10 @@ pub fn parse_update(json: &str) -> Result<Map<String, Value>, UpdateError> {
     match serde_json::from_str::<Value>(json) {
         Ok(Value::Object(map)) if !map.is_empty() => Ok(map),
         Ok(Value::Object(_)) => Err(UpdateError::Malformed("the update has no operator".into())),
-        Ok(other) => Err(UpdateError::Malformed(format!("expected an object, found {}", kind(&other)))),
+        Ok(other) => Err(UpdateError::Malformed(format!(
+            "expected an object, found {}",
+            kind(&other)
+        ))),
         Err(e) => Err(UpdateError::Malformed(e.to_string())),
     }
 }
@@ -100,10 +108,15 @@ pub fn apply_update(
     };
     for (operator, fields) in update {
         let Value::Object(fields) = fields else {
-            return Err(UpdateError::Malformed(format!("`{operator}` must map field paths to values")));
+            return Err(UpdateError::Malformed(format!(
+                "`{operator}` must map field paths to values"
+            )));
         };
         for (path, value) in fields {
-            if !crate::domain::manifest::is_field_path(path) || path == "_id" || path.starts_with("_id.") {
+            if !crate::domain::manifest::is_field_path(path)
+                || path == "_id"
+                || path.starts_with("_id.")
+            {
                 return Err(mismatch(operator, path, "not a modifiable field path"));
             }
             apply_one(&mut doc, operator, path, value)?;
@@ -113,7 +126,12 @@ pub fn apply_update(
     Ok(Some(doc))
 }
 
-fn apply_one(doc: &mut Map<String, Value>, operator: &str, path: &str, value: &Value) -> Result<(), UpdateError> {
+fn apply_one(
+    doc: &mut Map<String, Value>,
+    operator: &str,
+    path: &str,
+    value: &Value,
+) -> Result<(), UpdateError> {
     match operator {
         "$set" => {
             *slot(doc, operator, path)? = value.clone();
@@ -131,8 +149,16 @@ fn apply_one(doc: &mut Map<String, Value>, operator: &str, path: &str, value: &V
             let target = slot(doc, operator, path)?;
             *target = match target {
                 Value::Null => Value::Number(by.clone()),
-                Value::Number(n) => Value::Number(add(n, by).ok_or_else(|| mismatch(operator, path, "overflow"))?),
-                other => return Err(mismatch(operator, path, &format!("the field holds {}", kind(other)))),
+                Value::Number(n) => {
+                    Value::Number(add(n, by).ok_or_else(|| mismatch(operator, path, "overflow"))?)
+                }
+                other => {
+                    return Err(mismatch(
+                        operator,
+                        path,
+                        &format!("the field holds {}", kind(other)),
+                    ));
+                }
             };
         }
         "$push" | "$addToSet" | "$pull" => {
@@ -151,7 +177,13 @@ fn apply_one(doc: &mut Map<String, Value>, operator: &str, path: &str, value: &V
                     _ => items.retain(|item| item != value),
                 },
                 Value::Null => {}
-                other => return Err(mismatch(operator, path, &format!("the field holds {}", kind(other)))),
+                other => {
+                    return Err(mismatch(
+                        operator,
+                        path,
+                        &format!("the field holds {}", kind(other)),
+                    ));
+                }
             }
             // `$pull` on a missing field leaves it missing.
             if operator == "$pull" && target.is_null() {
@@ -167,7 +199,11 @@ fn apply_one(doc: &mut Map<String, Value>, operator: &str, path: &str, value: &V
 }
 
 /// The value at `path`, created as `null` (with intermediate objects) when missing.
-fn slot<'a>(doc: &'a mut Map<String, Value>, operator: &str, path: &str) -> Result<&'a mut Value, UpdateError> {
+fn slot<'a>(
+    doc: &'a mut Map<String, Value>,
+    operator: &str,
+    path: &str,
+) -> Result<&'a mut Value, UpdateError> {
     let (parent, leaf) = parent_of(doc, operator, path, true)?;
     let parent = parent.ok_or_else(|| mismatch(operator, path, "no parent object"))?;
     Ok(parent.entry(leaf).or_insert(Value::Null))
@@ -193,7 +229,11 @@ fn parent_of<'a, 'p>(
                 None | Some(Value::Null) if !create => return Ok((None, leaf)),
                 None | Some(Value::Null) => {}
                 Some(other) => {
-                    return Err(mismatch(operator, path, &format!("`{segment}` holds {}, not an object", kind(other))));
+                    return Err(mismatch(
+                        operator,
+                        path,
+                        &format!("`{segment}` holds {}, not an object", kind(other)),
+                    ));
                 }
             }
             let slot = current.entry(segment.to_owned()).or_insert(Value::Null);
@@ -218,7 +258,11 @@ fn add(a: &Number, b: &Number) -> Option<Number> {
 }
 
 fn mismatch(operator: &str, path: &str, reason: &str) -> UpdateError {
-    UpdateError::Mismatch { operator: operator.to_owned(), path: path.to_owned(), reason: reason.to_owned() }
+    UpdateError::Mismatch {
+        operator: operator.to_owned(),
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    }
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -243,7 +287,9 @@ mod tests {
             Value::Object(m) => Some(m),
             _ => None,
         };
-        let Value::Object(update) = update else { panic!("update must be an object") };
+        let Value::Object(update) = update else {
+            panic!("update must be an object")
+        };
         apply_update("d1", current, &update, upsert).map(|d| d.map(Value::Object))
     }
 
@@ -256,7 +302,9 @@ mod tests {
         );
         assert_eq!(
             doc,
-            Ok(Some(json!({"_id": "d1", "status": "paid", "a": {"b": 1}, "count": 2, "total": 1.5, "log": ["x"]})))
+            Ok(Some(
+                json!({"_id": "d1", "status": "paid", "a": {"b": 1}, "count": 2, "total": 1.5, "log": ["x"]})
+            ))
         );
     }
 
@@ -277,11 +325,26 @@ mod tests {
 
     #[test]
     fn refuses_mismatches() {
-        assert!(matches!(run(json!({"s": "x"}), json!({"$inc": {"s": 1}}), false), Err(UpdateError::Mismatch { .. })));
-        assert!(matches!(run(json!({"s": 1}), json!({"$push": {"s": 1}}), false), Err(UpdateError::Mismatch { .. })));
-        assert!(matches!(run(json!({}), json!({"$where": {"s": 1}}), true), Err(UpdateError::UnknownOperator(_))));
-        assert!(matches!(run(json!({}), json!({"$set": {"_id": 1}}), true), Err(UpdateError::Mismatch { .. })));
-        assert!(matches!(run(json!({"n": i64::MAX}), json!({"$inc": {"n": 1}}), true), Err(UpdateError::Mismatch { .. })));
+        assert!(matches!(
+            run(json!({"s": "x"}), json!({"$inc": {"s": 1}}), false),
+            Err(UpdateError::Mismatch { .. })
+        ));
+        assert!(matches!(
+            run(json!({"s": 1}), json!({"$push": {"s": 1}}), false),
+            Err(UpdateError::Mismatch { .. })
+        ));
+        assert!(matches!(
+            run(json!({}), json!({"$where": {"s": 1}}), true),
+            Err(UpdateError::UnknownOperator(_))
+        ));
+        assert!(matches!(
+            run(json!({}), json!({"$set": {"_id": 1}}), true),
+            Err(UpdateError::Mismatch { .. })
+        ));
+        assert!(matches!(
+            run(json!({"n": i64::MAX}), json!({"$inc": {"n": 1}}), true),
+            Err(UpdateError::Mismatch { .. })
+        ));
     }
 
     #[test]

@@ -104,20 +104,32 @@ impl NewEvent {
             return Err("eventType is empty".into());
         }
         if !self.event_data.is_object() {
-            return Err(format!("{}: eventData is not a JSON object", self.event_type));
+            return Err(format!(
+                "{}: eventData is not a JSON object",
+                self.event_type
+            ));
         }
         if !self.metadata.is_object() {
-            return Err(format!("{}: metadata is not a JSON object", self.event_type));
+            return Err(format!(
+                "{}: metadata is not a JSON object",
+                self.event_type
+            ));
         }
         if let Some(id) = &self.id
             && (id.is_empty() || id.len() > 128)
         {
-            return Err(format!("{}: event id must have 1 to 128 bytes", self.event_type));
+            return Err(format!(
+                "{}: event id must have 1 to 128 bytes",
+                self.event_type
+            ));
         }
         if let Some(ms) = self.timestamp_ms
             && !(0..=MAX_TIMESTAMP_MS).contains(&ms)
         {
-            return Err(format!("{}: timestampMs {ms} is outside 1970..9999", self.event_type));
+            return Err(format!(
+                "{}: timestampMs {ms} is outside 1970..9999",
+                self.event_type
+            ));
         }
         Ok(())
     }

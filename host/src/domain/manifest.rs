@@ -106,7 +106,10 @@ impl Manifest {
     pub fn validate(&self) -> Result<(), ManifestError> {
         check_name("projection", &self.name, true)?;
         if self.version == 0 {
-            return Err(ManifestError::OutOfBounds(format!("{}: version must be at least 1", self.name)));
+            return Err(ManifestError::OutOfBounds(format!(
+                "{}: version must be at least 1",
+                self.name
+            )));
         }
         if self.collections.is_empty() || self.collections.len() > MAX_COLLECTIONS {
             return Err(ManifestError::OutOfBounds(format!(
@@ -115,7 +118,9 @@ impl Manifest {
                 self.collections.len()
             )));
         }
-        if self.event_types.len() > MAX_SUBSCRIPTIONS || self.aggregate_types.len() > MAX_SUBSCRIPTIONS {
+        if self.event_types.len() > MAX_SUBSCRIPTIONS
+            || self.aggregate_types.len() > MAX_SUBSCRIPTIONS
+        {
             return Err(ManifestError::OutOfBounds(format!(
                 "{}: at most {MAX_SUBSCRIPTIONS} event types and aggregate types each",
                 self.name
@@ -133,7 +138,10 @@ impl Manifest {
         for collection in &self.collections {
             check_name("collection", &collection.name, false)?;
             if !seen.insert(collection.name.as_str()) {
-                return Err(ManifestError::Duplicate { what: "collection", name: collection.name.clone() });
+                return Err(ManifestError::Duplicate {
+                    what: "collection",
+                    name: collection.name.clone(),
+                });
             }
             collection.validate()?;
         }
@@ -166,7 +174,10 @@ impl CollectionSpec {
         for index in &self.indexes {
             check_name("index", &index.name, false)?;
             if !seen.insert(index.name.as_str()) {
-                return Err(ManifestError::Duplicate { what: "index", name: index.name.clone() });
+                return Err(ManifestError::Duplicate {
+                    what: "index",
+                    name: index.name.clone(),
+                });
             }
             if index.keys.is_empty() || index.keys.len() > MAX_INDEX_KEYS {
                 return Err(ManifestError::OutOfBounds(format!(
@@ -191,14 +202,22 @@ impl CollectionSpec {
 /// Projection names allow `-`; collection and index names do not. All: lower-case ASCII
 /// letter first, then letters, digits, `_` (and `-`), no `__`, at most [`MAX_NAME_LEN`].
 fn check_name(what: &'static str, name: &str, allow_dash: bool) -> Result<(), ManifestError> {
-    let fail = |rule| Err(ManifestError::InvalidName { what, name: name.to_owned(), rule });
+    let fail = |rule| {
+        Err(ManifestError::InvalidName {
+            what,
+            name: name.to_owned(),
+            rule,
+        })
+    };
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return fail("must have 1 to 48 characters");
     }
     if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
         return fail("must start with a lower-case ASCII letter");
     }
-    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || (allow_dash && c == '-');
+    let allowed = |c: char| {
+        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || (allow_dash && c == '-')
+    };
     if !name.chars().all(allowed) {
         return fail(if allow_dash {
             "may contain only a-z, 0-9, `_` and `-`"
@@ -217,7 +236,10 @@ pub fn is_field_path(path: &str) -> bool {
     !path.is_empty()
         && path.len() <= 256
         && path.split('.').all(|seg| {
-            !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            !seg.is_empty()
+                && seg
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         })
 }
 
@@ -231,7 +253,10 @@ mod tests {
             version: 1,
             event_types: vec![],
             aggregate_types: vec![],
-            collections: vec![CollectionSpec { name: collection.into(), indexes: vec![] }],
+            collections: vec![CollectionSpec {
+                name: collection.into(),
+                indexes: vec![],
+            }],
             batch_size: None,
         }
     }
@@ -244,7 +269,10 @@ mod tests {
     #[test]
     fn refuses_names_that_escape_the_namespace() {
         for bad in ["", "Payments", "a__b", "system.x", "../x", "a$b", "9a"] {
-            assert!(manifest(bad, "docs").validate().is_err(), "projection {bad:?}");
+            assert!(
+                manifest(bad, "docs").validate().is_err(),
+                "projection {bad:?}"
+            );
             assert!(manifest("p", bad).validate().is_err(), "collection {bad:?}");
         }
         assert!(manifest("p", "with-dash").validate().is_err());

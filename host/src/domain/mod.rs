@@ -9,6 +9,8 @@ pub mod manifest;
 pub mod time;
 
 pub use document::{DocumentError, UpdateError};
-pub use event::{AppendResult, EventFilter, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamVersion};
+pub use event::{
+    AppendResult, EventFilter, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamVersion,
+};
 pub use generation::{Generation, GenerationState};
 pub use manifest::{CollectionSpec, IndexKey, IndexSpec, Manifest, ManifestError};

@@ -24,7 +24,10 @@ pub fn now_millis() -> i64 {
 mod tests {
     #[test]
     fn formats_like_the_guest_sdk() {
-        assert_eq!(super::iso8601_millis(1_734_602_400_123), "2024-12-19T10:00:00.123Z");
+        assert_eq!(
+            super::iso8601_millis(1_734_602_400_123),
+            "2024-12-19T10:00:00.123Z"
+        );
         assert_eq!(super::iso8601_millis(0), "1970-01-01T00:00:00.000Z");
     }
 }

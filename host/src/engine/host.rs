@@ -30,7 +30,12 @@ pub(super) struct HostState {
 
 impl HostState {
     pub(super) fn new(context: BatchContext, projection: Arc<str>, limits: StoreLimits) -> Self {
-        Self { context, limits, projection, logs: 0 }
+        Self {
+            context,
+            limits,
+            projection,
+            logs: 0,
+        }
     }
 }
 
@@ -60,7 +65,11 @@ pub(super) fn guest_failure(error: HandleError) -> HandleFailure {
         ErrorKind::Other => "other",
     };
     let message: String = error.message.chars().take(MAX_LOG_BYTES).collect();
-    HandleFailure::Guest { position: error.position, kind: kind.to_owned(), message }
+    HandleFailure::Guest {
+        position: error.position,
+        kind: kind.to_owned(),
+        message,
+    }
 }
 
 /// Tell a deadline and a memory cap from other traps.
@@ -74,7 +83,9 @@ pub(super) fn classify_trap(error: &wasmtime::Error, limits: &Limits) -> HandleF
     }
     match error.downcast_ref::<wasmtime::Trap>() {
         // A Rust guest's panic (with `panic = "abort"`) ends in `unreachable`.
-        Some(trap @ wasmtime::Trap::UnreachableCodeReached) => HandleFailure::Trap(format!("{trap} (a panic or abort in the guest)")),
+        Some(trap @ wasmtime::Trap::UnreachableCodeReached) => {
+            HandleFailure::Trap(format!("{trap} (a panic or abort in the guest)"))
+        }
         Some(trap) => HandleFailure::Trap(trap.to_string()),
         None => HandleFailure::Trap(text.lines().next().unwrap_or("unknown trap").to_owned()),
     }
@@ -98,16 +109,31 @@ impl collections::Host for HostState {
         self.context.get(&collection, &id).map_err(to_wit_error)
     }
 
-    fn put(&mut self, collection: String, id: String, document: String) -> Result<(), CollectionError> {
-        self.context.put(&collection, &id, &document).map_err(to_wit_error)
+    fn put(
+        &mut self,
+        collection: String,
+        id: String,
+        document: String,
+    ) -> Result<(), CollectionError> {
+        self.context
+            .put(&collection, &id, &document)
+            .map_err(to_wit_error)
     }
 
     fn delete(&mut self, collection: String, id: String) -> Result<bool, CollectionError> {
         self.context.delete(&collection, &id).map_err(to_wit_error)
     }
 
-    fn update(&mut self, collection: String, id: String, update: String, upsert: bool) -> Result<bool, CollectionError> {
-        self.context.update(&collection, &id, &update, upsert).map_err(to_wit_error)
+    fn update(
+        &mut self,
+        collection: String,
+        id: String,
+        update: String,
+        upsert: bool,
+    ) -> Result<bool, CollectionError> {
+        self.context
+            .update(&collection, &id, &update, upsert)
+            .map_err(to_wit_error)
     }
 }
 
@@ -127,11 +153,21 @@ impl log::Host for HostState {
         let message = &message[..cut];
         let (projection, position) = (&*self.projection, self.context.position());
         match level {
-            Level::Trace => tracing::trace!(target: "refold::guest", projection, position, "{message}"),
-            Level::Debug => tracing::debug!(target: "refold::guest", projection, position, "{message}"),
-            Level::Info => tracing::info!(target: "refold::guest", projection, position, "{message}"),
-            Level::Warn => tracing::warn!(target: "refold::guest", projection, position, "{message}"),
-            Level::Error => tracing::error!(target: "refold::guest", projection, position, "{message}"),
+            Level::Trace => {
+                tracing::trace!(target: "refold::guest", projection, position, "{message}")
+            }
+            Level::Debug => {
+                tracing::debug!(target: "refold::guest", projection, position, "{message}")
+            }
+            Level::Info => {
+                tracing::info!(target: "refold::guest", projection, position, "{message}")
+            }
+            Level::Warn => {
+                tracing::warn!(target: "refold::guest", projection, position, "{message}")
+            }
+            Level::Error => {
+                tracing::error!(target: "refold::guest", projection, position, "{message}")
+            }
         }
     }
 }

@@ -12,8 +12,11 @@ use crate::projector::{BatchContext, HandleFailure};
 use crate::store::{DocumentReader, StoreResult};
 
 /// The interfaces a projection may import. Anything else is refused by name at load time.
-const ALLOWED_IMPORTS: [&str; 3] =
-    ["refold:projection/types@0.1.0", "refold:projection/collections@0.1.0", "refold:projection/log@0.1.0"];
+const ALLOWED_IMPORTS: [&str; 3] = [
+    "refold:projection/types@0.1.0",
+    "refold:projection/collections@0.1.0",
+    "refold:projection/log@0.1.0",
+];
 
 /// Largest component accepted.
 pub const MAX_COMPONENT_BYTES: usize = 256 * 1024 * 1024;
@@ -28,7 +31,9 @@ pub enum LoadError {
     #[error("not a valid WebAssembly component: {0}")]
     Compile(String),
     /// It imports something the host does not provide.
-    #[error("imports `{0}`, which Refold does not provide (allowed: refold:projection/types, collections and log @0.1.0)")]
+    #[error(
+        "imports `{0}`, which Refold does not provide (allowed: refold:projection/types, collections and log @0.1.0)"
+    )]
     ForbiddenImport(String),
     /// It does not export the projection world.
     #[error("does not implement the refold:projection/projection world: {0}")]
@@ -48,7 +53,11 @@ pub enum LoadError {
 struct NoDocuments;
 
 impl DocumentReader for NoDocuments {
-    fn get(&mut self, _: &str, _: &str) -> StoreResult<Option<serde_json::Map<String, serde_json::Value>>> {
+    fn get(
+        &mut self,
+        _: &str,
+        _: &str,
+    ) -> StoreResult<Option<serde_json::Map<String, serde_json::Value>>> {
         Ok(None)
     }
 }
@@ -63,7 +72,10 @@ pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProject
             return Err(LoadError::ForbiddenImport(name.to_owned()));
         }
     }
-    let instance_pre = engine.linker.instantiate_pre(&component).map_err(|e| LoadError::Exports(format!("{e:#}")))?;
+    let instance_pre = engine
+        .linker
+        .instantiate_pre(&component)
+        .map_err(|e| LoadError::Exports(format!("{e:#}")))?;
     let pre = ProjectionPre::new(instance_pre).map_err(|e| LoadError::Exports(format!("{e:#}")))?;
 
     let placeholder = Manifest {
@@ -84,7 +96,13 @@ pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProject
     manifest.validate()?;
     let code_hash = format!("{:x}", Sha256::digest(bytes));
     let name = Arc::from(manifest.name.as_str());
-    Ok(PreparedProjection { engine: Arc::clone(engine), pre, manifest, name, code_hash })
+    Ok(PreparedProjection {
+        engine: Arc::clone(engine),
+        pre,
+        manifest,
+        name,
+        code_hash,
+    })
 }
 
 fn from_wit(m: wit::Manifest) -> Manifest {
@@ -104,7 +122,14 @@ fn from_wit(m: wit::Manifest) -> Manifest {
                     .map(|i| IndexSpec {
                         name: i.name,
                         unique: i.unique,
-                        keys: i.keys.into_iter().map(|k| IndexKey { field: k.field, descending: k.descending }).collect(),
+                        keys: i
+                            .keys
+                            .into_iter()
+                            .map(|k| IndexKey {
+                                field: k.field,
+                                descending: k.descending,
+                            })
+                            .collect(),
                     })
                     .collect(),
             })

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use wasmtime::component::{Component, Linker};
 use wasmtime::Config;
+use wasmtime::component::{Component, Linker};
 
 pub use load::LoadError;
 
@@ -39,7 +39,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { memory_bytes: 128 * 1024 * 1024, deadline: Duration::from_secs(10), table_elements: 100_000 }
+        Self {
+            memory_bytes: 128 * 1024 * 1024,
+            deadline: Duration::from_secs(10),
+            table_elements: 100_000,
+        }
     }
 }
 
@@ -56,7 +60,8 @@ impl Engine {
     pub fn new(limits: Limits) -> Result<Self, LoadError> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
-        let engine = wasmtime::Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
+        let engine =
+            wasmtime::Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         host::add_to_linker(&mut linker).map_err(|e| LoadError::Engine(e.to_string()))?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
@@ -70,7 +75,12 @@ impl Engine {
                 }
             })
             .map_err(|e| LoadError::Engine(format!("cannot start the epoch ticker: {e}")))?;
-        Ok(Self { engine, linker: Arc::new(linker), limits, stop_ticker })
+        Ok(Self {
+            engine,
+            linker: Arc::new(linker),
+            limits,
+            stop_ticker,
+        })
     }
 
     /// The limits applied to instances.
@@ -83,7 +93,11 @@ impl Engine {
         load::load(self, bytes)
     }
 
-    fn new_store(&self, context: BatchContext, manifest_name: Arc<str>) -> wasmtime::Store<host::HostState> {
+    fn new_store(
+        &self,
+        context: BatchContext,
+        manifest_name: Arc<str>,
+    ) -> wasmtime::Store<host::HostState> {
         let limits = wasmtime::StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
             .table_elements(self.limits.table_elements)
@@ -92,7 +106,10 @@ impl Engine {
             .memories(4)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = wasmtime::Store::new(&self.engine, host::HostState::new(context, manifest_name, limits));
+        let mut store = wasmtime::Store::new(
+            &self.engine,
+            host::HostState::new(context, manifest_name, limits),
+        );
         store.limiter(|state| &mut state.limits);
         let ticks = (self.limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
@@ -118,7 +135,10 @@ pub struct PreparedProjection {
 
 impl std::fmt::Debug for PreparedProjection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PreparedProjection").field("manifest", &self.manifest).field("code_hash", &self.code_hash).finish()
+        f.debug_struct("PreparedProjection")
+            .field("manifest", &self.manifest)
+            .field("code_hash", &self.code_hash)
+            .finish()
     }
 }
 
@@ -131,7 +151,11 @@ impl Handler for PreparedProjection {
         &self.code_hash
     }
 
-    fn handle(&self, events: &[RecordedEvent], mut context: BatchContext) -> (BatchContext, Result<(), HandleFailure>) {
+    fn handle(
+        &self,
+        events: &[RecordedEvent],
+        mut context: BatchContext,
+    ) -> (BatchContext, Result<(), HandleFailure>) {
         if let Some(first) = events.first() {
             context.set_position(first.position);
         }
@@ -144,7 +168,10 @@ impl Handler for PreparedProjection {
         let state = store.into_data();
         let result = match outcome {
             Ok(Ok(())) => match state.context.violation() {
-                Some((position, failure)) => Err(HandleFailure::Contract { position: *position, failure: failure.clone() }),
+                Some((position, failure)) => Err(HandleFailure::Contract {
+                    position: *position,
+                    failure: failure.clone(),
+                }),
                 None => Ok(()),
             },
             Ok(Err(error)) => Err(host::guest_failure(error)),
@@ -153,7 +180,10 @@ impl Handler for PreparedProjection {
         // A contract violation outranks whatever the guest made of the refusal.
         let result = match (result, state.context.violation()) {
             (Err(HandleFailure::Guest { .. }), Some((position, failure))) => {
-                Err(HandleFailure::Contract { position: *position, failure: failure.clone() })
+                Err(HandleFailure::Contract {
+                    position: *position,
+                    failure: failure.clone(),
+                })
             }
             (result, _) => result,
         };

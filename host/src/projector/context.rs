@@ -73,7 +73,11 @@ pub struct BatchContext {
 impl BatchContext {
     /// A context for a projection's generation, reading through `reader`.
     pub fn new(manifest: &Manifest, reader: Box<dyn DocumentReader>) -> Self {
-        let collections = manifest.collections.iter().map(|c| c.name.clone()).collect();
+        let collections = manifest
+            .collections
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
         Self {
             reader,
             collections: Arc::new(collections),
@@ -116,17 +120,36 @@ impl BatchContext {
         document::check_id(id).map_err(|e| self.refuse(CollectionFailure::InvalidId(e.to_string())))
     }
 
-    fn load(&mut self, collection: &str, id: &str) -> Result<Option<Map<String, Value>>, CollectionFailure> {
+    fn load(
+        &mut self,
+        collection: &str,
+        id: &str,
+    ) -> Result<Option<Map<String, Value>>, CollectionFailure> {
         let key = (collection.to_owned(), id.to_owned());
         if let Some(entry) = self.entries.get(&key) {
             return Ok(entry.document.clone());
         }
-        let document = self.reader.get(collection, id).map_err(|e| CollectionFailure::Store(e.to_string()))?;
-        self.entries.insert(key, Entry { document: document.clone(), dirty: false });
+        let document = self
+            .reader
+            .get(collection, id)
+            .map_err(|e| CollectionFailure::Store(e.to_string()))?;
+        self.entries.insert(
+            key,
+            Entry {
+                document: document.clone(),
+                dirty: false,
+            },
+        );
         Ok(document)
     }
 
-    fn stage(&mut self, collection: &str, id: &str, document: Option<Map<String, Value>>, bytes: usize) -> Result<(), CollectionFailure> {
+    fn stage(
+        &mut self,
+        collection: &str,
+        id: &str,
+        document: Option<Map<String, Value>>,
+        bytes: usize,
+    ) -> Result<(), CollectionFailure> {
         self.written_bytes += bytes;
         if self.written_bytes > MAX_BYTES_PER_BATCH {
             return Err(self.refuse(CollectionFailure::LimitExceeded(format!(
@@ -136,7 +159,10 @@ impl BatchContext {
         let entry = self
             .entries
             .entry((collection.to_owned(), id.to_owned()))
-            .or_insert(Entry { document: None, dirty: false });
+            .or_insert(Entry {
+                document: None,
+                dirty: false,
+            });
         if !entry.dirty {
             self.dirty += 1;
             if self.dirty > MAX_DOCUMENTS_PER_BATCH {
@@ -145,14 +171,19 @@ impl BatchContext {
                 ))));
             }
         }
-        *entry = Entry { document, dirty: true };
+        *entry = Entry {
+            document,
+            dirty: true,
+        };
         Ok(())
     }
 
     /// The document as JSON text, seeing the batch's earlier writes.
     pub fn get(&mut self, collection: &str, id: &str) -> Result<Option<String>, CollectionFailure> {
         self.check(collection, id)?;
-        Ok(self.load(collection, id)?.map(|d| Value::Object(d).to_string()))
+        Ok(self
+            .load(collection, id)?
+            .map(|d| Value::Object(d).to_string()))
     }
 
     /// Insert or replace a document given as JSON text.
@@ -178,13 +209,22 @@ impl BatchContext {
     }
 
     /// Apply update operators given as JSON text; whether the document exists afterwards.
-    pub fn update(&mut self, collection: &str, id: &str, update: &str, upsert: bool) -> Result<bool, CollectionFailure> {
+    pub fn update(
+        &mut self,
+        collection: &str,
+        id: &str,
+        update: &str,
+        upsert: bool,
+    ) -> Result<bool, CollectionFailure> {
         self.check(collection, id)?;
         if update.len() > MAX_DOCUMENT_BYTES {
-            return Err(self.refuse(CollectionFailure::InvalidDocument("the update is too large".into())));
+            return Err(self.refuse(CollectionFailure::InvalidDocument(
+                "the update is too large".into(),
+            )));
         }
         let bytes = update.len();
-        let update = document::parse_update(update).map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
+        let update = document::parse_update(update)
+            .map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
         let current = self.load(collection, id)?;
         let existed = current.is_some();
         match document::apply_update(id, current, &update, upsert) {

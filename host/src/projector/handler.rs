@@ -43,7 +43,9 @@ pub enum HandleFailure {
 }
 
 fn at(position: Option<Position>) -> String {
-    position.map(|p| format!(" at position {p}")).unwrap_or_default()
+    position
+        .map(|p| format!(" at position {p}"))
+        .unwrap_or_default()
 }
 
 impl HandleFailure {
@@ -72,5 +74,9 @@ pub trait Handler: Send + Sync {
     fn code_hash(&self) -> &str;
 
     /// Fold a batch (in position order, already filtered by the manifest) into the context.
-    fn handle(&self, events: &[RecordedEvent], context: BatchContext) -> (BatchContext, Result<(), HandleFailure>);
+    fn handle(
+        &self,
+        events: &[RecordedEvent],
+        context: BatchContext,
+    ) -> (BatchContext, Result<(), HandleFailure>);
 }

@@ -1,7 +1,7 @@
 //! One projector's loop.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -13,6 +13,9 @@ use crate::store::{Page, Store, StoreError};
 /// A non-matching stretch of the log this long is checkpointed even with nothing to write, so a
 /// restart does not rescan it.
 const IDLE_CHECKPOINT_DISTANCE: Position = 10_000;
+/// At the head, a checkpoint that ran ahead over unsubscribed events is persisted at most this
+/// often, so `refold status` shows no lag without a commit per unrelated append.
+const IDLE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest pause between retries of a failing store call.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -103,7 +106,16 @@ impl Projector {
             error: None,
         };
         let (tx, rx) = watch::channel(status);
-        (Self { store, handler, generation, status: tx, shutdown }, rx)
+        (
+            Self {
+                store,
+                handler,
+                generation,
+                status: tx,
+                shutdown,
+            },
+            rx,
+        )
     }
 
     fn publish(&self, f: impl FnOnce(&mut ProjectorStatus)) {
@@ -153,12 +165,17 @@ impl Projector {
         // After a failed batch, go one event at a time up to its end to name the failing event
         // and keep the effect of the good ones before it.
         let mut careful_until: Position = 0;
+        let mut last_flush = Instant::now();
         loop {
             if self.stopping() {
                 self.flush_checkpoint(stored, scanned).await;
                 return DropReason::Shutdown;
             }
-            let limit = if scanned < careful_until { 1 } else { batch_size };
+            let limit = if scanned < careful_until {
+                1
+            } else {
+                batch_size
+            };
             let mut backoff = Backoff::new();
             let page = loop {
                 match self.store.read_all(scanned, limit, &filter).await {
@@ -177,7 +194,12 @@ impl Projector {
                 }
             });
             if page.scanned_to == scanned {
+                if scanned > stored && last_flush.elapsed() >= IDLE_CHECKPOINT_INTERVAL {
+                    stored = self.flush_checkpoint(stored, scanned).await;
+                    last_flush = Instant::now();
+                }
                 if let Some(reason) = self.at_head(&manifest, scanned, &mut feed).await {
+                    self.flush_checkpoint(stored, scanned).await;
                     return reason;
                 }
                 continue;
@@ -216,7 +238,11 @@ impl Projector {
                         continue;
                     }
                     let position = failure.position().unwrap_or(scanned_to);
-                    return DropReason::Failed { projection: manifest.name.clone(), position, failure };
+                    return DropReason::Failed {
+                        projection: manifest.name.clone(),
+                        position,
+                        failure,
+                    };
                 }
             }
         }
@@ -228,7 +254,11 @@ impl Projector {
     }
 
     /// Run the handler off the async threads.
-    async fn handle(&self, events: Vec<RecordedEvent>, context: BatchContext) -> (BatchContext, Result<(), HandleFailure>) {
+    async fn handle(
+        &self,
+        events: Vec<RecordedEvent>,
+        context: BatchContext,
+    ) -> (BatchContext, Result<(), HandleFailure>) {
         let handler = Arc::clone(&self.handler);
         let first = events.first().map(|e| e.position).unwrap_or_default();
         let task = tokio::task::spawn_blocking(move || handler.handle(&events, context));
@@ -236,7 +266,12 @@ impl Projector {
             Ok(outcome) => outcome,
             // The handler panicked: the context went with it, so start a fresh one.
             Err(e) => match self.open_context() {
-                Ok(context) => (context, Err(HandleFailure::Host(format!("handler task failed at position {first}: {e}")))),
+                Ok(context) => (
+                    context,
+                    Err(HandleFailure::Host(format!(
+                        "handler task failed at position {first}: {e}"
+                    ))),
+                ),
                 Err(store) => panic!("cannot recover from a failed handler task: {e}; {store}"),
             },
         }
@@ -244,11 +279,20 @@ impl Projector {
 
     /// Commit the context's writes and move the checkpoint from `from` to `to`, retrying store
     /// failures. A moved checkpoint stops the projector.
-    async fn commit(&self, context: &mut BatchContext, from: Position, to: Position) -> Result<(), DropReason> {
+    async fn commit(
+        &self,
+        context: &mut BatchContext,
+        from: Position,
+        to: Position,
+    ) -> Result<(), DropReason> {
         let writes = context.take_writes();
         let mut backoff = Backoff::new();
         loop {
-            match self.store.commit(&self.generation, writes.clone(), from, to).await {
+            match self
+                .store
+                .commit(&self.generation, writes.clone(), from, to)
+                .await
+            {
                 Ok(()) => return Ok(()),
                 Err(StoreError::CheckpointMoved { .. }) | Err(StoreError::NotFound(_)) => {
                     context.discard();
@@ -270,16 +314,22 @@ impl Projector {
         }
     }
 
-    /// Persist a checkpoint that ran ahead over unsubscribed events, best effort.
-    async fn flush_checkpoint(&self, stored: Position, scanned: Position) {
-        if scanned > stored {
-            let _ = self.store.commit(&self.generation, Default::default(), stored, scanned).await;
+    /// Persist a checkpoint that ran ahead over unsubscribed events, best effort; returns the
+    /// checkpoint now stored.
+    async fn flush_checkpoint(&self, stored: Position, scanned: Position) -> Position {
+        if scanned > stored
+            && self
+                .store
+                .commit(&self.generation, Default::default(), stored, scanned)
+                .await
+                .is_ok()
+        {
+            return scanned;
         }
+        stored
     }
 
-    /// Caught up: activate a building generation, then wait for the feed to ring. A checkpoint
-    /// that ran ahead over unsubscribed events is not persisted here: that would cost a commit
-    /// per unrelated append, and rescanning them after a restart changes nothing.
+    /// Caught up: activate a building generation, then wait for the feed to ring.
     async fn at_head(
         &mut self,
         manifest: &crate::domain::Manifest,

@@ -25,7 +25,9 @@ pub enum SupervisorError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The code declares a version older than the one serving.
-    #[error("{projection}: declared version {declared} is lower than the active version {active}; deploy version {active} or higher")]
+    #[error(
+        "{projection}: declared version {declared} is lower than the active version {active}; deploy version {active} or higher"
+    )]
     LowerVersion {
         /// Projection.
         projection: String,
@@ -56,19 +58,32 @@ impl Supervisor {
     /// An empty supervisor over a store.
     pub fn new(store: Arc<dyn Store>) -> Self {
         let (shutdown, _) = watch::channel(false);
-        Self { store, shutdown, running: Vec::new() }
+        Self {
+            store,
+            shutdown,
+            running: Vec::new(),
+        }
     }
 
     /// Start a projector for a loaded projection, on the generation the rules above pick.
-    pub async fn start(&mut self, handler: Arc<dyn Handler>) -> Result<Generation, SupervisorError> {
+    pub async fn start(
+        &mut self,
+        handler: Arc<dyn Handler>,
+    ) -> Result<Generation, SupervisorError> {
         let manifest = handler.manifest();
         if self.running.iter().any(|r| r.name == manifest.name) {
             return Err(SupervisorError::Duplicate(manifest.name.clone()));
         }
         let generation = self.resolve_generation(handler.as_ref()).await?;
-        self.store.prepare_collections(&generation, manifest).await?;
-        let (projector, status) =
-            Projector::new(Arc::clone(&self.store), Arc::clone(&handler), generation.clone(), self.shutdown.subscribe());
+        self.store
+            .prepare_collections(&generation, manifest)
+            .await?;
+        let (projector, status) = Projector::new(
+            Arc::clone(&self.store),
+            Arc::clone(&handler),
+            generation.clone(),
+            self.shutdown.subscribe(),
+        );
         tracing::info!(
             projection = %manifest.name,
             version = manifest.version,
@@ -78,11 +93,18 @@ impl Supervisor {
             "starting projector"
         );
         let task = tokio::spawn(projector.run());
-        self.running.push(Running { name: manifest.name.clone(), status, task });
+        self.running.push(Running {
+            name: manifest.name.clone(),
+            status,
+            task,
+        });
         Ok(generation)
     }
 
-    async fn resolve_generation(&self, handler: &dyn Handler) -> Result<Generation, SupervisorError> {
+    async fn resolve_generation(
+        &self,
+        handler: &dyn Handler,
+    ) -> Result<Generation, SupervisorError> {
         let manifest = handler.manifest();
         let generations = self.store.generations(&manifest.name).await?;
         let latest = |state| generations.iter().rev().find(|g| g.state == state);
@@ -94,7 +116,10 @@ impl Supervisor {
                 self.store.set_code(generation, handler.code_hash()).await?;
                 tracing::info!(projection = %manifest.name, generation = generation.number, "new code for the same version: continuing from the checkpoint");
             }
-            return Ok(Generation { code_hash: handler.code_hash().to_owned(), ..generation.clone() });
+            return Ok(Generation {
+                code_hash: handler.code_hash().to_owned(),
+                ..generation.clone()
+            });
         }
         if let Some(active) = latest(GenerationState::Active)
             && active.version > manifest.version
@@ -105,12 +130,18 @@ impl Supervisor {
                 active: active.version,
             });
         }
-        Ok(self.store.create_generation(manifest, handler.code_hash()).await?)
+        Ok(self
+            .store
+            .create_generation(manifest, handler.code_hash())
+            .await?)
     }
 
     /// The latest status of every projector.
     pub fn statuses(&self) -> Vec<ProjectorStatus> {
-        self.running.iter().map(|r| r.status.borrow().clone()).collect()
+        self.running
+            .iter()
+            .map(|r| r.status.borrow().clone())
+            .collect()
     }
 
     /// Status receivers, for progress displays.

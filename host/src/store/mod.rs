@@ -9,6 +9,7 @@
 //!   source of truth: a woken reader reads by position, so a missed ring loses nothing.
 
 pub mod batch;
+pub mod mongo;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -18,8 +19,8 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use crate::domain::{
-    AppendResult, EventFilter, ExpectedVersion, Generation, Manifest, NewEvent, Position, RecordedEvent,
-    StreamVersion,
+    AppendResult, EventFilter, ExpectedVersion, Generation, Manifest, NewEvent, Position,
+    RecordedEvent, StreamVersion,
 };
 pub use batch::BatchWrites;
 
@@ -27,7 +28,9 @@ pub use batch::BatchWrites;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The expected version did not match the stream.
-    #[error("concurrency conflict on stream `{aggregate_id}`: expected version {expected}, stream is at {actual}")]
+    #[error(
+        "concurrency conflict on stream `{aggregate_id}`: expected version {expected}, stream is at {actual}"
+    )]
     Conflict {
         /// The stream.
         aggregate_id: String,
@@ -40,7 +43,9 @@ pub enum StoreError {
     #[error("invalid input: {0}")]
     InvalidInput(String),
     /// The generation's checkpoint moved under us: another writer handled the same events.
-    #[error("checkpoint of {projection} generation {generation} is {found}, expected {expected}: another host is processing it")]
+    #[error(
+        "checkpoint of {projection} generation {generation} is {found}, expected {expected}: another host is processing it"
+    )]
     CheckpointMoved {
         /// Projection.
         projection: String,
@@ -55,7 +60,9 @@ pub enum StoreError {
     #[error("not found: {0}")]
     NotFound(String),
     /// The URI does not name a supported store.
-    #[error("unsupported store URI `{0}`: use sqlite://PATH (MongoDB support is a separate feature)")]
+    #[error(
+        "unsupported store URI `{0}`: use sqlite://PATH or mongodb://HOST:PORT/DATABASE?replicaSet=NAME"
+    )]
     UnsupportedUri(String),
     /// The backend failed.
     #[error("{context}: {message}")]
@@ -70,7 +77,10 @@ pub enum StoreError {
 impl StoreError {
     /// A backend failure while doing `context`.
     pub fn backend(context: impl Into<String>, error: impl std::fmt::Display) -> Self {
-        Self::Backend { context: context.into(), message: error.to_string() }
+        Self::Backend {
+            context: context.into(),
+            message: error.to_string(),
+        }
     }
 }
 
@@ -102,13 +112,20 @@ impl StreamAppend {
     /// Check the request before it reaches the store.
     pub fn validate(&self) -> StoreResult<()> {
         if self.aggregate_id.is_empty() || self.aggregate_id.len() > 512 {
-            return Err(StoreError::InvalidInput("aggregate id must have 1 to 512 bytes".into()));
+            return Err(StoreError::InvalidInput(
+                "aggregate id must have 1 to 512 bytes".into(),
+            ));
         }
         if self.events.is_empty() {
-            return Err(StoreError::InvalidInput(format!("append to `{}` has no event", self.aggregate_id)));
+            return Err(StoreError::InvalidInput(format!(
+                "append to `{}` has no event",
+                self.aggregate_id
+            )));
         }
         for event in &self.events {
-            event.validate().map_err(|e| StoreError::InvalidInput(format!("stream `{}`: {e}", self.aggregate_id)))?;
+            event.validate().map_err(|e| {
+                StoreError::InvalidInput(format!("stream `{}`: {e}", self.aggregate_id))
+            })?;
         }
         Ok(())
     }
@@ -123,17 +140,38 @@ pub trait EventStore: Send + Sync {
     async fn append_all(&self, appends: Vec<StreamAppend>) -> StoreResult<Vec<AppendResult>>;
 
     /// Append events to one stream atomically.
-    async fn append(&self, aggregate_id: &str, expected: ExpectedVersion, events: Vec<NewEvent>) -> StoreResult<AppendResult> {
-        let append = StreamAppend { aggregate_id: aggregate_id.to_owned(), expected, events };
+    async fn append(
+        &self,
+        aggregate_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendResult> {
+        let append = StreamAppend {
+            aggregate_id: aggregate_id.to_owned(),
+            expected,
+            events,
+        };
         let mut results = self.append_all(vec![append]).await?;
-        results.pop().ok_or_else(|| StoreError::backend("append", "no result"))
+        results
+            .pop()
+            .ok_or_else(|| StoreError::backend("append", "no result"))
     }
 
     /// Events of one stream with version >= `from_version`, in order, at most `limit`.
-    async fn read_stream(&self, aggregate_id: &str, from_version: StreamVersion, limit: usize) -> StoreResult<Vec<RecordedEvent>>;
+    async fn read_stream(
+        &self,
+        aggregate_id: &str,
+        from_version: StreamVersion,
+        limit: usize,
+    ) -> StoreResult<Vec<RecordedEvent>>;
 
     /// Events with position > `after` that match `filter`, in order, at most `limit`.
-    async fn read_all(&self, after: Position, limit: usize, filter: &EventFilter) -> StoreResult<Page>;
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> StoreResult<Page>;
 
     /// The highest committed position.
     async fn head(&self) -> StoreResult<Position>;
@@ -161,10 +199,18 @@ pub trait ReadModelStore: Send + Sync {
 
     /// Register a new generation in state `building` with checkpoint 0, create its collections
     /// and indexes, and return it.
-    async fn create_generation(&self, manifest: &Manifest, code_hash: &str) -> StoreResult<Generation>;
+    async fn create_generation(
+        &self,
+        manifest: &Manifest,
+        code_hash: &str,
+    ) -> StoreResult<Generation>;
 
     /// Make the physical collections and indexes of a generation exist (idempotent).
-    async fn prepare_collections(&self, generation: &Generation, manifest: &Manifest) -> StoreResult<()>;
+    async fn prepare_collections(
+        &self,
+        generation: &Generation,
+        manifest: &Manifest,
+    ) -> StoreResult<()>;
 
     /// Record the code a generation now runs (same version, new code swapped in place).
     async fn set_code(&self, generation: &Generation, code_hash: &str) -> StoreResult<()>;
@@ -172,7 +218,13 @@ pub trait ReadModelStore: Send + Sync {
     /// Commit a batch: apply its writes to the generation's collections and move its checkpoint
     /// from `from` to `to`, in one transaction. Fails with [`StoreError::CheckpointMoved`]
     /// (changing nothing) when the stored checkpoint is not `from`.
-    async fn commit(&self, generation: &Generation, writes: BatchWrites, from: Position, to: Position) -> StoreResult<()>;
+    async fn commit(
+        &self,
+        generation: &Generation,
+        writes: BatchWrites,
+        from: Position,
+        to: Position,
+    ) -> StoreResult<()>;
 
     /// Make a generation the active one: the stable names point at its collections, and the
     /// previously active generation is retired. Atomic for readers.
@@ -185,10 +237,20 @@ pub trait ReadModelStore: Send + Sync {
     fn reader(&self, generation: &Generation) -> StoreResult<Box<dyn DocumentReader>>;
 
     /// A document of the active generation, through the stable name.
-    async fn get_document(&self, projection: &str, collection: &str, id: &str) -> StoreResult<Option<Value>>;
+    async fn get_document(
+        &self,
+        projection: &str,
+        collection: &str,
+        id: &str,
+    ) -> StoreResult<Option<Value>>;
 
     /// The documents of the active generation's collection, ordered by id, at most `limit`.
-    async fn list_documents(&self, projection: &str, collection: &str, limit: usize) -> StoreResult<Vec<Value>>;
+    async fn list_documents(
+        &self,
+        projection: &str,
+        collection: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<Value>>;
 }
 
 /// Both halves of a store.
@@ -196,14 +258,21 @@ pub trait Store: EventStore + ReadModelStore {}
 
 impl<T: EventStore + ReadModelStore> Store for T {}
 
-/// Open the store a URI names: `sqlite://PATH` (a file, created if missing).
+/// Open the store a URI names: `sqlite://PATH` (a file, created if missing) or
+/// `mongodb://...` / `mongodb+srv://...` (a replica set; the database named in the path,
+/// `refold` by default).
 pub async fn open(uri: &str) -> StoreResult<Arc<dyn Store>> {
     if let Some(path) = uri.strip_prefix("sqlite://") {
         if path.is_empty() {
-            return Err(StoreError::InvalidInput("sqlite:// needs a file path, e.g. sqlite://refold.db".into()));
+            return Err(StoreError::InvalidInput(
+                "sqlite:// needs a file path, e.g. sqlite://refold.db".into(),
+            ));
         }
         let store = sqlite::SqliteStore::open(std::path::Path::new(path)).await?;
         return Ok(Arc::new(store));
+    }
+    if uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://") {
+        return Ok(Arc::new(mongo::MongoStore::open(uri).await?));
     }
     Err(StoreError::UnsupportedUri(uri.to_owned()))
 }

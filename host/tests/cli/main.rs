@@ -5,7 +5,11 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn refold(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_refold")).args(args).env("REFOLD_LOG", "warn").output().expect("run refold")
+    Command::new(env!("CARGO_BIN_EXE_refold"))
+        .args(args)
+        .env("REFOLD_LOG", "warn")
+        .output()
+        .expect("run refold")
 }
 
 fn stderr(out: &Output) -> String {
@@ -31,7 +35,10 @@ fn every_command_explains_itself() {
         let out = refold(&[command, "--help"]);
         assert!(out.status.success(), "{command} --help failed");
         let help = String::from_utf8_lossy(&out.stdout);
-        assert!(help.contains(words), "{command} --help does not mention {words}: {help}");
+        assert!(
+            help.contains(words),
+            "{command} --help does not mention {words}: {help}"
+        );
     }
 }
 
@@ -39,23 +46,42 @@ fn every_command_explains_itself() {
 fn unknown_store_scheme_is_refused_by_name() {
     let out = refold(&["status", "--store", "postgres://localhost/x"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("unsupported store URI `postgres://localhost/x`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unsupported store URI `postgres://localhost/x`"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn missing_projection_folder_is_refused_by_name() {
     let dir = tempfile::tempdir().expect("temp");
     let uri = format!("sqlite://{}", dir.path().join("s.db").display());
-    let out = refold(&["run", "--store", &uri, "--projections", "/no/such/folder", "--exit-when-caught-up"]);
+    let out = refold(&[
+        "run",
+        "--store",
+        &uri,
+        "--projections",
+        "/no/such/folder",
+        "--exit-when-caught-up",
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("/no/such/folder does not exist"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/no/such/folder does not exist"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn store_in_a_missing_folder_is_refused() {
     let out = refold(&["status", "--store", "sqlite:///no/such/folder/s.db"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("folder /no/such/folder does not exist"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("folder /no/such/folder does not exist"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!Path::new("/no/such/folder").exists());
 }
 
@@ -65,32 +91,129 @@ fn malformed_events_change_nothing() {
     let db = dir.path().join("s.db");
     let uri = format!("sqlite://{}", db.display());
 
-    let out = refold(&["append", "--store", &uri, "--stream", "p-1", "--aggregate-type", "Payment", "--event-type", "PaymentProcessed", "--data", "{bad"]);
+    let out = refold(&[
+        "append",
+        "--store",
+        &uri,
+        "--stream",
+        "p-1",
+        "--aggregate-type",
+        "Payment",
+        "--event-type",
+        "PaymentProcessed",
+        "--data",
+        "{bad",
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("--data is not valid JSON"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--data is not valid JSON"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!db.exists(), "bad input must not even create the store");
 
-    let out = refold(&["append", "--store", &uri, "--stream", "p-1", "--aggregate-type", "Payment", "--event-type", "PaymentProcessed", "--data", "[1]"]);
-    assert!(stderr(&out).contains("--data must be a JSON object"), "{}", stderr(&out));
+    let out = refold(&[
+        "append",
+        "--store",
+        &uri,
+        "--stream",
+        "p-1",
+        "--aggregate-type",
+        "Payment",
+        "--event-type",
+        "PaymentProcessed",
+        "--data",
+        "[1]",
+    ]);
+    assert!(
+        stderr(&out).contains("--data must be a JSON object"),
+        "{}",
+        stderr(&out)
+    );
 
-    let ok = refold(&["append", "--store", &uri, "--stream", "p-1", "--expected-version", "no_stream", "--aggregate-type", "Payment", "--event-type", "PaymentProcessed", "--data", r#"{"amount":1}"#]);
+    let ok = refold(&[
+        "append",
+        "--store",
+        &uri,
+        "--stream",
+        "p-1",
+        "--expected-version",
+        "no_stream",
+        "--aggregate-type",
+        "Payment",
+        "--event-type",
+        "PaymentProcessed",
+        "--data",
+        r#"{"amount":1}"#,
+    ]);
     assert!(ok.status.success(), "{}", stderr(&ok));
     let result: serde_json::Value = serde_json::from_slice(&ok.stdout).expect("append result");
-    assert_eq!(result, serde_json::json!({ "firstPosition": 1, "lastPosition": 1, "version": 1 }));
+    assert_eq!(
+        result,
+        serde_json::json!({ "firstPosition": 1, "lastPosition": 1, "version": 1 })
+    );
 
     let file = dir.path().join("events.json");
-    std::fs::write(&file, r#"[{"aggregateType":"Payment","eventType":"A"},{"aggregateType":"Payment"}]"#).expect("write");
-    let out = refold(&["append", "--store", &uri, "--stream", "p-2", "--file", &file.to_string_lossy()]);
+    std::fs::write(
+        &file,
+        r#"[{"aggregateType":"Payment","eventType":"A"},{"aggregateType":"Payment"}]"#,
+    )
+    .expect("write");
+    let out = refold(&[
+        "append",
+        "--store",
+        &uri,
+        "--stream",
+        "p-2",
+        "--file",
+        &file.to_string_lossy(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("event #2 is malformed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("event #2 is malformed"),
+        "{}",
+        stderr(&out)
+    );
 
-    std::fs::write(&file, r#"{"aggregateType":"Payment","eventType":"A","colour":"red"}"#).expect("write");
-    let out = refold(&["append", "--store", &uri, "--stream", "p-2", "--file", &file.to_string_lossy()]);
-    assert!(stderr(&out).contains("unknown field `colour`"), "{}", stderr(&out));
+    std::fs::write(
+        &file,
+        r#"{"aggregateType":"Payment","eventType":"A","colour":"red"}"#,
+    )
+    .expect("write");
+    let out = refold(&[
+        "append",
+        "--store",
+        &uri,
+        "--stream",
+        "p-2",
+        "--file",
+        &file.to_string_lossy(),
+    ]);
+    assert!(
+        stderr(&out).contains("unknown field `colour`"),
+        "{}",
+        stderr(&out)
+    );
 
-    let out = refold(&["append", "--store", &uri, "--stream", "p-1", "--expected-version", "banana", "--aggregate-type", "P", "--event-type", "E"]);
+    let out = refold(&[
+        "append",
+        "--store",
+        &uri,
+        "--stream",
+        "p-1",
+        "--expected-version",
+        "banana",
+        "--aggregate-type",
+        "P",
+        "--event-type",
+        "E",
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("expected version `banana`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("expected version `banana`"),
+        "{}",
+        stderr(&out)
+    );
 
     assert_eq!(head(&uri), 1, "only the valid append was stored");
 }
@@ -100,11 +223,29 @@ fn a_conflict_exits_with_its_own_code() {
     let dir = tempfile::tempdir().expect("temp");
     let uri = format!("sqlite://{}", dir.path().join("s.db").display());
     let append = |expected: &str| {
-        refold(&["append", "--store", &uri, "--stream", "p-1", "--expected-version", expected, "--aggregate-type", "Payment", "--event-type", "PaymentProcessed"])
+        refold(&[
+            "append",
+            "--store",
+            &uri,
+            "--stream",
+            "p-1",
+            "--expected-version",
+            expected,
+            "--aggregate-type",
+            "Payment",
+            "--event-type",
+            "PaymentProcessed",
+        ])
     };
     assert!(append("no_stream").status.success());
     let out = append("no_stream");
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("concurrency conflict on stream `p-1`: expected version no_stream, stream is at 1"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(
+            "concurrency conflict on stream `p-1`: expected version no_stream, stream is at 1"
+        ),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(head(&uri), 1);
 }

@@ -5,15 +5,21 @@ use rusqlite::{Connection, Row, TransactionBehavior, params, params_from_iter};
 use tokio::sync::watch;
 
 use super::SqliteStore;
-use crate::domain::{AppendResult, EventFilter, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamVersion, time};
+use crate::domain::{
+    AppendResult, EventFilter, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamVersion,
+    time,
+};
 use crate::store::{EventStore, Page, StoreError, StoreResult, StreamAppend};
 
-const COLUMNS: &str = "position, id, aggregate_id, aggregate_type, event_type, version, timestamp_ms, data, metadata";
+const COLUMNS: &str =
+    "position, id, aggregate_id, aggregate_type, event_type, version, timestamp_ms, data, metadata";
 
 pub(super) fn head(conn: &Connection) -> StoreResult<Position> {
-    conn.query_row("SELECT coalesce(max(position), 0) FROM events", [], |r| r.get::<_, i64>(0))
-        .map(|p| p as Position)
-        .map_err(|e| StoreError::backend("read the head", e))
+    conn.query_row("SELECT coalesce(max(position), 0) FROM events", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|p| p as Position)
+    .map_err(|e| StoreError::backend("read the head", e))
 }
 
 fn row_to_event(row: &Row<'_>) -> rusqlite::Result<RecordedEvent> {
@@ -30,7 +36,10 @@ fn row_to_event(row: &Row<'_>) -> rusqlite::Result<RecordedEvent> {
     })
 }
 
-fn append_all_blocking(conn: &mut Connection, appends: &[StreamAppend]) -> StoreResult<Vec<AppendResult>> {
+fn append_all_blocking(
+    conn: &mut Connection,
+    appends: &[StreamAppend],
+) -> StoreResult<Vec<AppendResult>> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| StoreError::backend("begin append", e))?;
@@ -38,7 +47,8 @@ fn append_all_blocking(conn: &mut Connection, appends: &[StreamAppend]) -> Store
         .iter()
         .map(|a| append_stream(&tx, &a.aggregate_id, a.expected, &a.events))
         .collect::<StoreResult<Vec<_>>>()?;
-    tx.commit().map_err(|e| StoreError::backend("commit append", e))?;
+    tx.commit()
+        .map_err(|e| StoreError::backend("commit append", e))?;
     Ok(results)
 }
 
@@ -48,23 +58,34 @@ fn append_stream(
     expected: ExpectedVersion,
     events: &[NewEvent],
 ) -> StoreResult<AppendResult> {
-    let current: StreamVersion = tx
-        .query_row("SELECT coalesce(max(version), 0) FROM events WHERE aggregate_id = ?1", [aggregate_id], |r| {
-            r.get::<_, i64>(0)
-        })
+    let current: StreamVersion =
+        tx.query_row(
+            "SELECT coalesce(max(version), 0) FROM events WHERE aggregate_id = ?1",
+            [aggregate_id],
+            |r| r.get::<_, i64>(0),
+        )
         .map_err(|e| StoreError::backend("read the stream version", e))? as StreamVersion;
     if !expected.accepts(current) {
-        return Err(StoreError::Conflict { aggregate_id: aggregate_id.to_owned(), expected, actual: current });
+        return Err(StoreError::Conflict {
+            aggregate_id: aggregate_id.to_owned(),
+            expected,
+            actual: current,
+        });
     }
     let head = head(tx)?;
     let now = time::now_millis();
     {
         let mut insert = tx
-            .prepare_cached(&format!("INSERT INTO events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"))
+            .prepare_cached(&format!(
+                "INSERT INTO events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ))
             .map_err(|e| StoreError::backend("prepare append", e))?;
         for (i, event) in events.iter().enumerate() {
             let offset = i as u64 + 1;
-            let id = event.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let id = event
+                .id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
             insert
                 .execute(params![
                     (head + offset) as i64,
@@ -86,26 +107,48 @@ fn append_stream(
         }
     }
     let count = events.len() as u64;
-    Ok(AppendResult { first_position: head + 1, last_position: head + count, version: current + count })
+    Ok(AppendResult {
+        first_position: head + 1,
+        last_position: head + count,
+        version: current + count,
+    })
 }
 
-fn read_all_blocking(conn: &mut Connection, after: Position, limit: usize, filter: &EventFilter) -> StoreResult<Page> {
+fn read_all_blocking(
+    conn: &mut Connection,
+    after: Position,
+    limit: usize,
+    filter: &EventFilter,
+) -> StoreResult<Page> {
     // The head and the page come from one read transaction, so `scanned_to` is exact.
-    let tx = conn.transaction().map_err(|e| StoreError::backend("begin read", e))?;
+    let tx = conn
+        .transaction()
+        .map_err(|e| StoreError::backend("begin read", e))?;
     let head = head(&tx)?;
     let mut sql = format!("SELECT {COLUMNS} FROM events WHERE position > ?1 AND position <= ?2");
     let mut args: Vec<rusqlite::types::Value> = vec![(after as i64).into(), (head as i64).into()];
-    for (column, values) in [("event_type", &filter.event_types), ("aggregate_type", &filter.aggregate_types)] {
+    for (column, values) in [
+        ("event_type", &filter.event_types),
+        ("aggregate_type", &filter.aggregate_types),
+    ] {
         if values.is_empty() {
             continue;
         }
-        let marks: Vec<String> = (0..values.len()).map(|i| format!("?{}", args.len() + i + 1)).collect();
+        let marks: Vec<String> = (0..values.len())
+            .map(|i| format!("?{}", args.len() + i + 1))
+            .collect();
         sql.push_str(&format!(" AND {column} IN ({})", marks.join(", ")));
-        args.extend(values.iter().map(|v| rusqlite::types::Value::from(v.clone())));
+        args.extend(
+            values
+                .iter()
+                .map(|v| rusqlite::types::Value::from(v.clone())),
+        );
     }
     sql.push_str(&format!(" ORDER BY position LIMIT {limit}"));
     let events = {
-        let mut stmt = tx.prepare_cached(&sql).map_err(|e| StoreError::backend("prepare read", e))?;
+        let mut stmt = tx
+            .prepare_cached(&sql)
+            .map_err(|e| StoreError::backend("prepare read", e))?;
         stmt.query_map(params_from_iter(args), row_to_event)
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
             .map_err(|e| StoreError::backend("read events", e))?
@@ -123,7 +166,9 @@ impl EventStore for SqliteStore {
         for append in &appends {
             append.validate()?;
         }
-        let results = self.with_writer(move |conn| append_all_blocking(conn, &appends)).await?;
+        let results = self
+            .with_writer(move |conn| append_all_blocking(conn, &appends))
+            .await?;
         if let Some(last) = results.iter().map(|r| r.last_position).max() {
             self.feed.send_if_modified(|head| {
                 let moved = last > *head;
@@ -134,7 +179,12 @@ impl EventStore for SqliteStore {
         Ok(results)
     }
 
-    async fn read_stream(&self, aggregate_id: &str, from_version: StreamVersion, limit: usize) -> StoreResult<Vec<RecordedEvent>> {
+    async fn read_stream(
+        &self,
+        aggregate_id: &str,
+        from_version: StreamVersion,
+        limit: usize,
+    ) -> StoreResult<Vec<RecordedEvent>> {
         let aggregate_id = aggregate_id.to_owned();
         self.with_reader(move |conn| {
             let mut stmt = conn
@@ -149,9 +199,15 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn read_all(&self, after: Position, limit: usize, filter: &EventFilter) -> StoreResult<Page> {
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> StoreResult<Page> {
         let filter = filter.clone();
-        self.with_reader(move |conn| read_all_blocking(conn, after, limit.max(1), &filter)).await
+        self.with_reader(move |conn| read_all_blocking(conn, after, limit.max(1), &filter))
+            .await
     }
 
     async fn head(&self) -> StoreResult<Position> {

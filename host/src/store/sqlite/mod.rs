@@ -41,7 +41,8 @@ impl SqliteStore {
                     )));
                 }
             }
-            let conn = Connection::open(&path).map_err(|e| StoreError::backend(format!("open {}", path.display()), e))?;
+            let conn = Connection::open(&path)
+                .map_err(|e| StoreError::backend(format!("open {}", path.display()), e))?;
             schema::configure_writer(&conn)?;
             schema::migrate(&conn)?;
             let head = events::head(&conn)?;
@@ -52,7 +53,12 @@ impl SqliteStore {
         let (sender, _) = watch::channel(head);
         let feed = Arc::new(sender);
         feed::spawn_poller(path.clone(), Arc::downgrade(&feed), head);
-        Ok(Self { path, writer: Arc::new(Mutex::new(writer)), readers: Arc::new(Mutex::new(Vec::new())), feed })
+        Ok(Self {
+            path,
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Arc::new(Mutex::new(Vec::new())),
+            feed,
+        })
     }
 
     /// The file behind the store.
@@ -61,8 +67,11 @@ impl SqliteStore {
     }
 
     fn open_reader(path: &Path) -> StoreResult<Connection> {
-        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|e| StoreError::backend(format!("open {} for reading", path.display()), e))?;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::backend(format!("open {} for reading", path.display()), e))?;
         schema::configure_reader(&conn)?;
         Ok(conn)
     }
@@ -74,7 +83,9 @@ impl SqliteStore {
     ) -> StoreResult<T> {
         let writer = Arc::clone(&self.writer);
         blocking(move || {
-            let mut conn = writer.lock().map_err(|_| StoreError::backend("writer", "a previous writer panicked"))?;
+            let mut conn = writer
+                .lock()
+                .map_err(|_| StoreError::backend("writer", "a previous writer panicked"))?;
             f(&mut conn)
         })
         .await
@@ -104,8 +115,12 @@ impl SqliteStore {
 }
 
 /// Run blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> StoreResult<T> + Send + 'static) -> StoreResult<T> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::backend("blocking task", e))?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::backend("blocking task", e))?
 }
 
 /// Quote an identifier that [`crate::domain::Manifest::validate`] has already restricted to

@@ -16,7 +16,8 @@ use crate::domain::generation::{physical_name, stable_name};
 use crate::domain::{Generation, GenerationState, Manifest, Position, time};
 use crate::store::{BatchWrites, DocumentReader, ReadModelStore, StoreError, StoreResult};
 
-const GENERATION_COLUMNS: &str = "projection, number, version, code_hash, state, checkpoint, last_error";
+const GENERATION_COLUMNS: &str =
+    "projection, number, version, code_hash, state, checkpoint, last_error";
 
 fn row_to_generation(row: &rusqlite::Row<'_>) -> rusqlite::Result<Generation> {
     let state: String = row.get(4)?;
@@ -35,7 +36,9 @@ fn query_generations(conn: &Connection, projection: Option<&str>) -> StoreResult
     let sql = format!(
         "SELECT {GENERATION_COLUMNS} FROM generations WHERE ?1 IS NULL OR projection = ?1 ORDER BY projection, number"
     );
-    let mut stmt = conn.prepare_cached(&sql).map_err(|e| StoreError::backend("prepare generations", e))?;
+    let mut stmt = conn
+        .prepare_cached(&sql)
+        .map_err(|e| StoreError::backend("prepare generations", e))?;
     stmt.query_map([projection], row_to_generation)
         .and_then(|rows| rows.collect())
         .map_err(|e| StoreError::backend("read generations", e))
@@ -47,7 +50,11 @@ fn json_path(field: &str) -> String {
     format!("'$.{}'", segments.join("."))
 }
 
-fn create_collections(conn: &Connection, generation: &Generation, manifest: &Manifest) -> StoreResult<()> {
+fn create_collections(
+    conn: &Connection,
+    generation: &Generation,
+    manifest: &Manifest,
+) -> StoreResult<()> {
     for collection in &manifest.collections {
         let table = generation.physical_name(&collection.name);
         let mut sql = format!(
@@ -58,7 +65,13 @@ fn create_collections(conn: &Connection, generation: &Generation, manifest: &Man
             let keys: Vec<String> = index
                 .keys
                 .iter()
-                .map(|k| format!("json_extract(body, {}){}", json_path(&k.field), if k.descending { " DESC" } else { "" }))
+                .map(|k| {
+                    format!(
+                        "json_extract(body, {}){}",
+                        json_path(&k.field),
+                        if k.descending { " DESC" } else { "" }
+                    )
+                })
                 .collect();
             sql.push_str(&format!(
                 "CREATE {}INDEX IF NOT EXISTS {} ON {} ({});",
@@ -68,12 +81,19 @@ fn create_collections(conn: &Connection, generation: &Generation, manifest: &Man
                 keys.join(", ")
             ));
         }
-        conn.execute_batch(&sql).map_err(|e| StoreError::backend(format!("create collection {table}"), e))?;
+        conn.execute_batch(&sql)
+            .map_err(|e| StoreError::backend(format!("create collection {table}"), e))?;
     }
     Ok(())
 }
 
-fn commit_blocking(conn: &mut Connection, generation: &Generation, writes: &BatchWrites, from: Position, to: Position) -> StoreResult<()> {
+fn commit_blocking(
+    conn: &mut Connection,
+    generation: &Generation,
+    writes: &BatchWrites,
+    from: Position,
+    to: Position,
+) -> StoreResult<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| StoreError::backend("begin batch", e))?;
@@ -86,7 +106,10 @@ fn commit_blocking(conn: &mut Connection, generation: &Generation, writes: &Batc
         .optional()
         .map_err(|e| StoreError::backend("read checkpoint", e))?;
     let stored = stored.ok_or_else(|| {
-        StoreError::NotFound(format!("{} generation {}", generation.projection, generation.number))
+        StoreError::NotFound(format!(
+            "{} generation {}",
+            generation.projection, generation.number
+        ))
     })? as Position;
     if stored != from {
         return Err(StoreError::CheckpointMoved {
@@ -115,10 +138,15 @@ fn commit_blocking(conn: &mut Connection, generation: &Generation, writes: &Batc
         params![generation.projection, generation.number, to as i64],
     )
     .map_err(|e| StoreError::backend("move checkpoint", e))?;
-    tx.commit().map_err(|e| StoreError::backend("commit batch", e))
+    tx.commit()
+        .map_err(|e| StoreError::backend("commit batch", e))
 }
 
-fn activate_blocking(conn: &mut Connection, generation: &Generation, manifest: &Manifest) -> StoreResult<()> {
+fn activate_blocking(
+    conn: &mut Connection,
+    generation: &Generation,
+    manifest: &Manifest,
+) -> StoreResult<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| StoreError::backend("begin cut-over", e))?;
@@ -126,9 +154,12 @@ fn activate_blocking(conn: &mut Connection, generation: &Generation, manifest: &
     for collection in &manifest.collections {
         let view = quoted(&stable_name(&generation.projection, &collection.name));
         let table = quoted(&generation.physical_name(&collection.name));
-        sql.push_str(&format!("DROP VIEW IF EXISTS {view}; CREATE VIEW {view} AS SELECT id, body FROM {table};"));
+        sql.push_str(&format!(
+            "DROP VIEW IF EXISTS {view}; CREATE VIEW {view} AS SELECT id, body FROM {table};"
+        ));
     }
-    tx.execute_batch(&sql).map_err(|e| StoreError::backend("repoint stable names", e))?;
+    tx.execute_batch(&sql)
+        .map_err(|e| StoreError::backend("repoint stable names", e))?;
     tx.execute(
         "UPDATE generations SET state = 'retired' WHERE projection = ?1 AND state = 'active' AND number <> ?2",
         params![generation.projection, generation.number],
@@ -140,7 +171,8 @@ fn activate_blocking(conn: &mut Connection, generation: &Generation, manifest: &
         )
     })
     .map_err(|e| StoreError::backend("record cut-over", e))?;
-    tx.commit().map_err(|e| StoreError::backend("commit cut-over", e))
+    tx.commit()
+        .map_err(|e| StoreError::backend("commit cut-over", e))
 }
 
 /// A document reader over one generation's tables, with its own connection.
@@ -162,7 +194,10 @@ impl DocumentReader for SqliteReader {
             .map_err(|e| StoreError::backend(format!("read {table}/{id}"), e))?;
         body.map(|text| match serde_json::from_str(&text) {
             Ok(Value::Object(map)) => Ok(map),
-            _ => Err(StoreError::backend(format!("read {table}/{id}"), "stored document is not a JSON object")),
+            _ => Err(StoreError::backend(
+                format!("read {table}/{id}"),
+                "stored document is not a JSON object",
+            )),
         })
         .transpose()
     }
@@ -174,24 +209,33 @@ fn parse_body(text: String) -> Value {
 
 /// Whether a stable name (view) exists yet: before a projection's first cut-over it does not.
 fn view_exists(conn: &Connection, view: &str) -> StoreResult<bool> {
-    conn.query_row("SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = ?1", [view], |_| Ok(()))
-        .optional()
-        .map(|r| r.is_some())
-        .map_err(|e| StoreError::backend("look up view", e))
+    conn.query_row(
+        "SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = ?1",
+        [view],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|r| r.is_some())
+    .map_err(|e| StoreError::backend("look up view", e))
 }
 
 #[async_trait]
 impl ReadModelStore for SqliteStore {
     async fn generations(&self, projection: &str) -> StoreResult<Vec<Generation>> {
         let projection = projection.to_owned();
-        self.with_reader(move |conn| query_generations(conn, Some(&projection))).await
+        self.with_reader(move |conn| query_generations(conn, Some(&projection)))
+            .await
     }
 
     async fn all_generations(&self) -> StoreResult<Vec<Generation>> {
         self.with_reader(|conn| query_generations(conn, None)).await
     }
 
-    async fn create_generation(&self, manifest: &Manifest, code_hash: &str) -> StoreResult<Generation> {
+    async fn create_generation(
+        &self,
+        manifest: &Manifest,
+        code_hash: &str,
+    ) -> StoreResult<Generation> {
         let manifest = manifest.clone();
         let code_hash = code_hash.to_owned();
         self.with_writer(move |conn| {
@@ -226,13 +270,22 @@ impl ReadModelStore for SqliteStore {
         .await
     }
 
-    async fn prepare_collections(&self, generation: &Generation, manifest: &Manifest) -> StoreResult<()> {
+    async fn prepare_collections(
+        &self,
+        generation: &Generation,
+        manifest: &Manifest,
+    ) -> StoreResult<()> {
         let (generation, manifest) = (generation.clone(), manifest.clone());
-        self.with_writer(move |conn| create_collections(conn, &generation, &manifest)).await
+        self.with_writer(move |conn| create_collections(conn, &generation, &manifest))
+            .await
     }
 
     async fn set_code(&self, generation: &Generation, code_hash: &str) -> StoreResult<()> {
-        let (projection, number, code_hash) = (generation.projection.clone(), generation.number, code_hash.to_owned());
+        let (projection, number, code_hash) = (
+            generation.projection.clone(),
+            generation.number,
+            code_hash.to_owned(),
+        );
         self.with_writer(move |conn| {
             conn.execute(
                 "UPDATE generations SET code_hash = ?3 WHERE projection = ?1 AND number = ?2",
@@ -244,14 +297,22 @@ impl ReadModelStore for SqliteStore {
         .await
     }
 
-    async fn commit(&self, generation: &Generation, writes: BatchWrites, from: Position, to: Position) -> StoreResult<()> {
+    async fn commit(
+        &self,
+        generation: &Generation,
+        writes: BatchWrites,
+        from: Position,
+        to: Position,
+    ) -> StoreResult<()> {
         let generation = generation.clone();
-        self.with_writer(move |conn| commit_blocking(conn, &generation, &writes, from, to)).await
+        self.with_writer(move |conn| commit_blocking(conn, &generation, &writes, from, to))
+            .await
     }
 
     async fn activate(&self, generation: &Generation, manifest: &Manifest) -> StoreResult<()> {
         let (generation, manifest) = (generation.clone(), manifest.clone());
-        self.with_writer(move |conn| activate_blocking(conn, &generation, &manifest)).await
+        self.with_writer(move |conn| activate_blocking(conn, &generation, &manifest))
+            .await
     }
 
     async fn set_error(&self, generation: &Generation, error: Option<&str>) -> StoreResult<()> {
@@ -279,34 +340,54 @@ impl ReadModelStore for SqliteStore {
             .map_err(|e| StoreError::backend("list collections", e))?;
         let tables = tables
             .into_iter()
-            .filter_map(|t| t.strip_prefix(&prefix).map(|logical| (logical.to_owned(), quoted(&t))))
+            .filter_map(|t| {
+                t.strip_prefix(&prefix)
+                    .map(|logical| (logical.to_owned(), quoted(&t)))
+            })
             .collect();
         Ok(Box::new(SqliteReader { conn, tables }))
     }
 
-    async fn get_document(&self, projection: &str, collection: &str, id: &str) -> StoreResult<Option<Value>> {
+    async fn get_document(
+        &self,
+        projection: &str,
+        collection: &str,
+        id: &str,
+    ) -> StoreResult<Option<Value>> {
         let view = stable_name(projection, collection);
         let id = id.to_owned();
         self.with_reader(move |conn| {
             if !view_exists(conn, &view)? {
                 return Err(StoreError::NotFound(format!("collection {view}")));
             }
-            conn.query_row(&format!("SELECT body FROM {} WHERE id = ?1", quoted(&view)), [&id], |r| r.get::<_, String>(0))
-                .optional()
-                .map(|b| b.map(parse_body))
-                .map_err(|e| StoreError::backend(format!("read {view}/{id}"), e))
+            conn.query_row(
+                &format!("SELECT body FROM {} WHERE id = ?1", quoted(&view)),
+                [&id],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map(|b| b.map(parse_body))
+            .map_err(|e| StoreError::backend(format!("read {view}/{id}"), e))
         })
         .await
     }
 
-    async fn list_documents(&self, projection: &str, collection: &str, limit: usize) -> StoreResult<Vec<Value>> {
+    async fn list_documents(
+        &self,
+        projection: &str,
+        collection: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<Value>> {
         let view = stable_name(projection, collection);
         self.with_reader(move |conn| {
             if !view_exists(conn, &view)? {
                 return Err(StoreError::NotFound(format!("collection {view}")));
             }
             let mut stmt = conn
-                .prepare(&format!("SELECT body FROM {} ORDER BY id LIMIT ?1", quoted(&view)))
+                .prepare(&format!(
+                    "SELECT body FROM {} ORDER BY id LIMIT ?1",
+                    quoted(&view)
+                ))
                 .map_err(|e| StoreError::backend(format!("list {view}"), e))?;
             stmt.query_map([limit as i64], |r| r.get::<_, String>(0))
                 .and_then(|rows| rows.map(|r| r.map(parse_body)).collect())

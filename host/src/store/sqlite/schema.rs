@@ -48,5 +48,6 @@ pub(super) fn configure_reader(conn: &Connection) -> StoreResult<()> {
 }
 
 pub(super) fn migrate(conn: &Connection) -> StoreResult<()> {
-    conn.execute_batch(SCHEMA).map_err(|e| StoreError::backend("create the schema", e))
+    conn.execute_batch(SCHEMA)
+        .map_err(|e| StoreError::backend("create the schema", e))
 }

@@ -1,0 +1,276 @@
+//! The event log on MongoDB.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::options::{ReadConcern, ReturnDocument};
+use tokio::sync::watch;
+
+use super::{MongoStore, convert, errors, transaction};
+use crate::domain::{
+    AppendResult, EventFilter, ExpectedVersion, Position, RecordedEvent, StreamVersion, time,
+};
+use crate::store::{EventStore, Page, StoreError, StoreResult, StreamAppend};
+
+fn int(doc: &Document, key: &str) -> StoreResult<i64> {
+    match doc.get(key) {
+        Some(Bson::Int64(v)) => Ok(*v),
+        Some(Bson::Int32(v)) => Ok(i64::from(*v)),
+        _ => Err(StoreError::backend(
+            "decode event",
+            format!("field `{key}` is missing or not an integer"),
+        )),
+    }
+}
+
+fn text(doc: &Document, key: &str) -> StoreResult<String> {
+    doc.get_str(key)
+        .map(str::to_owned)
+        .map_err(|e| StoreError::backend("decode event", format!("field `{key}`: {e}")))
+}
+
+fn object_text(doc: &Document, key: &str) -> String {
+    match doc.get_document(key) {
+        Ok(inner) => convert::to_json_text(inner),
+        Err(_) => "{}".to_owned(),
+    }
+}
+
+pub(super) fn to_event(doc: &Document) -> StoreResult<RecordedEvent> {
+    Ok(RecordedEvent {
+        position: int(doc, "position")? as Position,
+        id: text(doc, "_id")?,
+        aggregate_id: text(doc, "aggregateId")?,
+        aggregate_type: text(doc, "aggregateType")?,
+        event_type: text(doc, "eventType")?,
+        version: int(doc, "version")? as StreamVersion,
+        timestamp_ms: doc
+            .get_datetime("timestamp")
+            .map(|d| d.timestamp_millis())
+            .unwrap_or_default(),
+        data: object_text(doc, "eventData"),
+        metadata: object_text(doc, "metadata"),
+    })
+}
+
+impl MongoStore {
+    /// The events of one call, ready to insert: documents in the seeds' shape.
+    fn event_documents(
+        append: &StreamAppend,
+        current: StreamVersion,
+        first: Position,
+    ) -> StoreResult<Vec<Document>> {
+        let now = time::now_millis();
+        append
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, event)| {
+                let invalid = |e: convert::ConvertError| {
+                    StoreError::InvalidInput(format!("{}: {e}", event.event_type))
+                };
+                let data = match &event.event_data {
+                    serde_json::Value::Object(map) => convert::to_document(map).map_err(invalid)?,
+                    _ => Document::new(),
+                };
+                let metadata = match &event.metadata {
+                    serde_json::Value::Object(map) => convert::to_document(map).map_err(invalid)?,
+                    _ => Document::new(),
+                };
+                Ok(doc! {
+                    "_id": event.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                    "position": (first + i as u64) as i64,
+                    "aggregateId": &append.aggregate_id,
+                    "aggregateType": &event.aggregate_type,
+                    "eventType": &event.event_type,
+                    "eventData": data,
+                    "version": (current + 1 + i as u64) as i64,
+                    "timestamp": DateTime::from_millis(event.timestamp_ms.unwrap_or(now)),
+                    "metadata": metadata,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A duplicate key on insert: a stream version another writer took (a conflict), or an event id
+/// that exists already (bad input).
+fn duplicate(error: &mongodb::error::Error, appends: &[StreamAppend]) -> StoreError {
+    let message = error.to_string();
+    match appends.first() {
+        Some(first) if message.contains("aggregate_version") => StoreError::Conflict {
+            aggregate_id: first.aggregate_id.clone(),
+            expected: first.expected,
+            actual: match first.expected {
+                ExpectedVersion::Exact(v) => v + 1,
+                _ => 0,
+            },
+        },
+        _ => StoreError::InvalidInput(format!(
+            "an event id of this append already exists: {message}"
+        )),
+    }
+}
+
+#[async_trait]
+impl EventStore for MongoStore {
+    async fn append_all(&self, appends: Vec<StreamAppend>) -> StoreResult<Vec<AppendResult>> {
+        for append in &appends {
+            append.validate()?;
+        }
+        let total: u64 = appends.iter().map(|a| a.events.len() as u64).sum();
+        let (events, counters) = (self.events(), self.counters());
+        let results = transaction!(self, "append", |session| async {
+            // Versions after each part of the call: a later part may extend the same stream.
+            let mut versions: HashMap<&str, u64> = HashMap::new();
+            let mut after = Vec::with_capacity(appends.len());
+            for append in &appends {
+                let current = match versions.get(append.aggregate_id.as_str()) {
+                    Some(v) => *v,
+                    None => {
+                        let last = events
+                            .find_one(doc! { "aggregateId": &append.aggregate_id })
+                            .sort(doc! { "version": -1 })
+                            .projection(doc! { "version": 1 })
+                            .session(&mut session)
+                            .await?;
+                        last.map(|doc| int(&doc, "version").unwrap_or_default() as u64)
+                            .unwrap_or(0)
+                    }
+                };
+                if !append.expected.accepts(current) {
+                    let conflict = StoreError::Conflict {
+                        aggregate_id: append.aggregate_id.clone(),
+                        expected: append.expected,
+                        actual: current,
+                    };
+                    return Ok(Err(conflict));
+                }
+                let version = current + append.events.len() as u64;
+                versions.insert(&append.aggregate_id, version);
+                after.push(version);
+            }
+            // The counter's write conflict serialises appends: positions commit in order.
+            let counter = counters
+                .find_one_and_update(
+                    doc! { "_id": "events" },
+                    doc! { "$inc": { "position": total as i64 } },
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .session(&mut session)
+                .await?;
+            let last_position = counter
+                .map(|c| int(&c, "position").unwrap_or_default())
+                .unwrap_or_default() as u64;
+            let mut next = last_position + 1 - total;
+            let mut results = Vec::with_capacity(appends.len());
+            let mut documents = Vec::with_capacity(total as usize);
+            for (append, version) in appends.iter().zip(after) {
+                let count = append.events.len() as u64;
+                match Self::event_documents(append, version - count, next) {
+                    Ok(docs) => documents.extend(docs),
+                    Err(invalid) => return Ok(Err(invalid)),
+                }
+                results.push(AppendResult {
+                    first_position: next,
+                    last_position: next + count - 1,
+                    version,
+                });
+                next += count;
+            }
+            match events.insert_many(documents).session(&mut session).await {
+                Ok(_) => Ok(Ok(results)),
+                Err(e)
+                    if errors::code(&e) == Some(errors::DUPLICATE_KEY)
+                        && !errors::is_transient_transaction(&e) =>
+                {
+                    Ok(Err(duplicate(&e, &appends)))
+                }
+                Err(e) => Err(e),
+            }
+        })?;
+        if let Some(last) = results.iter().map(|r: &AppendResult| r.last_position).max() {
+            self.feed.send_if_modified(|head| {
+                let moved = last > *head;
+                *head = (*head).max(last);
+                moved
+            });
+        }
+        Ok(results)
+    }
+
+    async fn read_stream(
+        &self,
+        aggregate_id: &str,
+        from_version: StreamVersion,
+        limit: usize,
+    ) -> StoreResult<Vec<RecordedEvent>> {
+        let cursor = self
+            .events()
+            .find(doc! { "aggregateId": aggregate_id, "version": { "$gte": from_version as i64 } })
+            .sort(doc! { "version": 1 })
+            .limit(limit as i64)
+            .read_concern(ReadConcern::majority())
+            .await
+            .map_err(|e| StoreError::backend("read stream", e))?;
+        let docs: Vec<Document> = cursor
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::backend("read stream", e))?;
+        docs.iter().map(to_event).collect()
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> StoreResult<Page> {
+        // Everything at or below the committed counter is committed: the counter moves in the
+        // same transaction as the events.
+        let head = self.head_now().await?;
+        if head <= after {
+            return Ok(Page {
+                events: Vec::new(),
+                scanned_to: after,
+            });
+        }
+        let mut query = doc! { "position": { "$gt": after as i64, "$lte": head as i64 } };
+        if !filter.event_types.is_empty() {
+            query.insert("eventType", doc! { "$in": &filter.event_types });
+        }
+        if !filter.aggregate_types.is_empty() {
+            query.insert("aggregateType", doc! { "$in": &filter.aggregate_types });
+        }
+        let limit = limit.max(1);
+        let cursor = self
+            .events()
+            .find(query)
+            .sort(doc! { "position": 1 })
+            .limit(limit as i64)
+            .read_concern(ReadConcern::majority())
+            .await
+            .map_err(|e| StoreError::backend("read events", e))?;
+        let docs: Vec<Document> = cursor
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::backend("read events", e))?;
+        let events = docs.iter().map(to_event).collect::<StoreResult<Vec<_>>>()?;
+        let scanned_to = match events.last() {
+            Some(last) if events.len() == limit => last.position,
+            _ => head,
+        };
+        Ok(Page { events, scanned_to })
+    }
+
+    async fn head(&self) -> StoreResult<Position> {
+        self.head_now().await
+    }
+
+    fn feed(&self) -> watch::Receiver<Position> {
+        self.feed.subscribe()
+    }
+}

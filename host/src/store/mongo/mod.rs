@@ -1,0 +1,214 @@
+//! The MongoDB store: the production store. Needs a replica set (a single node is fine),
+//! because appends and batch commits are multi-document transactions and the live feed is a
+//! change stream.
+//!
+//! Collections of the database named in the URI (default `refold`):
+//! - `events`: the seeds' document shape plus `position`; unique `{aggregateId, version}` and
+//!   `{position}`, and `{eventType, position}`, `{aggregateType, timestamp}`;
+//! - `counters`: the position counter. An append increments it inside its transaction, so
+//!   concurrent appends conflict on it and commit in position order: a reader paging by
+//!   position never sees a higher position before a lower one;
+//! - `generations`: projection generations and their checkpoints;
+//! - `<projection>__g<n>__<collection>`: read collections, and `<projection>__<collection>`,
+//!   views on the active generation.
+
+mod convert;
+mod errors;
+mod events;
+mod feed;
+mod read_models;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mongodb::bson::{Document, doc};
+use mongodb::options::{ClientOptions, IndexOptions, ReadConcern, WriteConcern};
+use mongodb::{Client, ClientSession, Collection, Database, IndexModel};
+use tokio::sync::watch;
+
+use super::{StoreError, StoreResult};
+use crate::domain::Position;
+
+/// How long a transaction that keeps failing with transient errors (write conflicts on the
+/// position counter, elections) is retried, as the drivers' `withTransaction` does.
+const TRANSACTION_BUDGET: Duration = Duration::from_secs(60);
+/// Attempts to learn the outcome of a commit whose result is unknown.
+const COMMIT_ATTEMPTS: u32 = 20;
+
+/// The MongoDB store.
+pub struct MongoStore {
+    client: Client,
+    db: Database,
+    feed: Arc<watch::Sender<Position>>,
+}
+
+fn backend(context: &str) -> impl FnOnce(mongodb::error::Error) -> StoreError + '_ {
+    move |e| StoreError::backend(context, e)
+}
+
+impl MongoStore {
+    /// Connect, create the indexes (idempotent), and start the change feed.
+    pub async fn open(uri: &str) -> StoreResult<Self> {
+        let options = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| StoreError::InvalidInput(format!("MongoDB URI `{uri}`: {e}")))?;
+        let database = options
+            .default_database
+            .clone()
+            .unwrap_or_else(|| "refold".to_owned());
+        let client = Client::with_options(options).map_err(backend("connect"))?;
+        let db = client.database(&database);
+        let store = Self {
+            client,
+            db,
+            feed: Arc::new(watch::channel(0).0),
+        };
+        store.create_indexes().await?;
+        let head = store.head_now().await?;
+        store.feed.send_replace(head);
+        feed::spawn(
+            store.events(),
+            store.counters(),
+            Arc::downgrade(&store.feed),
+        );
+        Ok(store)
+    }
+
+    fn events(&self) -> Collection<Document> {
+        self.db.collection("events")
+    }
+
+    fn counters(&self) -> Collection<Document> {
+        self.db.collection("counters")
+    }
+
+    fn generations_collection(&self) -> Collection<Document> {
+        self.db.collection("generations")
+    }
+
+    async fn create_indexes(&self) -> StoreResult<()> {
+        let index = |keys: Document, name: &str, unique: bool| {
+            IndexModel::builder()
+                .keys(keys)
+                .options(
+                    IndexOptions::builder()
+                        .name(name.to_owned())
+                        .unique(unique)
+                        .build(),
+                )
+                .build()
+        };
+        self.events()
+            .create_indexes([
+                index(
+                    doc! { "aggregateId": 1, "version": 1 },
+                    "aggregate_version",
+                    true,
+                ),
+                index(doc! { "position": 1 }, "position", true),
+                index(
+                    doc! { "eventType": 1, "position": 1 },
+                    "event_type_position",
+                    false,
+                ),
+                index(
+                    doc! { "aggregateType": 1, "timestamp": 1 },
+                    "aggregate_type_timestamp",
+                    false,
+                ),
+            ])
+            .await
+            .map_err(backend("create event indexes"))?;
+        self.generations_collection()
+            .create_index(index(
+                doc! { "projection": 1, "number": 1 },
+                "projection_number",
+                true,
+            ))
+            .await
+            .map_err(backend("create generation indexes"))?;
+        Ok(())
+    }
+
+    /// The committed head, read with majority read concern.
+    async fn head_now(&self) -> StoreResult<Position> {
+        feed::read_head(&self.counters()).await
+    }
+
+    async fn start_transaction(
+        &self,
+        session: &mut ClientSession,
+    ) -> Result<(), mongodb::error::Error> {
+        session
+            .start_transaction()
+            .read_concern(ReadConcern::snapshot())
+            .write_concern(WriteConcern::majority())
+            .await
+    }
+
+    /// Commit, retrying a commit whose outcome is unknown. Returns whether the whole
+    /// transaction should be retried.
+    async fn commit_transaction(session: &mut ClientSession, context: &str) -> StoreResult<bool> {
+        for _ in 0..COMMIT_ATTEMPTS {
+            match session.commit_transaction().await {
+                Ok(()) => return Ok(false),
+                Err(e) if errors::is_unknown_commit(&e) => continue,
+                Err(e) if errors::is_transient_transaction(&e) => return Ok(true),
+                Err(e) => return Err(StoreError::backend(context, e)),
+            }
+        }
+        Err(StoreError::backend(
+            context,
+            "commit outcome stayed unknown",
+        ))
+    }
+}
+
+/// Run a transaction body, retrying it on transient errors (write conflicts, elections...).
+///
+/// The body is an async block over `$session` evaluating to
+/// `Result<StoreResult<T>, mongodb::error::Error>`: the outer error is the driver's (maybe
+/// retried), the inner one a decision of the store (a conflict...), which aborts.
+macro_rules! transaction {
+    ($store:expr, $context:expr, |$session:ident| $body:expr) => {{
+        let context: &str = $context;
+        let mut $session = $store
+            .client
+            .start_session()
+            .await
+            .map_err(|e| StoreError::backend(context, e))?;
+        let started = std::time::Instant::now();
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            $store
+                .start_transaction(&mut $session)
+                .await
+                .map_err(|e| StoreError::backend(context, e))?;
+            let outcome: Result<StoreResult<_>, mongodb::error::Error> = $body.await;
+            match outcome {
+                Ok(Ok(value)) => {
+                    if !MongoStore::commit_transaction(&mut $session, context).await? {
+                        break Ok(value);
+                    }
+                }
+                Ok(Err(decision)) => {
+                    let _ = $session.abort_transaction().await;
+                    break Err(decision);
+                }
+                Err(e) => {
+                    let _ = $session.abort_transaction().await;
+                    if !errors::is_transient_transaction(&e)
+                        || started.elapsed() > crate::store::mongo::TRANSACTION_BUDGET
+                    {
+                        break Err(StoreError::backend(context, e));
+                    }
+                }
+            }
+            // Random backoff, growing: writers that conflicted must not retry in lock step.
+            let ceiling = 1u64 << attempt.min(7);
+            tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(0..=ceiling))).await;
+        }
+    }};
+}
+use transaction;

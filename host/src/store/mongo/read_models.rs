@@ -1,0 +1,386 @@
+//! Read collections, generations and checkpoints on MongoDB.
+//!
+//! A batch commits in one transaction: for each collection it touched, the documents it changed
+//! are deleted and the surviving ones inserted again (two round trips per collection instead of
+//! one per document), then the generation's checkpoint moves, guarded by its previous value.
+//! Stable names are views; a cut-over repoints them with `collMod`.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::options::{IndexOptions, ReadConcern};
+use mongodb::{Collection, IndexModel};
+use serde_json::{Map, Value};
+
+use super::{MongoStore, backend, convert, errors, transaction};
+use crate::domain::generation::stable_name;
+use crate::domain::{Generation, GenerationState, Manifest, Position, time};
+use crate::store::{BatchWrites, DocumentReader, ReadModelStore, StoreError, StoreResult};
+
+fn generation_id(projection: &str, number: u32) -> String {
+    format!("{projection}:{number}")
+}
+
+fn to_generation(doc: &Document) -> StoreResult<Generation> {
+    let int = |key: &str| match doc.get(key) {
+        Some(Bson::Int64(v)) => *v,
+        Some(Bson::Int32(v)) => i64::from(*v),
+        _ => 0,
+    };
+    let text = |key: &str| doc.get_str(key).map(str::to_owned).unwrap_or_default();
+    Ok(Generation {
+        projection: text("projection"),
+        number: int("number") as u32,
+        version: int("version") as u32,
+        code_hash: text("codeHash"),
+        state: GenerationState::parse(&text("state")).unwrap_or(GenerationState::Retired),
+        checkpoint: int("checkpoint") as Position,
+        last_error: doc.get_str("lastError").ok().map(str::to_owned),
+    })
+}
+
+impl MongoStore {
+    async fn query_generations(&self, filter: Document) -> StoreResult<Vec<Generation>> {
+        let cursor = self
+            .generations_collection()
+            .find(filter)
+            .sort(doc! { "projection": 1, "number": 1 })
+            .read_concern(ReadConcern::majority())
+            .await
+            .map_err(backend("read generations"))?;
+        let docs: Vec<Document> = cursor
+            .try_collect()
+            .await
+            .map_err(backend("read generations"))?;
+        docs.iter().map(to_generation).collect()
+    }
+
+    fn physical(&self, generation: &Generation, collection: &str) -> Collection<Document> {
+        self.db.collection(&generation.physical_name(collection))
+    }
+
+    async fn collection_exists(&self, name: &str) -> StoreResult<bool> {
+        let names = self
+            .db
+            .list_collection_names()
+            .filter(doc! { "name": name })
+            .await
+            .map_err(backend("list collections"))?;
+        Ok(!names.is_empty())
+    }
+
+    async fn update_generation(&self, generation: &Generation, set: Document) -> StoreResult<()> {
+        self.generations_collection()
+            .update_one(
+                doc! { "_id": generation_id(&generation.projection, generation.number) },
+                doc! { "$set": set },
+            )
+            .await
+            .map(drop)
+            .map_err(backend("update generation"))
+    }
+}
+
+/// Point reads of one generation for host calls. Runs on a blocking thread (the handler's), so
+/// it drives the async driver with the runtime handle it was created on.
+struct MongoReader {
+    runtime: tokio::runtime::Handle,
+    store: MongoStore,
+    generation: Generation,
+}
+
+impl DocumentReader for MongoReader {
+    fn get(&mut self, collection: &str, id: &str) -> StoreResult<Option<Map<String, Value>>> {
+        let coll = self.store.physical(&self.generation, collection);
+        let found = self
+            .runtime
+            .block_on(async {
+                coll.find_one(doc! { "_id": id })
+                    .read_concern(ReadConcern::majority())
+                    .await
+            })
+            .map_err(|e| StoreError::backend(format!("read {}/{id}", coll.name()), e))?;
+        Ok(found.as_ref().map(convert::to_map))
+    }
+}
+
+impl Clone for MongoStore {
+    fn clone(&self) -> Self {
+        Self {
+            client: self.client.clone(),
+            db: self.db.clone(),
+            feed: std::sync::Arc::clone(&self.feed),
+        }
+    }
+}
+
+#[async_trait]
+impl ReadModelStore for MongoStore {
+    async fn generations(&self, projection: &str) -> StoreResult<Vec<Generation>> {
+        self.query_generations(doc! { "projection": projection })
+            .await
+    }
+
+    async fn all_generations(&self) -> StoreResult<Vec<Generation>> {
+        self.query_generations(doc! {}).await
+    }
+
+    async fn create_generation(
+        &self,
+        manifest: &Manifest,
+        code_hash: &str,
+    ) -> StoreResult<Generation> {
+        loop {
+            let latest = self
+                .generations(&manifest.name)
+                .await?
+                .last()
+                .map(|g| g.number)
+                .unwrap_or(0);
+            let generation = Generation {
+                projection: manifest.name.clone(),
+                number: latest + 1,
+                version: manifest.version,
+                code_hash: code_hash.to_owned(),
+                state: GenerationState::Building,
+                checkpoint: 0,
+                last_error: None,
+            };
+            let inserted = self
+                .generations_collection()
+                .insert_one(doc! {
+                    "_id": generation_id(&generation.projection, generation.number),
+                    "projection": &generation.projection, "number": i64::from(generation.number),
+                    "version": i64::from(generation.version), "codeHash": code_hash, "state": "building",
+                    "checkpoint": 0i64, "createdAt": mongodb::bson::DateTime::from_millis(time::now_millis()),
+                })
+                .await;
+            match inserted {
+                Ok(_) => {
+                    self.prepare_collections(&generation, manifest).await?;
+                    return Ok(generation);
+                }
+                // Another host numbered the same generation first: take the next number.
+                Err(e) if errors::code(&e) == Some(errors::DUPLICATE_KEY) => continue,
+                Err(e) => return Err(StoreError::backend("register generation", e)),
+            }
+        }
+    }
+
+    async fn prepare_collections(
+        &self,
+        generation: &Generation,
+        manifest: &Manifest,
+    ) -> StoreResult<()> {
+        for collection in &manifest.collections {
+            let name = generation.physical_name(&collection.name);
+            match self.db.create_collection(&name).await {
+                Ok(()) => {}
+                Err(e) if errors::code(&e) == Some(errors::NAMESPACE_EXISTS) => {}
+                Err(e) => return Err(StoreError::backend(format!("create collection {name}"), e)),
+            }
+            let indexes: Vec<IndexModel> = collection
+                .indexes
+                .iter()
+                .map(|index| {
+                    let mut keys = Document::new();
+                    for key in &index.keys {
+                        keys.insert(key.field.clone(), if key.descending { -1 } else { 1 });
+                    }
+                    IndexModel::builder()
+                        .keys(keys)
+                        .options(
+                            IndexOptions::builder()
+                                .name(index.name.clone())
+                                .unique(index.unique)
+                                .build(),
+                        )
+                        .build()
+                })
+                .collect();
+            if !indexes.is_empty() {
+                self.db
+                    .collection::<Document>(&name)
+                    .create_indexes(indexes)
+                    .await
+                    .map_err(|e| StoreError::backend(format!("create indexes on {name}"), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn set_code(&self, generation: &Generation, code_hash: &str) -> StoreResult<()> {
+        self.update_generation(generation, doc! { "codeHash": code_hash })
+            .await
+    }
+
+    async fn commit(
+        &self,
+        generation: &Generation,
+        writes: BatchWrites,
+        from: Position,
+        to: Position,
+    ) -> StoreResult<()> {
+        // Group by collection; convert before the transaction so bad documents fail early.
+        let mut by_collection: BTreeMap<String, (Vec<String>, Vec<Document>)> = BTreeMap::new();
+        for (collection, id, document) in &writes.documents {
+            let entry = by_collection.entry(collection.clone()).or_default();
+            entry.0.push(id.clone());
+            if let Some(map) = document {
+                let doc = convert::to_document(map)
+                    .map_err(|e| StoreError::InvalidInput(format!("{collection}/{id}: {e}")))?;
+                entry.1.push(doc);
+            }
+        }
+        let generations = self.generations_collection();
+        let key = generation_id(&generation.projection, generation.number);
+        transaction!(self, "commit batch", |session| async {
+            let moved = generations
+                .update_one(
+                    doc! { "_id": &key, "checkpoint": from as i64 },
+                    doc! { "$set": { "checkpoint": to as i64 } },
+                )
+                .session(&mut session)
+                .await?;
+            if moved.matched_count == 0 {
+                let found = generations
+                    .find_one(doc! { "_id": &key })
+                    .session(&mut session)
+                    .await?;
+                let decision = match found {
+                    Some(doc) => StoreError::CheckpointMoved {
+                        projection: generation.projection.clone(),
+                        generation: generation.number,
+                        expected: from,
+                        found: to_generation(&doc)
+                            .map(|g| g.checkpoint)
+                            .unwrap_or_default(),
+                    },
+                    None => StoreError::NotFound(format!(
+                        "{} generation {}",
+                        generation.projection, generation.number
+                    )),
+                };
+                return Ok(Err(decision));
+            }
+            for (collection, (ids, documents)) in &by_collection {
+                let coll = self.physical(generation, collection);
+                coll.delete_many(doc! { "_id": { "$in": ids } })
+                    .session(&mut session)
+                    .await?;
+                if !documents.is_empty() {
+                    coll.insert_many(documents).session(&mut session).await?;
+                }
+            }
+            Ok(Ok(()))
+        })
+    }
+
+    async fn activate(&self, generation: &Generation, manifest: &Manifest) -> StoreResult<()> {
+        for collection in &manifest.collections {
+            let view = stable_name(&generation.projection, &collection.name);
+            let source = generation.physical_name(&collection.name);
+            if self.collection_exists(&view).await? {
+                self.db
+                    .run_command(doc! { "collMod": &view, "viewOn": &source, "pipeline": [] })
+                    .await
+                    .map_err(|e| StoreError::backend(format!("repoint view {view}"), e))?;
+            } else {
+                match self
+                    .db
+                    .create_collection(&view)
+                    .view_on(source.clone())
+                    .pipeline(Vec::<Document>::new())
+                    .await
+                {
+                    Ok(()) => {}
+                    Err(e) if errors::code(&e) == Some(errors::NAMESPACE_EXISTS) => {
+                        self.db
+                            .run_command(
+                                doc! { "collMod": &view, "viewOn": &source, "pipeline": [] },
+                            )
+                            .await
+                            .map_err(|e| StoreError::backend(format!("repoint view {view}"), e))?;
+                    }
+                    Err(e) => return Err(StoreError::backend(format!("create view {view}"), e)),
+                }
+            }
+        }
+        self.generations_collection()
+            .update_many(
+                doc! { "projection": &generation.projection, "state": "active", "number": { "$ne": i64::from(generation.number) } },
+                doc! { "$set": { "state": "retired" } },
+            )
+            .await
+            .map_err(backend("retire generations"))?;
+        self.update_generation(generation, doc! { "state": "active" })
+            .await
+    }
+
+    async fn set_error(&self, generation: &Generation, error: Option<&str>) -> StoreResult<()> {
+        let value = error
+            .map(|e| Bson::String(e.to_owned()))
+            .unwrap_or(Bson::Null);
+        self.update_generation(generation, doc! { "lastError": value })
+            .await
+    }
+
+    fn reader(&self, generation: &Generation) -> StoreResult<Box<dyn DocumentReader>> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| StoreError::backend("create a document reader", e))?;
+        Ok(Box::new(MongoReader {
+            runtime,
+            store: self.clone(),
+            generation: generation.clone(),
+        }))
+    }
+
+    async fn get_document(
+        &self,
+        projection: &str,
+        collection: &str,
+        id: &str,
+    ) -> StoreResult<Option<Value>> {
+        let view = stable_name(projection, collection);
+        if !self.collection_exists(&view).await? {
+            return Err(StoreError::NotFound(format!("collection {view}")));
+        }
+        let found = self
+            .db
+            .collection::<Document>(&view)
+            .find_one(doc! { "_id": id })
+            .await
+            .map_err(|e| StoreError::backend(format!("read {view}/{id}"), e))?;
+        Ok(found.as_ref().map(|d| Value::Object(convert::to_map(d))))
+    }
+
+    async fn list_documents(
+        &self,
+        projection: &str,
+        collection: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<Value>> {
+        let view = stable_name(projection, collection);
+        if !self.collection_exists(&view).await? {
+            return Err(StoreError::NotFound(format!("collection {view}")));
+        }
+        let cursor = self
+            .db
+            .collection::<Document>(&view)
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .limit(limit as i64)
+            .await
+            .map_err(|e| StoreError::backend(format!("list {view}"), e))?;
+        let docs: Vec<Document> = cursor
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::backend(format!("list {view}"), e))?;
+        Ok(docs
+            .iter()
+            .map(|d| Value::Object(convert::to_map(d)))
+            .collect())
+    }
+}

@@ -1,0 +1,212 @@
+//! MongoDB as the store: the same read models as the embedded store, queryable by any MongoDB
+//! client as in the seeds, and recovery from faults injected through the server.
+
+use std::time::{Duration, Instant};
+
+use futures_util::TryStreamExt;
+use mongodb::bson::{DateTime, Document, doc};
+use refold::cli::history;
+use refold::domain::{ExpectedVersion, NewEvent};
+use refold_tests::mongo::{self, admin, database, fail_commands};
+use refold_tests::{
+    Running, Sandbox, copy_log, dump_uri, examples, fixtures, projections, run, text,
+};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn example_read_models_are_identical_on_both_stores() {
+    let sandbox = Sandbox::new();
+    let dir = projections(
+        examples(),
+        &[
+            "payments",
+            "invoice-billing",
+            "invoice-analytics",
+            "user-profiles",
+        ],
+        &sandbox.path("p"),
+    );
+    let (embedded, mongodb) = (sandbox.uri("store.db"), mongo::fresh_uri("same"));
+    let source = refold::store::open(&embedded).await.expect("open");
+    for chunk in history::generate(6_000, 11).chunks(500) {
+        source.append_all(chunk.to_vec()).await.expect("append");
+    }
+    let target = refold::store::open(&mongodb).await.expect("open MongoDB");
+    copy_log(source.as_ref(), target.as_ref()).await;
+
+    for uri in [&embedded, &mongodb] {
+        let out = run(&[
+            "run",
+            "--store",
+            uri,
+            "--projections",
+            &dir.to_string_lossy(),
+            "--exit-when-caught-up",
+        ]);
+        assert!(out.status.success(), "{uri}: {}", text(&out.stderr));
+    }
+    let (a, b) = (dump_uri(&embedded).await, dump_uri(&mongodb).await);
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    for (view, docs) in &a {
+        assert!(!docs.is_empty(), "{view} is empty");
+        assert_eq!(docs, &b[view], "{view} differs between the stores");
+    }
+
+    // The seeds' statistics aggregation (seed 000) runs unchanged on the payment view: dates are
+    // BSON dates, so the range match works.
+    let (_client, db) = database(&mongodb).await;
+    let from = DateTime::parse_rfc3339_str("2025-01-01T00:00:00Z").expect("date");
+    let to = DateTime::parse_rfc3339_str("2026-01-01T00:00:00Z").expect("date");
+    let pipeline = [
+        doc! { "$match": { "organizationId": "org-003", "processedAt": { "$gte": from, "$lte": to } } },
+        doc! { "$group": { "_id": "$status", "count": { "$sum": 1 }, "totalAmount": { "$sum": "$amount" } } },
+    ];
+    let groups: Vec<Document> = db
+        .collection::<Document>("payments__payments")
+        .aggregate(pipeline)
+        .await
+        .expect("aggregate")
+        .try_collect()
+        .await
+        .expect("aggregate");
+    let completed = groups
+        .iter()
+        .find(|g| g.get_str("_id") == Ok("completed"))
+        .expect("completed payments of org-003");
+    let expected = a["payments__payments"]
+        .iter()
+        .filter(|(_, d)| d["organizationId"] == "org-003" && d["status"] == "completed")
+        .count() as i32;
+    assert!(expected > 0);
+    assert_eq!(completed.get_i32("count").expect("count"), expected);
+    let stats = db
+        .collection::<Document>("payments__org_stats")
+        .find_one(doc! { "_id": "org-003" })
+        .await
+        .expect("find");
+    assert_eq!(
+        stats.and_then(|s| s.get_i32("processedCount").ok()),
+        Some(expected)
+    );
+}
+
+fn thing(event_type: &str) -> NewEvent {
+    NewEvent {
+        id: None,
+        aggregate_type: "Thing".into(),
+        event_type: event_type.into(),
+        event_data: json!({}),
+        metadata: json!({}),
+        timestamp_ms: None,
+    }
+}
+
+/// Poll `refold status` until the projection's checkpoint reaches `position`.
+fn wait_for_checkpoint(uri: &str, projection: &str, position: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = run(&["status", "--store", uri, "--json"]);
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let checkpoint = status["generations"]
+            .as_array()
+            .and_then(|g| g.iter().find(|g| g["projection"] == projection))
+            .and_then(|g| g["checkpoint"].as_u64())
+            .unwrap_or(0);
+        if checkpoint >= position {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{projection} stuck at {checkpoint}, waiting for {position}: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_processing_survives_server_faults() {
+    let Some(server) = mongo::fault_server() else {
+        println!("skipped: REFOLD_TEST_MONGODB_URI is set without REFOLD_TEST_MONGODB_FAULTS=1");
+        return;
+    };
+    let sandbox = Sandbox::new();
+    let dir = projections(fixtures(), &["healthy"], &sandbox.path("p"));
+    let uri = server.fresh_uri("faults");
+    let store = refold::store::open(&uri).await.expect("open");
+    let mut host = Running::start(&[
+        "run",
+        "--store",
+        &uri,
+        "--projections",
+        &dir.to_string_lossy(),
+    ]);
+    let mut appended = 0u64;
+    let mut append = async |label: &str, n: usize| {
+        let mut last = 0;
+        for i in 0..n {
+            last = store
+                .append(
+                    &format!("{label}-{i}"),
+                    ExpectedVersion::NoStream,
+                    vec![thing(label)],
+                )
+                .await
+                .expect("append")
+                .last_position;
+            appended += 1;
+        }
+        last
+    };
+
+    let head = append("warmup", 5).await;
+    wait_for_checkpoint(&uri, "healthy", head);
+
+    // A failing getMore on the change stream (resumable, then not).
+    fail_commands(&uri, &["getMore"], 3, 6, &["ResumableChangeStreamError"]).await;
+    let head = append("getmore-resumable", 5).await;
+    wait_for_checkpoint(&uri, "healthy", head);
+    fail_commands(&uri, &["getMore"], 2, 2, &[]).await;
+    let head = append("getmore-fatal", 5).await;
+    wait_for_checkpoint(&uri, "healthy", head);
+
+    // Reopening the stream fails for a while.
+    fail_commands(&uri, &["aggregate"], 3, 6, &[]).await;
+    fail_commands(&uri, &["getMore"], 1, 2, &[]).await;
+    let head = append("aggregate", 5).await;
+    wait_for_checkpoint(&uri, "healthy", head);
+
+    // Batch commits hit transient transaction errors and retry.
+    fail_commands(
+        &uri,
+        &["commitTransaction"],
+        2,
+        112,
+        &["TransientTransactionError"],
+    )
+    .await;
+    let head = append("commit", 5).await;
+    wait_for_checkpoint(&uri, "healthy", head);
+
+    // The primary steps down.
+    let _ = admin(&uri, doc! { "replSetStepDown": 5, "force": true }).await;
+    let head = append("stepdown", 5).await;
+    wait_for_checkpoint(&uri, "healthy", head);
+
+    // Dropping the events collection invalidates the change stream; new events still arrive.
+    let (_client, db) = database(&uri).await;
+    db.collection::<Document>("events")
+        .drop()
+        .await
+        .expect("drop events");
+    let head = append("after-invalidate", 5).await;
+    wait_for_checkpoint(&uri, "healthy", head);
+
+    host.kill();
+    let models = dump_uri(&uri).await;
+    let total: u64 = models["healthy__by_type"]
+        .iter()
+        .map(|(_, d)| d["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(total, appended, "every event handled exactly once");
+    assert_eq!(models["healthy__by_stream"].len() as u64, appended);
+}

@@ -1,0 +1,237 @@
+//! A MongoDB-compatible server for tests.
+//!
+//! When `REFOLD_TEST_MONGODB_URI` is set (a real replica set, e.g.
+//! `mongodb://localhost:27017/?replicaSet=rs0`), tests use it. Otherwise one SecantusDB server
+//! (`secantusd-py`, installed by `scripts/setup`) is started per test binary on a free loopback
+//! port, in memory, with test commands (fail points) enabled. Each test uses a database of its
+//! own.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use mongodb::bson::{Bson, Document, doc};
+
+/// Environment variable naming a real MongoDB replica set for the tests.
+pub const URI_VARIABLE: &str = "REFOLD_TEST_MONGODB_URI";
+
+/// A test server: the shared one, or one a test owns because it injects faults that would
+/// disturb other tests (fail points and step-downs are server-wide).
+pub struct Server {
+    base: String,
+    child: Option<Child>,
+}
+
+impl Server {
+    /// Start a SecantusDB server of its own, killed when this is dropped.
+    pub fn dedicated() -> Self {
+        Self::start(spawn_secantus)
+    }
+
+    /// Start a SecantusDB server that lives as long as the test process. The kernel's
+    /// parent-death signal follows the spawning *thread*, so it is spawned from a thread that
+    /// never ends.
+    fn for_the_process() -> Self {
+        Self::start(|port| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(spawn_secantus(port));
+                loop {
+                    std::thread::park();
+                }
+            });
+            rx.recv().expect("SecantusDB spawner thread")
+        })
+    }
+
+    fn start(spawn: impl FnOnce(u16) -> Child) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let child = spawn(port);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "SecantusDB did not listen on port {port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            base: format!("mongodb://127.0.0.1:{port}/?replicaSet=secantus"),
+            child: Some(child),
+        }
+    }
+
+    /// A URI for a database of its own on this server.
+    pub fn fresh_uri(&self, label: &str) -> String {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "t{}_{}_{label}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        with_database(&self.base, &name)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn server() -> &'static Server {
+    static SERVER: OnceLock<Server> = OnceLock::new();
+    SERVER.get_or_init(|| match std::env::var(URI_VARIABLE) {
+        Ok(uri) => Server {
+            base: uri,
+            child: None,
+        },
+        Err(_) => Server::for_the_process(),
+    })
+}
+
+/// A server for a test that injects faults: a SecantusDB of its own, or, when
+/// `REFOLD_TEST_MONGODB_URI` is set, that server only if `REFOLD_TEST_MONGODB_FAULTS=1` says it
+/// may be disturbed (it needs `enableTestCommands`); `None` otherwise.
+pub fn fault_server() -> Option<Server> {
+    match std::env::var(URI_VARIABLE) {
+        Ok(uri) if std::env::var("REFOLD_TEST_MONGODB_FAULTS").as_deref() == Ok("1") => {
+            Some(Server {
+                base: uri,
+                child: None,
+            })
+        }
+        Ok(_) => None,
+        Err(_) => Some(Server::dedicated()),
+    }
+}
+
+/// Start SecantusDB; it dies with the thread that spawned it (PR_SET_PDEATHSIG), so no server
+/// outlives its tests.
+fn spawn_secantus(port: u16) -> Child {
+    let mut command = Command::new("secantusd-py");
+    command
+        .args([
+            "--port",
+            &port.to_string(),
+            "--storage-path",
+            ":memory:",
+            "--enable-test-commands",
+            "--log-level",
+            "WARNING",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    #[allow(unsafe_code)]
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command.spawn().unwrap_or_else(|e| {
+        panic!("cannot start secantusd-py ({e}): run scripts/setup, or set {URI_VARIABLE}")
+    })
+}
+
+/// A URI for a database of its own on the shared test server.
+pub fn fresh_uri(label: &str) -> String {
+    server().fresh_uri(label)
+}
+
+/// The same server URI with another database.
+pub fn with_database(uri: &str, database: &str) -> String {
+    let (scheme, rest) = uri.split_once("://").expect("URI with a scheme");
+    let (hosts, tail) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, ""),
+    };
+    let query = tail
+        .split_once('?')
+        .map(|(_, q)| format!("?{q}"))
+        .unwrap_or_default();
+    format!("{scheme}://{hosts}/{database}{query}")
+}
+
+/// A driver client and the database a URI names.
+pub async fn database(uri: &str) -> (mongodb::Client, mongodb::Database) {
+    let options = mongodb::options::ClientOptions::parse(uri)
+        .await
+        .expect("parse URI");
+    let name = options
+        .default_database
+        .clone()
+        .expect("URI names a database");
+    let client = mongodb::Client::with_options(options).expect("client");
+    let db = client.database(&name);
+    (client, db)
+}
+
+/// Run an admin command (fail points, step-downs); errors are returned, not raised.
+pub async fn admin(uri: &str, command: Document) -> Result<Document, mongodb::error::Error> {
+    let (client, _) = database(uri).await;
+    client.database("admin").run_command(command).await
+}
+
+/// Turn on the `failCommand` fail point for `commands`, failing the next `times` calls.
+pub async fn fail_commands(uri: &str, commands: &[&str], times: i32, code: i32, labels: &[&str]) {
+    admin(
+        uri,
+        doc! {
+            "configureFailPoint": "failCommand",
+            "mode": { "times": times },
+            "data": { "failCommands": commands, "errorCode": code, "errorLabels": labels },
+        },
+    )
+    .await
+    .expect("configure fail point");
+}
+
+/// Every view of the database (the stable names of read models): name -> sorted documents as
+/// relaxed Extended JSON, read with the plain driver.
+pub async fn dump(
+    uri: &str,
+) -> std::collections::BTreeMap<String, Vec<(String, serde_json::Value)>> {
+    use futures_util::TryStreamExt;
+    let (_client, db) = database(uri).await;
+    let mut views = db
+        .list_collection_names()
+        .filter(doc! { "type": "view" })
+        .await
+        .expect("list views");
+    views.sort();
+    let mut models = std::collections::BTreeMap::new();
+    for view in views {
+        let docs: Vec<Document> = db
+            .collection::<Document>(&view)
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .await
+            .expect("find")
+            .try_collect()
+            .await
+            .expect("read view");
+        let rows = docs
+            .into_iter()
+            .map(|d| {
+                let id = match d.get("_id") {
+                    Some(Bson::String(s)) => s.clone(),
+                    other => format!("{other:?}"),
+                };
+                (id, Bson::Document(d).into_relaxed_extjson())
+            })
+            .collect();
+        models.insert(view, rows);
+    }
+    models
+}
