@@ -28,7 +28,7 @@ async fn example_read_models_are_identical_on_both_stores() {
     );
     let (embedded, mongodb) = (sandbox.uri("store.db"), mongo::fresh_uri("same"));
     let source = refold::store::open(&embedded).await.expect("open");
-    for chunk in history::generate(6_000, 11).chunks(500) {
+    for chunk in history::generate(3_000, 11).chunks(500) {
         source.append_all(chunk.to_vec()).await.expect("append");
     }
     let target = refold::store::open(&mongodb).await.expect("open MongoDB");
@@ -52,9 +52,38 @@ async fn example_read_models_are_identical_on_both_stores() {
         assert_eq!(docs, &b[view], "{view} differs between the stores");
     }
 
+    // Declared indexes exist on the physical collections.
+    let (_client, db) = database(&mongodb).await;
+    let indexes = db
+        .collection::<Document>("payments__g1__payments")
+        .list_index_names()
+        .await
+        .expect("indexes");
+    for name in ["by_organization", "by_status"] {
+        assert!(
+            indexes.iter().any(|i| i == name),
+            "{name} missing: {indexes:?}"
+        );
+    }
+    let indexes = db
+        .collection::<Document>("events")
+        .list_index_names()
+        .await
+        .expect("indexes");
+    for name in [
+        "aggregate_version",
+        "position",
+        "event_type_position",
+        "aggregate_type_timestamp",
+    ] {
+        assert!(
+            indexes.iter().any(|i| i == name),
+            "{name} missing: {indexes:?}"
+        );
+    }
+
     // The seeds' statistics aggregation (seed 000) runs unchanged on the payment view: dates are
     // BSON dates, so the range match works.
-    let (_client, db) = database(&mongodb).await;
     let from = DateTime::parse_rfc3339_str("2025-01-01T00:00:00Z").expect("date");
     let to = DateTime::parse_rfc3339_str("2026-01-01T00:00:00Z").expect("date");
     let pipeline = [
@@ -167,6 +196,11 @@ async fn live_processing_survives_server_faults() {
     wait_for_checkpoint(&uri, "healthy", head);
     fail_commands(&uri, &["getMore"], 2, 2, &[]).await;
     let head = append("getmore-fatal", 5).await;
+    wait_for_checkpoint(&uri, "healthy", head);
+
+    // The stream's history is gone from the oplog (ChangeStreamHistoryLost).
+    fail_commands(&uri, &["getMore"], 1, 286, &[]).await;
+    let head = append("history-lost", 5).await;
     wait_for_checkpoint(&uri, "healthy", head);
 
     // Reopening the stream fails for a while.
