@@ -1,20 +1,9 @@
 //! Hostile guests (built as real components): each fails cleanly with an error naming the
 //! projection and the position, while a healthy projection beside them reaches the head.
 
-use refold::domain::{ExpectedVersion, NewEvent};
-use refold_tests::{Sandbox, dump, fixtures, projections, run, text};
+use refold::domain::ExpectedVersion;
+use refold_tests::{Sandbox, dump, fixtures, projections, run, text, thing};
 use serde_json::{Value, json};
-
-fn event(event_type: &str) -> NewEvent {
-    NewEvent {
-        id: None,
-        aggregate_type: "Thing".into(),
-        event_type: event_type.into(),
-        event_data: json!({}),
-        metadata: json!({}),
-        timestamp_ms: None,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_guests_fail_alone_and_name_the_position() {
@@ -25,7 +14,7 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
             .append(
                 &format!("thing-{i}"),
                 ExpectedVersion::NoStream,
-                vec![event("Normal")],
+                vec![thing("Normal")],
             )
             .await
             .expect("append");
@@ -34,7 +23,7 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
         .append(
             "thing-poison",
             ExpectedVersion::NoStream,
-            vec![event("Poison")],
+            vec![thing("Poison")],
         )
         .await
         .expect("append")
@@ -44,7 +33,7 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
             .append(
                 &format!("thing-{i}"),
                 ExpectedVersion::NoStream,
-                vec![event("Normal")],
+                vec![thing("Normal")],
             )
             .await
             .expect("append");

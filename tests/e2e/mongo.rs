@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 use futures_util::TryStreamExt;
 use mongodb::bson::{DateTime, Document, doc};
 use refold::cli::history;
-use refold::domain::{ExpectedVersion, NewEvent};
+use refold::domain::ExpectedVersion;
 use refold_tests::mongo::{self, admin, database, fail_commands};
 use refold_tests::{
-    Running, Sandbox, copy_log, dump_uri, examples, fixtures, projections, run, text,
+    Running, Sandbox, copy_log, dump_uri, examples, fixtures, projections, run, text, thing,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn example_read_models_are_identical_on_both_stores() {
@@ -119,17 +119,6 @@ async fn example_read_models_are_identical_on_both_stores() {
     );
 }
 
-fn thing(event_type: &str) -> NewEvent {
-    NewEvent {
-        id: None,
-        aggregate_type: "Thing".into(),
-        event_type: event_type.into(),
-        event_data: json!({}),
-        metadata: json!({}),
-        timestamp_ms: None,
-    }
-}
-
 /// Poll `refold status` until the projection's checkpoint reaches `position`.
 fn wait_for_checkpoint(uri: &str, projection: &str, position: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -207,6 +196,11 @@ async fn live_processing_survives_server_faults() {
     fail_commands(&uri, &["aggregate"], 3, 6, &[]).await;
     fail_commands(&uri, &["getMore"], 1, 2, &[]).await;
     let head = append("aggregate", 5).await;
+    wait_for_checkpoint(&uri, "healthy", head);
+
+    // Document reads fail inside host calls: the batch is retried, the projection not parked.
+    fail_commands(&uri, &["find"], 4, 91, &[]).await;
+    let head = append("find", 5).await;
     wait_for_checkpoint(&uri, "healthy", head);
 
     // Batch commits hit transient transaction errors and retry.

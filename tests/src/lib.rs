@@ -73,6 +73,18 @@ pub fn projections(from: &Path, names: &[&str], dest: &Path) -> PathBuf {
     dest.to_path_buf()
 }
 
+/// A minimal event of aggregate type `Thing`, for tests that only count events.
+pub fn thing(event_type: &str) -> refold::domain::NewEvent {
+    refold::domain::NewEvent {
+        id: None,
+        aggregate_type: "Thing".into(),
+        event_type: event_type.into(),
+        event_data: serde_json::json!({}),
+        metadata: serde_json::json!({}),
+        timestamp_ms: None,
+    }
+}
+
 /// A temporary folder with a store file in it.
 pub struct Sandbox {
     dir: tempfile::TempDir,
@@ -210,10 +222,11 @@ pub fn canonical_dates(value: serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match value {
         Value::Object(map) => {
-            if let (1, Some(Value::String(text))) = (map.len(), map.get("$date")) {
-                if let Ok(date) = mongodb::bson::DateTime::parse_rfc3339_str(text) {
-                    return serde_json::json!({ "$date": refold::domain::time::iso8601_millis(date.timestamp_millis()) });
-                }
+            if let (1, Some(Value::String(text))) = (map.len(), map.get("$date"))
+                && let Ok(date) = mongodb::bson::DateTime::parse_rfc3339_str(text)
+            {
+                let canonical = refold::domain::time::iso8601_millis(date.timestamp_millis());
+                return serde_json::json!({ "$date": canonical });
             }
             Value::Object(
                 map.into_iter()

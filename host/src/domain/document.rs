@@ -6,6 +6,12 @@
 
 use serde_json::{Map, Number, Value};
 
+/// A document: a JSON object whose `_id` is its id.
+pub type Document = Map<String, Value>;
+
+/// The object holding a path's last segment (if it exists), and that segment.
+type Parent<'a, 'p> = (Option<&'a mut Document>, &'p str);
+
 /// Longest document id, in bytes.
 pub const MAX_ID_BYTES: usize = 512;
 /// Largest document, as JSON text: below MongoDB's 16 MiB BSON limit with room for encoding.
@@ -216,7 +222,7 @@ fn parent_of<'a, 'p>(
     operator: &str,
     path: &'p str,
     create: bool,
-) -> Result<(Option<&'a mut Map<String, Value>>, &'p str), UpdateError> {
+) -> Result<Parent<'a, 'p>, UpdateError> {
     let (prefix, leaf) = match path.rsplit_once('.') {
         Some((prefix, leaf)) => (Some(prefix), leaf),
         None => (None, path),

@@ -177,15 +177,21 @@ impl Handler for PreparedProjection {
             Ok(Err(error)) => Err(host::guest_failure(error)),
             Err(error) => Err(host::classify_trap(&error, &self.engine.limits)),
         };
-        // A contract violation outranks whatever the guest made of the refusal.
-        let result = match (result, state.context.violation()) {
-            (Err(HandleFailure::Guest { .. }), Some((position, failure))) => {
+        // A store failure during the batch outranks what the guest made of it (it is the
+        // host's, and transient); a contract violation outranks the guest's own report.
+        let result = match (
+            result,
+            state.context.store_failure(),
+            state.context.violation(),
+        ) {
+            (Err(_), Some(store), _) => Err(HandleFailure::Host(store.to_owned())),
+            (Err(HandleFailure::Guest { .. }), None, Some((position, failure))) => {
                 Err(HandleFailure::Contract {
                     position: *position,
                     failure: failure.clone(),
                 })
             }
-            (result, _) => result,
+            (result, _, _) => result,
         };
         (state.context, result)
     }

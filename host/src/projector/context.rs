@@ -68,6 +68,7 @@ pub struct BatchContext {
     written_bytes: usize,
     position: Position,
     violation: Option<(Position, CollectionFailure)>,
+    store_failure: Option<String>,
 }
 
 impl BatchContext {
@@ -86,6 +87,7 @@ impl BatchContext {
             written_bytes: 0,
             position: 0,
             violation: None,
+            store_failure: None,
         }
     }
 
@@ -103,6 +105,12 @@ impl BatchContext {
     /// The first contract violation of the batch, with the position it happened at.
     pub fn violation(&self) -> Option<&(Position, CollectionFailure)> {
         self.violation.as_ref()
+    }
+
+    /// The first store failure of the batch: the batch failed because of the host, not the
+    /// projection, and is worth retrying.
+    pub fn store_failure(&self) -> Option<&str> {
+        self.store_failure.as_deref()
     }
 
     fn refuse(&mut self, failure: CollectionFailure) -> CollectionFailure {
@@ -264,5 +272,6 @@ impl BatchContext {
         self.dirty = 0;
         self.written_bytes = 0;
         self.violation = None;
+        self.store_failure = None;
     }
 }

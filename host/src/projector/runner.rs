@@ -166,6 +166,7 @@ impl Projector {
         // and keep the effect of the good ones before it.
         let mut careful_until: Position = 0;
         let mut last_flush = Instant::now();
+        let mut host_backoff = Backoff::new();
         loop {
             if self.stopping() {
                 self.flush_checkpoint(stored, scanned).await;
@@ -223,6 +224,7 @@ impl Projector {
                     Ok(()) => {
                         stored = scanned_to;
                         scanned = scanned_to;
+                        host_backoff = Backoff::new();
                         self.publish(|s| {
                             s.checkpoint = scanned_to;
                             s.handled += count as u64;
@@ -230,6 +232,14 @@ impl Projector {
                     }
                     Err(reason) => return reason,
                 },
+                Err(failure) if failure.is_transient() => {
+                    context.discard();
+                    tracing::warn!(projection = %manifest.name, %failure, "batch failed on the host side; retrying it");
+                    if self.stopping() {
+                        return DropReason::Shutdown;
+                    }
+                    host_backoff.wait().await;
+                }
                 Err(failure) => {
                     context.discard();
                     if count > 1 {

@@ -1,13 +1,13 @@
 //! The writes of one batch, coalesced per document: whatever a guest did to a document during a
 //! batch, the store receives only its final state (or its deletion).
 
-use serde_json::{Map, Value};
+use crate::domain::document::Document;
 
 /// The final state of every document a batch touched.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct BatchWrites {
     /// `(collection, id, document)`, where `None` deletes the document. One entry per document.
-    pub documents: Vec<(String, String, Option<Map<String, Value>>)>,
+    pub documents: Vec<(String, String, Option<Document>)>,
 }
 
 impl BatchWrites {

@@ -253,6 +253,16 @@ pub trait ReadModelStore: Send + Sync {
     ) -> StoreResult<Vec<Value>>;
 }
 
+/// Ring a change feed with a new head; a lower or equal position changes nothing, so rings from
+/// several sources (this process's appends, a poller, a change stream) can race safely.
+pub(crate) fn ring(feed: &watch::Sender<Position>, position: Position) {
+    feed.send_if_modified(|head| {
+        let moved = position > *head;
+        *head = (*head).max(position);
+        moved
+    });
+}
+
 /// Both halves of a store.
 pub trait Store: EventStore + ReadModelStore {}
 

@@ -55,6 +55,18 @@ pub(super) fn to_event(doc: &Document) -> StoreResult<RecordedEvent> {
     })
 }
 
+/// Drain a cursor of event documents.
+async fn collect(
+    cursor: mongodb::Cursor<Document>,
+    context: &str,
+) -> StoreResult<Vec<RecordedEvent>> {
+    let docs: Vec<Document> = cursor
+        .try_collect()
+        .await
+        .map_err(|e| StoreError::backend(context, e))?;
+    docs.iter().map(to_event).collect()
+}
+
 impl MongoStore {
     /// The events of one call, ready to insert: documents in the seeds' shape.
     fn event_documents(
@@ -193,11 +205,7 @@ impl EventStore for MongoStore {
             }
         })?;
         if let Some(last) = results.iter().map(|r: &AppendResult| r.last_position).max() {
-            self.feed.send_if_modified(|head| {
-                let moved = last > *head;
-                *head = (*head).max(last);
-                moved
-            });
+            crate::store::ring(&self.feed, last);
         }
         Ok(results)
     }
@@ -216,11 +224,7 @@ impl EventStore for MongoStore {
             .read_concern(ReadConcern::majority())
             .await
             .map_err(|e| StoreError::backend("read stream", e))?;
-        let docs: Vec<Document> = cursor
-            .try_collect()
-            .await
-            .map_err(|e| StoreError::backend("read stream", e))?;
-        docs.iter().map(to_event).collect()
+        collect(cursor, "read stream").await
     }
 
     async fn read_all(
@@ -254,11 +258,7 @@ impl EventStore for MongoStore {
             .read_concern(ReadConcern::majority())
             .await
             .map_err(|e| StoreError::backend("read events", e))?;
-        let docs: Vec<Document> = cursor
-            .try_collect()
-            .await
-            .map_err(|e| StoreError::backend("read events", e))?;
-        let events = docs.iter().map(to_event).collect::<StoreResult<Vec<_>>>()?;
+        let events = collect(cursor, "read events").await?;
         let scanned_to = match events.last() {
             Some(last) if events.len() == limit => last.position,
             _ => head,

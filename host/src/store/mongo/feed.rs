@@ -14,7 +14,7 @@ use mongodb::options::ReadConcern;
 use tokio::sync::watch;
 
 use crate::domain::Position;
-use crate::store::{StoreError, StoreResult};
+use crate::store::{StoreError, StoreResult, ring};
 
 /// How often the head is polled in case the change stream is silent when it should not be.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -31,14 +31,6 @@ pub(super) async fn read_head(counters: &Collection<Document>) -> StoreResult<Po
         Some(Bson::Int32(p)) => *p as Position,
         _ => 0,
     })
-}
-
-fn ring(feed: &watch::Sender<Position>, position: Position) {
-    feed.send_if_modified(|head| {
-        let moved = position > *head;
-        *head = (*head).max(position);
-        moved
-    });
 }
 
 pub(super) fn spawn(

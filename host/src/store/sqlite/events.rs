@@ -169,12 +169,8 @@ impl EventStore for SqliteStore {
         let results = self
             .with_writer(move |conn| append_all_blocking(conn, &appends))
             .await?;
-        if let Some(last) = results.iter().map(|r| r.last_position).max() {
-            self.feed.send_if_modified(|head| {
-                let moved = last > *head;
-                *head = (*head).max(last);
-                moved
-            });
+        if let Some(last) = results.iter().map(|r: &AppendResult| r.last_position).max() {
+            crate::store::ring(&self.feed, last);
         }
         Ok(results)
     }

@@ -35,11 +35,7 @@ pub(super) fn spawn_poller(path: PathBuf, feed: Weak<watch::Sender<Position>>, m
                 && new_head > head
             {
                 head = new_head;
-                feed.send_if_modified(|h| {
-                    let moved = new_head > *h;
-                    *h = (*h).max(new_head);
-                    moved
-                });
+                crate::store::ring(&feed, new_head);
             }
         }
     });

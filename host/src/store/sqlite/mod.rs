@@ -32,14 +32,14 @@ impl SqliteStore {
     pub async fn open(path: &Path) -> StoreResult<Self> {
         let path = path.to_path_buf();
         let (writer, head) = blocking(move || {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                if !dir.is_dir() {
-                    return Err(StoreError::InvalidInput(format!(
-                        "cannot create the store {}: folder {} does not exist",
-                        path.display(),
-                        dir.display()
-                    )));
-                }
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.is_dir()
+            {
+                return Err(StoreError::InvalidInput(format!(
+                    "cannot create the store {}: folder {} does not exist",
+                    path.display(),
+                    dir.display()
+                )));
             }
             let conn = Connection::open(&path)
                 .map_err(|e| StoreError::backend(format!("open {}", path.display()), e))?;
