@@ -217,7 +217,10 @@ impl Projector {
                 continue;
             }
             let count = events.len();
-            let (returned, result) = self.handle(events, context).await;
+            let (returned, result) = match self.handle(events, context).await {
+                Ok(outcome) => outcome,
+                Err(reason) => return reason,
+            };
             context = returned;
             match result {
                 Ok(()) => match self.commit(&mut context, stored, scanned_to).await {
@@ -263,27 +266,26 @@ impl Projector {
         Ok(BatchContext::new(self.handler.manifest(), reader))
     }
 
-    /// Run the handler off the async threads.
+    /// Run the handler off the async threads. If the handler's task itself fails (a panic in
+    /// the host), its context is lost with it: a fresh one is opened, and the batch fails as a
+    /// host failure so it is retried.
     async fn handle(
         &self,
         events: Vec<RecordedEvent>,
         context: BatchContext,
-    ) -> (BatchContext, Result<(), HandleFailure>) {
+    ) -> Result<(BatchContext, Result<(), HandleFailure>), DropReason> {
         let handler = Arc::clone(&self.handler);
         let first = events.first().map(|e| e.position).unwrap_or_default();
-        let task = tokio::task::spawn_blocking(move || handler.handle(&events, context));
-        match task.await {
-            Ok(outcome) => outcome,
-            // The handler panicked: the context went with it, so start a fresh one.
-            Err(e) => match self.open_context() {
-                Ok(context) => (
-                    context,
-                    Err(HandleFailure::Host(format!(
-                        "handler task failed at position {first}: {e}"
-                    ))),
-                ),
-                Err(store) => panic!("cannot recover from a failed handler task: {e}; {store}"),
-            },
+        match tokio::task::spawn_blocking(move || handler.handle(&events, context)).await {
+            Ok(outcome) => Ok(outcome),
+            Err(task) => {
+                let context = self
+                    .open_context()
+                    .map_err(|e| DropReason::Store(e.to_string()))?;
+                let failure =
+                    HandleFailure::Host(format!("handler task failed at position {first}: {task}"));
+                Ok((context, Err(failure)))
+            }
         }
     }
 
