@@ -51,9 +51,14 @@ impl Server {
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let child = spawn(port);
+        let mut child = spawn(port);
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "SecantusDB exited at start ({status}): is it installed? Run scripts/setup, or set {URI_VARIABLE}"
+                );
+            }
             assert!(
                 Instant::now() < deadline,
                 "SecantusDB did not listen on port {port} within 60 s"
@@ -117,8 +122,11 @@ pub fn fault_server() -> Option<Server> {
 /// Start SecantusDB; it dies with the thread that spawned it (PR_SET_PDEATHSIG), so no server
 /// outlives its tests.
 fn spawn_secantus(port: u16) -> Child {
-    let mut command = Command::new("secantusd-py");
+    // Through the interpreter pip installed it into, not the `secantusd-py` script: a fresh
+    // pyenv does not put new console scripts on the PATH until `pyenv rehash`.
+    let mut command = Command::new("python3");
     command
+        .args(["-c", "import sys; from secantus.cli import main; sys.argv[0] = 'secantusd-py'; sys.exit(main())"])
         .args([
             "--port",
             &port.to_string(),
@@ -140,7 +148,9 @@ fn spawn_secantus(port: u16) -> Child {
         });
     }
     command.spawn().unwrap_or_else(|e| {
-        panic!("cannot start secantusd-py ({e}): run scripts/setup, or set {URI_VARIABLE}")
+        panic!(
+            "cannot start SecantusDB with python3 ({e}): run scripts/setup, or set {URI_VARIABLE}"
+        )
     })
 }
 
