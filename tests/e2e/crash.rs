@@ -19,7 +19,7 @@ fn live_payment(cycle: usize, i: usize) -> StreamAppend {
         events: vec![NewEvent {
             id: None,
             aggregate_type: "Payment".into(),
-            event_type: if i % 7 == 0 {
+            event_type: if i.is_multiple_of(7) {
                 "PaymentFailed"
             } else {
                 "PaymentProcessed"

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
 
 use super::bindings::ProjectionPre;
 use super::bindings::refold::projection::types as wit;
@@ -66,7 +67,8 @@ pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProject
     if bytes.len() > MAX_COMPONENT_BYTES {
         return Err(LoadError::TooLarge(bytes.len()));
     }
-    let component = super::compile(engine, bytes)?;
+    let component =
+        Component::new(&engine.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:?}")))?;
     for (name, _) in component.component_type().imports(&engine.engine) {
         if !ALLOWED_IMPORTS.contains(&name) {
             return Err(LoadError::ForbiddenImport(name.to_owned()));

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::Config;
-use wasmtime::component::{Component, Linker};
+use wasmtime::component::Linker;
 
 pub use load::LoadError;
 
@@ -195,9 +195,4 @@ impl Handler for PreparedProjection {
         };
         (state.context, result)
     }
-}
-
-/// Compile a component for this engine; used by [`load`].
-fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError> {
-    Component::new(&engine.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:?}")))
 }

@@ -31,7 +31,7 @@ impl SqliteStore {
     /// Open (creating if missing) the store in this file.
     pub async fn open(path: &Path) -> StoreResult<Self> {
         let path = path.to_path_buf();
-        let (writer, head) = blocking(move || {
+        let (writer, path, head) = blocking(move || {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
                 && !dir.is_dir()
             {
@@ -46,10 +46,9 @@ impl SqliteStore {
             schema::configure_writer(&conn)?;
             schema::migrate(&conn)?;
             let head = events::head(&conn)?;
-            Ok(((conn, path), head))
+            Ok((conn, path, head))
         })
         .await?;
-        let (writer, path) = writer;
         let (sender, _) = watch::channel(head);
         let feed = Arc::new(sender);
         feed::spawn_poller(path.clone(), Arc::downgrade(&feed), head);
