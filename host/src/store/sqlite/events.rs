@@ -137,7 +137,10 @@ fn read_all_blocking(
         let marks: Vec<String> = (0..values.len())
             .map(|i| format!("?{}", args.len() + i + 1))
             .collect();
-        sql.push_str(&format!(" AND {column} IN ({})", marks.join(", ")));
+        // Unary `+` keeps SQLite on the position (rowid) order: through the
+        // `(event_type, position)` index it would collect and sort every later match for each
+        // page, which makes a replay quadratic.
+        sql.push_str(&format!(" AND +{column} IN ({})", marks.join(", ")));
         args.extend(
             values
                 .iter()
