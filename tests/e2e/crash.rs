@@ -9,7 +9,9 @@ use rand::{Rng, SeedableRng};
 use refold::cli::history;
 use refold::domain::{ExpectedVersion, NewEvent};
 use refold::store::StreamAppend;
-use refold_tests::{Running, Sandbox, copy_log, dump_uri, examples, mongo, projections, run, text};
+use refold_tests::{
+    Running, Sandbox, catch_up, copy_log, dump_uri, examples, mongo, projections, text,
+};
 use serde_json::json;
 
 fn live_payment(cycle: usize, i: usize) -> StreamAppend {
@@ -86,14 +88,7 @@ async fn crash_cycles(crashed: &str, clean: &str, events: usize) {
         println!("cycle {cycle}: killed after {kill_after:?}");
     }
 
-    let out = run(&[
-        "run",
-        "--store",
-        crashed,
-        "--projections",
-        &dir.to_string_lossy(),
-        "--exit-when-caught-up",
-    ]);
+    let out = catch_up(crashed, &dir, &[]);
     assert!(
         out.status.success(),
         "final run failed: {}",
@@ -106,14 +101,7 @@ async fn crash_cycles(crashed: &str, clean: &str, events: usize) {
         clean_store.head().await.expect("head"),
         store.head().await.expect("head")
     );
-    let out = run(&[
-        "run",
-        "--store",
-        clean,
-        "--projections",
-        &dir.to_string_lossy(),
-        "--exit-when-caught-up",
-    ]);
+    let out = catch_up(clean, &dir, &[]);
     assert!(
         out.status.success(),
         "clean replay failed: {}",

@@ -3,7 +3,7 @@
 
 use refold::domain::{ExpectedVersion, NewEvent};
 use refold::store::StreamAppend;
-use refold_tests::{Sandbox, dump, examples, projections, run, text};
+use refold_tests::{Sandbox, catch_up, dump, examples, projections, run, text};
 use serde_json::{Value, json};
 
 /// 2025-01-15T10:00:00Z.
@@ -191,14 +191,7 @@ async fn example_projections_build_the_expected_read_models() {
         &sandbox.path("projections"),
     );
 
-    let out = run(&[
-        "run",
-        "--store",
-        &sandbox.uri("store.db"),
-        "--projections",
-        &dir.to_string_lossy(),
-        "--exit-when-caught-up",
-    ]);
+    let out = catch_up(&sandbox.uri("store.db"), &dir, &[]);
     assert!(
         out.status.success(),
         "refold run failed: {}",

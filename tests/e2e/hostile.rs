@@ -2,41 +2,28 @@
 //! projection and the position, while a healthy projection beside them reaches the head.
 
 use refold::domain::ExpectedVersion;
-use refold_tests::{Sandbox, dump, fixtures, projections, run, text, thing};
+use refold_tests::{Sandbox, catch_up, dump, fixtures, projections, run, text, thing};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_guests_fail_alone_and_name_the_position() {
     let sandbox = Sandbox::new();
     let store = sandbox.store("store.db").await;
-    for i in 0..40 {
-        store
-            .append(
-                &format!("thing-{i}"),
-                ExpectedVersion::NoStream,
-                vec![thing("Normal")],
-            )
+    // 60 normal events with one poison event after the 40th.
+    let mut poison = 0;
+    for i in 0..61 {
+        let (stream, kind) = if i == 40 {
+            ("thing-poison".to_owned(), "Poison")
+        } else {
+            (format!("thing-{i}"), "Normal")
+        };
+        let result = store
+            .append(&stream, ExpectedVersion::NoStream, vec![thing(kind)])
             .await
             .expect("append");
-    }
-    let poison = store
-        .append(
-            "thing-poison",
-            ExpectedVersion::NoStream,
-            vec![thing("Poison")],
-        )
-        .await
-        .expect("append")
-        .last_position;
-    for i in 40..60 {
-        store
-            .append(
-                &format!("thing-{i}"),
-                ExpectedVersion::NoStream,
-                vec![thing("Normal")],
-            )
-            .await
-            .expect("append");
+        if i == 40 {
+            poison = result.last_position;
+        }
     }
     drop(store);
     let hostile = ["looper", "memory-bomb", "trapper", "undeclared", "bad-json"];
@@ -44,18 +31,11 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
     names.extend(hostile);
     let dir = projections(fixtures(), &names, &sandbox.path("projections"));
 
-    let out = run(&[
-        "run",
-        "--store",
+    let out = catch_up(
         &sandbox.uri("store.db"),
-        "--projections",
-        &dir.to_string_lossy(),
-        "--exit-when-caught-up",
-        "--batch-deadline-ms",
-        "300",
-        "--memory-mib",
-        "32",
-    ]);
+        &dir,
+        &["--batch-deadline-ms", "300", "--memory-mib", "32"],
+    );
     assert!(
         !out.status.success(),
         "stopped projections must make `run` fail"

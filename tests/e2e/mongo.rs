@@ -9,7 +9,8 @@ use refold::cli::history;
 use refold::domain::ExpectedVersion;
 use refold_tests::mongo::{self, admin, database, fail_commands};
 use refold_tests::{
-    Running, Sandbox, copy_log, dump_uri, examples, fixtures, projections, run, text, thing,
+    Running, Sandbox, catch_up, copy_log, dump_uri, examples, fixtures, projections, run, text,
+    thing,
 };
 use serde_json::Value;
 
@@ -35,14 +36,7 @@ async fn example_read_models_are_identical_on_both_stores() {
     copy_log(source.as_ref(), target.as_ref()).await;
 
     for uri in [&embedded, &mongodb] {
-        let out = run(&[
-            "run",
-            "--store",
-            uri,
-            "--projections",
-            &dir.to_string_lossy(),
-            "--exit-when-caught-up",
-        ]);
+        let out = catch_up(uri, &dir, &[]);
         assert!(out.status.success(), "{uri}: {}", text(&out.stderr));
     }
     let (a, b) = (dump_uri(&embedded).await, dump_uri(&mongodb).await);

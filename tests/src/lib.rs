@@ -161,6 +161,22 @@ pub fn run(args: &[&str]) -> Output {
     refold().args(args).output().expect("run refold")
 }
 
+/// `refold run --exit-when-caught-up` on a store and a projections folder, with extra
+/// arguments (limits); returns its output.
+pub fn catch_up(uri: &str, projections: &Path, extra: &[&str]) -> Output {
+    let dir = projections.to_string_lossy();
+    let mut args = vec![
+        "run",
+        "--store",
+        uri,
+        "--projections",
+        &dir,
+        "--exit-when-caught-up",
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
 /// Text of an output stream.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -12,6 +12,25 @@ fn refold(args: &[&str]) -> Output {
         .expect("run refold")
 }
 
+/// `refold append --store URI --stream STREAM` followed by `rest`.
+fn append(uri: &str, stream: &str, rest: &[&str]) -> Output {
+    let mut args = vec!["append", "--store", uri, "--stream", stream];
+    args.extend_from_slice(rest);
+    refold(&args)
+}
+
+/// `refold append` of one `PaymentProcessed` event on `stream`, with `rest`.
+fn payment(uri: &str, stream: &str, rest: &[&str]) -> Output {
+    let mut args = vec![
+        "--aggregate-type",
+        "Payment",
+        "--event-type",
+        "PaymentProcessed",
+    ];
+    args.extend_from_slice(rest);
+    append(uri, stream, &args)
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -91,19 +110,7 @@ fn malformed_events_change_nothing() {
     let db = dir.path().join("s.db");
     let uri = format!("sqlite://{}", db.display());
 
-    let out = refold(&[
-        "append",
-        "--store",
-        &uri,
-        "--stream",
-        "p-1",
-        "--aggregate-type",
-        "Payment",
-        "--event-type",
-        "PaymentProcessed",
-        "--data",
-        "{bad",
-    ]);
+    let out = payment(&uri, "p-1", &["--data", "{bad"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("--data is not valid JSON"),
@@ -112,40 +119,23 @@ fn malformed_events_change_nothing() {
     );
     assert!(!db.exists(), "bad input must not even create the store");
 
-    let out = refold(&[
-        "append",
-        "--store",
-        &uri,
-        "--stream",
-        "p-1",
-        "--aggregate-type",
-        "Payment",
-        "--event-type",
-        "PaymentProcessed",
-        "--data",
-        "[1]",
-    ]);
+    let out = payment(&uri, "p-1", &["--data", "[1]"]);
     assert!(
         stderr(&out).contains("--data must be a JSON object"),
         "{}",
         stderr(&out)
     );
 
-    let ok = refold(&[
-        "append",
-        "--store",
+    let ok = payment(
         &uri,
-        "--stream",
         "p-1",
-        "--expected-version",
-        "no_stream",
-        "--aggregate-type",
-        "Payment",
-        "--event-type",
-        "PaymentProcessed",
-        "--data",
-        r#"{"amount":1}"#,
-    ]);
+        &[
+            "--expected-version",
+            "no_stream",
+            "--data",
+            r#"{"amount":1}"#,
+        ],
+    );
     assert!(ok.status.success(), "{}", stderr(&ok));
     let result: serde_json::Value = serde_json::from_slice(&ok.stdout).expect("append result");
     assert_eq!(
@@ -159,15 +149,7 @@ fn malformed_events_change_nothing() {
         r#"[{"aggregateType":"Payment","eventType":"A"},{"aggregateType":"Payment"}]"#,
     )
     .expect("write");
-    let out = refold(&[
-        "append",
-        "--store",
-        &uri,
-        "--stream",
-        "p-2",
-        "--file",
-        &file.to_string_lossy(),
-    ]);
+    let out = append(&uri, "p-2", &["--file", &file.to_string_lossy()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("event #2 is malformed"),
@@ -180,34 +162,25 @@ fn malformed_events_change_nothing() {
         r#"{"aggregateType":"Payment","eventType":"A","colour":"red"}"#,
     )
     .expect("write");
-    let out = refold(&[
-        "append",
-        "--store",
-        &uri,
-        "--stream",
-        "p-2",
-        "--file",
-        &file.to_string_lossy(),
-    ]);
+    let out = append(&uri, "p-2", &["--file", &file.to_string_lossy()]);
     assert!(
         stderr(&out).contains("unknown field `colour`"),
         "{}",
         stderr(&out)
     );
 
-    let out = refold(&[
-        "append",
-        "--store",
+    let out = append(
         &uri,
-        "--stream",
         "p-1",
-        "--expected-version",
-        "banana",
-        "--aggregate-type",
-        "P",
-        "--event-type",
-        "E",
-    ]);
+        &[
+            "--expected-version",
+            "banana",
+            "--aggregate-type",
+            "P",
+            "--event-type",
+            "E",
+        ],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("expected version `banana`"),
@@ -222,21 +195,7 @@ fn malformed_events_change_nothing() {
 fn a_conflict_exits_with_its_own_code() {
     let dir = tempfile::tempdir().expect("temp");
     let uri = format!("sqlite://{}", dir.path().join("s.db").display());
-    let append = |expected: &str| {
-        refold(&[
-            "append",
-            "--store",
-            &uri,
-            "--stream",
-            "p-1",
-            "--expected-version",
-            expected,
-            "--aggregate-type",
-            "Payment",
-            "--event-type",
-            "PaymentProcessed",
-        ])
-    };
+    let append = |expected: &str| payment(&uri, "p-1", &["--expected-version", expected]);
     assert!(append("no_stream").status.success());
     let out = append("no_stream");
     assert_eq!(out.status.code(), Some(3));
