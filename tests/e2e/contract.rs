@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use refold::domain::{CollectionSpec, EventFilter, ExpectedVersion, Manifest, NewEvent};
+use refold::domain::{
+    CollectionSpec, EventFilter, ExpectedVersion, Generation, GenerationState, Manifest, NewEvent,
+};
 use refold::store::{BatchWrites, Store, StoreError, StreamAppend};
 use refold_tests::Sandbox;
 use serde_json::json;
@@ -364,7 +366,7 @@ async fn batch_commits_are_guarded_by_the_checkpoint(store: Arc<dyn Store>) {
     // Not visible under the stable name until activated.
     assert!(store.get_document("ledger", "balances", "a").await.is_err());
     store
-        .activate(&generation, &manifest)
+        .activate(&generation, GenerationState::Retired)
         .await
         .expect("activate");
     assert_eq!(
@@ -393,6 +395,152 @@ async fn batch_commits_are_guarded_by_the_checkpoint(store: Arc<dyn Store>) {
     );
 }
 
+fn ledger(collections: &[&str]) -> Manifest {
+    Manifest {
+        name: "ledger".into(),
+        version: 1,
+        event_types: vec![],
+        aggregate_types: vec![],
+        collections: collections
+            .iter()
+            .map(|name| CollectionSpec {
+                name: (*name).into(),
+                indexes: vec![],
+            })
+            .collect(),
+        batch_size: None,
+    }
+}
+
+/// A generation holding one document `{"_id": "a", "gen": <its number>}` in each collection.
+async fn filled_generation(store: &Arc<dyn Store>, manifest: &Manifest) -> Generation {
+    let generation = store
+        .create_generation(manifest, "hash")
+        .await
+        .expect("create generation");
+    let documents = manifest
+        .collections
+        .iter()
+        .map(|c| {
+            let serde_json::Value::Object(map) = json!({ "_id": "a", "gen": generation.number })
+            else {
+                unreachable!()
+            };
+            (c.name.clone(), "a".to_owned(), Some(map))
+        })
+        .collect();
+    store
+        .commit(&generation, BatchWrites { documents }, 0, 1)
+        .await
+        .expect("commit");
+    generation
+}
+
+/// Cut-overs and rollbacks move the stable names and the states together; stable names of
+/// collections the new active generation lacks disappear; refusals are recorded and cleared.
+async fn generations_cut_over_and_roll_back(store: Arc<dyn Store>) {
+    let gen_of = |store: Arc<dyn Store>, collection: &'static str| async move {
+        store
+            .get_document("ledger", collection, "a")
+            .await
+            .map(|d| d.map(|d| d["gen"].clone()))
+    };
+    let first = filled_generation(&store, &ledger(&["balances", "audit"])).await;
+    assert_eq!(first.collections, ["balances", "audit"]);
+    store
+        .activate(&first, GenerationState::Retired)
+        .await
+        .expect("activate");
+    let second = filled_generation(&store, &ledger(&["balances"])).await;
+    let abandoned = filled_generation(&store, &ledger(&["balances"])).await;
+    store
+        .set_state(&abandoned, GenerationState::Abandoned)
+        .await
+        .expect("abandon");
+    assert_eq!(
+        gen_of(store.clone(), "balances").await.expect("read"),
+        Some(json!(1))
+    );
+    store
+        .activate(&second, GenerationState::Retired)
+        .await
+        .expect("cut over");
+    assert_eq!(
+        gen_of(store.clone(), "balances").await.expect("read"),
+        Some(json!(2))
+    );
+    assert!(
+        gen_of(store.clone(), "audit").await.is_err(),
+        "a collection the active generation lacks has no stable name"
+    );
+    let states = |generations: Vec<Generation>| -> Vec<(u32, GenerationState)> {
+        generations.iter().map(|g| (g.number, g.state)).collect()
+    };
+    assert_eq!(
+        states(store.generations("ledger").await.expect("generations")),
+        [
+            (1, GenerationState::Retired),
+            (2, GenerationState::Active),
+            (3, GenerationState::Abandoned)
+        ]
+    );
+    store
+        .activate(&first, GenerationState::RolledBack)
+        .await
+        .expect("roll back");
+    assert_eq!(
+        gen_of(store.clone(), "balances").await.expect("read"),
+        Some(json!(1))
+    );
+    assert_eq!(
+        gen_of(store.clone(), "audit").await.expect("read"),
+        Some(json!(1))
+    );
+    assert_eq!(
+        states(store.generations("ledger").await.expect("generations")),
+        [
+            (1, GenerationState::Active),
+            (2, GenerationState::RolledBack),
+            (3, GenerationState::Abandoned)
+        ]
+    );
+
+    store
+        .record_refusal("sub/ledger.wasm", Some("not a valid WebAssembly component"))
+        .await
+        .expect("record");
+    store
+        .record_refusal("other.wasm", Some("first"))
+        .await
+        .expect("record");
+    store
+        .record_refusal("other.wasm", Some("second"))
+        .await
+        .expect("record");
+    let refusals: Vec<(String, String)> = store
+        .refusals()
+        .await
+        .expect("refusals")
+        .into_iter()
+        .map(|r| (r.component, r.error))
+        .collect();
+    assert_eq!(
+        refusals,
+        [
+            ("other.wasm".to_owned(), "second".to_owned()),
+            (
+                "sub/ledger.wasm".to_owned(),
+                "not a valid WebAssembly component".to_owned()
+            )
+        ]
+    );
+    store
+        .record_refusal("other.wasm", None)
+        .await
+        .expect("clear");
+    assert_eq!(store.refusals().await.expect("refusals").len(), 1);
+}
+
 /// Instantiate every contract test for one backend.
 macro_rules! contract_suite {
     ($backend:ident, $open:expr) => {
@@ -416,6 +564,7 @@ macro_rules! contract_suite {
             case!(reads_all_with_filters);
             case!(concurrent_appenders_never_leave_gaps);
             case!(batch_commits_are_guarded_by_the_checkpoint);
+            case!(generations_cut_over_and_roll_back);
         }
     };
 }

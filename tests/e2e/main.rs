@@ -4,4 +4,5 @@ mod contract;
 mod crash;
 mod examples;
 mod hostile;
+mod hot_deploy;
 mod mongo;

@@ -120,11 +120,36 @@ impl Default for Sandbox {
     }
 }
 
-/// A `refold` command with quiet logs.
+/// A `refold` command with quiet logs and a code cache of the test run's own (never the
+/// user's).
 pub fn refold() -> Command {
     let mut command = Command::new(refold_bin());
-    command.env("REFOLD_LOG", "warn");
     command
+        .env("REFOLD_LOG", "warn")
+        .env("REFOLD_CODE_CACHE", profile_dir().join("e2e-code-cache"));
+    command
+}
+
+/// The file of one built fixture component (`counter-v1` for `counter_v1.wasm`).
+pub fn fixture(name: &str) -> PathBuf {
+    fixtures().join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+/// Poll `condition` every 20 ms until it holds; panic naming `what` after 120 s. For waiting on
+/// a state (a checkpoint, a generation), not for timing.
+pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !condition().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// A `refold` process that is killed when this guard is dropped, so a failing test never leaves
@@ -141,6 +166,24 @@ impl Running {
             .spawn()
             .expect("start refold");
         Self(child)
+    }
+
+    /// Start `refold` with arguments and extra environment, its log (stderr) written to `log`.
+    pub fn logged(args: &[&str], env: &[(&str, &str)], log: &Path) -> Self {
+        let file = std::fs::File::create(log).expect("create log file");
+        let child = refold()
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start refold");
+        Self(child)
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.0.try_wait(), Ok(None))
     }
 
     /// SIGKILL the process and reap it.

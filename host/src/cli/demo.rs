@@ -10,8 +10,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use super::run::{LimitArgs, start_folder, stop_signal};
+use super::run::{HostArgs, apply_changes, start_folder, stop_signal, sync};
 use super::{history, progress};
+use crate::deploy::FolderWatcher;
 use crate::domain::{ExpectedVersion, NewEvent, time};
 use crate::guest_build;
 use crate::projector::Supervisor;
@@ -44,7 +45,7 @@ pub struct DemoArgs {
     #[arg(long)]
     exit_when_caught_up: bool,
     #[command(flatten)]
-    limits: LimitArgs,
+    host: HostArgs,
 }
 
 fn remove_store_files(db: &Path) -> anyhow::Result<()> {
@@ -185,7 +186,8 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     println!("replaying {head} events into the projections...");
     let started = Instant::now();
-    let supervisor = start_folder(Arc::clone(&store), &projections, args.limits.limits()).await?;
+    let mut deployer = start_folder(Arc::clone(&store), &projections, &args.host).await?;
+    let supervisor = &deployer.supervisor;
     progress::until_caught_up(supervisor.status_receivers(), head).await;
     supervisor.wait_for(head).await;
     let elapsed = started.elapsed();
@@ -209,22 +211,30 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     if !args.exit_when_caught_up {
         println!(
-            "\nfollowing live appends (one payment per second; also try `refold append --store {uri} ...`); Ctrl-C to stop"
+            "\nfollowing live appends (one payment per second; also try `refold append --store {uri} ...`);\n\
+             drop a projection component into {} to deploy it live; Ctrl-C to stop",
+            projections.display()
         );
+        let mut watcher = FolderWatcher::new(&projections)
+            .with_context(|| format!("watching {}", projections.display()))?;
         let mut n = 0;
         let stop = stop_signal();
         tokio::pin!(stop);
+        let mut payments = tokio::time::interval(Duration::from_secs(1));
+        payments.tick().await;
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                Some(changes) = watcher.next() => apply_changes(&mut deployer, changes).await,
+                _ = payments.tick() => {
                     n += 1;
-                    live_payment(&store, &supervisor, n).await?;
+                    sync(&mut deployer).await;
+                    live_payment(&store, &deployer.supervisor, n).await?;
                 }
             }
         }
     }
-    supervisor.shutdown().await;
+    deployer.supervisor.shutdown().await;
     Ok(if failed.is_empty() {
         ExitCode::SUCCESS
     } else {

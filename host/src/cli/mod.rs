@@ -2,6 +2,7 @@
 
 mod append;
 mod demo;
+mod generations;
 pub mod history;
 mod progress;
 mod run;
@@ -42,8 +43,12 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Append events to a stream, with optimistic concurrency.
     Append(append::AppendArgs),
-    /// Show every projection's generations, checkpoints, lag and errors.
+    /// Show every projection's generations, checkpoints, lag and errors, and refused components.
     Status(status::StatusArgs),
+    /// Rebuild a projection from position 0 into a new generation that takes over once caught up.
+    Rebuild(generations::RebuildArgs),
+    /// Make a projection's previous generation active again.
+    Rollback(generations::RollbackArgs),
     /// Build a Rust projection crate (or workspace) into components.
     Build(BuildArgs),
 }
@@ -86,6 +91,8 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo::demo(args).await,
             Command::Append(args) => append::append(args).await,
             Command::Status(args) => status::status(args).await,
+            Command::Rebuild(args) => generations::rebuild(args).await,
+            Command::Rollback(args) => generations::rollback(args).await,
             Command::Build(args) => build(args),
         }
     });
@@ -103,9 +110,11 @@ fn init_tracing(filter: &str) {
         eprintln!("warning: invalid log filter `{filter}`; using `info`");
         tracing_subscriber::EnvFilter::new("info")
     });
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 

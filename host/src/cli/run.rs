@@ -3,18 +3,28 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::Args;
 
 use super::StoreArgs;
-use crate::deploy;
-use crate::engine::{Engine, Limits};
-use crate::projector::Supervisor;
+use crate::deploy::{Changes, Deployer, FolderWatcher, Outcome};
+use crate::engine::{CodeCache, Engine, Limits};
 use crate::store::{self, Store};
 
-/// Run every projection component (`*.wasm`) of a folder against a store. New projections replay
-/// the whole history first; all of them then follow live appends until Ctrl-C or SIGTERM, which
-/// stop them at a batch boundary. A component that fails to load is reported and skipped.
+/// How often the store is checked for generation changes (a cut-over to finish, a rebuild or
+/// rollback requested by another process).
+const SYNC_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Run every projection component (`*.wasm`, recursively) of a folder against a store, and keep
+/// watching the folder: a new file deploys a new projection (it replays the whole history, then
+/// follows live appends); new code with the same declared version is swapped in place at a batch
+/// boundary; a higher version builds a new generation beside the active one and takes over
+/// atomically once it has caught up; a removed file stops its projection (its data stays). A
+/// file that fails to compile or validate is refused and never replaces running code; the
+/// reason shows in the log and in `refold status`. Ctrl-C or SIGTERM stop every projection at a
+/// batch boundary.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -22,71 +32,107 @@ pub struct RunArgs {
     /// Folder of projection components.
     #[arg(long, default_value = "projections")]
     projections: PathBuf,
-    /// Exit once every projection has caught up with the head, instead of following live.
+    /// Exit once every projection has caught up with the head (and every new generation has
+    /// taken over), instead of watching the folder and following live.
     #[arg(long)]
     exit_when_caught_up: bool,
     #[command(flatten)]
-    limits: LimitArgs,
+    host: HostArgs,
 }
 
-/// Sandbox limits for projection instances.
+/// Settings of the wasm host.
 #[derive(Debug, Clone, Args)]
-pub struct LimitArgs {
+pub struct HostArgs {
     /// Memory cap per projection instance, in MiB.
     #[arg(long, env = "REFOLD_MEMORY_MIB", default_value_t = 128)]
     pub memory_mib: usize,
     /// Deadline of one batch, in milliseconds; a guest that runs longer fails its batch.
     #[arg(long, env = "REFOLD_BATCH_DEADLINE_MS", default_value_t = 10_000)]
     pub batch_deadline_ms: u64,
+    /// Folder of the compiled-code cache, shared by runs on this machine [default:
+    /// $XDG_CACHE_HOME/refold/code or ~/.cache/refold/code].
+    #[arg(long, env = "REFOLD_CODE_CACHE")]
+    pub code_cache: Option<PathBuf>,
 }
 
-impl LimitArgs {
-    pub(super) fn limits(&self) -> Limits {
+impl HostArgs {
+    fn limits(&self) -> Limits {
         Limits {
             memory_bytes: self.memory_mib.saturating_mul(1024 * 1024),
-            deadline: std::time::Duration::from_millis(self.batch_deadline_ms.max(1)),
+            deadline: Duration::from_millis(self.batch_deadline_ms.max(1)),
             ..Limits::default()
         }
     }
+
+    fn code_cache_dir(&self) -> Option<PathBuf> {
+        self.code_cache.clone().or_else(|| {
+            std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+                .map(|base| base.join("refold").join("code"))
+        })
+    }
+
+    /// The wasm engine with these limits and the code cache.
+    pub(super) fn engine(&self) -> anyhow::Result<Arc<Engine>> {
+        let cache = match self.code_cache_dir() {
+            Some(dir) => Some(
+                CodeCache::open(&dir)
+                    .with_context(|| format!("opening the code cache {}", dir.display()))?,
+            ),
+            None => {
+                tracing::warn!("no code cache: set --code-cache or HOME");
+                None
+            }
+        };
+        Ok(Arc::new(Engine::new(self.limits(), cache)?))
+    }
 }
 
-/// Load a folder's components and start a projector for each. Refusals are reported; an
-/// error only when nothing could start.
+/// Apply every component of a folder, reporting refusals.
 pub(super) async fn start_folder(
     store: Arc<dyn Store>,
     dir: &Path,
-    limits: Limits,
-) -> anyhow::Result<Supervisor> {
-    let engine = Arc::new(Engine::new(limits)?);
-    let loaded = {
-        let (engine, dir) = (Arc::clone(&engine), dir.to_path_buf());
-        tokio::task::spawn_blocking(move || deploy::load_folder(&engine, &dir)).await??
-    };
-    anyhow::ensure!(
-        !loaded.is_empty(),
-        "no projection components (*.wasm) in {}",
-        dir.display()
-    );
-    let mut supervisor = Supervisor::new(store);
-    for deploy::Loaded { path, result } in loaded {
-        let started = match result {
-            Ok(projection) => supervisor
-                .start(Arc::new(projection))
-                .await
-                .map_err(anyhow::Error::from),
-            Err(error) => Err(error.into()),
-        };
-        if let Err(error) = started {
-            tracing::error!(component = %path.display(), error = %format!("{error:#}"), "projection refused");
-            eprintln!("refused {}: {error:#}", path.display());
+    host: &HostArgs,
+) -> anyhow::Result<Deployer> {
+    let mut deployer = Deployer::new(host.engine()?, store, dir);
+    let outcomes = deployer.scan().await?;
+    report(&deployer, outcomes);
+    Ok(deployer)
+}
+
+/// Print refusals (the log has every outcome).
+pub(super) fn report(deployer: &Deployer, outcomes: Vec<(PathBuf, Outcome)>) {
+    for (path, outcome) in outcomes {
+        if let Outcome::Refused { error } = outcome {
+            let shown = path.strip_prefix(deployer.dir()).unwrap_or(&path);
+            eprintln!("refused {}: {error}", shown.display());
         }
     }
-    anyhow::ensure!(
-        !supervisor.statuses().is_empty(),
-        "no projection of {} could start",
-        dir.display()
-    );
-    Ok(supervisor)
+}
+
+/// Apply a batch of folder changes.
+pub(super) async fn apply_changes(deployer: &mut Deployer, changes: Changes) {
+    let outcomes = if changes.rescan {
+        match deployer.scan().await {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                tracing::error!(%error, "cannot rescan the projections folder");
+                return;
+            }
+        }
+    } else {
+        deployer.apply_all(changes.paths).await
+    };
+    report(deployer, outcomes);
+}
+
+/// Reconcile projections whose generations changed in the store (cut-overs, and rebuilds or
+/// rollbacks from other processes).
+pub(super) async fn sync(deployer: &mut Deployer) {
+    if let Err(error) = deployer.sync().await {
+        tracing::warn!(%error, "cannot reconcile with the store; retrying");
+    }
 }
 
 /// Resolve when Ctrl-C or SIGTERM arrives.
@@ -114,17 +160,55 @@ pub(super) async fn stop_signal() {
 
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let store = store::open(&args.store.store).await?;
-    let supervisor =
-        start_folder(Arc::clone(&store), &args.projections, args.limits.limits()).await?;
-    if args.exit_when_caught_up {
-        let head = store.head().await?;
-        supervisor.wait_for(head).await;
+    // Watch before the first scan, so a file dropped meanwhile is not missed.
+    let mut watcher = if args.exit_when_caught_up {
+        None
     } else {
-        tracing::info!(store = %args.store.store, projections = %args.projections.display(), "serving; Ctrl-C to stop");
-        stop_signal().await;
+        let dir = &args.projections;
+        anyhow::ensure!(
+            dir.is_dir(),
+            "projections folder {} does not exist or is not a folder",
+            dir.display()
+        );
+        Some(
+            FolderWatcher::new(dir)
+                .with_context(|| format!("watching {}", args.projections.display()))?,
+        )
+    };
+    let mut deployer = start_folder(Arc::clone(&store), &args.projections, &args.host).await?;
+    let mut tick = tokio::time::interval(SYNC_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    match watcher.as_mut() {
+        None => {
+            anyhow::ensure!(
+                deployer.supervisor.deployed().next().is_some(),
+                "no projection of {} could start",
+                args.projections.display()
+            );
+            let head = store.head().await?;
+            while !deployer.supervisor.caught_up(head) {
+                tick.tick().await;
+                sync(&mut deployer).await;
+            }
+        }
+        Some(watcher) => {
+            tracing::info!(store = %args.store.store, projections = %args.projections.display(), "serving and watching the projections folder; Ctrl-C to stop");
+            let stop = stop_signal();
+            tokio::pin!(stop);
+            loop {
+                tokio::select! {
+                    _ = &mut stop => break,
+                    changes = watcher.next() => match changes {
+                        Some(changes) => apply_changes(&mut deployer, changes).await,
+                        None => break,
+                    },
+                    _ = tick.tick() => sync(&mut deployer).await,
+                }
+            }
+        }
     }
     let mut failed = false;
-    for (name, reason) in supervisor.shutdown().await {
+    for (name, reason) in deployer.supervisor.shutdown().await {
         if reason != crate::projector::DropReason::Shutdown {
             failed = true;
             eprintln!("{name}: {reason}");

@@ -8,7 +8,8 @@ use super::StoreArgs;
 use crate::store;
 
 /// Show every projection generation in the store: state, version, checkpoint, head, lag in
-/// events, and the error it stopped on.
+/// events, and the error it stopped on; then the component files a host refused to deploy, with
+/// the reason.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
@@ -22,6 +23,7 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let store = store::open(&args.store.store).await?;
     let head = store.head().await?;
     let generations = store.all_generations().await?;
+    let refusals = store.refusals().await?;
     if args.json {
         let rows: Vec<_> = generations
             .iter()
@@ -37,23 +39,31 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({ "head": head, "generations": rows })
+                &serde_json::json!({ "head": head, "generations": rows, "refused": refusals })
             )?
         );
         return Ok(ExitCode::SUCCESS);
     }
     println!("head: {head}");
+    for refusal in &refusals {
+        println!(
+            "refused {} ({}): {}",
+            refusal.component,
+            crate::domain::time::iso8601_millis(refusal.at_ms),
+            refusal.error
+        );
+    }
     if generations.is_empty() {
         println!("no projections yet");
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<24} {:>4} {:>7} {:<9} {:>12} {:>10}  error",
+        "{:<24} {:>4} {:>7} {:<11} {:>12} {:>10}  error",
         "projection", "gen", "version", "state", "checkpoint", "lag"
     );
     for g in &generations {
         println!(
-            "{:<24} {:>4} {:>7} {:<9} {:>12} {:>10}  {}",
+            "{:<24} {:>4} {:>7} {:<11} {:>12} {:>10}  {}",
             g.projection,
             g.number,
             g.version,

@@ -20,6 +20,12 @@ pub enum GenerationState {
     Active,
     /// Replaced by a newer generation; kept for rollback.
     Retired,
+    /// Left unfinished: its code was replaced by a different version before it caught up.
+    /// Never served; kept until dropped.
+    Abandoned,
+    /// Was active, then an operator rolled back to the generation before it. Its code is not
+    /// built again automatically.
+    RolledBack,
 }
 
 impl GenerationState {
@@ -29,6 +35,8 @@ impl GenerationState {
             Self::Building => "building",
             Self::Active => "active",
             Self::Retired => "retired",
+            Self::Abandoned => "abandoned",
+            Self::RolledBack => "rolled_back",
         }
     }
 
@@ -38,6 +46,8 @@ impl GenerationState {
             "building" => Some(Self::Building),
             "active" => Some(Self::Active),
             "retired" => Some(Self::Retired),
+            "abandoned" => Some(Self::Abandoned),
+            "rolled_back" => Some(Self::RolledBack),
             _ => None,
         }
     }
@@ -60,6 +70,8 @@ pub struct Generation {
     pub checkpoint: Position,
     /// The last error of its projector, if it stopped on one.
     pub last_error: Option<String>,
+    /// The logical collections it writes (the stable names it serves when active).
+    pub collections: Vec<String>,
 }
 
 impl Generation {
@@ -67,6 +79,18 @@ impl Generation {
     pub fn physical_name(&self, collection: &str) -> String {
         physical_name(&self.projection, self.number, collection)
     }
+}
+
+/// The generation a rollback of `generations` (one projection's, oldest first) returns to: the
+/// newest retired one older than the active one. `None` when nothing is active or nothing
+/// older was ever active.
+pub fn rollback_target(generations: &[Generation]) -> Option<&Generation> {
+    let active = generations
+        .iter()
+        .rfind(|g| g.state == GenerationState::Active)?;
+    generations
+        .iter()
+        .rfind(|g| g.state == GenerationState::Retired && g.number < active.number)
 }
 
 /// `<projection>__g<generation>__<collection>`.

@@ -2,11 +2,11 @@
 
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
 
 use super::bindings::ProjectionPre;
 use super::bindings::refold::projection::types as wit;
+use super::cache::code_hash;
 use super::{Engine, PreparedProjection, host};
 use crate::domain::{CollectionSpec, IndexKey, IndexSpec, Manifest, ManifestError};
 use crate::projector::{BatchContext, HandleFailure};
@@ -48,6 +48,9 @@ pub enum LoadError {
     /// Too large.
     #[error("component has {0} bytes; at most {MAX_COMPONENT_BYTES} are allowed")]
     TooLarge(usize),
+    /// Code asked for by hash is not in the code cache.
+    #[error("component {0} is not in the code cache")]
+    NotCached(String),
 }
 
 /// Reads nothing: `describe` has no collections to see.
@@ -63,12 +66,45 @@ impl DocumentReader for NoDocuments {
     }
 }
 
+/// The compiled component: from the code cache when this host compiled it before, else
+/// compiled now. The second value is true when it was compiled now.
+// The one unsafe call of the host: loading native code from the code cache (see SAFETY).
+#[allow(unsafe_code)]
+fn compile(engine: &Engine, hash: &str, bytes: &[u8]) -> Result<(Component, bool), LoadError> {
+    if let Some(code) = engine.cache.as_ref().and_then(|c| c.compiled(hash)) {
+        // SAFETY: wasmtime requires that serialised code be trusted. This code verified
+        // against the host's own key, so this host serialised it from the component with this
+        // hash; `deserialize` also refuses code from another wasmtime version or configuration.
+        match unsafe { Component::deserialize(&engine.engine, &code) } {
+            Ok(component) => return Ok((component, false)),
+            Err(error) => tracing::debug!(%hash, %error, "cached code unusable; compiling"),
+        }
+    }
+    let component =
+        Component::new(&engine.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:?}")))?;
+    Ok((component, true))
+}
+
+/// Load the component the code cache holds under `hash`.
+pub(super) fn load_cached(
+    engine: &Arc<Engine>,
+    hash: &str,
+) -> Result<PreparedProjection, LoadError> {
+    let bytes = engine
+        .cache
+        .as_ref()
+        .and_then(|c| c.source(hash))
+        .ok_or_else(|| LoadError::NotCached(hash.to_owned()))?;
+    load(engine, &bytes)
+}
+
 pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProjection, LoadError> {
     if bytes.len() > MAX_COMPONENT_BYTES {
         return Err(LoadError::TooLarge(bytes.len()));
     }
-    let component =
-        Component::new(&engine.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:?}")))?;
+    let started = std::time::Instant::now();
+    let code_hash = code_hash(bytes);
+    let (component, fresh) = compile(engine, &code_hash, bytes)?;
     for (name, _) in component.component_type().imports(&engine.engine) {
         if !ALLOWED_IMPORTS.contains(&name) {
             return Err(LoadError::ForbiddenImport(name.to_owned()));
@@ -96,7 +132,15 @@ pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProject
         .map_err(|e| LoadError::Describe(host::classify_trap(&e, &engine.limits)))?;
     let manifest = from_wit(described);
     manifest.validate()?;
-    let code_hash = format!("{:x}", Sha256::digest(bytes));
+    // Only code that passed every check is kept.
+    if let Some(cache) = engine.cache.as_ref().filter(|_| fresh) {
+        cache.store_source(&code_hash, bytes);
+        match component.serialize() {
+            Ok(code) => cache.store_compiled(&code_hash, &code),
+            Err(error) => tracing::warn!(%error, "cannot serialise compiled code"),
+        }
+    }
+    tracing::debug!(projection = %manifest.name, hash = %code_hash, compiled = fresh, elapsed = ?started.elapsed(), "component loaded");
     let name = Arc::from(manifest.name.as_str());
     Ok(PreparedProjection {
         engine: Arc::clone(engine),

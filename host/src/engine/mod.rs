@@ -7,6 +7,7 @@
 //! batch.
 
 mod bindings;
+mod cache;
 mod host;
 mod load;
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 use wasmtime::Config;
 use wasmtime::component::Linker;
 
+pub use cache::{CodeCache, code_hash};
 pub use load::LoadError;
 
 use crate::domain::{Manifest, RecordedEvent};
@@ -52,12 +54,14 @@ pub struct Engine {
     engine: wasmtime::Engine,
     linker: Arc<Linker<host::HostState>>,
     limits: Limits,
+    cache: Option<CodeCache>,
     stop_ticker: Arc<AtomicBool>,
 }
 
 impl Engine {
-    /// Build the engine and start its epoch ticker.
-    pub fn new(limits: Limits) -> Result<Self, LoadError> {
+    /// Build the engine and start its epoch ticker. With a code cache, compiled code is kept
+    /// and reused across loads and restarts.
+    pub fn new(limits: Limits, cache: Option<CodeCache>) -> Result<Self, LoadError> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
         let engine =
@@ -79,6 +83,7 @@ impl Engine {
             engine,
             linker: Arc::new(linker),
             limits,
+            cache,
             stop_ticker,
         })
     }
@@ -91,6 +96,12 @@ impl Engine {
     /// Compile, check and describe a component. Nothing runs if any step fails.
     pub fn load(self: &Arc<Self>, bytes: &[u8]) -> Result<PreparedProjection, LoadError> {
         load::load(self, bytes)
+    }
+
+    /// Load the component with this code hash from the code cache (for a generation whose
+    /// file is no longer deployed, e.g. the active one while a new version builds).
+    pub fn load_cached(self: &Arc<Self>, hash: &str) -> Result<PreparedProjection, LoadError> {
+        load::load_cached(self, hash)
     }
 
     fn new_store(

@@ -7,13 +7,14 @@
 
 mod context;
 mod handler;
+mod plan;
 mod runner;
 mod supervisor;
 
 pub use context::{BatchContext, CollectionFailure};
 pub use handler::{HandleFailure, Handler};
 pub use runner::{DropReason, Projector, ProjectorState, ProjectorStatus};
-pub use supervisor::{Supervisor, SupervisorError};
+pub use supervisor::{CodeSource, Supervisor, SupervisorError};
 
 /// Events per batch when the manifest does not say.
 pub const DEFAULT_BATCH_SIZE: u32 = 500;

@@ -42,6 +42,8 @@ pub struct ProjectorStatus {
     pub generation: u32,
     /// Declared version.
     pub version: u32,
+    /// The generation's life-cycle state, as this projector last set it.
+    pub generation_state: GenerationState,
     /// What it is doing.
     pub state: ProjectorState,
     /// Last position folded in.
@@ -99,6 +101,7 @@ impl Projector {
             projection: generation.projection.clone(),
             generation: generation.number,
             version: generation.version,
+            generation_state: generation.state,
             state: ProjectorState::Starting,
             checkpoint: generation.checkpoint,
             head: 0,
@@ -351,7 +354,11 @@ impl Projector {
         if self.generation.state == GenerationState::Building {
             let generation = self.generation.clone();
             let mut backoff = Backoff::new();
-            while let Err(error) = self.store.activate(&generation, manifest).await {
+            while let Err(error) = self
+                .store
+                .activate(&generation, GenerationState::Retired)
+                .await
+            {
                 if !self.pause(&mut backoff, "activate", &error).await {
                     return Some(DropReason::Shutdown);
                 }
@@ -359,9 +366,11 @@ impl Projector {
             self.generation.state = GenerationState::Active;
             tracing::info!(projection = %manifest.name, generation = generation.number, checkpoint = scanned, "generation caught up and is now active");
         }
+        let generation_state = self.generation.state;
         self.publish(|s| {
             s.state = ProjectorState::Live;
             s.checkpoint = scanned;
+            s.generation_state = generation_state;
         });
         loop {
             if *feed.borrow_and_update() > scanned {

@@ -1,24 +1,26 @@
-//! The supervisor: resolves which generation each loaded projection runs, and owns the set of
-//! projector tasks.
+//! The supervisor: owns the projector tasks and keeps them matching, per projection, the
+//! deployed code and the generations in the store (see [`super::plan`] for the rules).
 //!
-//! Generation rules for a projection loaded with manifest version `v`:
-//! - no generation yet: a new one is built from the origin and becomes active when it catches up;
-//! - a generation of version `v` (building or active): it continues from its checkpoint, with
-//!   the new code if the code changed (an in-place swap);
-//! - an active generation of a lower version: a new generation is built beside it, which keeps
-//!   serving until the new one catches up and takes over;
-//! - an active generation of a higher version: refused, the stored data is newer than the code.
+//! It is level-triggered: [`Supervisor::reconcile`] reads a projection's generations, plans, and
+//! then starts, stops or restarts projectors until what runs matches the plan. Deploys,
+//! removals, cut-overs (a building generation activating itself) and operator commands run from
+//! another process (`refold rebuild`, `refold rollback`) all end in the same call, so there is
+//! one code path for every change. A restart with new code stops the old projector at a batch
+//! boundary and waits for it before the new one reads its checkpoint, so no event is skipped or
+//! handled twice across a swap.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{DropReason, Handler, Projector, ProjectorStatus};
+use super::plan::{Code, Refused, plan};
+use super::{DropReason, Handler, Projector, ProjectorState, ProjectorStatus};
 use crate::domain::{Generation, GenerationState, Position};
 use crate::store::{Store, StoreError};
 
-/// Why a projection could not be started.
+/// Why deployed code does not run.
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
     /// The store failed.
@@ -36,53 +38,266 @@ pub enum SupervisorError {
         /// Version serving.
         active: u32,
     },
-    /// Two loaded components share a name.
-    #[error("two components declare the projection name `{0}`")]
-    Duplicate(String),
+    /// An operator rolled back from this very code.
+    #[error(
+        "{projection}: this code was rolled back (generation {generation}); deploy different code to roll forward"
+    )]
+    RolledBack {
+        /// Projection.
+        projection: String,
+        /// The generation rolled back from.
+        generation: u32,
+    },
+}
+
+/// Loads the code recorded for a generation, by hash, when it is not the deployed file's (an
+/// active generation that keeps serving while a new version builds, or after a rollback).
+/// Keeps the supervisor free of wasmtime.
+pub trait CodeSource: Send + Sync {
+    /// The handler for this code hash; an error says why it cannot be had. May block.
+    fn load(&self, code_hash: &str) -> Result<Arc<dyn Handler>, String>;
 }
 
 struct Running {
-    name: String,
+    code_hash: String,
+    stop: watch::Sender<bool>,
     status: watch::Receiver<ProjectorStatus>,
     task: JoinHandle<DropReason>,
+}
+
+/// What the store said about one projection when it was last reconciled; a change means
+/// something (a cut-over, a rebuild, a rollback) needs reconciling again.
+type Fingerprint = Vec<(u32, u32, String, GenerationState)>;
+
+fn fingerprint(generations: &[Generation]) -> Fingerprint {
+    generations
+        .iter()
+        .map(|g| (g.number, g.version, g.code_hash.clone(), g.state))
+        .collect()
 }
 
 /// The set of running projectors.
 pub struct Supervisor {
     store: Arc<dyn Store>,
-    shutdown: watch::Sender<bool>,
-    running: Vec<Running>,
+    code: Arc<dyn CodeSource>,
+    /// Code deployed per projection name.
+    deployed: BTreeMap<String, Arc<dyn Handler>>,
+    /// Handlers in use, by code hash, so a stored hash that matches loaded code is not loaded
+    /// again.
+    handlers: HashMap<String, Arc<dyn Handler>>,
+    running: BTreeMap<(String, u32), Running>,
+    seen: BTreeMap<String, Fingerprint>,
 }
 
 impl Supervisor {
     /// An empty supervisor over a store.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        let (shutdown, _) = watch::channel(false);
+    pub fn new(store: Arc<dyn Store>, code: Arc<dyn CodeSource>) -> Self {
         Self {
             store,
-            shutdown,
-            running: Vec::new(),
+            code,
+            deployed: BTreeMap::new(),
+            handlers: HashMap::new(),
+            running: BTreeMap::new(),
+            seen: BTreeMap::new(),
         }
     }
 
-    /// Start a projector for a loaded projection, on the generation the rules above pick.
-    pub async fn start(
-        &mut self,
-        handler: Arc<dyn Handler>,
-    ) -> Result<Generation, SupervisorError> {
-        let manifest = handler.manifest();
-        if self.running.iter().any(|r| r.name == manifest.name) {
-            return Err(SupervisorError::Duplicate(manifest.name.clone()));
+    /// Deploy code for a projection (new, or replacing what was deployed under its name) and
+    /// reconcile. An error says why the code does not run; what ran before keeps running.
+    pub async fn deploy(&mut self, handler: Arc<dyn Handler>) -> Result<(), SupervisorError> {
+        let name = handler.manifest().name.clone();
+        self.handlers
+            .insert(handler.code_hash().to_owned(), Arc::clone(&handler));
+        self.deployed.insert(name.clone(), handler);
+        self.reconcile(&name).await
+    }
+
+    /// Withdraw a projection's code: its projectors stop; its data stays.
+    pub async fn undeploy(&mut self, name: &str) -> Result<(), SupervisorError> {
+        self.deployed.remove(name);
+        self.reconcile(name).await
+    }
+
+    /// The names of the deployed projections.
+    pub fn deployed(&self) -> impl Iterator<Item = &str> {
+        self.deployed.keys().map(String::as_str)
+    }
+
+    /// Bring one projection's projectors in line with its deployed code and its generations.
+    pub async fn reconcile(&mut self, name: &str) -> Result<(), SupervisorError> {
+        let generations = self.store.generations(name).await?;
+        let deployed = self.deployed.get(name).cloned();
+        let plan = plan(
+            &generations,
+            deployed
+                .as_ref()
+                .map(|h| (h.manifest().version, h.code_hash())),
+        );
+        for number in &plan.abandon {
+            if let Some(g) = generations.iter().find(|g| g.number == *number) {
+                tracing::info!(projection = %name, generation = number, "abandoning a building generation: different code was deployed");
+                self.store.set_state(g, GenerationState::Abandoned).await?;
+            }
         }
-        let generation = self.resolve_generation(handler.as_ref()).await?;
+        let mut wanted: BTreeMap<u32, Arc<dyn Handler>> = BTreeMap::new();
+        for (number, code) in &plan.run {
+            let handler = match (code, &deployed) {
+                (Code::Deployed, Some(handler)) => Some(Arc::clone(handler)),
+                _ => match generations.iter().find(|g| g.number == *number) {
+                    Some(g) => self.stored_code(g).await,
+                    None => None,
+                },
+            };
+            if let Some(handler) = handler {
+                wanted.insert(*number, handler);
+            }
+        }
+        if let (true, Some(handler)) = (plan.create, &deployed) {
+            let generation = self
+                .store
+                .create_generation(handler.manifest(), handler.code_hash())
+                .await?;
+            tracing::info!(projection = %name, generation = generation.number, version = generation.version, "new generation: building from the origin");
+            wanted.insert(generation.number, Arc::clone(handler));
+        }
+        self.converge(name, wanted).await?;
+        self.seen.insert(
+            name.to_owned(),
+            fingerprint(&self.store.generations(name).await?),
+        );
+        self.forget_unused_handlers();
+        match plan.refused {
+            None => Ok(()),
+            Some(Refused::LowerVersion { declared, active }) => {
+                Err(SupervisorError::LowerVersion {
+                    projection: name.to_owned(),
+                    declared,
+                    active,
+                })
+            }
+            Some(Refused::RolledBack { generation }) => Err(SupervisorError::RolledBack {
+                projection: name.to_owned(),
+                generation,
+            }),
+        }
+    }
+
+    /// Reconcile every projection whose generations changed in the store since it was last
+    /// reconciled (a cut-over, or a rebuild or rollback from another process). Returns each
+    /// projection reconciled, with its outcome.
+    pub async fn sync(&mut self) -> Result<Vec<(String, Result<(), SupervisorError>)>, StoreError> {
+        let mut by_projection: BTreeMap<String, Vec<Generation>> = BTreeMap::new();
+        for generation in self.store.all_generations().await? {
+            by_projection
+                .entry(generation.projection.clone())
+                .or_default()
+                .push(generation);
+        }
+        let names: BTreeSet<String> = self
+            .deployed
+            .keys()
+            .chain(self.running.keys().map(|(name, _)| name))
+            .cloned()
+            .collect();
+        let mut outcomes = Vec::new();
+        for name in names {
+            let current = fingerprint(by_projection.get(&name).map_or(&[][..], Vec::as_slice));
+            if self.seen.get(&name) != Some(&current) {
+                let outcome = self.reconcile(&name).await;
+                outcomes.push((name, outcome));
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Code recorded for a generation: in use already, or loaded from the code source.
+    async fn stored_code(&mut self, generation: &Generation) -> Option<Arc<dyn Handler>> {
+        if let Some(handler) = self.handlers.get(&generation.code_hash) {
+            return Some(Arc::clone(handler));
+        }
+        let code = Arc::clone(&self.code);
+        let hash = generation.code_hash.clone();
+        let loaded = tokio::task::spawn_blocking(move || code.load(&hash))
+            .await
+            .unwrap_or_else(|e| Err(format!("loading task failed: {e}")));
+        match loaded {
+            Ok(handler) => {
+                self.handlers
+                    .insert(generation.code_hash.clone(), Arc::clone(&handler));
+                Some(handler)
+            }
+            Err(error) => {
+                tracing::warn!(projection = %generation.projection, generation = generation.number, %error, "the generation's code is not available: it keeps serving reads but does not follow new events");
+                None
+            }
+        }
+    }
+
+    /// Stop what should not run (or runs other code), then start what is missing, each from
+    /// the checkpoint in the store.
+    async fn converge(
+        &mut self,
+        name: &str,
+        wanted: BTreeMap<u32, Arc<dyn Handler>>,
+    ) -> Result<(), SupervisorError> {
+        let stale: Vec<(String, u32)> = self
+            .running
+            .iter()
+            .filter(|((n, number), running)| {
+                n == name
+                    && wanted
+                        .get(number)
+                        .is_none_or(|h| h.code_hash() != running.code_hash)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            if let Some(running) = self.running.remove(&key) {
+                let _ = running.stop.send(true);
+                let reason = running.task.await;
+                tracing::info!(projection = %key.0, generation = key.1, reason = ?reason.ok(), "projector stopped");
+            }
+        }
+        let generations = self.store.generations(name).await?;
+        for (number, handler) in wanted {
+            if self.running.contains_key(&(name.to_owned(), number)) {
+                continue;
+            }
+            let Some(generation) = generations.iter().find(|g| g.number == number) else {
+                continue;
+            };
+            self.start(generation.clone(), handler).await?;
+        }
+        Ok(())
+    }
+
+    async fn start(
+        &mut self,
+        mut generation: Generation,
+        handler: Arc<dyn Handler>,
+    ) -> Result<(), SupervisorError> {
+        let manifest = handler.manifest();
+        if generation.code_hash != handler.code_hash() {
+            self.store
+                .set_code(&generation, handler.code_hash())
+                .await?;
+            tracing::info!(projection = %manifest.name, generation = generation.number, "new code for the same version: swapped in place, continuing from the checkpoint");
+            generation.code_hash = handler.code_hash().to_owned();
+        }
+        generation.collections = manifest
+            .collections
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
         self.store
             .prepare_collections(&generation, manifest)
             .await?;
+        let (stop, stopped) = watch::channel(false);
         let (projector, status) = Projector::new(
             Arc::clone(&self.store),
             Arc::clone(&handler),
             generation.clone(),
-            self.shutdown.subscribe(),
+            stopped,
         );
         tracing::info!(
             projection = %manifest.name,
@@ -93,71 +308,63 @@ impl Supervisor {
             "starting projector"
         );
         let task = tokio::spawn(projector.run());
-        self.running.push(Running {
-            name: manifest.name.clone(),
-            status,
-            task,
-        });
-        Ok(generation)
+        self.running.insert(
+            (generation.projection.clone(), generation.number),
+            Running {
+                code_hash: generation.code_hash,
+                stop,
+                status,
+                task,
+            },
+        );
+        Ok(())
     }
 
-    async fn resolve_generation(
-        &self,
-        handler: &dyn Handler,
-    ) -> Result<Generation, SupervisorError> {
-        let manifest = handler.manifest();
-        let generations = self.store.generations(&manifest.name).await?;
-        let latest = |state| generations.iter().rev().find(|g| g.state == state);
-        let same_version = latest(GenerationState::Building)
-            .filter(|g| g.version == manifest.version)
-            .or_else(|| latest(GenerationState::Active).filter(|g| g.version == manifest.version));
-        if let Some(generation) = same_version {
-            if generation.code_hash != handler.code_hash() {
-                self.store.set_code(generation, handler.code_hash()).await?;
-                tracing::info!(projection = %manifest.name, generation = generation.number, "new code for the same version: continuing from the checkpoint");
-            }
-            return Ok(Generation {
-                code_hash: handler.code_hash().to_owned(),
-                ..generation.clone()
-            });
-        }
-        if let Some(active) = latest(GenerationState::Active)
-            && active.version > manifest.version
-        {
-            return Err(SupervisorError::LowerVersion {
-                projection: manifest.name.clone(),
-                declared: manifest.version,
-                active: active.version,
-            });
-        }
-        Ok(self
-            .store
-            .create_generation(manifest, handler.code_hash())
-            .await?)
+    fn forget_unused_handlers(&mut self) {
+        let in_use: BTreeSet<&str> = self
+            .running
+            .values()
+            .map(|r| r.code_hash.as_str())
+            .chain(self.deployed.values().map(|h| h.code_hash()))
+            .collect();
+        self.handlers
+            .retain(|hash, _| in_use.contains(hash.as_str()));
     }
 
     /// The latest status of every projector.
     pub fn statuses(&self) -> Vec<ProjectorStatus> {
         self.running
-            .iter()
+            .values()
             .map(|r| r.status.borrow().clone())
             .collect()
     }
 
     /// Status receivers, for progress displays.
     pub fn status_receivers(&self) -> Vec<watch::Receiver<ProjectorStatus>> {
-        self.running.iter().map(|r| r.status.clone()).collect()
+        self.running.values().map(|r| r.status.clone()).collect()
+    }
+
+    /// Whether every projector has folded in everything up to `position` and is following live
+    /// (or has stopped), with no generation still building.
+    pub fn caught_up(&self, position: Position) -> bool {
+        self.running.values().all(|r| {
+            let s = r.status.borrow();
+            s.state == ProjectorState::Stopped
+                || (s.state == ProjectorState::Live
+                    && s.checkpoint >= position
+                    && s.generation_state == GenerationState::Active)
+        })
     }
 
     /// Wait until every projector has folded in everything up to `position` and is following
     /// live, or has stopped.
     pub async fn wait_for(&self, position: Position) {
-        for running in &self.running {
+        for running in self.running.values() {
             let mut status = running.status.clone();
             let _ = status
                 .wait_for(|s| {
-                    s.state == super::ProjectorState::Stopped
-                        || (s.state == super::ProjectorState::Live && s.checkpoint >= position)
+                    s.state == ProjectorState::Stopped
+                        || (s.state == ProjectorState::Live && s.checkpoint >= position)
                 })
                 .await;
         }
@@ -165,14 +372,16 @@ impl Supervisor {
 
     /// Stop every projector at its next batch boundary and wait for them.
     pub async fn shutdown(self) -> Vec<(String, DropReason)> {
-        let _ = self.shutdown.send(true);
+        for running in self.running.values() {
+            let _ = running.stop.send(true);
+        }
         let mut reasons = Vec::new();
-        for running in self.running {
+        for ((name, _), running) in self.running {
             let reason = running
                 .task
                 .await
                 .unwrap_or_else(|e| DropReason::Store(format!("projector task failed: {e}")));
-            reasons.push((running.name, reason));
+            reasons.push((name, reason));
         }
         reasons
     }

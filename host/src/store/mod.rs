@@ -19,8 +19,8 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use crate::domain::{
-    AppendResult, EventFilter, ExpectedVersion, Generation, Manifest, NewEvent, Position,
-    RecordedEvent, StreamVersion,
+    AppendResult, EventFilter, ExpectedVersion, Generation, GenerationState, Manifest, NewEvent,
+    Position, RecordedEvent, StreamVersion,
 };
 pub use batch::BatchWrites;
 
@@ -86,6 +86,18 @@ impl StoreError {
 
 /// Result of store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A component file the host refused to deploy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Refusal {
+    /// The file, relative to the projections folder.
+    pub component: String,
+    /// Why it was refused.
+    pub error: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
 
 /// One page of the global log.
 #[derive(Debug, Clone, Default)]
@@ -205,7 +217,8 @@ pub trait ReadModelStore: Send + Sync {
         code_hash: &str,
     ) -> StoreResult<Generation>;
 
-    /// Make the physical collections and indexes of a generation exist (idempotent).
+    /// Make the physical collections and indexes of a generation exist and record them as its
+    /// collections; for an active generation, also make their stable names exist (idempotent).
     async fn prepare_collections(
         &self,
         generation: &Generation,
@@ -227,8 +240,20 @@ pub trait ReadModelStore: Send + Sync {
     ) -> StoreResult<()>;
 
     /// Make a generation the active one: the stable names point at its collections, and the
-    /// previously active generation is retired. Atomic for readers.
-    async fn activate(&self, generation: &Generation, manifest: &Manifest) -> StoreResult<()>;
+    /// previously active generation moves to `previous` (retired after a cut-over, rolled back
+    /// after a rollback). Stable names of collections the generation lacks are removed. On
+    /// SQLite this is one transaction; on MongoDB each stable name switches atomically.
+    async fn activate(&self, generation: &Generation, previous: GenerationState)
+    -> StoreResult<()>;
+
+    /// Set a generation's life-cycle state (to abandon a building one).
+    async fn set_state(&self, generation: &Generation, state: GenerationState) -> StoreResult<()>;
+
+    /// Record why a component file was refused (`Some`), or that it deployed (`None`).
+    async fn record_refusal(&self, component: &str, error: Option<&str>) -> StoreResult<()>;
+
+    /// The component files currently refused, by name.
+    async fn refusals(&self) -> StoreResult<Vec<Refusal>>;
 
     /// Record (or clear) the error a generation's projector stopped on.
     async fn set_error(&self, generation: &Generation, error: Option<&str>) -> StoreResult<()>;

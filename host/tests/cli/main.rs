@@ -50,6 +50,8 @@ fn every_command_explains_itself() {
         ("append", "expected-version"),
         ("status", "lag"),
         ("build", "components"),
+        ("rebuild", "generation"),
+        ("rollback", "generation"),
     ] {
         let out = refold(&[command, "--help"]);
         assert!(out.status.success(), "{command} --help failed");

@@ -86,6 +86,10 @@ impl MongoStore {
         self.db.collection("generations")
     }
 
+    fn refusals_collection(&self) -> Collection<Document> {
+        self.db.collection("refusals")
+    }
+
     async fn create_indexes(&self) -> StoreResult<()> {
         let index = |keys: Document, name: &str, unique: bool| {
             IndexModel::builder()

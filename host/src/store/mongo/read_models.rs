@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 use super::{MongoStore, backend, convert, errors, transaction};
 use crate::domain::generation::stable_name;
 use crate::domain::{Generation, GenerationState, Manifest, Position, time};
-use crate::store::{BatchWrites, DocumentReader, ReadModelStore, StoreError, StoreResult};
+use crate::store::{BatchWrites, DocumentReader, ReadModelStore, Refusal, StoreError, StoreResult};
 
 fn generation_id(projection: &str, number: u32) -> String {
     format!("{projection}:{number}")
@@ -38,6 +38,15 @@ fn to_generation(doc: &Document) -> StoreResult<Generation> {
         state: GenerationState::parse(&text("state")).unwrap_or(GenerationState::Retired),
         checkpoint: int("checkpoint") as Position,
         last_error: doc.get_str("lastError").ok().map(str::to_owned),
+        collections: doc
+            .get_array("collections")
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(|n| n.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -69,6 +78,88 @@ impl MongoStore {
             .await
             .map_err(backend("list collections"))?;
         Ok(!names.is_empty())
+    }
+
+    /// Point the stable names of `collections` at generation `number`'s collections (each a
+    /// `collMod` of its view, atomic per name), and drop those of `stale` collections the
+    /// generation does not have.
+    async fn point_views(
+        &self,
+        generation: &Generation,
+        collections: &[String],
+        stale: &[String],
+    ) -> StoreResult<()> {
+        for collection in collections {
+            let view = stable_name(&generation.projection, collection);
+            let source = generation.physical_name(collection);
+            let repoint = doc! { "collMod": &view, "viewOn": &source, "pipeline": [] };
+            if let Some(current) = self.view_source(&view).await? {
+                if current == source {
+                    continue;
+                }
+                self.db
+                    .run_command(repoint)
+                    .await
+                    .map_err(|e| StoreError::backend(format!("repoint view {view}"), e))?;
+                if self.view_source(&view).await?.as_deref() != Some(source.as_str()) {
+                    // mongod applies `collMod` with `viewOn` atomically. SecantusDB 0.7
+                    // acknowledges it and changes nothing; there the view is dropped and
+                    // created again, which readers can observe as a moment without it.
+                    tracing::warn!(%view, "the server ignored collMod viewOn; recreating the view (not atomic)");
+                    self.db
+                        .collection::<Document>(&view)
+                        .drop()
+                        .await
+                        .map_err(|e| StoreError::backend(format!("drop view {view}"), e))?;
+                    self.db
+                        .create_collection(&view)
+                        .view_on(source.clone())
+                        .pipeline(Vec::<Document>::new())
+                        .await
+                        .map_err(|e| StoreError::backend(format!("create view {view}"), e))?;
+                }
+                continue;
+            }
+            match self
+                .db
+                .create_collection(&view)
+                .view_on(source.clone())
+                .pipeline(Vec::<Document>::new())
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if errors::code(&e) == Some(errors::NAMESPACE_EXISTS) => {
+                    self.db
+                        .run_command(repoint)
+                        .await
+                        .map_err(|e| StoreError::backend(format!("repoint view {view}"), e))?;
+                }
+                Err(e) => return Err(StoreError::backend(format!("create view {view}"), e)),
+            }
+        }
+        for collection in stale.iter().filter(|c| !collections.contains(c)) {
+            let view = stable_name(&generation.projection, collection);
+            self.db
+                .collection::<Document>(&view)
+                .drop()
+                .await
+                .map_err(|e| StoreError::backend(format!("drop view {view}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// The collection a view reads from; `None` when no view of that name exists.
+    async fn view_source(&self, view: &str) -> StoreResult<Option<String>> {
+        let specs: Vec<_> = self
+            .db
+            .list_collections()
+            .filter(doc! { "name": view, "type": "view" })
+            .await
+            .map_err(backend("list views"))?
+            .try_collect()
+            .await
+            .map_err(backend("list views"))?;
+        Ok(specs.first().and_then(|spec| spec.options.view_on.clone()))
     }
 
     async fn update_generation(&self, generation: &Generation, set: Document) -> StoreResult<()> {
@@ -147,6 +238,11 @@ impl ReadModelStore for MongoStore {
                 state: GenerationState::Building,
                 checkpoint: 0,
                 last_error: None,
+                collections: manifest
+                    .collections
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect(),
             };
             let inserted = self
                 .generations_collection()
@@ -207,6 +303,16 @@ impl ReadModelStore for MongoStore {
                     .await
                     .map_err(|e| StoreError::backend(format!("create indexes on {name}"), e))?;
             }
+        }
+        let names: Vec<String> = manifest
+            .collections
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
+        self.update_generation(generation, doc! { "collections": &names })
+            .await?;
+        if generation.state == GenerationState::Active {
+            self.point_views(generation, &names, &[]).await?;
         }
         Ok(())
     }
@@ -278,45 +384,76 @@ impl ReadModelStore for MongoStore {
         })
     }
 
-    async fn activate(&self, generation: &Generation, manifest: &Manifest) -> StoreResult<()> {
-        for collection in &manifest.collections {
-            let view = stable_name(&generation.projection, &collection.name);
-            let source = generation.physical_name(&collection.name);
-            if self.collection_exists(&view).await? {
-                self.db
-                    .run_command(doc! { "collMod": &view, "viewOn": &source, "pipeline": [] })
-                    .await
-                    .map_err(|e| StoreError::backend(format!("repoint view {view}"), e))?;
-            } else {
-                match self
-                    .db
-                    .create_collection(&view)
-                    .view_on(source.clone())
-                    .pipeline(Vec::<Document>::new())
-                    .await
-                {
-                    Ok(()) => {}
-                    Err(e) if errors::code(&e) == Some(errors::NAMESPACE_EXISTS) => {
-                        self.db
-                            .run_command(
-                                doc! { "collMod": &view, "viewOn": &source, "pipeline": [] },
-                            )
-                            .await
-                            .map_err(|e| StoreError::backend(format!("repoint view {view}"), e))?;
-                    }
-                    Err(e) => return Err(StoreError::backend(format!("create view {view}"), e)),
-                }
-            }
-        }
+    async fn activate(
+        &self,
+        generation: &Generation,
+        previous: GenerationState,
+    ) -> StoreResult<()> {
+        let stale: Vec<String> = self
+            .generations(&generation.projection)
+            .await?
+            .into_iter()
+            .filter(|g| g.state == GenerationState::Active && g.number != generation.number)
+            .flat_map(|g| g.collections)
+            .collect();
+        self.point_views(generation, &generation.collections, &stale)
+            .await?;
         self.generations_collection()
             .update_many(
                 doc! { "projection": &generation.projection, "state": "active", "number": { "$ne": i64::from(generation.number) } },
-                doc! { "$set": { "state": "retired" } },
+                doc! { "$set": { "state": previous.as_str() } },
             )
             .await
             .map_err(backend("retire generations"))?;
         self.update_generation(generation, doc! { "state": "active" })
             .await
+    }
+
+    async fn set_state(&self, generation: &Generation, state: GenerationState) -> StoreResult<()> {
+        self.update_generation(generation, doc! { "state": state.as_str() })
+            .await
+    }
+
+    async fn record_refusal(&self, component: &str, error: Option<&str>) -> StoreResult<()> {
+        let refusals = self.refusals_collection();
+        match error {
+            Some(error) => refusals
+                .replace_one(
+                    doc! { "_id": component },
+                    doc! { "_id": component, "error": error, "at": mongodb::bson::DateTime::from_millis(time::now_millis()) },
+                )
+                .upsert(true)
+                .await
+                .map(drop),
+            None => refusals
+                .delete_one(doc! { "_id": component })
+                .await
+                .map(drop),
+        }
+        .map_err(backend("record refusal"))
+    }
+
+    async fn refusals(&self) -> StoreResult<Vec<Refusal>> {
+        let docs: Vec<Document> = self
+            .refusals_collection()
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(backend("read refusals"))?
+            .try_collect()
+            .await
+            .map_err(backend("read refusals"))?;
+        Ok(docs
+            .iter()
+            .map(|d| Refusal {
+                component: d.get_str("_id").unwrap_or_default().to_owned(),
+                error: d.get_str("error").unwrap_or_default().to_owned(),
+                at_ms: d
+                    .get_datetime("at")
+                    .map(|t| t.timestamp_millis())
+                    .unwrap_or_default(),
+            })
+            .collect())
     }
 
     async fn set_error(&self, generation: &Generation, error: Option<&str>) -> StoreResult<()> {

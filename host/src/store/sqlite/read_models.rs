@@ -14,13 +14,14 @@ use serde_json::{Map, Value};
 use super::{SqliteStore, quoted};
 use crate::domain::generation::{physical_name, stable_name};
 use crate::domain::{Generation, GenerationState, Manifest, Position, time};
-use crate::store::{BatchWrites, DocumentReader, ReadModelStore, StoreError, StoreResult};
+use crate::store::{BatchWrites, DocumentReader, ReadModelStore, Refusal, StoreError, StoreResult};
 
 const GENERATION_COLUMNS: &str =
-    "projection, number, version, code_hash, state, checkpoint, last_error";
+    "projection, number, version, code_hash, state, checkpoint, last_error, collections";
 
 fn row_to_generation(row: &rusqlite::Row<'_>) -> rusqlite::Result<Generation> {
     let state: String = row.get(4)?;
+    let collections: String = row.get(7)?;
     Ok(Generation {
         projection: row.get(0)?,
         number: row.get(1)?,
@@ -29,6 +30,7 @@ fn row_to_generation(row: &rusqlite::Row<'_>) -> rusqlite::Result<Generation> {
         state: GenerationState::parse(&state).unwrap_or(GenerationState::Retired),
         checkpoint: row.get::<_, i64>(5)? as Position,
         last_error: row.get(6)?,
+        collections: serde_json::from_str(&collections).unwrap_or_default(),
     })
 }
 
@@ -84,7 +86,49 @@ fn create_collections(
         conn.execute_batch(&sql)
             .map_err(|e| StoreError::backend(format!("create collection {table}"), e))?;
     }
+    let names: Vec<String> = manifest
+        .collections
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    conn.execute(
+        "UPDATE generations SET collections = ?3 WHERE projection = ?1 AND number = ?2",
+        params![
+            generation.projection,
+            generation.number,
+            serde_json::to_string(&names).unwrap_or_default()
+        ],
+    )
+    .map_err(|e| StoreError::backend("record collections", e))?;
+    if generation.state == GenerationState::Active {
+        point_views(conn, &generation.projection, generation.number, &names, &[])?;
+    }
     Ok(())
+}
+
+/// Point the stable names of `collections` at generation `number`'s tables, and drop those of
+/// `stale` collections the generation does not have.
+fn point_views(
+    conn: &Connection,
+    projection: &str,
+    number: u32,
+    collections: &[String],
+    stale: &[String],
+) -> StoreResult<()> {
+    let mut sql = String::new();
+    for collection in collections {
+        let view = quoted(&stable_name(projection, collection));
+        let table = quoted(&physical_name(projection, number, collection));
+        sql.push_str(&format!(
+            "DROP VIEW IF EXISTS {view}; CREATE VIEW {view} AS SELECT id, body FROM {table};"
+        ));
+    }
+    for collection in stale.iter().filter(|c| !collections.contains(c)) {
+        let view = quoted(&stable_name(projection, collection));
+        sql.push_str(&format!("DROP VIEW IF EXISTS {view};"));
+    }
+    conn.execute_batch(&sql)
+        .map_err(|e| StoreError::backend("repoint stable names", e))
 }
 
 fn commit_blocking(
@@ -145,24 +189,26 @@ fn commit_blocking(
 fn activate_blocking(
     conn: &mut Connection,
     generation: &Generation,
-    manifest: &Manifest,
+    previous: GenerationState,
 ) -> StoreResult<()> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| StoreError::backend("begin cut-over", e))?;
-    let mut sql = String::new();
-    for collection in &manifest.collections {
-        let view = quoted(&stable_name(&generation.projection, &collection.name));
-        let table = quoted(&generation.physical_name(&collection.name));
-        sql.push_str(&format!(
-            "DROP VIEW IF EXISTS {view}; CREATE VIEW {view} AS SELECT id, body FROM {table};"
-        ));
-    }
-    tx.execute_batch(&sql)
-        .map_err(|e| StoreError::backend("repoint stable names", e))?;
+    let stale: Vec<String> = query_generations(&tx, Some(&generation.projection))?
+        .into_iter()
+        .filter(|g| g.state == GenerationState::Active)
+        .flat_map(|g| g.collections)
+        .collect();
+    point_views(
+        &tx,
+        &generation.projection,
+        generation.number,
+        &generation.collections,
+        &stale,
+    )?;
     tx.execute(
-        "UPDATE generations SET state = 'retired' WHERE projection = ?1 AND state = 'active' AND number <> ?2",
-        params![generation.projection, generation.number],
+        "UPDATE generations SET state = ?3 WHERE projection = ?1 AND state = 'active' AND number <> ?2",
+        params![generation.projection, generation.number, previous.as_str()],
     )
     .and_then(|_| {
         tx.execute(
@@ -257,6 +303,7 @@ impl ReadModelStore for SqliteStore {
                 state: GenerationState::Building,
                 checkpoint: 0,
                 last_error: None,
+                collections: manifest.collections.iter().map(|c| c.name.clone()).collect(),
             };
             tx.execute(
                 "INSERT INTO generations (projection, number, version, code_hash, state, checkpoint, created_ms) VALUES (?1, ?2, ?3, ?4, 'building', 0, ?5)",
@@ -276,8 +323,15 @@ impl ReadModelStore for SqliteStore {
         manifest: &Manifest,
     ) -> StoreResult<()> {
         let (generation, manifest) = (generation.clone(), manifest.clone());
-        self.with_writer(move |conn| create_collections(conn, &generation, &manifest))
-            .await
+        self.with_writer(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(|e| StoreError::backend("begin prepare collections", e))?;
+            create_collections(&tx, &generation, &manifest)?;
+            tx.commit()
+                .map_err(|e| StoreError::backend("commit prepare collections", e))
+        })
+        .await
     }
 
     async fn set_code(&self, generation: &Generation, code_hash: &str) -> StoreResult<()> {
@@ -309,10 +363,61 @@ impl ReadModelStore for SqliteStore {
             .await
     }
 
-    async fn activate(&self, generation: &Generation, manifest: &Manifest) -> StoreResult<()> {
-        let (generation, manifest) = (generation.clone(), manifest.clone());
-        self.with_writer(move |conn| activate_blocking(conn, &generation, &manifest))
+    async fn activate(
+        &self,
+        generation: &Generation,
+        previous: GenerationState,
+    ) -> StoreResult<()> {
+        let generation = generation.clone();
+        self.with_writer(move |conn| activate_blocking(conn, &generation, previous))
             .await
+    }
+
+    async fn set_state(&self, generation: &Generation, state: GenerationState) -> StoreResult<()> {
+        let (projection, number) = (generation.projection.clone(), generation.number);
+        self.with_writer(move |conn| {
+            conn.execute(
+                "UPDATE generations SET state = ?3 WHERE projection = ?1 AND number = ?2",
+                params![projection, number, state.as_str()],
+            )
+            .map(drop)
+            .map_err(|e| StoreError::backend("record state", e))
+        })
+        .await
+    }
+
+    async fn record_refusal(&self, component: &str, error: Option<&str>) -> StoreResult<()> {
+        let (component, error) = (component.to_owned(), error.map(str::to_owned));
+        self.with_writer(move |conn| {
+            match error {
+                Some(error) => conn.execute(
+                    "INSERT INTO refusals (component, error, at_ms) VALUES (?1, ?2, ?3) ON CONFLICT (component) DO UPDATE SET error = excluded.error, at_ms = excluded.at_ms",
+                    params![component, error, time::now_millis()],
+                ),
+                None => conn.execute("DELETE FROM refusals WHERE component = ?1", [component]),
+            }
+            .map(drop)
+            .map_err(|e| StoreError::backend("record refusal", e))
+        })
+        .await
+    }
+
+    async fn refusals(&self) -> StoreResult<Vec<Refusal>> {
+        self.with_reader(|conn| {
+            conn.prepare("SELECT component, error, at_ms FROM refusals ORDER BY component")
+                .and_then(|mut s| {
+                    s.query_map([], |r| {
+                        Ok(Refusal {
+                            component: r.get(0)?,
+                            error: r.get(1)?,
+                            at_ms: r.get(2)?,
+                        })
+                    })?
+                    .collect()
+                })
+                .map_err(|e| StoreError::backend("read refusals", e))
+        })
+        .await
     }
 
     async fn set_error(&self, generation: &Generation, error: Option<&str>) -> StoreResult<()> {

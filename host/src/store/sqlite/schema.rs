@@ -29,7 +29,13 @@ CREATE TABLE IF NOT EXISTS generations (
     checkpoint INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     created_ms INTEGER NOT NULL,
+    collections TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (projection, number)
+);
+CREATE TABLE IF NOT EXISTS refusals (
+    component TEXT    PRIMARY KEY NOT NULL,
+    error     TEXT    NOT NULL,
+    at_ms     INTEGER NOT NULL
 );
 ";
 
@@ -49,5 +55,21 @@ pub(super) fn configure_reader(conn: &Connection) -> StoreResult<()> {
 
 pub(super) fn migrate(conn: &Connection) -> StoreResult<()> {
     conn.execute_batch(SCHEMA)
-        .map_err(|e| StoreError::backend("create the schema", e))
+        .map_err(|e| StoreError::backend("create the schema", e))?;
+    // Stores created before generations recorded their collections.
+    let has_collections: bool = conn
+        .query_row(
+            "SELECT count(*) FROM pragma_table_info('generations') WHERE name = 'collections'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+        .map_err(|e| StoreError::backend("inspect the schema", e))?;
+    if !has_collections {
+        conn.execute_batch(
+            "ALTER TABLE generations ADD COLUMN collections TEXT NOT NULL DEFAULT '[]'",
+        )
+        .map_err(|e| StoreError::backend("upgrade the schema", e))?;
+    }
+    Ok(())
 }

@@ -1,0 +1,308 @@
+//! Hot deploy: the projections folder is the deployment.
+//!
+//! Every `*.wasm` file under the folder (recursively; names starting with `.` are ignored, so
+//! editors' and copy tools' temporary files are not loaded) is a projection. A file is read,
+//! hashed, compiled and validated (imports, exports, manifest) before anything changes; a file
+//! that fails any step is refused, with the reason recorded in the store for `refold status`,
+//! and whatever ran before keeps running. A file whose bytes did not change is not loaded again.
+//! Removing a file stops its projection; its data stays.
+//!
+//! A projection name belongs to the first file that deployed it; another file declaring the
+//! same name is refused until the first one is removed.
+
+mod watch;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use watch::{Changes, FolderWatcher};
+
+use crate::engine::{Engine, code_hash};
+use crate::projector::{CodeSource, Handler, Supervisor};
+use crate::store::Store;
+
+/// Why a folder could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// The folder does not exist or is not a folder.
+    #[error("projections folder {0} does not exist or is not a folder")]
+    NoFolder(PathBuf),
+    /// Listing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// What applying one file did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Same bytes as already applied (or already refused): nothing to do.
+    Unchanged,
+    /// Deployed: the projection runs this code (or builds a generation with it).
+    Deployed {
+        /// Projection name.
+        projection: String,
+    },
+    /// Refused; what ran before keeps running.
+    Refused {
+        /// Why.
+        error: String,
+    },
+    /// The file is gone; its projection stopped.
+    Removed {
+        /// Projection name, if the file had deployed one.
+        projection: Option<String>,
+    },
+}
+
+/// Loads generations' code from the engine's code cache.
+pub struct CachedCode(pub Arc<Engine>);
+
+impl CodeSource for CachedCode {
+    fn load(&self, code_hash: &str) -> Result<Arc<dyn Handler>, String> {
+        self.0
+            .load_cached(code_hash)
+            .map(|p| Arc::new(p) as Arc<dyn Handler>)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// What is known about one file.
+struct FileState {
+    /// Hash of the bytes last applied (deployed or refused).
+    hash: String,
+    /// The projection it deployed, if any.
+    projection: Option<String>,
+}
+
+/// Applies the files of a projections folder to a supervisor.
+pub struct Deployer {
+    engine: Arc<Engine>,
+    store: Arc<dyn Store>,
+    dir: PathBuf,
+    files: BTreeMap<PathBuf, FileState>,
+    /// The projectors.
+    pub supervisor: Supervisor,
+}
+
+/// The `.wasm` files under a folder, recursively, sorted; hidden names are skipped.
+pub fn components_in(dir: &Path) -> Result<Vec<PathBuf>, DeployError> {
+    if !dir.is_dir() {
+        return Err(DeployError::NoFolder(dir.to_path_buf()));
+    }
+    let mut files = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        let entries = std::fs::read_dir(&folder).map_err(|source| DeployError::Io {
+            path: folder.clone(),
+            source,
+        })?;
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if path.is_dir() {
+                folders.push(path);
+            } else if is_component(&path) && path.is_file() {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Whether a path names a component file (by its name only).
+pub fn is_component(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "wasm")
+        && path
+            .file_name()
+            .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
+}
+
+impl Deployer {
+    /// A deployer for a folder, with an empty supervisor.
+    pub fn new(engine: Arc<Engine>, store: Arc<dyn Store>, dir: &Path) -> Self {
+        let code = Arc::new(CachedCode(Arc::clone(&engine)));
+        Self {
+            engine,
+            supervisor: Supervisor::new(Arc::clone(&store), code),
+            store,
+            dir: dir.to_path_buf(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Apply every file of the folder, and the removal of files applied before that are gone.
+    pub async fn scan(&mut self) -> Result<Vec<(PathBuf, Outcome)>, DeployError> {
+        let mut paths = components_in(&self.dir)?;
+        paths.extend(
+            self.files
+                .keys()
+                .filter(|p| !p.is_file())
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        Ok(self.apply_all(paths).await)
+    }
+
+    /// Apply changed paths: removals first (so a projection moved to another file is free to be
+    /// claimed), then the others in name order.
+    pub async fn apply_all(&mut self, mut paths: Vec<PathBuf>) -> Vec<(PathBuf, Outcome)> {
+        paths.sort_by_key(|p| (p.is_file(), p.clone()));
+        paths.dedup();
+        let mut outcomes = Vec::new();
+        for path in paths {
+            let outcome = self.apply(&path).await;
+            if outcome != Outcome::Unchanged {
+                outcomes.push((path, outcome));
+            }
+        }
+        outcomes
+    }
+
+    /// The path as recorded in the store: relative to the folder.
+    fn component_name(&self, path: &Path) -> String {
+        path.strip_prefix(&self.dir)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Apply one file's current content (or its absence).
+    pub async fn apply(&mut self, path: &Path) -> Outcome {
+        let component = self.component_name(path);
+        let outcome = match std::fs::read(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.remove(path).await,
+            Err(e) => Outcome::Refused {
+                error: format!("cannot read the file: {e}"),
+            },
+            Ok(bytes) => self.deploy(path, bytes).await,
+        };
+        let recorded = match &outcome {
+            Outcome::Unchanged => return outcome,
+            Outcome::Refused { error } => {
+                tracing::error!(%component, %error, "component refused");
+                self.store.record_refusal(&component, Some(error)).await
+            }
+            Outcome::Deployed { projection } => {
+                tracing::info!(%component, %projection, "component deployed");
+                self.store.record_refusal(&component, None).await
+            }
+            Outcome::Removed { projection } => {
+                tracing::info!(%component, projection = ?projection, "component removed: its projection stops, its data stays");
+                self.store.record_refusal(&component, None).await
+            }
+        };
+        if let Err(error) = recorded {
+            tracing::warn!(%component, %error, "cannot record the deploy outcome in the store");
+        }
+        outcome
+    }
+
+    /// Reconcile projections whose generations changed in the store (cut-overs, and rebuilds
+    /// or rollbacks from other processes), recording for each its file's refusal or clearing
+    /// it.
+    pub async fn sync(&mut self) -> Result<(), crate::store::StoreError> {
+        for (projection, outcome) in self.supervisor.sync().await? {
+            let file = self
+                .files
+                .iter()
+                .find(|(_, s)| s.projection.as_deref() == Some(projection.as_str()))
+                .map(|(path, _)| self.component_name(path));
+            let error = outcome.err().map(|e| e.to_string());
+            if let Some(error) = &error {
+                tracing::warn!(%projection, %error, "deployed code refused");
+            }
+            if let Some(file) = file {
+                self.store.record_refusal(&file, error.as_deref()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove(&mut self, path: &Path) -> Outcome {
+        let Some(state) = self.files.remove(path) else {
+            return Outcome::Unchanged;
+        };
+        if let Some(name) = &state.projection
+            && let Err(error) = self.supervisor.undeploy(name).await
+        {
+            tracing::warn!(projection = %name, %error, "stopping the projection failed");
+        }
+        Outcome::Removed {
+            projection: state.projection,
+        }
+    }
+
+    async fn deploy(&mut self, path: &Path, bytes: Vec<u8>) -> Outcome {
+        let hash = code_hash(&bytes);
+        let previous = self.files.get(path);
+        if previous.is_some_and(|s| s.hash == hash) {
+            return Outcome::Unchanged;
+        }
+        let held = previous.and_then(|s| s.projection.clone());
+        let engine = Arc::clone(&self.engine);
+        let loaded = tokio::task::spawn_blocking(move || engine.load(&bytes))
+            .await
+            .map_err(|e| format!("loading task failed: {e}"))
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let refuse = |files: &mut BTreeMap<PathBuf, FileState>, error: String| {
+            files.insert(
+                path.to_path_buf(),
+                FileState {
+                    hash: hash.clone(),
+                    projection: held.clone(),
+                },
+            );
+            Outcome::Refused { error }
+        };
+        let projection = match loaded {
+            Ok(projection) => projection,
+            Err(error) => return refuse(&mut self.files, error),
+        };
+        let name = projection.manifest().name.clone();
+        if let Some((other, _)) = self
+            .files
+            .iter()
+            .find(|(p, s)| p.as_path() != path && s.projection.as_deref() == Some(&name))
+        {
+            let error = format!(
+                "projection `{name}` is already deployed from {}",
+                self.component_name(other)
+            );
+            return refuse(&mut self.files, error);
+        }
+        // The file now declares another projection: the one it held stops.
+        if let Some(old) = held.as_ref().filter(|old| **old != name)
+            && let Err(error) = self.supervisor.undeploy(old).await
+        {
+            tracing::warn!(projection = %old, %error, "stopping the projection failed");
+        }
+        let deployed = self.supervisor.deploy(Arc::new(projection)).await;
+        self.files.insert(
+            path.to_path_buf(),
+            FileState {
+                hash,
+                projection: Some(name.clone()),
+            },
+        );
+        match deployed {
+            Ok(()) => Outcome::Deployed { projection: name },
+            Err(error) => Outcome::Refused {
+                error: error.to_string(),
+            },
+        }
+    }
+}

@@ -1,0 +1,575 @@
+//! Hot deploy, end to end: a watching `refold run` and the four builds of the `counter` fixture
+//! (version 1 with code a and b, version 2 with code a, which traps on `Gate` events, and code
+//! b, which does not), copied over one another in the projections folder.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use refold::domain::{ExpectedVersion, Generation, GenerationState};
+use refold::engine::code_hash;
+use refold::store::{Store, StreamAppend};
+use refold_tests::{
+    Running, Sandbox, catch_up, copy_log, dump, fixture, fixtures, projections, run, text, thing,
+    wait_until,
+};
+use serde_json::Value;
+
+/// A watching host over a sandboxed store, with the test's own handle on the store.
+struct Host {
+    sandbox: Sandbox,
+    store: Arc<dyn Store>,
+    folder: PathBuf,
+    process: Running,
+}
+
+impl Host {
+    async fn start() -> Self {
+        let sandbox = Sandbox::new();
+        let store = sandbox.store("store.db").await;
+        let folder = sandbox.path("projections");
+        std::fs::create_dir_all(&folder).expect("projections folder");
+        let uri = sandbox.uri("store.db");
+        let process = Running::logged(
+            &[
+                "run",
+                "--store",
+                &uri,
+                "--projections",
+                &folder.to_string_lossy(),
+            ],
+            &[("REFOLD_LOG", "info")],
+            &sandbox.path("host.log"),
+        );
+        Self {
+            sandbox,
+            store,
+            folder,
+            process,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.sandbox.path("host.log")).unwrap_or_default()
+    }
+
+    /// Write a fixture's bytes to a file of the folder, in place.
+    fn deploy(&self, fixture_name: &str, file: &str) -> String {
+        let bytes = std::fs::read(fixture(fixture_name)).expect("fixture");
+        let path = self.folder.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("subfolder");
+        }
+        std::fs::write(&path, &bytes).expect("write component");
+        code_hash(&bytes)
+    }
+
+    /// Write a fixture's bytes beside the file, then rename it into place.
+    fn deploy_by_rename(&self, fixture_name: &str, file: &str) -> String {
+        let bytes = std::fs::read(fixture(fixture_name)).expect("fixture");
+        let temp = self.folder.join(format!(".{file}.tmp"));
+        std::fs::write(&temp, &bytes).expect("write temp");
+        std::fs::rename(&temp, self.folder.join(file)).expect("rename");
+        code_hash(&bytes)
+    }
+
+    async fn generations(&self) -> Vec<Generation> {
+        self.store
+            .generations("counter")
+            .await
+            .expect("generations")
+    }
+
+    async fn head(&self) -> u64 {
+        self.store.head().await.expect("head")
+    }
+
+    /// Wait until generation `number` is active, runs `hash`, and has folded in the head.
+    async fn wait_serving(&mut self, number: u32, hash: &str) {
+        let head = self.head().await;
+        let what = format!("generation {number} running {hash} at the head ({head})");
+        let store = Arc::clone(&self.store);
+        let hash = hash.to_owned();
+        wait_until(&what, || {
+            let (store, hash) = (Arc::clone(&store), hash.clone());
+            async move {
+                let generations = store.generations("counter").await.expect("generations");
+                generations.iter().any(|g| {
+                    g.number == number
+                        && g.state == GenerationState::Active
+                        && g.code_hash == hash
+                        && g.checkpoint == head
+                })
+            }
+        })
+        .await;
+        assert!(self.process.alive(), "host exited:\n{}", self.log());
+    }
+
+    async fn refusal(&self, component: &str) -> Option<String> {
+        self.store
+            .refusals()
+            .await
+            .expect("refusals")
+            .into_iter()
+            .find(|r| r.component == component)
+            .map(|r| r.error)
+    }
+
+    async fn wait_refused(&self, component: &str, reason: &str) {
+        let store = Arc::clone(&self.store);
+        wait_until(&format!("{component} refused for `{reason}`"), || {
+            let store = Arc::clone(&store);
+            async move {
+                store
+                    .refusals()
+                    .await
+                    .expect("refusals")
+                    .iter()
+                    .any(|r| r.component == component && r.error.contains(reason))
+            }
+        })
+        .await;
+    }
+
+    fn db(&self) -> PathBuf {
+        self.sandbox.path("store.db")
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("host log:\n{}", self.log());
+        }
+    }
+}
+
+/// `streams` streams of `per_stream` events each, appended one stream per call.
+async fn append_streams(store: &dyn Store, prefix: &str, streams: usize, per_stream: usize) {
+    let appends: Vec<StreamAppend> = (0..streams)
+        .map(|i| StreamAppend {
+            aggregate_id: format!("{prefix}-{i}"),
+            expected: ExpectedVersion::Any,
+            events: (0..per_stream).map(|_| thing("Counted")).collect(),
+        })
+        .collect();
+    for chunk in appends.chunks(100) {
+        store.append_all(chunk.to_vec()).await.expect("append");
+    }
+}
+
+/// `counter__by_stream` through its stable name: stream -> (count, version).
+fn by_stream(db: &Path) -> Vec<(String, (i64, i64))> {
+    dump(db)
+        .remove("counter__by_stream")
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(id, doc)| {
+            let count = doc["count"].as_i64().unwrap_or(-1);
+            let version = doc["version"].as_i64().unwrap_or(-1);
+            (id, (count, version))
+        })
+        .collect()
+}
+
+/// Every stream of the log with its event count: what `by_stream` must hold.
+async fn stream_counts(store: &dyn Store) -> Vec<(String, i64)> {
+    let mut counts = std::collections::BTreeMap::<String, i64>::new();
+    let page = store
+        .read_all(0, usize::MAX >> 1, &Default::default())
+        .await
+        .expect("read log");
+    for event in page.events {
+        *counts.entry(event.aggregate_id).or_default() += 1;
+    }
+    counts.into_iter().collect()
+}
+
+/// The read models a clean replay of the same log with one component gives.
+async fn clean_replay(from: &dyn Store, fixture_name: &str) -> Vec<(String, Vec<(String, Value)>)> {
+    let sandbox = Sandbox::new();
+    copy_log(from, sandbox.store("clean.db").await.as_ref()).await;
+    let folder = sandbox.path("clean");
+    std::fs::create_dir_all(&folder).expect("folder");
+    std::fs::copy(fixture(fixture_name), folder.join("counter.wasm")).expect("copy");
+    let out = catch_up(&sandbox.uri("clean.db"), &folder, &[]);
+    assert!(out.status.success(), "clean replay: {}", text(&out.stderr));
+    dump(&sandbox.path("clean.db")).into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_file_replays_history_then_follows_live() {
+    let mut host = Host::start().await;
+    append_streams(host.store.as_ref(), "s", 50, 4).await;
+    let hash = host.deploy("counter-v1", "counter.wasm");
+    host.wait_serving(1, &hash).await;
+    append_streams(host.store.as_ref(), "live", 10, 2).await;
+    host.wait_serving(1, &hash).await;
+    let expected: Vec<(String, (i64, i64))> = stream_counts(host.store.as_ref())
+        .await
+        .into_iter()
+        .map(|(id, n)| (id, (n, 1)))
+        .collect();
+    assert_eq!(by_stream(&host.db()), expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_version_new_code_swaps_in_place_under_appends() {
+    let mut host = Host::start().await;
+    append_streams(host.store.as_ref(), "s", 100, 3).await;
+    let v1 = host.deploy("counter-v1", "counter.wasm");
+    host.wait_serving(1, &v1).await;
+
+    // Appends keep coming while the code is swapped.
+    let appending = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let (store, appending) = (Arc::clone(&host.store), Arc::clone(&appending));
+        tokio::spawn(async move {
+            let mut i = 0;
+            while appending.load(Ordering::Relaxed) {
+                append_streams(store.as_ref(), &format!("live{i}"), 5, 2).await;
+                i += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+    };
+    let v1b = host.deploy_by_rename("counter-v1b", "counter.wasm");
+    assert_ne!(v1, v1b);
+    let store = Arc::clone(&host.store);
+    wait_until("the new code to be recorded", || {
+        let (store, v1b) = (Arc::clone(&store), v1b.clone());
+        async move { store.generations("counter").await.expect("generations")[0].code_hash == v1b }
+    })
+    .await;
+    append_streams(host.store.as_ref(), "after-swap", 5, 1).await;
+    appending.store(false, Ordering::Relaxed);
+    writer.await.expect("writer");
+    host.wait_serving(1, &v1b).await;
+
+    let generations = host.generations().await;
+    assert_eq!(generations.len(), 1, "an in-place swap makes no generation");
+    let models = dump(&host.db());
+    assert_eq!(models["counter__totals"][0].1["code"], "b");
+    // Nothing skipped, nothing handled twice: the whole read model equals a clean replay.
+    let clean = clean_replay(host.store.as_ref(), "counter-v1b").await;
+    assert_eq!(models.into_iter().collect::<Vec<_>>(), clean);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_higher_version_builds_beside_the_active_one_and_cuts_over_atomically() {
+    let mut host = Host::start().await;
+    append_streams(host.store.as_ref(), "s", 300, 3).await;
+    let gate = host
+        .store
+        .append("gate", ExpectedVersion::NoStream, vec![thing("Gate")])
+        .await
+        .expect("append gate")
+        .last_position;
+    let v1 = host.deploy("counter-v1", "counter.wasm");
+    host.wait_serving(1, &v1).await;
+    let streams = by_stream(&host.db()).len();
+
+    // A reader polls the stable name the whole time: every read must see every stream, all
+    // written by one generation, and once it has seen version 2 never version 1 again.
+    let reading = Arc::new(AtomicBool::new(true));
+    let reader = {
+        let (db, reading) = (host.db(), Arc::clone(&reading));
+        std::thread::spawn(move || {
+            let conn = rusqlite::Connection::open_with_flags(
+                &db,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+            )
+            .expect("open");
+            let mut seen = Vec::<i64>::new();
+            // One last read after the flag drops, so the final state is always seen.
+            let mut last = false;
+            while !last {
+                last = !reading.load(Ordering::Relaxed);
+                let (count, low, high): (i64, i64, i64) = conn
+                    .query_row(
+                        "SELECT count(*), min(body ->> '$.version'), max(body ->> '$.version') FROM counter__by_stream",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .expect("read the stable name");
+                assert!(
+                    count >= streams as i64,
+                    "a read saw {count} of {streams} streams"
+                );
+                assert_eq!(low, high, "a read mixed generations");
+                if seen.last() != Some(&low) {
+                    seen.push(low);
+                }
+            }
+            seen
+        })
+    };
+
+    // Version 2 (code a) builds in a generation of its own and parks on the gate, while
+    // generation 1 keeps serving and following live events.
+    host.deploy("counter-v2", "counter.wasm");
+    let store = Arc::clone(&host.store);
+    let parked = format!("counter: handle failed at position {gate}: projection trapped");
+    wait_until("generation 2 to park on the gate", || {
+        let (store, parked) = (Arc::clone(&store), parked.clone());
+        async move {
+            let generations = store.generations("counter").await.expect("generations");
+            generations.len() == 2
+                && generations[1].state == GenerationState::Building
+                && generations[1]
+                    .last_error
+                    .as_deref()
+                    .is_some_and(|e| e.starts_with(&parked))
+        }
+    })
+    .await;
+    let followed = host
+        .store
+        .append("s-7", ExpectedVersion::Any, vec![thing("Counted")])
+        .await
+        .expect("append")
+        .last_position;
+    wait_until("generation 1 to follow the live event", || {
+        let store = Arc::clone(&store);
+        async move { store.generations("counter").await.expect("generations")[0].checkpoint >= followed }
+    })
+    .await;
+    let served = by_stream(&host.db());
+    assert_eq!(
+        served.iter().find(|(id, _)| id == "s-7").map(|(_, v)| *v),
+        Some((4, 1)),
+        "the active generation serves the live event while version 2 is parked"
+    );
+
+    // Fixed code for version 2 swaps into the building generation, which resumes from its
+    // checkpoint, catches up and takes over.
+    let v2b = host.deploy("counter-v2b", "counter.wasm");
+    host.wait_serving(2, &v2b).await;
+    reading.store(false, Ordering::Relaxed);
+    let seen = reader
+        .join()
+        .expect("the reader saw a partial or mixed read model");
+    assert_eq!(seen, [1, 2], "readers see version 1, then version 2");
+    let states: Vec<_> = host.generations().await.iter().map(|g| g.state).collect();
+    assert_eq!(states, [GenerationState::Retired, GenerationState::Active]);
+    let expected: Vec<(String, (i64, i64))> = stream_counts(host.store.as_ref())
+        .await
+        .into_iter()
+        .map(|(id, n)| (id, (n, 2)))
+        .collect();
+    assert_eq!(by_stream(&host.db()), expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lower_versions_broken_files_and_duplicates_are_refused_and_change_nothing() {
+    let mut host = Host::start().await;
+    append_streams(host.store.as_ref(), "s", 20, 2).await;
+    let v2 = host.deploy("counter-v2b", "counter.wasm");
+    host.wait_serving(1, &v2).await;
+
+    host.deploy("counter-v1", "counter.wasm");
+    host.wait_refused("counter.wasm", "lower than the active version 2")
+        .await;
+
+    let bytes = std::fs::read(fixture("counter-v1b")).expect("fixture");
+    std::fs::write(host.folder.join("counter.wasm"), &bytes[..bytes.len() / 2]).expect("write");
+    host.wait_refused("counter.wasm", "not a valid WebAssembly component")
+        .await;
+
+    host.deploy("counter-v2b", "nested/copy.wasm");
+    host.wait_refused(
+        "nested/copy.wasm",
+        "`counter` is already deployed from counter.wasm",
+    )
+    .await;
+
+    std::fs::write(host.folder.join("garbage.wasm"), b"\0asm garbage").expect("write");
+    host.wait_refused("garbage.wasm", "not a valid WebAssembly component")
+        .await;
+
+    // Version 2 kept running through all of it.
+    append_streams(host.store.as_ref(), "live", 5, 1).await;
+    host.wait_serving(1, &v2).await;
+    assert_eq!(host.generations().await.len(), 1);
+    let out = run(&["status", "--store", &host.sandbox.uri("store.db")]);
+    let status = text(&out.stdout);
+    assert!(
+        status.contains("refused nested/copy.wasm") && status.contains("refused garbage.wasm"),
+        "{status}"
+    );
+
+    // A good file clears its refusal.
+    host.deploy("counter-v2b", "counter.wasm");
+    let store = Arc::clone(&host.store);
+    wait_until("the refusal of counter.wasm to clear", || {
+        let store = Arc::clone(&store);
+        async move {
+            !store
+                .refusals()
+                .await
+                .expect("refusals")
+                .iter()
+                .any(|r| r.component == "counter.wasm")
+        }
+    })
+    .await;
+    assert!(host.refusal("nested/copy.wasm").await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rapid_rewrites_and_truncated_files_never_replace_good_code() {
+    let mut host = Host::start().await;
+    append_streams(host.store.as_ref(), "s", 20, 2).await;
+    let v1 = host.deploy("counter-v1", "counter.wasm");
+    host.wait_serving(1, &v1).await;
+
+    let good = std::fs::read(fixture("counter-v1b")).expect("fixture");
+    let path = host.folder.join("counter.wasm");
+    for i in 0..40 {
+        let cut = (good.len() / 40) * i + 1;
+        std::fs::write(&path, &good[..cut]).expect("write truncated");
+        if i % 10 == 9 {
+            tokio::time::sleep(std::time::Duration::from_millis(120)).await;
+        }
+    }
+    // The last write is truncated: the host must still run version 1 code a.
+    host.wait_refused("counter.wasm", "not a valid WebAssembly component")
+        .await;
+    append_streams(host.store.as_ref(), "live", 5, 1).await;
+    host.wait_serving(1, &v1).await;
+
+    std::fs::write(&path, &good).expect("write whole");
+    host.wait_serving(1, &code_hash(&good)).await;
+    assert!(host.refusal("counter.wasm").await.is_none());
+    assert!(host.process.alive());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_file_stops_its_projection_and_keeps_its_data() {
+    let mut host = Host::start().await;
+    append_streams(host.store.as_ref(), "s", 10, 1).await;
+    let v1 = host.deploy("counter-v1", "counter.wasm");
+    std::fs::copy(fixture("healthy"), host.folder.join("healthy.wasm")).expect("copy");
+    host.wait_serving(1, &v1).await;
+    let before = by_stream(&host.db());
+
+    std::fs::remove_file(host.folder.join("counter.wasm")).expect("remove");
+    let store = Arc::clone(&host.store);
+    wait_until("the host to log the removal", || {
+        let log = host.log();
+        async move { log.contains("component removed") }
+    })
+    .await;
+    append_streams(host.store.as_ref(), "live", 5, 1).await;
+    let head = host.head().await;
+    wait_until("healthy to reach the head", || {
+        let store = Arc::clone(&store);
+        async move {
+            store.generations("healthy").await.expect("generations")[0].checkpoint == head
+        }
+    })
+    .await;
+    assert_eq!(
+        host.generations().await[0].checkpoint,
+        10,
+        "counter stopped"
+    );
+    assert_eq!(by_stream(&host.db()), before, "its data stays");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_and_rebuild_from_the_command_line_reach_a_running_host() {
+    let mut host = Host::start().await;
+    append_streams(host.store.as_ref(), "s", 30, 2).await;
+    let v1 = host.deploy("counter-v1", "counter.wasm");
+    host.wait_serving(1, &v1).await;
+    let v2 = host.deploy("counter-v2b", "counter.wasm");
+    host.wait_serving(2, &v2).await;
+    assert!(
+        by_stream(&host.db())
+            .iter()
+            .all(|(_, (_, version))| *version == 2)
+    );
+
+    let uri = host.sandbox.uri("store.db");
+    let out = run(&["rollback", "counter", "--store", &uri]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("generation 1 (version 1) is active again"));
+    // The version 1 file is gone from the folder: the host runs generation 1 from the code
+    // cache, and refuses to rebuild the rolled-back code still in the folder.
+    host.wait_refused("counter.wasm", "was rolled back").await;
+    append_streams(host.store.as_ref(), "after-rollback", 5, 1).await;
+    host.wait_serving(1, &v1).await;
+    let expected: Vec<(String, (i64, i64))> = stream_counts(host.store.as_ref())
+        .await
+        .into_iter()
+        .map(|(id, n)| (id, (n, 1)))
+        .collect();
+    assert_eq!(by_stream(&host.db()), expected);
+
+    // A rebuild builds generation 3 from the origin with generation 1's code, then takes over.
+    let out = run(&["rebuild", "counter", "--store", &uri]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    host.wait_serving(3, &v1).await;
+    assert_eq!(by_stream(&host.db()), expected);
+    let states: Vec<_> = host.generations().await.iter().map(|g| g.state).collect();
+    assert_eq!(
+        states,
+        [
+            GenerationState::Retired,
+            GenerationState::RolledBack,
+            GenerationState::Active
+        ]
+    );
+
+    let out = run(&["rollback", "nothing", "--store", &uri]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no projection named `nothing` in the store (known: counter)"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_loads_compiled_code_from_the_cache() {
+    let sandbox = Sandbox::new();
+    let store = sandbox.store("store.db").await;
+    append_streams(store.as_ref(), "s", 5, 1).await;
+    let folder = projections(fixtures(), &["counter-v1"], &sandbox.path("projections"));
+    let cache = sandbox.path("cache");
+    let cache_arg = cache.to_string_lossy().into_owned();
+    let args = || {
+        let mut out = refold_tests::refold();
+        out.env("REFOLD_LOG", "refold=debug").args([
+            "run",
+            "--store",
+            &sandbox.uri("store.db"),
+            "--projections",
+            &folder.to_string_lossy(),
+            "--exit-when-caught-up",
+            "--code-cache",
+            &cache_arg,
+        ]);
+        out.output().expect("run refold")
+    };
+    let first = args();
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(text(&first.stderr).contains("compiled=true"));
+    let hash = code_hash(&std::fs::read(fixture("counter-v1")).expect("fixture"));
+    assert!(cache.join(format!("{hash}.cwasm")).is_file());
+    let second = args();
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    assert!(
+        text(&second.stderr).contains("compiled=false"),
+        "{}",
+        text(&second.stderr)
+    );
+
+    // Compiled code the host did not write is never loaded: it compiles again instead.
+    std::fs::write(cache.join(format!("{hash}.cwasm")), vec![0u8; 4096]).expect("tamper");
+    let third = args();
+    assert!(third.status.success(), "{}", text(&third.stderr));
+    assert!(text(&third.stderr).contains("compiled=true"));
+}
