@@ -1,0 +1,268 @@
+//! `refold-bench`: the benchmark suite. Run it with `scripts/bench` (`--full` for the full
+//! size). It prints each step as it goes, a summary at the end, and writes every figure as JSON.
+//!
+//! What it measures, on one history in the seeds' domain:
+//! 1. replay throughput of a new projection on the embedded store: the Rust payment guest, a
+//!    no-op guest, the same two natively behind the same projector, and the raw store loop;
+//! 2. guest overhead: microseconds per event, guest against native;
+//! 3. live latency at a fixed append rate;
+//! 4. hot swap: in place (compiling and cached) and a new generation over the log;
+//! 5. resident memory: an idle host, one projection, many projections;
+//! 6. the payment replay on MongoDB (SecantusDB, a Python server: not mongod), with the raw
+//!    store loop beside it.
+
+mod mongo;
+mod native;
+mod process;
+mod replay;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use refold::engine::{Engine, Limits};
+use refold::projector::Handler;
+use refold::store::{self, Store};
+use serde_json::{Value, json};
+
+/// The Refold benchmark suite.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The full size: 1,000,000 events, longer live and memory runs.
+    #[arg(long)]
+    full: bool,
+    /// Events in the history (overrides the size `--full` picks).
+    #[arg(long)]
+    events: Option<usize>,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "target/bench-results.json")]
+    out: PathBuf,
+    /// Skip the MongoDB (SecantusDB) run.
+    #[arg(long)]
+    no_mongo: bool,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The `refold` binary beside this one.
+fn refold_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let bin = exe.with_file_name("refold");
+    anyhow::ensure!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --release` (scripts/bench does)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+struct Steps {
+    total: usize,
+    done: usize,
+    started: Instant,
+}
+
+impl Steps {
+    fn next(&mut self, what: &str) {
+        self.done += 1;
+        eprintln!(
+            "[{}/{}] {what} (at {:.0} s)",
+            self.done,
+            self.total,
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+fn load(engine: &Arc<Engine>, file: &Path) -> anyhow::Result<Arc<dyn Handler>> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    Ok(Arc::new(engine.load(&bytes)?))
+}
+
+async fn fill(store: &Arc<dyn Store>, events: usize, seed: u64) -> anyhow::Result<f64> {
+    let history = refold::cli::history::generate(events, seed);
+    let started = Instant::now();
+    let mut batch = Vec::new();
+    let mut size = 0;
+    for append in history {
+        size += append.events.len();
+        batch.push(append);
+        if size >= 2_000 {
+            store.append_all(std::mem::take(&mut batch)).await?;
+            size = 0;
+        }
+    }
+    if !batch.is_empty() {
+        store.append_all(batch).await?;
+    }
+    Ok(store.head().await? as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Read the whole log once so every replay starts with the same warm page cache.
+async fn warm(store: &Arc<dyn Store>) -> anyhow::Result<()> {
+    let mut after = 0;
+    loop {
+        let page = store.read_all(after, 5_000, &Default::default()).await?;
+        if page.scanned_to == after {
+            return Ok(());
+        }
+        after = page.scanned_to;
+    }
+}
+
+/// The documents of a generation's table (SQLite), by id, to check that every variant of the
+/// payment projection wrote the same read model.
+fn table(db: &Path, table: &str) -> anyhow::Result<Vec<(String, Value)>> {
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut stmt = conn.prepare(&format!("SELECT id, body FROM \"{table}\" ORDER BY id"))?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, body) = row?;
+        out.push((id, serde_json::from_str(&body)?));
+    }
+    Ok(out)
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let events = args.events.unwrap_or(if args.full { 1_000_000 } else { 200_000 });
+    let (live_seconds, many) = if args.full { (30, 100) } else { (10, 100) };
+    let mut steps = Steps {
+        total: 10,
+        done: 0,
+        started: Instant::now(),
+    };
+    let bin = refold_bin()?;
+    let work = tempfile::tempdir()?;
+    let dir = work.path();
+    let root = repo_root();
+
+    steps.next("building the guest components");
+    let guests = dir.join("guests");
+    refold::guest_build::build_rust(&root.join("example-projections/rust/payments"), &guests)?;
+    refold::guest_build::build_rust(&root.join("bench/guests"), &guests)?;
+    refold::guest_build::build_rust(&root.join("tests/fixtures"), &guests)?;
+
+    steps.next(&format!("appending {events} events to the embedded store"));
+    let db = dir.join("bench.db");
+    let uri = format!("sqlite://{}", db.display());
+    let store = store::open(&uri).await?;
+    let append_per_s = fill(&store, events, 42).await?;
+    warm(&store).await?;
+    let engine = Arc::new(Engine::new(Limits::default(), None)?);
+
+    steps.next("replay: the raw store loop (native payment logic, straight into the store)");
+    let started = Instant::now();
+    let raw_handled = native::raw_replay(&store, "payments_raw", 500).await?;
+    let raw_seconds = started.elapsed().as_secs_f64();
+    let head = store.head().await?;
+    let raw = replay::Replay {
+        name: "raw store loop, payments".into(),
+        log_events: head,
+        handled: raw_handled,
+        seconds: raw_seconds,
+        log_events_per_s: head as f64 / raw_seconds,
+        handled_per_s: raw_handled as f64 / raw_seconds,
+    };
+
+    steps.next("replay: payments, native behind the projector");
+    let (native_payments, s) = replay::replay(&store, Arc::new(native::NativePayments::new("payments_native")), "payments, native").await?;
+    s.shutdown().await;
+    steps.next("replay: payments, Rust guest");
+    let payments = load(&engine, &guests.join("payments.wasm"))?;
+    let (guest_payments, payments_supervisor) = replay::replay(&store, payments, "payments, Rust guest").await?;
+    steps.next("replay: no-op, native and Rust guest");
+    let (native_noop, s) = replay::replay(&store, Arc::new(native::NativeNoop::new("noop_native")), "no-op, native").await?;
+    s.shutdown().await;
+    let noop = load(&engine, &guests.join("noop.wasm"))?;
+    let (guest_noop, s) = replay::replay(&store, noop, "no-op, Rust guest").await?;
+    s.shutdown().await;
+
+    let identical = ["payments", "org_stats"].iter().try_fold(true, |same, collection| {
+        let guest = table(&db, &format!("payments__g1__{collection}"))?;
+        let native = table(&db, &format!("payments_native__g1__{collection}"))?;
+        let raw = table(&db, &format!("payments_raw__g1__{collection}"))?;
+        anyhow::Ok(same && guest == native && guest == raw && !guest.is_empty())
+    })?;
+    anyhow::ensure!(identical, "the guest, native and raw payment read models differ");
+
+    steps.next(&format!("live latency: {live_seconds} s at 100 appends/s (payments guest)"));
+    let latency = replay::live_latency(&store, &payments_supervisor, 100, Duration::from_secs(live_seconds)).await?;
+    payments_supervisor.shutdown().await;
+
+    steps.next("hot swap (the real binary, counter fixture)");
+    let counters = process::Counters {
+        v1: guests.join("counter_v1.wasm"),
+        v1b: guests.join("counter_v1b.wasm"),
+        v2: guests.join("counter_v2b.wasm"),
+    };
+    let swap = process::hot_swap(&bin, &store, &uri, dir, &counters, 10).await?;
+
+    steps.next(&format!("memory: idle host, one projection, {many} projections"));
+    let memory_events = if args.full { 200_000 } else { 50_000 };
+    let open = async |name: &str| {
+        let uri = format!("sqlite://{}", dir.join(format!("memory-{name}.db")).display());
+        let store = store::open(&uri).await?;
+        fill(&store, memory_events, 7).await?;
+        anyhow::Ok((store, uri))
+    };
+    let memory = process::memory(&bin, open, dir, &guests.join("payments.wasm"), &guests.join("noop.wasm"), many).await?;
+
+    steps.next("MongoDB on SecantusDB (not mongod)");
+    let mongo = if args.no_mongo {
+        json!(null)
+    } else {
+        mongo::replay(&engine, &guests.join("payments.wasm"), if args.full { 50_000 } else { 10_000 })
+            .await
+            .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }))
+    };
+
+    let overhead = |guest: &replay::Replay, native: &replay::Replay| {
+        (guest.seconds - native.seconds) / guest.handled.max(1) as f64 * 1e6
+    };
+    let results = json!({
+        "date": refold::domain::time::iso8601_millis(refold::domain::time::now_millis()),
+        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "memory_gib": memory_gib() },
+        "events": events,
+        "append_events_per_s": append_per_s,
+        "replay": [raw, native_payments, guest_payments, native_noop, guest_noop],
+        "replay_ratio_guest_to_raw": guest_payments.log_events_per_s / raw.log_events_per_s,
+        "guest_overhead_us_per_event": {
+            "payments": overhead(&guest_payments, &native_payments),
+            "noop": overhead(&guest_noop, &native_noop),
+        },
+        "read_models_identical": identical,
+        "live_latency": latency,
+        "hot_swap": swap,
+        "memory": memory,
+        "mongodb_secantusdb": mongo,
+    });
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
+    println!("{}", serde_json::to_string_pretty(&results)?);
+    eprintln!("results written to {}", args.out.display());
+    Ok(())
+}
+
+fn memory_gib() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        })
+        .map(|kib| kib / 1024.0 / 1024.0)
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,74 @@
+//! The payment replay on MongoDB: the raw store loop and the Rust guest, in one run. Against
+//! SecantusDB (started here, a Python server) unless `REFOLD_BENCH_MONGODB_URI` names a real
+//! replica set; the result says which.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use refold::engine::Engine;
+use refold::store;
+use serde_json::{Value, json};
+
+use crate::{fill, native, replay, warm};
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_secantus() -> anyhow::Result<(Server, String)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let child = Command::new("python3")
+        .args(["-c", "import sys; from secantus.cli import main; sys.argv[0] = 'secantusd-py'; sys.exit(main())"])
+        .args(["--port", &port.to_string(), "--storage-path", ":memory:", "--log-level", "WARNING"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok((Server(child), format!("mongodb://127.0.0.1:{port}/refold_bench?replicaSet=secantus")))
+}
+
+/// Replay `events` events of payments on MongoDB: raw loop, then the guest.
+pub async fn replay(engine: &Arc<Engine>, payments: &Path, events: usize) -> anyhow::Result<Value> {
+    let (_server, uri, server) = match std::env::var("REFOLD_BENCH_MONGODB_URI") {
+        Ok(uri) => (None, uri, "MongoDB (REFOLD_BENCH_MONGODB_URI)"),
+        Err(_) => {
+            let (server, uri) = start_secantus()?;
+            (Some(server), uri, "SecantusDB 0.7.0b3 (a Python server, not mongod)")
+        }
+    };
+    let started = Instant::now();
+    let store = loop {
+        match store::open(&uri).await {
+            Ok(store) => break store,
+            // The server takes a moment to start.
+            Err(_) if started.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let append_per_s = fill(&store, events, 42).await?;
+    warm(&store).await?;
+    let started = Instant::now();
+    let handled = native::raw_replay(&store, "payments_raw", 500).await?;
+    let raw_seconds = started.elapsed().as_secs_f64();
+    let head = store.head().await?;
+    let bytes = std::fs::read(payments)?;
+    let guest: Arc<dyn refold::projector::Handler> = Arc::new(engine.load(&bytes)?);
+    let (guest, supervisor) = replay::replay(&store, guest, "payments, Rust guest").await?;
+    supervisor.shutdown().await;
+    Ok(json!({
+        "server": server,
+        "events": head,
+        "append_events_per_s": append_per_s,
+        "raw_store_loop": { "seconds": raw_seconds, "handled": handled, "log_events_per_s": head as f64 / raw_seconds },
+        "guest": guest,
+        "ratio_guest_to_raw": guest.log_events_per_s / (head as f64 / raw_seconds),
+    }))
+}
