@@ -44,6 +44,10 @@ struct Args {
     no_mongo: bool,
 }
 
+/// The same allocator as the `refold` binary, so in-process figures match it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -120,7 +124,8 @@ async fn warm(store: &Arc<dyn Store>) -> anyhow::Result<()> {
 /// The documents of a generation's table (SQLite), by id, to check that every variant of the
 /// payment projection wrote the same read model.
 fn table(db: &Path, table: &str) -> anyhow::Result<Vec<(String, Value)>> {
-    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut stmt = conn.prepare(&format!("SELECT id, body FROM \"{table}\" ORDER BY id"))?;
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     let mut out = Vec::new();
@@ -134,7 +139,9 @@ fn table(db: &Path, table: &str) -> anyhow::Result<Vec<(String, Value)>> {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let events = args.events.unwrap_or(if args.full { 1_000_000 } else { 200_000 });
+    let events = args
+        .events
+        .unwrap_or(if args.full { 1_000_000 } else { 200_000 });
     let (live_seconds, many) = if args.full { (30, 100) } else { (10, 100) };
     let mut steps = Steps {
         total: 10,
@@ -175,28 +182,52 @@ async fn main() -> anyhow::Result<()> {
     };
 
     steps.next("replay: payments, native behind the projector");
-    let (native_payments, s) = replay::replay(&store, Arc::new(native::NativePayments::new("payments_native")), "payments, native").await?;
+    let (native_payments, s) = replay::replay(
+        &store,
+        Arc::new(native::NativePayments::new("payments_native")),
+        "payments, native",
+    )
+    .await?;
     s.shutdown().await;
     steps.next("replay: payments, Rust guest");
     let payments = load(&engine, &guests.join("payments.wasm"))?;
-    let (guest_payments, payments_supervisor) = replay::replay(&store, payments, "payments, Rust guest").await?;
+    let (guest_payments, payments_supervisor) =
+        replay::replay(&store, payments, "payments, Rust guest").await?;
     steps.next("replay: no-op, native and Rust guest");
-    let (native_noop, s) = replay::replay(&store, Arc::new(native::NativeNoop::new("noop_native")), "no-op, native").await?;
+    let (native_noop, s) = replay::replay(
+        &store,
+        Arc::new(native::NativeNoop::new("noop_native")),
+        "no-op, native",
+    )
+    .await?;
     s.shutdown().await;
     let noop = load(&engine, &guests.join("noop.wasm"))?;
     let (guest_noop, s) = replay::replay(&store, noop, "no-op, Rust guest").await?;
     s.shutdown().await;
 
-    let identical = ["payments", "org_stats"].iter().try_fold(true, |same, collection| {
-        let guest = table(&db, &format!("payments__g1__{collection}"))?;
-        let native = table(&db, &format!("payments_native__g1__{collection}"))?;
-        let raw = table(&db, &format!("payments_raw__g1__{collection}"))?;
-        anyhow::Ok(same && guest == native && guest == raw && !guest.is_empty())
-    })?;
-    anyhow::ensure!(identical, "the guest, native and raw payment read models differ");
+    let identical = ["payments", "org_stats"]
+        .iter()
+        .try_fold(true, |same, collection| {
+            let guest = table(&db, &format!("payments__g1__{collection}"))?;
+            let native = table(&db, &format!("payments_native__g1__{collection}"))?;
+            let raw = table(&db, &format!("payments_raw__g1__{collection}"))?;
+            anyhow::Ok(same && guest == native && guest == raw && !guest.is_empty())
+        })?;
+    anyhow::ensure!(
+        identical,
+        "the guest, native and raw payment read models differ"
+    );
 
-    steps.next(&format!("live latency: {live_seconds} s at 100 appends/s (payments guest)"));
-    let latency = replay::live_latency(&store, &payments_supervisor, 100, Duration::from_secs(live_seconds)).await?;
+    steps.next(&format!(
+        "live latency: {live_seconds} s at 100 appends/s (payments guest)"
+    ));
+    let latency = replay::live_latency(
+        &store,
+        &payments_supervisor,
+        100,
+        Duration::from_secs(live_seconds),
+    )
+    .await?;
     payments_supervisor.shutdown().await;
 
     steps.next("hot swap (the real binary, counter fixture)");
@@ -207,23 +238,40 @@ async fn main() -> anyhow::Result<()> {
     };
     let swap = process::hot_swap(&bin, &store, &uri, dir, &counters, 10).await?;
 
-    steps.next(&format!("memory: idle host, one projection, {many} projections"));
+    steps.next(&format!(
+        "memory: idle host, one projection, {many} projections"
+    ));
     let memory_events = if args.full { 200_000 } else { 50_000 };
     let open = async |name: &str| {
-        let uri = format!("sqlite://{}", dir.join(format!("memory-{name}.db")).display());
+        let uri = format!(
+            "sqlite://{}",
+            dir.join(format!("memory-{name}.db")).display()
+        );
         let store = store::open(&uri).await?;
         fill(&store, memory_events, 7).await?;
         anyhow::Ok((store, uri))
     };
-    let memory = process::memory(&bin, open, dir, &guests.join("payments.wasm"), &guests.join("noop.wasm"), many).await?;
+    let memory = process::memory(
+        &bin,
+        open,
+        dir,
+        &guests.join("payments.wasm"),
+        &guests.join("noop.wasm"),
+        many,
+    )
+    .await?;
 
     steps.next("MongoDB on SecantusDB (not mongod)");
     let mongo = if args.no_mongo {
         json!(null)
     } else {
-        mongo::replay(&engine, &guests.join("payments.wasm"), if args.full { 50_000 } else { 10_000 })
-            .await
-            .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }))
+        mongo::replay(
+            &engine,
+            &guests.join("payments.wasm"),
+            if args.full { 50_000 } else { 10_000 },
+        )
+        .await
+        .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }))
     };
 
     let overhead = |guest: &replay::Replay, native: &replay::Replay| {

@@ -23,14 +23,19 @@ impl Drop for Server {
 }
 
 fn start_secantus() -> anyhow::Result<(Server, String)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let child = Command::new("python3")
         .args(["-c", "import sys; from secantus.cli import main; sys.argv[0] = 'secantusd-py'; sys.exit(main())"])
         .args(["--port", &port.to_string(), "--storage-path", ":memory:", "--log-level", "WARNING"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
-    Ok((Server(child), format!("mongodb://127.0.0.1:{port}/refold_bench?replicaSet=secantus")))
+    Ok((
+        Server(child),
+        format!("mongodb://127.0.0.1:{port}/refold_bench?replicaSet=secantus"),
+    ))
 }
 
 /// Replay `events` events of payments on MongoDB: raw loop, then the guest.
@@ -39,7 +44,11 @@ pub async fn replay(engine: &Arc<Engine>, payments: &Path, events: usize) -> any
         Ok(uri) => (None, uri, "MongoDB (REFOLD_BENCH_MONGODB_URI)"),
         Err(_) => {
             let (server, uri) = start_secantus()?;
-            (Some(server), uri, "SecantusDB 0.7.0b3 (a Python server, not mongod)")
+            (
+                Some(server),
+                uri,
+                "SecantusDB 0.7.0b3 (a Python server, not mongod)",
+            )
         }
     };
     let started = Instant::now();

@@ -181,9 +181,7 @@ fn apply(document: &mut Map<String, Value>, update: &Value) {
             let slot = match tail {
                 None => document.entry(head.to_owned()).or_insert(json!(0)),
                 Some(tail) => {
-                    let parent = document
-                        .entry(head.to_owned())
-                        .or_insert_with(|| json!({}));
+                    let parent = document.entry(head.to_owned()).or_insert_with(|| json!({}));
                     match parent.as_object_mut() {
                         Some(parent) => parent.entry(tail.to_owned()).or_insert(json!(0)),
                         None => continue,
@@ -243,7 +241,12 @@ pub async fn raw_replay(store: &Arc<dyn Store>, name: &str, batch: usize) -> any
             })
             .collect();
         store
-            .commit(&generation, BatchWrites { documents }, checkpoint, page.scanned_to)
+            .commit(
+                &generation,
+                BatchWrites { documents },
+                checkpoint,
+                page.scanned_to,
+            )
             .await?;
         checkpoint = page.scanned_to;
         if cache.len() > 100_000 {

@@ -15,7 +15,13 @@ pub struct Host(Child);
 
 impl Host {
     /// `refold run` watching `folder`, with its own code cache.
-    pub fn start(bin: &Path, uri: &str, folder: &Path, cache: &Path, log: &Path) -> anyhow::Result<Self> {
+    pub fn start(
+        bin: &Path,
+        uri: &str,
+        folder: &Path,
+        cache: &Path,
+        log: &Path,
+    ) -> anyhow::Result<Self> {
         let child = Command::new(bin)
             .args(["run", "--store", uri, "--projections"])
             .arg(folder)
@@ -51,7 +57,11 @@ impl Drop for Host {
 }
 
 /// Poll (every millisecond) until `done` holds; the time it took. Fails after `limit`.
-pub async fn time_until<F, Fut>(limit: Duration, what: &str, mut done: F) -> anyhow::Result<Duration>
+pub async fn time_until<F, Fut>(
+    limit: Duration,
+    what: &str,
+    mut done: F,
+) -> anyhow::Result<Duration>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<bool>>,
@@ -125,9 +135,25 @@ pub async fn hot_swap(
     let folder = dir.join("swap-projections");
     std::fs::create_dir_all(&folder)?;
     deploy_file(&counters.v1, &folder, "counter.wasm")?;
-    let _host = Host::start(bin, uri, &folder, &dir.join("swap-cache"), &dir.join("swap.log"))?;
+    let _host = Host::start(
+        bin,
+        uri,
+        &folder,
+        &dir.join("swap-cache"),
+        &dir.join("swap.log"),
+    )?;
     let limit = Duration::from_secs(600);
-    time_until(limit, "the counter to catch up", || all_active_at_head(store, 1)).await?;
+    time_until(limit, "the counter to catch up", || {
+        let store = Arc::clone(store);
+        async move {
+            let head = store.head().await?;
+            let generations = store.generations("counter").await?;
+            Ok(generations
+                .iter()
+                .any(|g| g.state == GenerationState::Active && g.checkpoint == head))
+        }
+    })
+    .await?;
 
     let code_is = |hash: String| {
         let store = Arc::clone(store);
@@ -135,7 +161,9 @@ pub async fn hot_swap(
             let (store, hash) = (Arc::clone(&store), hash.clone());
             async move {
                 let generations = store.generations("counter").await?;
-                Ok(generations.iter().any(|g| g.state == GenerationState::Active && g.code_hash == hash))
+                Ok(generations
+                    .iter()
+                    .any(|g| g.state == GenerationState::Active && g.code_hash == hash))
             }
         }
     };
@@ -146,7 +174,11 @@ pub async fn hot_swap(
 
     let mut cached = Vec::new();
     for run in 0..cached_runs {
-        let file = if run % 2 == 0 { &counters.v1 } else { &counters.v1b };
+        let file = if run % 2 == 0 {
+            &counters.v1
+        } else {
+            &counters.v1b
+        };
         let started = Instant::now();
         let hash = deploy_file(file, &folder, "counter.wasm")?;
         time_until(limit, "a cached swap", code_is(hash)).await?;
@@ -161,7 +193,9 @@ pub async fn hot_swap(
         let store = Arc::clone(store);
         async move {
             let generations = store.generations("counter").await?;
-            Ok(generations.iter().any(|g| g.version == 2 && g.state == GenerationState::Active))
+            Ok(generations
+                .iter()
+                .any(|g| g.version == 2 && g.state == GenerationState::Active))
         }
     })
     .await?;
@@ -246,7 +280,10 @@ pub async fn memory(
     std::fs::create_dir_all(&folder)?;
     deploy_file(payments, &folder, "payments.wasm")?;
     let one = Host::start(bin, &uri, &folder, &cache, &dir.join("one.log"))?;
-    time_until(limit, "the payment projection", || all_active_at_head(&store, 1)).await?;
+    time_until(limit, "the payment projection", || {
+        all_active_at_head(&store, 1)
+    })
+    .await?;
     tokio::time::sleep(settle).await;
     let (one_kib, one_peak_kib) = one.memory_kib()?;
     let one_projection_events = store.head().await?;
@@ -257,11 +294,17 @@ pub async fn memory(
     std::fs::create_dir_all(&folder)?;
     let bytes = std::fs::read(noop)?;
     for n in 1..=many {
-        std::fs::write(folder.join(format!("noop-{n:07}.wasm")), renamed_noop(&bytes, n))?;
+        std::fs::write(
+            folder.join(format!("noop-{n:07}.wasm")),
+            renamed_noop(&bytes, n),
+        )?;
     }
     let started = Instant::now();
     let host = Host::start(bin, &uri, &folder, &cache, &dir.join("many.log"))?;
-    time_until(limit, "the no-op projections", || all_active_at_head(&store, many)).await?;
+    time_until(limit, "the no-op projections", || {
+        all_active_at_head(&store, many)
+    })
+    .await?;
     let many_catch_up_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(settle).await;
     let (many_kib, _) = host.memory_kib()?;
@@ -281,10 +324,17 @@ pub async fn memory(
         };
         let stream = format!("payment-memory-live-{n}");
         store
-            .append(&stream, refold::domain::ExpectedVersion::NoStream, vec![event])
+            .append(
+                &stream,
+                refold::domain::ExpectedVersion::NoStream,
+                vec![event],
+            )
             .await?;
     }
-    let drained = time_until(limit, "the live appends", || all_active_at_head(&store, many)).await?;
+    let drained = time_until(limit, "the live appends", || {
+        all_active_at_head(&store, many)
+    })
+    .await?;
     Ok(Memory {
         idle_host_mib: mib(idle_kib),
         one_projection_idle_mib: mib(one_kib),

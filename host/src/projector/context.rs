@@ -262,6 +262,14 @@ impl BatchContext {
         BatchWrites { documents }
     }
 
+    /// Drop the cached documents and their memory, between batches: a projector following live
+    /// reads few documents per batch, and an idle one should hold no read model in memory.
+    pub fn release_cache(&mut self) {
+        if self.dirty == 0 {
+            self.entries = HashMap::new();
+        }
+    }
+
     /// Forget everything staged and cached: the batch failed or its commit did.
     pub fn discard(&mut self) {
         self.entries.clear();

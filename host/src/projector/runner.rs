@@ -202,6 +202,7 @@ impl Projector {
                     stored = self.flush_checkpoint(stored, scanned).await;
                     last_flush = Instant::now();
                 }
+                context.release_cache();
                 if let Some(reason) = self.at_head(&manifest, scanned, &mut feed).await {
                     self.flush_checkpoint(stored, scanned).await;
                     return reason;
