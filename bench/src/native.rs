@@ -236,7 +236,7 @@ pub async fn raw_replay(store: &Arc<dyn Store>, name: &str, batch: usize) -> any
         let documents = dirty
             .into_iter()
             .map(|key| {
-                let document = cache.get(&key).cloned();
+                let document = cache.get(&key).cloned().map(Arc::new);
                 (key.0.to_owned(), key.1, document)
             })
             .collect();

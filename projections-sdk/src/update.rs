@@ -67,7 +67,7 @@ impl Update {
 
     /// The update as the JSON object the host expects.
     pub fn to_json(&self) -> String {
-        Value::Object(self.operators.clone()).to_string()
+        serde_json::to_string(&self.operators).unwrap_or_default()
     }
 }
 

@@ -337,7 +337,7 @@ async fn batch_commits_are_guarded_by_the_checkpoint(store: Arc<dyn Store>) {
         let serde_json::Value::Object(map) = json!({ "_id": "a", "balance": v }) else {
             unreachable!()
         };
-        Some(map)
+        Some(Arc::new(map))
     };
     let writes = BatchWrites {
         documents: vec![("balances".into(), "a".into(), doc(10))],
@@ -426,7 +426,7 @@ async fn filled_generation(store: &Arc<dyn Store>, manifest: &Manifest) -> Gener
             else {
                 unreachable!()
             };
-            (c.name.clone(), "a".to_owned(), Some(map))
+            (c.name.clone(), "a".to_owned(), Some(Arc::new(map)))
         })
         .collect();
     store

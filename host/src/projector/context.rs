@@ -9,9 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
-
-use crate::domain::document::{self, MAX_DOCUMENT_BYTES};
+use crate::domain::document::{self, Document, MAX_DOCUMENT_BYTES};
 use crate::domain::{Manifest, Position};
 use crate::store::{BatchWrites, DocumentReader};
 
@@ -53,9 +51,11 @@ impl CollectionFailure {
     }
 }
 
+/// One document as the batch sees it. Shared with the writes handed to the store, so a commit
+/// copies no document.
 #[derive(Debug, Clone)]
 struct Entry {
-    document: Option<Map<String, Value>>,
+    document: Option<Arc<Document>>,
     dirty: bool,
 }
 
@@ -63,7 +63,8 @@ struct Entry {
 pub struct BatchContext {
     reader: Box<dyn DocumentReader>,
     collections: Arc<HashSet<String>>,
-    entries: HashMap<(String, String), Entry>,
+    /// Collection -> id -> entry: looked up by `&str`, so a cache hit allocates nothing.
+    entries: HashMap<String, HashMap<String, Entry>>,
     dirty: usize,
     written_bytes: usize,
     position: Position,
@@ -132,22 +133,25 @@ impl BatchContext {
         &mut self,
         collection: &str,
         id: &str,
-    ) -> Result<Option<Map<String, Value>>, CollectionFailure> {
-        let key = (collection.to_owned(), id.to_owned());
-        if let Some(entry) = self.entries.get(&key) {
+    ) -> Result<Option<Arc<Document>>, CollectionFailure> {
+        if let Some(entry) = self.entries.get(collection).and_then(|c| c.get(id)) {
             return Ok(entry.document.clone());
         }
         let document = self
             .reader
             .get(collection, id)
-            .map_err(|e| CollectionFailure::Store(e.to_string()))?;
-        self.entries.insert(
-            key,
-            Entry {
-                document: document.clone(),
-                dirty: false,
-            },
-        );
+            .map_err(|e| CollectionFailure::Store(e.to_string()))?
+            .map(Arc::new);
+        self.entries
+            .entry(collection.to_owned())
+            .or_default()
+            .insert(
+                id.to_owned(),
+                Entry {
+                    document: document.clone(),
+                    dirty: false,
+                },
+            );
         Ok(document)
     }
 
@@ -155,7 +159,7 @@ impl BatchContext {
         &mut self,
         collection: &str,
         id: &str,
-        document: Option<Map<String, Value>>,
+        document: Option<Arc<Document>>,
         bytes: usize,
     ) -> Result<(), CollectionFailure> {
         self.written_bytes += bytes;
@@ -164,14 +168,23 @@ impl BatchContext {
                 "a batch may write at most {MAX_BYTES_PER_BATCH} bytes of documents"
             ))));
         }
-        let entry = self
-            .entries
-            .entry((collection.to_owned(), id.to_owned()))
-            .or_insert(Entry {
+        let documents = match self.entries.get_mut(collection) {
+            Some(documents) => documents,
+            None => self.entries.entry(collection.to_owned()).or_default(),
+        };
+        let entry = match documents.get_mut(id) {
+            Some(entry) => entry,
+            None => documents.entry(id.to_owned()).or_insert(Entry {
                 document: None,
                 dirty: false,
-            });
-        if !entry.dirty {
+            }),
+        };
+        let newly_dirty = !entry.dirty;
+        *entry = Entry {
+            document,
+            dirty: true,
+        };
+        if newly_dirty {
             self.dirty += 1;
             if self.dirty > MAX_DOCUMENTS_PER_BATCH {
                 return Err(self.refuse(CollectionFailure::LimitExceeded(format!(
@@ -179,10 +192,6 @@ impl BatchContext {
                 ))));
             }
         }
-        *entry = Entry {
-            document,
-            dirty: true,
-        };
         Ok(())
     }
 
@@ -191,7 +200,7 @@ impl BatchContext {
         self.check(collection, id)?;
         Ok(self
             .load(collection, id)?
-            .map(|d| Value::Object(d).to_string()))
+            .map(|d| serde_json::to_string(&*d).unwrap_or_default()))
     }
 
     /// Insert or replace a document given as JSON text.
@@ -205,7 +214,7 @@ impl BatchContext {
         }
         let document = document::parse_document(id, json)
             .map_err(|e| self.refuse(CollectionFailure::InvalidDocument(e.to_string())))?;
-        self.stage(collection, id, Some(document), json.len())
+        self.stage(collection, id, Some(Arc::new(document)), json.len())
     }
 
     /// Delete a document; whether it existed.
@@ -235,9 +244,10 @@ impl BatchContext {
             .map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
         let current = self.load(collection, id)?;
         let existed = current.is_some();
-        match document::apply_update(id, current, &update, upsert) {
+        // The one copy left: a failed update must leave the document as it was.
+        match document::apply_update(id, current.map(Arc::unwrap_or_clone), &update, upsert) {
             Ok(Some(doc)) => {
-                self.stage(collection, id, Some(doc), bytes)?;
+                self.stage(collection, id, Some(Arc::new(doc)), bytes)?;
                 Ok(true)
             }
             Ok(None) => Ok(existed),
@@ -249,14 +259,18 @@ impl BatchContext {
     /// cached as clean; call [`BatchContext::discard`] instead if the batch failed.
     pub fn take_writes(&mut self) -> BatchWrites {
         let mut documents = Vec::with_capacity(self.dirty);
-        for ((collection, id), entry) in self.entries.iter_mut() {
-            if entry.dirty {
-                entry.dirty = false;
-                documents.push((collection.clone(), id.clone(), entry.document.clone()));
+        let mut cached = 0;
+        for (collection, entries) in self.entries.iter_mut() {
+            cached += entries.len();
+            for (id, entry) in entries.iter_mut() {
+                if entry.dirty {
+                    entry.dirty = false;
+                    documents.push((collection.clone(), id.clone(), entry.document.clone()));
+                }
             }
         }
         self.end_batch();
-        if self.entries.len() > CACHE_LIMIT {
+        if cached > CACHE_LIMIT {
             self.entries.clear();
         }
         BatchWrites { documents }

@@ -1,13 +1,16 @@
 //! The writes of one batch, coalesced per document: whatever a guest did to a document during a
 //! batch, the store receives only its final state (or its deletion).
 
+use std::sync::Arc;
+
 use crate::domain::document::Document;
 
 /// The final state of every document a batch touched.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct BatchWrites {
     /// `(collection, id, document)`, where `None` deletes the document. One entry per document.
-    pub documents: Vec<(String, String, Option<Document>)>,
+    /// Documents are shared with the projector's cache, not copied.
+    pub documents: Vec<(String, String, Option<Arc<Document>>)>,
 }
 
 impl BatchWrites {

@@ -170,7 +170,9 @@ fn commit_blocking(
                 .prepare_cached(&format!(
                     "INSERT INTO {table} (id, body) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET body = excluded.body"
                 ))
-                .and_then(|mut s| s.execute(params![id, Value::Object(doc.clone()).to_string()])),
+                .and_then(|mut s| {
+                    s.execute(params![id, serde_json::to_string(&**doc).unwrap_or_default()])
+                }),
             None => tx
                 .prepare_cached(&format!("DELETE FROM {table} WHERE id = ?1"))
                 .and_then(|mut s| s.execute([id])),
