@@ -9,10 +9,13 @@
 //! 4. hot swap: in place (compiling and cached) and a new generation over the log;
 //! 5. resident memory: an idle host, one projection, many projections;
 //! 6. the payment replay on MongoDB (SecantusDB, a Python server: not mongod), with the raw
-//!    store loop beside it.
+//!    store loop beside it;
+//! 7. a peer in the same run: the Python `eventsourcing` library's projection runner folding
+//!    the same payment events into the same read model (`bench/peer`).
 
 mod mongo;
 mod native;
+mod peer;
 mod process;
 mod replay;
 
@@ -42,6 +45,13 @@ struct Args {
     /// Skip the MongoDB (SecantusDB) run.
     #[arg(long)]
     no_mongo: bool,
+    /// Skip the Python `eventsourcing` peer.
+    #[arg(long)]
+    no_peer: bool,
+    /// Python interpreter with `eventsourcing` installed (scripts/bench makes one in
+    /// target/bench-venv).
+    #[arg(long, env = "REFOLD_BENCH_PYTHON", default_value = "python3")]
+    python: String,
 }
 
 /// The same allocator as the `refold` binary, so in-process figures match it.
@@ -144,7 +154,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(if args.full { 1_000_000 } else { 200_000 });
     let (live_seconds, many) = if args.full { (30, 100) } else { (10, 100) };
     let mut steps = Steps {
-        total: 10,
+        total: 11,
         done: 0,
         started: Instant::now(),
     };
@@ -274,6 +284,15 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }))
     };
 
+    steps.next("peer: the Python eventsourcing library, same payment events, same read model");
+    let peer = if args.no_peer {
+        json!(null)
+    } else {
+        peer::eventsourcing(&args.python, &root, &db, dir, &guest_payments)
+            .await
+            .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }))
+    };
+
     let overhead = |guest: &replay::Replay, native: &replay::Replay| {
         (guest.seconds - native.seconds) / guest.handled.max(1) as f64 * 1e6
     };
@@ -293,6 +312,7 @@ async fn main() -> anyhow::Result<()> {
         "hot_swap": swap,
         "memory": memory,
         "mongodb_secantusdb": mongo,
+        "peer_eventsourcing": peer,
     });
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent)?;
