@@ -2,201 +2,15 @@
 //! (version 1 with code a and b, version 2 with code a, which traps on `Gate` events, and code
 //! b, which does not), copied over one another in the projections folder.
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use refold::domain::{ExpectedVersion, Generation, GenerationState};
+use refold::domain::{ExpectedVersion, GenerationState};
 use refold::engine::code_hash;
-use refold::store::{Store, StreamAppend};
-use refold_tests::{
-    Running, Sandbox, catch_up, copy_log, dump, fixture, fixtures, projections, run, text, thing,
-    wait_until,
-};
-use serde_json::Value;
-
-/// A watching host over a sandboxed store, with the test's own handle on the store.
-struct Host {
-    sandbox: Sandbox,
-    store: Arc<dyn Store>,
-    folder: PathBuf,
-    process: Running,
-}
-
-impl Host {
-    async fn start() -> Self {
-        let sandbox = Sandbox::new();
-        let store = sandbox.store("store.db").await;
-        let folder = sandbox.path("projections");
-        std::fs::create_dir_all(&folder).expect("projections folder");
-        let uri = sandbox.uri("store.db");
-        let process = Running::logged(
-            &[
-                "run",
-                "--store",
-                &uri,
-                "--projections",
-                &folder.to_string_lossy(),
-            ],
-            &[("REFOLD_LOG", "info")],
-            &sandbox.path("host.log"),
-        );
-        Self {
-            sandbox,
-            store,
-            folder,
-            process,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.sandbox.path("host.log")).unwrap_or_default()
-    }
-
-    /// Write a fixture's bytes to a file of the folder, in place.
-    fn deploy(&self, fixture_name: &str, file: &str) -> String {
-        let bytes = std::fs::read(fixture(fixture_name)).expect("fixture");
-        let path = self.folder.join(file);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).expect("subfolder");
-        }
-        std::fs::write(&path, &bytes).expect("write component");
-        code_hash(&bytes)
-    }
-
-    /// Write a fixture's bytes beside the file, then rename it into place.
-    fn deploy_by_rename(&self, fixture_name: &str, file: &str) -> String {
-        let bytes = std::fs::read(fixture(fixture_name)).expect("fixture");
-        let temp = self.folder.join(format!(".{file}.tmp"));
-        std::fs::write(&temp, &bytes).expect("write temp");
-        std::fs::rename(&temp, self.folder.join(file)).expect("rename");
-        code_hash(&bytes)
-    }
-
-    async fn generations(&self) -> Vec<Generation> {
-        self.store
-            .generations("counter")
-            .await
-            .expect("generations")
-    }
-
-    async fn head(&self) -> u64 {
-        self.store.head().await.expect("head")
-    }
-
-    /// Wait until generation `number` is active, runs `hash`, and has folded in the head.
-    async fn wait_serving(&mut self, number: u32, hash: &str) {
-        let head = self.head().await;
-        let what = format!("generation {number} running {hash} at the head ({head})");
-        let store = Arc::clone(&self.store);
-        let hash = hash.to_owned();
-        wait_until(&what, || {
-            let (store, hash) = (Arc::clone(&store), hash.clone());
-            async move {
-                let generations = store.generations("counter").await.expect("generations");
-                generations.iter().any(|g| {
-                    g.number == number
-                        && g.state == GenerationState::Active
-                        && g.code_hash == hash
-                        && g.checkpoint == head
-                })
-            }
-        })
-        .await;
-        assert!(self.process.alive(), "host exited:\n{}", self.log());
-    }
-
-    async fn refusal(&self, component: &str) -> Option<String> {
-        self.store
-            .refusals()
-            .await
-            .expect("refusals")
-            .into_iter()
-            .find(|r| r.component == component)
-            .map(|r| r.error)
-    }
-
-    async fn wait_refused(&self, component: &str, reason: &str) {
-        let store = Arc::clone(&self.store);
-        wait_until(&format!("{component} refused for `{reason}`"), || {
-            let store = Arc::clone(&store);
-            async move {
-                store
-                    .refusals()
-                    .await
-                    .expect("refusals")
-                    .iter()
-                    .any(|r| r.component == component && r.error.contains(reason))
-            }
-        })
-        .await;
-    }
-
-    fn db(&self) -> PathBuf {
-        self.sandbox.path("store.db")
-    }
-}
-
-impl Drop for Host {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("host log:\n{}", self.log());
-        }
-    }
-}
-
-/// `streams` streams of `per_stream` events each, appended one stream per call.
-async fn append_streams(store: &dyn Store, prefix: &str, streams: usize, per_stream: usize) {
-    let appends: Vec<StreamAppend> = (0..streams)
-        .map(|i| StreamAppend {
-            aggregate_id: format!("{prefix}-{i}"),
-            expected: ExpectedVersion::Any,
-            events: (0..per_stream).map(|_| thing("Counted")).collect(),
-        })
-        .collect();
-    for chunk in appends.chunks(100) {
-        store.append_all(chunk.to_vec()).await.expect("append");
-    }
-}
-
-/// `counter__by_stream` through its stable name: stream -> (count, version).
-fn by_stream(db: &Path) -> Vec<(String, (i64, i64))> {
-    dump(db)
-        .remove("counter__by_stream")
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(id, doc)| {
-            let count = doc["count"].as_i64().unwrap_or(-1);
-            let version = doc["version"].as_i64().unwrap_or(-1);
-            (id, (count, version))
-        })
-        .collect()
-}
-
-/// Every stream of the log with its event count: what `by_stream` must hold.
-async fn stream_counts(store: &dyn Store) -> Vec<(String, i64)> {
-    let mut counts = std::collections::BTreeMap::<String, i64>::new();
-    let page = store
-        .read_all(0, usize::MAX >> 1, &Default::default())
-        .await
-        .expect("read log");
-    for event in page.events {
-        *counts.entry(event.aggregate_id).or_default() += 1;
-    }
-    counts.into_iter().collect()
-}
-
-/// The read models a clean replay of the same log with one component gives.
-async fn clean_replay(from: &dyn Store, fixture_name: &str) -> Vec<(String, Vec<(String, Value)>)> {
-    let sandbox = Sandbox::new();
-    copy_log(from, sandbox.store("clean.db").await.as_ref()).await;
-    let folder = sandbox.path("clean");
-    std::fs::create_dir_all(&folder).expect("folder");
-    std::fs::copy(fixture(fixture_name), folder.join("counter.wasm")).expect("copy");
-    let out = catch_up(&sandbox.uri("clean.db"), &folder, &[]);
-    assert!(out.status.success(), "clean replay: {}", text(&out.stderr));
-    dump(&sandbox.path("clean.db")).into_iter().collect()
-}
+use refold_tests::{Sandbox, dump, fixture, fixtures, projections, run, text, thing, wait_until};
+use support::{Host, append_streams, by_stream, clean_replay};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_file_replays_history_then_follows_live() {
@@ -206,11 +20,7 @@ async fn a_new_file_replays_history_then_follows_live() {
     host.wait_serving(1, &hash).await;
     append_streams(host.store.as_ref(), "live", 10, 2).await;
     host.wait_serving(1, &hash).await;
-    let expected: Vec<(String, (i64, i64))> = stream_counts(host.store.as_ref())
-        .await
-        .into_iter()
-        .map(|(id, n)| (id, (n, 1)))
-        .collect();
+    let expected = host.expected_by_stream(1).await;
     assert_eq!(by_stream(&host.db()), expected);
 }
 
@@ -236,10 +46,8 @@ async fn same_version_new_code_swaps_in_place_under_appends() {
     };
     let v1b = host.deploy_by_rename("counter-v1b", "counter.wasm");
     assert_ne!(v1, v1b);
-    let store = Arc::clone(&host.store);
-    wait_until("the new code to be recorded", || {
-        let (store, v1b) = (Arc::clone(&store), v1b.clone());
-        async move { store.generations("counter").await.expect("generations")[0].code_hash == v1b }
+    host.wait_generations("counter", "the new code to be recorded", |g| {
+        g[0].code_hash == v1b
     })
     .await;
     append_streams(host.store.as_ref(), "after-swap", 5, 1).await;
@@ -309,19 +117,14 @@ async fn a_higher_version_builds_beside_the_active_one_and_cuts_over_atomically(
     // Version 2 (code a) builds in a generation of its own and parks on the gate, while
     // generation 1 keeps serving and following live events.
     host.deploy("counter-v2", "counter.wasm");
-    let store = Arc::clone(&host.store);
     let parked = format!("counter: handle failed at position {gate}: projection trapped");
-    wait_until("generation 2 to park on the gate", || {
-        let (store, parked) = (Arc::clone(&store), parked.clone());
-        async move {
-            let generations = store.generations("counter").await.expect("generations");
-            generations.len() == 2
-                && generations[1].state == GenerationState::Building
-                && generations[1]
-                    .last_error
-                    .as_deref()
-                    .is_some_and(|e| e.starts_with(&parked))
-        }
+    host.wait_generations("counter", "generation 2 to park on the gate", |g| {
+        g.len() == 2
+            && g[1].state == GenerationState::Building
+            && g[1]
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with(&parked))
     })
     .await;
     let followed = host
@@ -330,9 +133,8 @@ async fn a_higher_version_builds_beside_the_active_one_and_cuts_over_atomically(
         .await
         .expect("append")
         .last_position;
-    wait_until("generation 1 to follow the live event", || {
-        let store = Arc::clone(&store);
-        async move { store.generations("counter").await.expect("generations")[0].checkpoint >= followed }
+    host.wait_generations("counter", "generation 1 to follow the live event", |g| {
+        g[0].checkpoint >= followed
     })
     .await;
     let served = by_stream(&host.db());
@@ -353,11 +155,7 @@ async fn a_higher_version_builds_beside_the_active_one_and_cuts_over_atomically(
     assert_eq!(seen, [1, 2], "readers see version 1, then version 2");
     let states: Vec<_> = host.generations().await.iter().map(|g| g.state).collect();
     assert_eq!(states, [GenerationState::Retired, GenerationState::Active]);
-    let expected: Vec<(String, (i64, i64))> = stream_counts(host.store.as_ref())
-        .await
-        .into_iter()
-        .map(|(id, n)| (id, (n, 2)))
-        .collect();
+    let expected = host.expected_by_stream(2).await;
     assert_eq!(by_stream(&host.db()), expected);
 }
 
@@ -401,17 +199,8 @@ async fn lower_versions_broken_files_and_duplicates_are_refused_and_change_nothi
 
     // A good file clears its refusal.
     host.deploy("counter-v2b", "counter.wasm");
-    let store = Arc::clone(&host.store);
-    wait_until("the refusal of counter.wasm to clear", || {
-        let store = Arc::clone(&store);
-        async move {
-            !store
-                .refusals()
-                .await
-                .expect("refusals")
-                .iter()
-                .any(|r| r.component == "counter.wasm")
-        }
+    host.wait_refusals("the refusal of counter.wasm to clear", |refusals| {
+        !refusals.iter().any(|r| r.component == "counter.wasm")
     })
     .await;
     assert!(host.refusal("nested/copy.wasm").await.is_some());
@@ -455,7 +244,6 @@ async fn a_removed_file_stops_its_projection_and_keeps_its_data() {
     let before = by_stream(&host.db());
 
     std::fs::remove_file(host.folder.join("counter.wasm")).expect("remove");
-    let store = Arc::clone(&host.store);
     wait_until("the host to log the removal", || {
         let log = host.log();
         async move { log.contains("component removed") }
@@ -463,11 +251,8 @@ async fn a_removed_file_stops_its_projection_and_keeps_its_data() {
     .await;
     append_streams(host.store.as_ref(), "live", 5, 1).await;
     let head = host.head().await;
-    wait_until("healthy to reach the head", || {
-        let store = Arc::clone(&store);
-        async move {
-            store.generations("healthy").await.expect("generations")[0].checkpoint == head
-        }
+    host.wait_generations("healthy", "healthy to reach the head", |g| {
+        g[0].checkpoint == head
     })
     .await;
     assert_eq!(
@@ -501,11 +286,7 @@ async fn rollback_and_rebuild_from_the_command_line_reach_a_running_host() {
     host.wait_refused("counter.wasm", "was rolled back").await;
     append_streams(host.store.as_ref(), "after-rollback", 5, 1).await;
     host.wait_serving(1, &v1).await;
-    let expected: Vec<(String, (i64, i64))> = stream_counts(host.store.as_ref())
-        .await
-        .into_iter()
-        .map(|(id, n)| (id, (n, 1)))
-        .collect();
+    let expected = host.expected_by_stream(1).await;
     assert_eq!(by_stream(&host.db()), expected);
 
     // A rebuild builds generation 3 from the origin with generation 1's code, then takes over.
