@@ -19,6 +19,8 @@ pub const MAX_DOCUMENTS_PER_BATCH: usize = 100_000;
 pub const MAX_BYTES_PER_BATCH: usize = 64 * 1024 * 1024;
 /// Most clean documents kept cached between batches.
 const CACHE_LIMIT: usize = 50_000;
+/// Most clean documents kept cached by a projector that reached the head.
+const LIVE_CACHE_LIMIT: usize = 1_024;
 
 /// Why a collection call was refused. Mirrors the WIT `collection-error`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -276,10 +278,11 @@ impl BatchContext {
         BatchWrites { documents }
     }
 
-    /// Drop the cached documents and their memory, between batches: a projector following live
-    /// reads few documents per batch, and an idle one should hold no read model in memory.
+    /// Between batches, at the head: drop a cache grown by a replay (and its memory), and keep a
+    /// small one, which is what following live appends reads from.
     pub fn release_cache(&mut self) {
-        if self.dirty == 0 {
+        let cached: usize = self.entries.values().map(HashMap::len).sum();
+        if self.dirty == 0 && cached > LIVE_CACHE_LIMIT {
             self.entries = HashMap::new();
         }
     }
