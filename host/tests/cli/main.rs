@@ -210,3 +210,43 @@ fn a_conflict_exits_with_its_own_code() {
     );
     assert_eq!(head(&uri), 1);
 }
+
+/// The README's first command, `cargo run --release -- demo`, needs the workspace's default
+/// members to hold exactly one binary, `refold` (the benchmark binary must not be one of them).
+#[test]
+fn cargo_run_at_the_root_runs_refold() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repository root");
+    let out = Command::new(cargo)
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .current_dir(root)
+        .output()
+        .expect("run cargo metadata");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).expect("metadata JSON");
+    let defaults = metadata["workspace_default_members"]
+        .as_array()
+        .expect("default members");
+    let binaries: Vec<&str> = metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter(|p| defaults.contains(&p["id"]))
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .filter(|t| {
+            t["kind"]
+                .as_array()
+                .is_some_and(|k| k.contains(&"bin".into()))
+        })
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(binaries, ["refold"]);
+}
