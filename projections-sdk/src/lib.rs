@@ -77,11 +77,21 @@ impl Context {
     }
 }
 
+/// Send panic messages to the host's log before the guest aborts, so the host can say what
+/// panicked and where, not only that the guest trapped.
+fn report_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        std::panic::set_hook(Box::new(|info| log::error(&info.to_string())));
+    });
+}
+
 /// Runs the projection's `handle` over one batch; used by [`export_projection!`].
 #[doc(hidden)]
 pub fn __handle_batch<P: Projection>(
     events: Vec<wit::refold::projection::types::Event>,
 ) -> core::result::Result<(), wit::refold::projection::types::HandleError> {
+    report_panics();
     let mut ctx = Context { _private: () };
     for raw in events {
         let event = Event::from_wit(raw);
@@ -93,6 +103,7 @@ pub fn __handle_batch<P: Projection>(
 /// Describes the projection; used by [`export_projection!`].
 #[doc(hidden)]
 pub fn __describe<P: Projection>() -> wit::refold::projection::types::Manifest {
+    report_panics();
     P::manifest().into_wit()
 }
 

@@ -58,7 +58,10 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
     let expected_cause = [
         ("looper", "exceeded its deadline"),
         ("memory-bomb", "memory limit"),
-        ("trapper", "trapped"),
+        (
+            "trapper",
+            "trapped: wasm trap: wasm `unreachable` instruction executed: the guest panicked at",
+        ),
         ("undeclared", "collection `not_declared` is not declared"),
         ("bad-json", "invalid document"),
     ];
@@ -76,6 +79,14 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
         assert_eq!(g["checkpoint"], poison - 1, "{name}: {g}");
         assert_eq!(g["state"], "building", "{name}: {g}");
     }
+    // The panic's own message reaches the operator, not only "trapped".
+    let trapper = generation("trapper");
+    assert!(
+        trapper["lastError"]
+            .as_str()
+            .is_some_and(|e| e.ends_with(&format!("poisoned at {poison}"))),
+        "{trapper}"
+    );
 
     let models = dump(&sandbox.path("store.db"));
     let by_type = &models["healthy__by_type"];

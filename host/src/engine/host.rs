@@ -26,6 +26,8 @@ pub(super) struct HostState {
     pub(super) limits: StoreLimits,
     projection: Arc<str>,
     logs: u32,
+    /// The last panic message the guest logged (the Rust SDK logs one before aborting).
+    pub(super) panic: Option<String>,
 }
 
 impl HostState {
@@ -35,6 +37,7 @@ impl HostState {
             limits,
             projection,
             logs: 0,
+            panic: None,
         }
     }
 }
@@ -72,8 +75,13 @@ pub(super) fn guest_failure(error: HandleError) -> HandleFailure {
     }
 }
 
-/// Tell a deadline and a memory cap from other traps.
-pub(super) fn classify_trap(error: &wasmtime::Error, limits: &Limits) -> HandleFailure {
+/// Tell a deadline and a memory cap from other traps; a trap after a logged panic says what
+/// panicked.
+pub(super) fn classify_trap(
+    error: &wasmtime::Error,
+    limits: &Limits,
+    panic: Option<&str>,
+) -> HandleFailure {
     if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
         return HandleFailure::Deadline(limits.deadline);
     }
@@ -83,9 +91,10 @@ pub(super) fn classify_trap(error: &wasmtime::Error, limits: &Limits) -> HandleF
     }
     match error.downcast_ref::<wasmtime::Trap>() {
         // A Rust guest's panic (with `panic = "abort"`) ends in `unreachable`.
-        Some(trap @ wasmtime::Trap::UnreachableCodeReached) => {
-            HandleFailure::Trap(format!("{trap} (a panic or abort in the guest)"))
-        }
+        Some(trap @ wasmtime::Trap::UnreachableCodeReached) => match panic {
+            Some(panic) => HandleFailure::Trap(format!("{trap}: the guest {panic}")),
+            None => HandleFailure::Trap(format!("{trap} (a panic or abort in the guest)")),
+        },
         Some(trap) => HandleFailure::Trap(trap.to_string()),
         None => HandleFailure::Trap(text.lines().next().unwrap_or("unknown trap").to_owned()),
     }
@@ -151,6 +160,9 @@ impl log::Host for HostState {
             cut -= 1;
         }
         let message = &message[..cut];
+        if level == Level::Error && message.starts_with("panicked at ") {
+            self.panic = Some(message.replace('\n', ": "));
+        }
         let (projection, position) = (&*self.projection, self.context.position());
         match level {
             Level::Trace => {

@@ -129,7 +129,10 @@ pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProject
     let described = pre
         .instantiate(&mut store)
         .and_then(|instance| instance.call_describe(&mut store))
-        .map_err(|e| LoadError::Describe(host::classify_trap(&e, &engine.limits)))?;
+        .map_err(|e| {
+            let panic = store.data().panic.as_deref();
+            LoadError::Describe(host::classify_trap(&e, &engine.limits, panic))
+        })?;
     let manifest = from_wit(described);
     manifest.validate()?;
     // Only code that passed every check is kept.

@@ -177,6 +177,7 @@ impl Handler for PreparedProjection {
             .instantiate(&mut store)
             .and_then(|instance| instance.call_handle(&mut store, &wit_events));
         let state = store.into_data();
+        let panic = state.panic.as_deref();
         let result = match outcome {
             Ok(Ok(())) => match state.context.violation() {
                 Some((position, failure)) => Err(HandleFailure::Contract {
@@ -186,7 +187,7 @@ impl Handler for PreparedProjection {
                 None => Ok(()),
             },
             Ok(Err(error)) => Err(host::guest_failure(error)),
-            Err(error) => Err(host::classify_trap(&error, &self.engine.limits)),
+            Err(error) => Err(host::classify_trap(&error, &self.engine.limits, panic)),
         };
         // A store failure during the batch outranks what the guest made of it (it is the
         // host's, and transient); a contract violation outranks the guest's own report.

@@ -118,13 +118,14 @@ async fn a_higher_version_builds_beside_the_active_one_and_cuts_over_atomically(
     // generation 1 keeps serving and following live events.
     host.deploy("counter-v2", "counter.wasm");
     let parked = format!("counter: handle failed at position {gate}: projection trapped");
+    let said = format!("gate closed at {gate}");
     host.wait_generations("counter", "generation 2 to park on the gate", |g| {
         g.len() == 2
             && g[1].state == GenerationState::Building
             && g[1]
                 .last_error
                 .as_deref()
-                .is_some_and(|e| e.starts_with(&parked))
+                .is_some_and(|e| e.starts_with(&parked) && e.contains(&said))
     })
     .await;
     let followed = host
