@@ -275,13 +275,11 @@ async fn main() -> anyhow::Result<()> {
     let mongo = if args.no_mongo {
         json!(null)
     } else {
-        mongo::replay(
-            &engine,
-            &guests.join("payments.wasm"),
-            if args.full { 50_000 } else { 10_000 },
-        )
-        .await
-        .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }))
+        let events = if args.full { 50_000 } else { 10_000 };
+        let (payments, noop) = (guests.join("payments.wasm"), guests.join("noop.wasm"));
+        mongo::replay(&engine, &payments, &noop, events)
+            .await
+            .unwrap_or_else(|e| json!({ "error": format!("{e:#}") }))
     };
 
     steps.next("peer: the Python eventsourcing library, same payment events, same read model");

@@ -38,8 +38,13 @@ fn start_secantus() -> anyhow::Result<(Server, String)> {
     ))
 }
 
-/// Replay `events` events of payments on MongoDB: raw loop, then the guest.
-pub async fn replay(engine: &Arc<Engine>, payments: &Path, events: usize) -> anyhow::Result<Value> {
+/// Replay `events` events on MongoDB: the payment raw loop, the payment guest, the no-op guest.
+pub async fn replay(
+    engine: &Arc<Engine>,
+    payments: &Path,
+    noop: &Path,
+    events: usize,
+) -> anyhow::Result<Value> {
     let (_server, uri, server) = match std::env::var("REFOLD_BENCH_MONGODB_URI") {
         Ok(uri) => (None, uri, "MongoDB (REFOLD_BENCH_MONGODB_URI)"),
         Err(_) => {
@@ -68,9 +73,13 @@ pub async fn replay(engine: &Arc<Engine>, payments: &Path, events: usize) -> any
     let handled = native::raw_replay(&store, "payments_raw", 500).await?;
     let raw_seconds = started.elapsed().as_secs_f64();
     let head = store.head().await?;
-    let bytes = std::fs::read(payments)?;
-    let guest: Arc<dyn refold::projector::Handler> = Arc::new(engine.load(&bytes)?);
-    let (guest, supervisor) = replay::replay(&store, guest, "payments, Rust guest").await?;
+    let load = |file: &Path| -> anyhow::Result<Arc<dyn refold::projector::Handler>> {
+        Ok(Arc::new(engine.load(&std::fs::read(file)?)?))
+    };
+    let (guest, supervisor) =
+        replay::replay(&store, load(payments)?, "payments, Rust guest").await?;
+    supervisor.shutdown().await;
+    let (noop, supervisor) = replay::replay(&store, load(noop)?, "no-op, Rust guest").await?;
     supervisor.shutdown().await;
     Ok(json!({
         "server": server,
@@ -78,6 +87,7 @@ pub async fn replay(engine: &Arc<Engine>, payments: &Path, events: usize) -> any
         "append_events_per_s": append_per_s,
         "raw_store_loop": { "seconds": raw_seconds, "handled": handled, "log_events_per_s": head as f64 / raw_seconds },
         "guest": guest,
+        "noop_guest": noop,
         "ratio_guest_to_raw": guest.log_events_per_s / (head as f64 / raw_seconds),
     }))
 }
