@@ -78,6 +78,9 @@ struct FileState {
     hash: String,
     /// The projection it deployed, if any.
     projection: Option<String>,
+    /// Whether those bytes loaded (and went to the supervisor, which may still refuse them):
+    /// only then does a later reconcile decide whether the file is refused.
+    loaded: bool,
 }
 
 /// Applies the files of a projections folder to a supervisor.
@@ -216,10 +219,12 @@ impl Deployer {
     /// it.
     pub async fn sync(&mut self) -> Result<(), crate::store::StoreError> {
         for (projection, outcome) in self.supervisor.sync().await? {
+            // A file whose current bytes did not load keeps its refusal whatever the
+            // supervisor says about the code still running.
             let file = self
                 .files
                 .iter()
-                .find(|(_, s)| s.projection.as_deref() == Some(projection.as_str()))
+                .find(|(_, s)| s.loaded && s.projection.as_deref() == Some(projection.as_str()))
                 .map(|(path, _)| self.component_name(path));
             let error = outcome.err().map(|e| e.to_string());
             if let Some(error) = &error {
@@ -264,6 +269,7 @@ impl Deployer {
                 FileState {
                     hash: hash.clone(),
                     projection: held.clone(),
+                    loaded: false,
                 },
             );
             Outcome::Refused { error }
@@ -296,6 +302,7 @@ impl Deployer {
             FileState {
                 hash,
                 projection: Some(name.clone()),
+                loaded: true,
             },
         );
         match deployed {

@@ -161,10 +161,9 @@ impl Supervisor {
             wanted.insert(generation.number, Arc::clone(handler));
         }
         self.converge(name, wanted).await?;
-        self.seen.insert(
-            name.to_owned(),
-            fingerprint(&self.store.generations(name).await?),
-        );
+        // What this pass acted on, not what the store holds now: any change since (this pass's
+        // own, or a generation that activated meanwhile) makes the next sync reconcile again.
+        self.seen.insert(name.to_owned(), fingerprint(&generations));
         self.forget_unused_handlers();
         match plan.refused {
             None => Ok(()),

@@ -228,10 +228,17 @@ async fn rapid_rewrites_and_truncated_files_never_replace_good_code() {
         .await;
     append_streams(host.store.as_ref(), "live", 5, 1).await;
     host.wait_serving(1, &v1).await;
+    assert!(
+        host.refusal("counter.wasm").await.is_some(),
+        "the broken file stays refused while the good code runs"
+    );
 
     std::fs::write(&path, &good).expect("write whole");
     host.wait_serving(1, &code_hash(&good)).await;
-    assert!(host.refusal("counter.wasm").await.is_none());
+    host.wait_refusals("the refusal of counter.wasm to clear", |refusals| {
+        !refusals.iter().any(|r| r.component == "counter.wasm")
+    })
+    .await;
     assert!(host.process.alive());
 }
 
