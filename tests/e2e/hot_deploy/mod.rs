@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use refold::domain::{ExpectedVersion, GenerationState};
 use refold::engine::code_hash;
 use refold_tests::{Sandbox, dump, fixture, fixtures, projections, run, text, thing, wait_until};
-use support::{Host, append_streams, by_stream, clean_replay};
+use support::{Host, append_streams, by_stream, by_stream_at, clean_replay};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_new_file_replays_history_then_follows_live() {
@@ -191,7 +191,7 @@ async fn lower_versions_broken_files_and_duplicates_are_refused_and_change_nothi
     append_streams(host.store.as_ref(), "live", 5, 1).await;
     host.wait_serving(1, &v2).await;
     assert_eq!(host.generations().await.len(), 1);
-    let out = run(&["status", "--store", &host.sandbox.uri("store.db")]);
+    let out = run(&["status", "--store", &host.uri]);
     let status = text(&out.stdout);
     assert!(
         status.contains("refused nested/copy.wasm") && status.contains("refused garbage.wasm"),
@@ -285,7 +285,7 @@ async fn rollback_and_rebuild_from_the_command_line_reach_a_running_host() {
             .all(|(_, (_, version))| *version == 2)
     );
 
-    let uri = host.sandbox.uri("store.db");
+    let uri = host.uri.clone();
     let out = run(&["rollback", "counter", "--store", &uri]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("generation 1 (version 1) is active again"));
@@ -361,4 +361,27 @@ async fn a_restart_loads_compiled_code_from_the_cache() {
     let third = args();
     assert!(third.status.success(), "{}", text(&third.stderr));
     assert!(text(&third.stderr).contains("compiled=true"));
+}
+
+/// On MongoDB (SecantusDB, or the server `REFOLD_TEST_MONGODB_URI` names): a new version builds
+/// beside the active one and the views (stable names) move to it; then a rollback moves them
+/// back, and the restored generation follows live events again.
+#[tokio::test(flavor = "multi_thread")]
+async fn mongodb_views_follow_cut_over_and_rollback() {
+    let uri = refold_tests::mongo::fresh_uri("hot_deploy");
+    let mut host = Host::start_on(Sandbox::new(), uri.clone()).await;
+    append_streams(host.store.as_ref(), "s", 20, 2).await;
+    let v1 = host.deploy("counter-v1", "counter.wasm");
+    host.wait_serving(1, &v1).await;
+    assert_eq!(by_stream_at(&uri).await, host.expected_by_stream(1).await);
+
+    let v2 = host.deploy_by_rename("counter-v2b", "counter.wasm");
+    host.wait_serving(2, &v2).await;
+    assert_eq!(by_stream_at(&uri).await, host.expected_by_stream(2).await);
+
+    let out = run(&["rollback", "counter", "--store", &uri]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    append_streams(host.store.as_ref(), "after-rollback", 3, 1).await;
+    host.wait_serving(1, &v1).await;
+    assert_eq!(by_stream_at(&uri).await, host.expected_by_stream(1).await);
 }

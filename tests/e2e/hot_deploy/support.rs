@@ -7,24 +7,33 @@ use std::sync::Arc;
 use refold::domain::{ExpectedVersion, Generation, GenerationState};
 use refold::engine::code_hash;
 use refold::store::{Refusal, Store, StreamAppend};
-use refold_tests::{Running, Sandbox, catch_up, copy_log, dump, fixture, text, thing, wait_until};
+use refold_tests::{
+    Running, Sandbox, catch_up, copy_log, dump, dump_uri, fixture, text, thing, wait_until,
+};
 use serde_json::Value;
 
 /// A watching host over a sandboxed store, with the test's own handle on the store.
 pub struct Host {
     pub sandbox: Sandbox,
+    pub uri: String,
     pub store: Arc<dyn Store>,
     pub folder: PathBuf,
     pub process: Running,
 }
 
 impl Host {
+    /// On an embedded store in the sandbox.
     pub async fn start() -> Self {
         let sandbox = Sandbox::new();
-        let store = sandbox.store("store.db").await;
+        let uri = sandbox.uri("store.db");
+        Self::start_on(sandbox, uri).await
+    }
+
+    /// On the store `uri` names.
+    pub async fn start_on(sandbox: Sandbox, uri: String) -> Self {
+        let store = refold::store::open(&uri).await.expect("open store");
         let folder = sandbox.path("projections");
         std::fs::create_dir_all(&folder).expect("projections folder");
-        let uri = sandbox.uri("store.db");
         let process = Running::logged(
             &[
                 "run",
@@ -38,6 +47,7 @@ impl Host {
         );
         Self {
             sandbox,
+            uri,
             store,
             folder,
             process,
@@ -174,9 +184,20 @@ pub async fn append_streams(store: &dyn Store, prefix: &str, streams: usize, per
     }
 }
 
+/// `counter__by_stream` through its stable name on any store: stream -> (count, version).
+pub async fn by_stream_at(uri: &str) -> Vec<(String, (i64, i64))> {
+    counts(dump_uri(uri).await)
+}
+
 /// `counter__by_stream` through its stable name: stream -> (count, version).
 pub fn by_stream(db: &Path) -> Vec<(String, (i64, i64))> {
-    dump(db)
+    counts(dump(db))
+}
+
+fn counts(
+    mut models: std::collections::BTreeMap<String, Vec<(String, Value)>>,
+) -> Vec<(String, (i64, i64))> {
+    models
         .remove("counter__by_stream")
         .unwrap_or_default()
         .into_iter()
