@@ -11,11 +11,7 @@ use super::{EXIT_CONFLICT, StoreArgs};
 use crate::domain::{ExpectedVersion, NewEvent};
 use crate::store::{self, StoreError};
 
-/// Append events to one stream. Give one event with `--event-type`/`--data`, or a JSON file
-/// (`--file`, `-` for standard input) holding one event object or an array of them:
-/// `{"aggregateType": "Payment", "eventType": "PaymentProcessed", "eventData": {...},
-/// "metadata": {...}}`. Prints the new positions and stream version as JSON. Exits with 3 on
-/// a concurrency conflict; nothing is stored then.
+/// Arguments of `refold append` (documented on the subcommand).
 #[derive(Debug, Args)]
 pub struct AppendArgs {
     #[command(flatten)]

@@ -18,12 +18,7 @@ use crate::guest_build;
 use crate::projector::Supervisor;
 use crate::store::{self, Store};
 
-/// Build the example projections, create a fresh embedded store with a realistic history
-/// (payments, invoices and users across 25 organizations), replay it into every projection
-/// with progress bars, print sample read models and the replay rate, then append a live payment
-/// every second and show how fast it reaches the read model. Ctrl-C stops.
-///
-/// The demo store file is recreated on every run.
+/// Arguments of `refold demo` (documented on the subcommand).
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// The demo's store file (deleted and recreated).

@@ -14,10 +14,7 @@ use crate::domain::generation::rollback_target;
 use crate::domain::{CollectionSpec, Generation, GenerationState, Manifest};
 use crate::store::{self, Store};
 
-/// Rebuild a projection from position 0 into a new generation, with the code of its active
-/// generation. The active generation keeps serving reads and following live events until the
-/// new one has caught up; then the new one takes over atomically. The projection's component
-/// must be deployed on a running host (or on the next `refold run`) for the build to progress.
+/// Arguments of `refold rebuild` (documented on the subcommand).
 #[derive(Debug, Args)]
 pub struct RebuildArgs {
     #[command(flatten)]
@@ -26,10 +23,7 @@ pub struct RebuildArgs {
     name: String,
 }
 
-/// Make the previous generation of a projection active again (its stable names point back at
-/// it at once) and mark the current one rolled back: its code is not built again until
-/// different code is deployed. The restored generation resumes from its own checkpoint, so
-/// until it catches up, reads show its data as of when it was replaced.
+/// Arguments of `refold rollback` (documented on the subcommand).
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
     #[command(flatten)]

@@ -36,18 +36,54 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve: run the projections of a folder against a store and follow live appends.
+    ///
+    /// Run every projection component (`*.wasm`, recursively) of a folder against a store, and keep
+    /// watching the folder: a new file deploys a new projection (it replays the whole history, then
+    /// follows live appends); new code with the same declared version is swapped in place at a batch
+    /// boundary; a higher version builds a new generation beside the active one and takes over
+    /// atomically once it has caught up; a removed file stops its projection (its data stays). A
+    /// file that fails to compile or validate is refused and never replaces running code; the
+    /// reason shows in the log and in `refold status`. Ctrl-C or SIGTERM stop every projection at a
+    /// batch boundary.
     Run(run::RunArgs),
     /// Zero set-up walkthrough: build the example projections, create an embedded store with a
     /// realistic history (payments, invoices, users), replay it, show the read models, then
     /// follow live appends.
+    ///
+    /// Build the example projections, create a fresh embedded store with a realistic history
+    /// (payments, invoices and users across 25 organizations), replay it into every projection
+    /// with progress bars, print sample read models and the replay rate, then append a live payment
+    /// every second and show how fast it reaches the read model. Ctrl-C stops.
+    ///
+    /// The demo store file is recreated on every run.
     Demo(demo::DemoArgs),
     /// Append events to a stream, with optimistic concurrency.
+    ///
+    /// Append events to one stream. Give one event with `--event-type`/`--data`, or a JSON file
+    /// (`--file`, `-` for standard input) holding one event object or an array of them:
+    /// `{"aggregateType": "Payment", "eventType": "PaymentProcessed", "eventData": {...},
+    /// "metadata": {...}}`. Prints the new positions and stream version as JSON. Exits with 3 on
+    /// a concurrency conflict; nothing is stored then.
     Append(append::AppendArgs),
     /// Show every projection's generations, checkpoints, lag and errors, and refused components.
+    ///
+    /// Show every projection generation in the store: state, version, checkpoint, head, lag in
+    /// events, and the error it stopped on; then the component files a host refused to deploy, with
+    /// the reason.
     Status(status::StatusArgs),
     /// Rebuild a projection from position 0 into a new generation that takes over once caught up.
+    ///
+    /// Rebuild a projection from position 0 into a new generation, with the code of its active
+    /// generation. The active generation keeps serving reads and following live events until the
+    /// new one has caught up; then the new one takes over atomically. The projection's component
+    /// must be deployed on a running host (or on the next `refold run`) for the build to progress.
     Rebuild(generations::RebuildArgs),
     /// Make a projection's previous generation active again.
+    ///
+    /// Make the previous generation of a projection active again (its stable names point back at
+    /// it at once) and mark the current one rolled back: its code is not built again until
+    /// different code is deployed. The restored generation resumes from its own checkpoint, so
+    /// until it catches up, reads show its data as of when it was replaced.
     Rollback(generations::RollbackArgs),
     /// Build a Rust projection crate (or workspace) into components.
     Build(BuildArgs),

@@ -17,14 +17,7 @@ use crate::store::{self, Store};
 /// rollback requested by another process).
 const SYNC_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Run every projection component (`*.wasm`, recursively) of a folder against a store, and keep
-/// watching the folder: a new file deploys a new projection (it replays the whole history, then
-/// follows live appends); new code with the same declared version is swapped in place at a batch
-/// boundary; a higher version builds a new generation beside the active one and takes over
-/// atomically once it has caught up; a removed file stops its projection (its data stays). A
-/// file that fails to compile or validate is refused and never replaces running code; the
-/// reason shows in the log and in `refold status`. Ctrl-C or SIGTERM stop every projection at a
-/// batch boundary.
+/// Arguments of `refold run` (documented on the subcommand).
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]

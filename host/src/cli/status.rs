@@ -7,9 +7,7 @@ use clap::Args;
 use super::StoreArgs;
 use crate::store;
 
-/// Show every projection generation in the store: state, version, checkpoint, head, lag in
-/// events, and the error it stopped on; then the component files a host refused to deploy, with
-/// the reason.
+/// Arguments of `refold status` (documented on the subcommand).
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]

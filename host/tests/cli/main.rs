@@ -45,13 +45,14 @@ fn head(uri: &str) -> u64 {
 #[test]
 fn every_command_explains_itself() {
     for (command, words) in [
-        ("run", "projections"),
+        // The long descriptions show in `--help`, not only the one-line summaries.
+        ("run", "swapped in place"),
         ("demo", "history"),
         ("append", "expected-version"),
-        ("status", "lag"),
+        ("status", "refused to deploy"),
         ("build", "components"),
         ("rebuild", "generation"),
-        ("rollback", "generation"),
+        ("rollback", "resumes from its own checkpoint"),
     ] {
         let out = refold(&[command, "--help"]);
         assert!(out.status.success(), "{command} --help failed");
