@@ -17,6 +17,15 @@ pub struct StatusArgs {
     json: bool,
 }
 
+/// Share of the log a generation has folded in, in percent (100 for an empty log).
+fn progress(checkpoint: u64, head: u64) -> f64 {
+    if head == 0 {
+        100.0
+    } else {
+        (checkpoint.min(head) as f64 * 100.0 / head as f64 * 10.0).floor() / 10.0
+    }
+}
+
 pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let store = store::open(&args.store.store).await?;
     let head = store.head().await?;
@@ -29,7 +38,8 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 serde_json::json!({
                     "projection": g.projection, "generation": g.number, "version": g.version,
                     "state": g.state, "checkpoint": g.checkpoint, "head": head,
-                    "lagEvents": head.saturating_sub(g.checkpoint), "codeHash": g.code_hash,
+                    "lagEvents": head.saturating_sub(g.checkpoint),
+                    "progressPercent": progress(g.checkpoint, head), "codeHash": g.code_hash,
                     "lastError": g.last_error,
                 })
             })
@@ -56,18 +66,19 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<24} {:>4} {:>7} {:<11} {:>12} {:>10}  error",
-        "projection", "gen", "version", "state", "checkpoint", "lag"
+        "{:<24} {:>4} {:>7} {:<11} {:>12} {:>10} {:>7}  error",
+        "projection", "gen", "version", "state", "checkpoint", "lag", "done"
     );
     for g in &generations {
         println!(
-            "{:<24} {:>4} {:>7} {:<11} {:>12} {:>10}  {}",
+            "{:<24} {:>4} {:>7} {:<11} {:>12} {:>10} {:>6.1}%  {}",
             g.projection,
             g.number,
             g.version,
             g.state.as_str(),
             g.checkpoint,
             head.saturating_sub(g.checkpoint),
+            progress(g.checkpoint, head),
             g.last_error.as_deref().unwrap_or("-")
         );
     }

@@ -128,6 +128,15 @@ async fn a_higher_version_builds_beside_the_active_one_and_cuts_over_atomically(
                 .is_some_and(|e| e.starts_with(&parked) && e.contains(&said))
     })
     .await;
+    // `refold status` shows how far each generation got.
+    let out = run(&["status", "--store", &host.uri, "--json"]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let progress = |n: usize| status["generations"][n]["progressPercent"].as_f64();
+    assert_eq!(progress(0), Some(100.0), "{status}");
+    assert!(
+        progress(1).is_some_and(|p| p > 0.0 && p < 100.0),
+        "{status}"
+    );
     let followed = host
         .store
         .append("s-7", ExpectedVersion::Any, vec![thing("Counted")])
