@@ -10,7 +10,8 @@ use refold::cli::history;
 use refold::domain::{ExpectedVersion, NewEvent};
 use refold::store::StreamAppend;
 use refold_tests::{
-    Running, Sandbox, catch_up, copy_log, dump_uri, examples, mongo, projections, text,
+    EXAMPLE_NAMES, Running, Sandbox, catch_up, copy_log, dump_uri, examples, mongo, projections,
+    text,
 };
 use serde_json::json;
 
@@ -46,13 +47,7 @@ async fn crash_cycles(crashed: &str, clean: &str, events: usize) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
     let sandbox = Sandbox::new();
-    let names = [
-        "payments",
-        "invoice-billing",
-        "invoice-analytics",
-        "user-profiles",
-    ];
-    let dir = projections(examples(), &names, &sandbox.path("projections"));
+    let dir = projections(examples(), &EXAMPLE_NAMES, &sandbox.path("projections"));
     let store = refold::store::open(crashed).await.expect("open store");
     for chunk in history::generate(events, seed).chunks(500) {
         store

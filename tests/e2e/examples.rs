@@ -3,7 +3,7 @@
 
 use refold::domain::{ExpectedVersion, NewEvent};
 use refold::store::StreamAppend;
-use refold_tests::{Sandbox, catch_up, dump, examples, projections, run, text};
+use refold_tests::{EXAMPLE_NAMES, Sandbox, catch_up, dump, examples, projections, run, text};
 use serde_json::{Value, json};
 
 /// 2025-01-15T10:00:00Z.
@@ -180,16 +180,7 @@ async fn example_projections_build_the_expected_read_models() {
     let store = sandbox.store("store.db").await;
     store.append_all(history()).await.expect("append history");
     drop(store);
-    let dir = projections(
-        examples(),
-        &[
-            "payments",
-            "invoice-billing",
-            "invoice-analytics",
-            "user-profiles",
-        ],
-        &sandbox.path("projections"),
-    );
+    let dir = projections(examples(), &EXAMPLE_NAMES, &sandbox.path("projections"));
 
     let out = catch_up(&sandbox.uri("store.db"), &dir, &[]);
     assert!(

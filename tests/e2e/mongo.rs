@@ -9,24 +9,15 @@ use refold::cli::history;
 use refold::domain::ExpectedVersion;
 use refold_tests::mongo::{self, admin, database, fail_commands};
 use refold_tests::{
-    Running, Sandbox, catch_up, copy_log, dump_uri, examples, fixtures, projections, run, text,
-    thing,
+    EXAMPLE_NAMES, Running, Sandbox, catch_up, copy_log, dump_uri, examples, fixtures, projections,
+    run, text, thing,
 };
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn example_read_models_are_identical_on_both_stores() {
     let sandbox = Sandbox::new();
-    let dir = projections(
-        examples(),
-        &[
-            "payments",
-            "invoice-billing",
-            "invoice-analytics",
-            "user-profiles",
-        ],
-        &sandbox.path("p"),
-    );
+    let dir = projections(examples(), &EXAMPLE_NAMES, &sandbox.path("p"));
     let (embedded, mongodb) = (sandbox.uri("store.db"), mongo::fresh_uri("same"));
     let source = refold::store::open(&embedded).await.expect("open");
     for chunk in history::generate(3_000, 11).chunks(500) {

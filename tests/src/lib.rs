@@ -50,6 +50,14 @@ fn build_once(cell: &'static OnceLock<PathBuf>, project: &str, out: &str) -> &'s
     })
 }
 
+/// The names of the example projections, as their components are named.
+pub const EXAMPLE_NAMES: [&str; 4] = [
+    "payments",
+    "invoice-billing",
+    "invoice-analytics",
+    "user-profiles",
+];
+
 /// The example projections, built to components (once per test run).
 pub fn examples() -> &'static Path {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
