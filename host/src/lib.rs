@@ -7,14 +7,19 @@
 //! - [`projector`]: projector loops and the supervisor, driving a [`projector::Handler`];
 //! - [`engine`]: the wasm engine, the only module that names wasmtime;
 //! - [`deploy`]: loading a folder of components;
+//! - [`control`]: operator commands (rebuild, rollback, pause, resume);
 //! - [`guest_build`]: building projection sources into components;
+//! - [`api`]: the HTTP API and the dashboard;
 //! - [`cli`]: the `refold` command line, including the demo.
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod cli;
+pub mod control;
 pub mod deploy;
 pub mod domain;
 pub mod engine;
 pub mod guest_build;
+pub mod metrics;
 pub mod projector;
 pub mod store;

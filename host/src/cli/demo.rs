@@ -10,7 +10,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use super::run::{HostArgs, apply_changes, start_folder, stop_signal, sync};
+use super::run::{HostArgs, HttpArgs, apply_changes, start_folder, stop_signal, sync};
 use super::{history, progress};
 use crate::deploy::FolderWatcher;
 use crate::domain::{ExpectedVersion, NewEvent, time};
@@ -41,6 +41,8 @@ pub struct DemoArgs {
     exit_when_caught_up: bool,
     #[command(flatten)]
     host: HostArgs,
+    #[command(flatten)]
+    http: HttpArgs,
 }
 
 fn remove_store_files(db: &Path) -> anyhow::Result<()> {
@@ -138,7 +140,7 @@ async fn live_payment(
     let result = store
         .append(&id, ExpectedVersion::NoStream, vec![event])
         .await?;
-    supervisor.wait_for(result.last_position).await;
+    supervisor.wait_for_serving(result.last_position).await;
     println!(
         "{}  appended {id} at position {} -> visible in every read model after {:.1} ms",
         time::iso8601_millis(time::now_millis()),
@@ -212,6 +214,14 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
         let mut watcher = FolderWatcher::new(&projections)
             .with_context(|| format!("watching {}", projections.display()))?;
+        let api = args.http.start(Arc::clone(&store)).await?;
+        if let Some(api) = &api {
+            api.publish(&deployer.supervisor);
+            println!(
+                "dashboard: http://{0}/   API: http://{0}/api/projections   metrics: http://{0}/metrics",
+                api.address
+            );
+        }
         let mut n = 0;
         let stop = stop_signal();
         tokio::pin!(stop);
@@ -227,6 +237,12 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
                     live_payment(&store, &deployer.supervisor, n).await?;
                 }
             }
+            if let Some(api) = &api {
+                api.publish(&deployer.supervisor);
+            }
+        }
+        if let Some(api) = api {
+            api.shutdown().await;
         }
     }
     deployer.supervisor.shutdown().await;

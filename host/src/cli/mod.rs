@@ -85,6 +85,18 @@ enum Command {
     /// different code is deployed. The restored generation resumes from its own checkpoint, so
     /// until it catches up, reads show its data as of when it was replaced.
     Rollback(generations::RollbackArgs),
+    /// Pause a projection: its projectors stop; its read collections keep serving.
+    ///
+    /// Pause a projection on every host that runs it: its projectors stop at their next batch
+    /// boundary (within a fraction of a second on a running host) and nothing more is folded in
+    /// until `refold resume`; its read collections keep serving what they hold. A paused
+    /// projection stays paused across restarts.
+    Pause(generations::PauseArgs),
+    /// Resume a paused projection from its checkpoints.
+    ///
+    /// Resume a paused projection: its generations continue from their checkpoints, so nothing
+    /// appended meanwhile is missed.
+    Resume(generations::PauseArgs),
     /// Build a Rust projection crate (or workspace) into components.
     Build(BuildArgs),
 }
@@ -129,6 +141,8 @@ pub fn main() -> ExitCode {
             Command::Status(args) => status::status(args).await,
             Command::Rebuild(args) => generations::rebuild(args).await,
             Command::Rollback(args) => generations::rollback(args).await,
+            Command::Pause(args) => generations::pause(args, true).await,
+            Command::Resume(args) => generations::pause(args, false).await,
             Command::Build(args) => build(args),
         }
     });

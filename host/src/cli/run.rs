@@ -1,5 +1,6 @@
 //! `refold run`: serve projections from a folder.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,10 +8,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 
 use super::StoreArgs;
 use crate::deploy::{Changes, Deployer, FolderWatcher, Outcome};
 use crate::engine::{CodeCache, Engine, Limits};
+use crate::projector::{HostView, Supervisor};
 use crate::store::{self, Store};
 
 /// How often the store is checked for generation changes (a cut-over to finish, a rebuild or
@@ -31,6 +35,77 @@ pub struct RunArgs {
     exit_when_caught_up: bool,
     #[command(flatten)]
     host: HostArgs,
+    #[command(flatten)]
+    http: HttpArgs,
+}
+
+/// Settings of the HTTP API.
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    /// Address of the HTTP API and dashboard. Loopback by default; `0.0.0.0:7070` serves other
+    /// machines (the API has no authentication: put it behind a proxy that has); port 0 picks a
+    /// free port.
+    #[arg(long, env = "REFOLD_HTTP", default_value = "127.0.0.1:7070")]
+    pub http: SocketAddr,
+    /// Serve no HTTP API.
+    #[arg(long)]
+    pub no_http: bool,
+}
+
+/// A running HTTP API: publishes what the host runs, stops with the host.
+pub(super) struct Api {
+    view: watch::Sender<HostView>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+    /// The address it listens on.
+    pub address: SocketAddr,
+}
+
+impl HttpArgs {
+    /// Bind the address and serve, unless `--no-http`.
+    pub(super) async fn start(&self, store: Arc<dyn Store>) -> anyhow::Result<Option<Api>> {
+        if self.no_http {
+            return Ok(None);
+        }
+        let listener = tokio::net::TcpListener::bind(self.http)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} for the HTTP API (change --http, or --no-http to serve none)",
+                    self.http
+                )
+            })?;
+        let address = listener.local_addr()?;
+        let (view, watching) = watch::channel(HostView::default());
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(crate::api::serve(listener, store, watching, async {
+            let _ = stopped.await;
+        }));
+        tracing::info!(%address, "HTTP API on http://{address}/api, dashboard on http://{address}/");
+        Ok(Some(Api {
+            view,
+            stop,
+            task,
+            address,
+        }))
+    }
+}
+
+impl Api {
+    /// Show what the supervisor runs now.
+    pub(super) fn publish(&self, supervisor: &Supervisor) {
+        self.view.send_replace(supervisor.view());
+    }
+
+    /// Stop serving (requests in flight finish).
+    pub(super) async fn shutdown(self) {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(Err(error)) => tracing::warn!(%error, "the HTTP API stopped with an error"),
+            Err(error) => tracing::warn!(%error, "the HTTP API task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
 }
 
 /// Settings of the wasm host.
@@ -168,7 +243,17 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("watching {}", args.projections.display()))?,
         )
     };
+    let api = match watcher {
+        Some(_) => args.http.start(Arc::clone(&store)).await?,
+        None => None,
+    };
     let mut deployer = start_folder(Arc::clone(&store), &args.projections, &args.host).await?;
+    let publish = |deployer: &Deployer| {
+        if let Some(api) = &api {
+            api.publish(&deployer.supervisor);
+        }
+    };
+    publish(&deployer);
     let mut tick = tokio::time::interval(SYNC_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     match watcher.as_mut() {
@@ -197,8 +282,12 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                     },
                     _ = tick.tick() => sync(&mut deployer).await,
                 }
+                publish(&deployer);
             }
         }
+    }
+    if let Some(api) = api {
+        api.shutdown().await;
     }
     let mut failed = false;
     for (name, reason) in deployer.supervisor.shutdown().await {

@@ -197,6 +197,7 @@ impl Deployer {
             Outcome::Unchanged => return outcome,
             Outcome::Refused { error } => {
                 tracing::error!(%component, %error, "component refused");
+                crate::metrics::global().refused();
                 self.store.record_refusal(&component, Some(error)).await
             }
             Outcome::Deployed { projection } => {

@@ -14,7 +14,7 @@ mod supervisor;
 pub use context::{BatchContext, CollectionFailure};
 pub use handler::{HandleFailure, Handler};
 pub use runner::{DropReason, Projector, ProjectorState, ProjectorStatus};
-pub use supervisor::{CodeSource, Supervisor, SupervisorError};
+pub use supervisor::{CodeSource, HostView, Supervisor, SupervisorError};
 
 /// Events per batch when the manifest does not say.
 pub const DEFAULT_BATCH_SIZE: u32 = 500;

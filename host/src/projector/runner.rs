@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use super::{BatchContext, DEFAULT_BATCH_SIZE, HandleFailure, Handler};
 use crate::domain::{Generation, GenerationState, Position, RecordedEvent};
+use crate::metrics;
 use crate::store::{Page, Store, StoreError};
 
 /// A non-matching stretch of the log this long is checkpointed even with nothing to write, so a
@@ -221,6 +222,7 @@ impl Projector {
                 continue;
             }
             let count = events.len();
+            let started = Instant::now();
             let (returned, result) = match self.handle(events, context).await {
                 Ok(outcome) => outcome,
                 Err(reason) => return reason,
@@ -229,6 +231,7 @@ impl Projector {
             match result {
                 Ok(()) => match self.commit(&mut context, stored, scanned_to).await {
                     Ok(()) => {
+                        metrics::global().batch(&manifest.name, count as u64, started.elapsed());
                         stored = scanned_to;
                         scanned = scanned_to;
                         host_backoff = Backoff::new();
@@ -240,6 +243,7 @@ impl Projector {
                     Err(reason) => return reason,
                 },
                 Err(failure) if failure.is_transient() => {
+                    metrics::global().error(&manifest.name);
                     context.discard();
                     tracing::warn!(projection = %manifest.name, %failure, "batch failed on the host side; retrying it");
                     if self.stopping() {
@@ -248,6 +252,7 @@ impl Projector {
                     host_backoff.wait().await;
                 }
                 Err(failure) => {
+                    metrics::global().error(&manifest.name);
                     context.discard();
                     if count > 1 {
                         tracing::warn!(projection = %manifest.name, %failure, "batch failed; retrying it one event at a time");

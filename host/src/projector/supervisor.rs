@@ -4,7 +4,7 @@
 //! It is level-triggered: [`Supervisor::reconcile`] reads a projection's generations, plans, and
 //! then starts, stops or restarts projectors until what runs matches the plan. Deploys,
 //! removals, cut-overs (a building generation activating itself) and operator commands run from
-//! another process (`refold rebuild`, `refold rollback`) all end in the same call, so there is
+//! another process (`refold rebuild`, `refold rollback`, pause and resume: a paused projection runs nothing) all end in the same call, so there is
 //! one code path for every change. A restart with new code stops the old projector at a batch
 //! boundary and waits for it before the new one reads its checkpoint, so no event is skipped or
 //! handled twice across a swap.
@@ -66,14 +66,28 @@ struct Running {
 }
 
 /// What the store said about one projection when it was last reconciled; a change means
-/// something (a cut-over, a rebuild, a rollback) needs reconciling again.
-type Fingerprint = Vec<(u32, u32, String, GenerationState)>;
+/// something (a cut-over, a rebuild, a rollback, a pause) needs reconciling again.
+type Fingerprint = (bool, Vec<(u32, u32, String, GenerationState)>);
 
-fn fingerprint(generations: &[Generation]) -> Fingerprint {
-    generations
-        .iter()
-        .map(|g| (g.number, g.version, g.code_hash.clone(), g.state))
-        .collect()
+fn fingerprint(paused: bool, generations: &[Generation]) -> Fingerprint {
+    (
+        paused,
+        generations
+            .iter()
+            .map(|g| (g.number, g.version, g.code_hash.clone(), g.state))
+            .collect(),
+    )
+}
+
+/// What a host runs, as the HTTP API shows it.
+#[derive(Debug, Clone, Default)]
+pub struct HostView {
+    /// The initial scan of the projections folder is done.
+    pub ready: bool,
+    /// Deployed code per projection: declared version and code hash.
+    pub deployed: BTreeMap<String, (u32, String)>,
+    /// Status receivers of the running projectors.
+    pub projectors: Vec<watch::Receiver<ProjectorStatus>>,
 }
 
 /// The set of running projectors.
@@ -125,6 +139,7 @@ impl Supervisor {
 
     /// Bring one projection's projectors in line with its deployed code and its generations.
     pub async fn reconcile(&mut self, name: &str) -> Result<(), SupervisorError> {
+        let paused = self.store.paused().await?.contains(name);
         let generations = self.store.generations(name).await?;
         let deployed = self.deployed.get(name).cloned();
         let plan = plan(
@@ -160,10 +175,15 @@ impl Supervisor {
             tracing::info!(projection = %name, generation = generation.number, version = generation.version, "new generation: building from the origin");
             wanted.insert(generation.number, Arc::clone(handler));
         }
+        if paused {
+            tracing::info!(projection = %name, "paused: its projectors stop; reads keep being served");
+            wanted.clear();
+        }
         self.converge(name, wanted).await?;
         // What this pass acted on, not what the store holds now: any change since (this pass's
         // own, or a generation that activated meanwhile) makes the next sync reconcile again.
-        self.seen.insert(name.to_owned(), fingerprint(&generations));
+        self.seen
+            .insert(name.to_owned(), fingerprint(paused, &generations));
         self.forget_unused_handlers();
         match plan.refused {
             None => Ok(()),
@@ -185,6 +205,7 @@ impl Supervisor {
     /// reconciled (a cut-over, or a rebuild or rollback from another process). Returns each
     /// projection reconciled, with its outcome.
     pub async fn sync(&mut self) -> Result<Vec<(String, Result<(), SupervisorError>)>, StoreError> {
+        let paused = self.store.paused().await?;
         let mut by_projection: BTreeMap<String, Vec<Generation>> = BTreeMap::new();
         for generation in self.store.all_generations().await? {
             by_projection
@@ -200,7 +221,10 @@ impl Supervisor {
             .collect();
         let mut outcomes = Vec::new();
         for name in names {
-            let current = fingerprint(by_projection.get(&name).map_or(&[][..], Vec::as_slice));
+            let current = fingerprint(
+                paused.contains(&name),
+                by_projection.get(&name).map_or(&[][..], Vec::as_slice),
+            );
             if self.seen.get(&name) != Some(&current) {
                 let outcome = self.reconcile(&name).await;
                 outcomes.push((name, outcome));
@@ -338,6 +362,24 @@ impl Supervisor {
             .collect()
     }
 
+    /// What runs now (deployed code and projectors), marked ready.
+    pub fn view(&self) -> HostView {
+        HostView {
+            ready: true,
+            deployed: self
+                .deployed
+                .iter()
+                .map(|(name, h)| {
+                    (
+                        name.clone(),
+                        (h.manifest().version, h.code_hash().to_owned()),
+                    )
+                })
+                .collect(),
+            projectors: self.status_receivers(),
+        }
+    }
+
     /// Status receivers, for progress displays.
     pub fn status_receivers(&self) -> Vec<watch::Receiver<ProjectorStatus>> {
         self.running.values().map(|r| r.status.clone()).collect()
@@ -358,7 +400,21 @@ impl Supervisor {
     /// Wait until every projector has folded in everything up to `position` and is following
     /// live, or has stopped.
     pub async fn wait_for(&self, position: Position) {
+        self.wait_for_some(position, |_| true).await;
+    }
+
+    /// Like [`Self::wait_for`], for the projectors of active generations only (what readers
+    /// see), not for generations still building beside them.
+    pub async fn wait_for_serving(&self, position: Position) {
+        self.wait_for_some(position, |s| s.generation_state == GenerationState::Active)
+            .await;
+    }
+
+    async fn wait_for_some(&self, position: Position, which: fn(&ProjectorStatus) -> bool) {
         for running in self.running.values() {
+            if !which(&running.status.borrow()) {
+                continue;
+            }
             let mut status = running.status.clone();
             let _ = status
                 .wait_for(|s| {

@@ -10,8 +10,10 @@
 
 pub mod batch;
 pub mod mongo;
+pub mod query;
 pub mod sqlite;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -23,6 +25,7 @@ use crate::domain::{
     Position, RecordedEvent, StreamVersion,
 };
 pub use batch::BatchWrites;
+pub use query::{Query, QueryError};
 
 /// Errors from a store, for callers to branch on.
 #[derive(Debug, thiserror::Error)]
@@ -268,6 +271,22 @@ pub trait ReadModelStore: Send + Sync {
         collection: &str,
         id: &str,
     ) -> StoreResult<Option<Value>>;
+
+    /// The documents of the active generation's collection that match a query, in its order.
+    /// [`StoreError::NotFound`] when the collection is not served (yet).
+    async fn find_documents(
+        &self,
+        projection: &str,
+        collection: &str,
+        query: &Query,
+    ) -> StoreResult<Vec<Value>>;
+
+    /// Pause a projection (`true`: its projectors stop at a batch boundary on every host, its
+    /// read collections keep serving) or resume it (`false`: it continues from its checkpoints).
+    async fn set_paused(&self, projection: &str, paused: bool) -> StoreResult<()>;
+
+    /// The paused projections.
+    async fn paused(&self) -> StoreResult<BTreeSet<String>>;
 
     /// The documents of the active generation's collection, ordered by id, at most `limit`.
     async fn list_documents(

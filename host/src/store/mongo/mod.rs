@@ -9,10 +9,11 @@
 //!   concurrent appends conflict on it and commit in position order: a reader paging by
 //!   position never sees a higher position before a lower one;
 //! - `generations`: projection generations and their checkpoints;
+//! - `refusals`, `paused`: component files a host refused, and paused projections;
 //! - `<projection>__g<n>__<collection>`: read collections, and `<projection>__<collection>`,
 //!   views on the active generation.
 
-mod convert;
+pub(crate) mod convert;
 mod errors;
 mod events;
 mod feed;
@@ -88,6 +89,10 @@ impl MongoStore {
 
     fn refusals_collection(&self) -> Collection<Document> {
         self.db.collection("refusals")
+    }
+
+    fn paused_collection(&self) -> Collection<Document> {
+        self.db.collection("paused")
     }
 
     async fn create_indexes(&self) -> StoreResult<()> {

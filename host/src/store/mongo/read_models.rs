@@ -5,7 +5,7 @@
 //! one per document), then the generation's checkpoint moves, guarded by its previous value.
 //! Stable names are views; a cut-over repoints them with `collMod`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
@@ -17,7 +17,9 @@ use serde_json::{Map, Value};
 use super::{MongoStore, backend, convert, errors, transaction};
 use crate::domain::generation::stable_name;
 use crate::domain::{Generation, GenerationState, Manifest, Position, time};
-use crate::store::{BatchWrites, DocumentReader, ReadModelStore, Refusal, StoreError, StoreResult};
+use crate::store::{
+    BatchWrites, DocumentReader, Query, ReadModelStore, Refusal, StoreError, StoreResult,
+};
 
 fn generation_id(projection: &str, number: u32) -> String {
     format!("{projection}:{number}")
@@ -491,6 +493,69 @@ impl ReadModelStore for MongoStore {
             .await
             .map_err(|e| StoreError::backend(format!("read {view}/{id}"), e))?;
         Ok(found.as_ref().map(|d| Value::Object(convert::to_map(d))))
+    }
+
+    async fn find_documents(
+        &self,
+        projection: &str,
+        collection: &str,
+        query: &Query,
+    ) -> StoreResult<Vec<Value>> {
+        let view = stable_name(projection, collection);
+        if !self.collection_exists(&view).await? {
+            return Err(StoreError::NotFound(format!("collection {view}")));
+        }
+        let docs: Vec<Document> = self
+            .db
+            .collection::<Document>(&view)
+            .find(query.filter.to_document())
+            .sort(query.sort_document())
+            .skip(query.skip as u64)
+            .limit(query.limit as i64)
+            .await
+            .map_err(|e| StoreError::backend(format!("query {view}"), e))?
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::backend(format!("query {view}"), e))?;
+        Ok(docs
+            .iter()
+            .map(|d| Value::Object(convert::to_map(d)))
+            .collect())
+    }
+
+    async fn set_paused(&self, projection: &str, paused: bool) -> StoreResult<()> {
+        let collection = self.paused_collection();
+        if paused {
+            collection
+                .update_one(
+                    doc! { "_id": projection },
+                    doc! { "$setOnInsert": { "at": mongodb::bson::DateTime::from_millis(time::now_millis()) } },
+                )
+                .upsert(true)
+                .await
+                .map(drop)
+        } else {
+            collection
+                .delete_one(doc! { "_id": projection })
+                .await
+                .map(drop)
+        }
+        .map_err(backend("pause or resume"))
+    }
+
+    async fn paused(&self) -> StoreResult<BTreeSet<String>> {
+        let docs: Vec<Document> = self
+            .paused_collection()
+            .find(doc! {})
+            .await
+            .map_err(backend("read paused projections"))?
+            .try_collect()
+            .await
+            .map_err(backend("read paused projections"))?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
+            .collect())
     }
 
     async fn list_documents(

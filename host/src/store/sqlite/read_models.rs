@@ -5,7 +5,7 @@
 //! indexes on `json_extract(body, path)`. The stable name `<projection>__<collection>` is a
 //! view over the active generation's table, replaced inside the cut-over transaction.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -14,7 +14,10 @@ use serde_json::{Map, Value};
 use super::{SqliteStore, quoted};
 use crate::domain::generation::{physical_name, stable_name};
 use crate::domain::{Generation, GenerationState, Manifest, Position, time};
-use crate::store::{BatchWrites, DocumentReader, ReadModelStore, Refusal, StoreError, StoreResult};
+use crate::store::mongo::convert;
+use crate::store::{
+    BatchWrites, DocumentReader, Query, ReadModelStore, Refusal, StoreError, StoreResult, query,
+};
 
 const GENERATION_COLUMNS: &str =
     "projection, number, version, code_hash, state, checkpoint, last_error, collections";
@@ -475,6 +478,68 @@ impl ReadModelStore for SqliteStore {
             .optional()
             .map(|b| b.map(parse_body))
             .map_err(|e| StoreError::backend(format!("read {view}/{id}"), e))
+        })
+        .await
+    }
+
+    async fn find_documents(
+        &self,
+        projection: &str,
+        collection: &str,
+        query: &Query,
+    ) -> StoreResult<Vec<Value>> {
+        let view = stable_name(projection, collection);
+        let query = query.clone();
+        self.with_reader(move |conn| {
+            if !view_exists(conn, &view)? {
+                return Err(StoreError::NotFound(format!("collection {view}")));
+            }
+            let failed = |e| StoreError::backend(format!("query {view}"), e);
+            let mut stmt = conn
+                .prepare(&format!("SELECT id, body FROM {}", quoted(&view)))
+                .map_err(failed)?;
+            let mut rows = stmt.query([]).map_err(failed)?;
+            let mut documents = Vec::new();
+            while let Some(row) = rows.next().map_err(failed)? {
+                let id: String = row.get(0).map_err(failed)?;
+                let body = parse_body(row.get(1).map_err(failed)?);
+                let Value::Object(map) = &body else {
+                    continue;
+                };
+                match convert::to_document(map) {
+                    Ok(document) => documents.push((document, body)),
+                    Err(error) => {
+                        tracing::warn!(collection = %view, %id, %error, "document left out of a query: it is not valid Extended JSON");
+                    }
+                }
+            }
+            Ok(query::run(&query, documents))
+        })
+        .await
+    }
+
+    async fn set_paused(&self, projection: &str, paused: bool) -> StoreResult<()> {
+        let projection = projection.to_owned();
+        self.with_writer(move |conn| {
+            if paused {
+                conn.execute(
+                    "INSERT INTO paused (projection, at_ms) VALUES (?1, ?2) ON CONFLICT (projection) DO NOTHING",
+                    params![projection, time::now_millis()],
+                )
+            } else {
+                conn.execute("DELETE FROM paused WHERE projection = ?1", [projection])
+            }
+            .map(drop)
+            .map_err(|e| StoreError::backend("pause or resume", e))
+        })
+        .await
+    }
+
+    async fn paused(&self) -> StoreResult<BTreeSet<String>> {
+        self.with_reader(|conn| {
+            conn.prepare("SELECT projection FROM paused")
+                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                .map_err(|e| StoreError::backend("read paused projections", e))
         })
         .await
     }

@@ -32,6 +32,10 @@ CREATE TABLE IF NOT EXISTS generations (
     collections TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (projection, number)
 );
+CREATE TABLE IF NOT EXISTS paused (
+    projection TEXT    PRIMARY KEY NOT NULL,
+    at_ms      INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS refusals (
     component TEXT    PRIMARY KEY NOT NULL,
     error     TEXT    NOT NULL,

@@ -1,0 +1,91 @@
+//! Operations: health, readiness, metrics, the OpenAPI document and the dashboard.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse};
+use serde_json::{Value, json};
+
+use super::Shared;
+use super::error::ApiError;
+use crate::domain::GenerationState;
+use crate::metrics::{self, StoreGauges};
+
+const DASHBOARD: &str = include_str!("dashboard.html");
+const OPENAPI: &str = include_str!("openapi.json");
+
+pub(super) async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Ready once the host has deployed its folder and the store answers.
+pub(super) async fn readyz(State(shared): State<Shared>) -> Result<Json<Value>, ApiError> {
+    if !shared.view.borrow().ready {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the host is still loading its projections",
+        ));
+    }
+    let head = shared.store.head().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("the store does not answer: {e}"),
+        )
+    })?;
+    Ok(Json(json!({ "status": "ready", "head": head })))
+}
+
+pub(super) async fn metrics(State(shared): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+    let head = shared.store.head().await?;
+    let generations = shared.store.all_generations().await?;
+    let mut serving: BTreeMap<String, u64> = BTreeMap::new();
+    for g in &generations {
+        if g.state == GenerationState::Active
+            || (g.state == GenerationState::Building && !serving.contains_key(&g.projection))
+        {
+            serving.insert(g.projection.clone(), g.checkpoint);
+        }
+    }
+    let mut lag_seconds = Vec::new();
+    for (name, checkpoint) in serving {
+        lag_seconds.push((
+            name,
+            super::projections::lag_seconds(&shared, checkpoint, head).await?,
+        ));
+    }
+    let gauges = StoreGauges {
+        head,
+        generations: generations
+            .iter()
+            .map(|g| {
+                (
+                    g.projection.clone(),
+                    g.number,
+                    g.state.as_str(),
+                    g.checkpoint,
+                )
+            })
+            .collect(),
+        paused: shared.store.paused().await?.into_iter().collect(),
+        lag_seconds,
+    };
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        metrics::render(&gauges),
+    ))
+}
+
+pub(super) async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+pub(super) async fn dashboard() -> Html<&'static str> {
+    Html(DASHBOARD)
+}

@@ -1,0 +1,179 @@
+//! Appending to and reading streams, and reading the global log.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::{Params, Shared};
+use crate::domain::{EventFilter, ExpectedVersion, NewEvent};
+use crate::metrics;
+
+/// Most events one read returns.
+const MAX_READ: u64 = 1_000;
+/// Events one read returns when it does not say.
+const DEFAULT_READ: u64 = 100;
+
+/// The body of an append.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AppendBody {
+    #[serde(default)]
+    expected_version: Option<Value>,
+    events: Vec<NewEvent>,
+}
+
+fn expected_version(value: Option<Value>) -> Result<ExpectedVersion, ApiError> {
+    match value {
+        None => Ok(ExpectedVersion::Any),
+        Some(Value::Number(n)) => n.as_u64().map(ExpectedVersion::Exact).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_expected_version",
+                format!("expectedVersion {n} is not a whole number >= 0"),
+            )
+        }),
+        Some(Value::String(text)) => text
+            .parse()
+            .map_err(|e: String| ApiError::bad_request("invalid_expected_version", e)),
+        Some(other) => Err(ApiError::bad_request(
+            "invalid_expected_version",
+            format!(
+                "expectedVersion must be \"any\", \"no_stream\" or a whole number, not {other}"
+            ),
+        )),
+    }
+}
+
+/// Parse a JSON body, naming where it is malformed.
+pub(super) fn parse_body<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
+    let bytes = body.map_err(|rejection| {
+        ApiError::new(rejection.status(), "unreadable_body", rejection.body_text())
+    })?;
+    if bytes.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the request body is empty",
+        ));
+    }
+    // serde_json refuses nesting deeper than 128 levels, so a hostile body cannot exhaust the
+    // stack.
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("malformed body: {e}")))
+}
+
+pub(super) async fn append(
+    State(shared): State<Shared>,
+    Path(aggregate_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body: AppendBody = parse_body(body)?;
+    let expected = expected_version(body.expected_version)?;
+    let count = body.events.len() as u64;
+    let result = shared
+        .store
+        .append(&aggregate_id, expected, body.events)
+        .await?;
+    metrics::global().appended(count);
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "aggregateId": aggregate_id,
+            "firstPosition": result.first_position,
+            "lastPosition": result.last_position,
+            "version": result.version,
+        })),
+    ))
+}
+
+pub(super) async fn read_stream(
+    State(shared): State<Shared>,
+    Path(aggregate_id): Path<String>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let params = params.only(&["fromVersion", "limit"])?;
+    let from = params.number("fromVersion")?.unwrap_or(1).max(1);
+    let limit = limit(&params)?;
+    let events = shared
+        .store
+        .read_stream(&aggregate_id, from, limit as usize)
+        .await?;
+    if events.is_empty() && from == 1 {
+        return Err(ApiError::not_found(
+            "stream_not_found",
+            format!("stream `{aggregate_id}` has no events"),
+        ));
+    }
+    Ok(Json(json!({
+        "aggregateId": aggregate_id,
+        "events": events.iter().map(|e| e.to_json()).collect::<Vec<_>>(),
+    })))
+}
+
+fn limit(params: &HashMap<String, String>) -> Result<u64, ApiError> {
+    match params.number("limit")? {
+        None => Ok(DEFAULT_READ),
+        Some(n) if (1..=MAX_READ).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(
+            "invalid_parameter",
+            format!("limit {n} is outside 1..={MAX_READ}"),
+        )),
+    }
+}
+
+pub(super) async fn read_all(
+    State(shared): State<Shared>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    let params = params.only(&["after", "limit", "eventType", "aggregateType"])?;
+    let after = params.number("after")?.unwrap_or(0);
+    let limit = limit(&params)?;
+    let list = |key: &str| {
+        params
+            .get(key)
+            .map(|v| v.split(',').map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let filter = EventFilter {
+        event_types: list("eventType"),
+        aggregate_types: list("aggregateType"),
+    };
+    let page = shared
+        .store
+        .read_all(after, limit as usize, &filter)
+        .await?;
+    let head = shared.store.head().await?;
+    Ok(Json(json!({
+        "events": page.events.iter().map(|e| e.to_json()).collect::<Vec<_>>(),
+        "next": page.scanned_to,
+        "head": head,
+    })))
+}
+
+/// Typed access to query parameters.
+pub(super) trait NumberParam {
+    /// A whole-number parameter, if given.
+    fn number(&self, key: &str) -> Result<Option<u64>, ApiError>;
+}
+
+impl NumberParam for HashMap<String, String> {
+    fn number(&self, key: &str) -> Result<Option<u64>, ApiError> {
+        self.get(key)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_parameter",
+                        format!("{key}={v} is not a whole number >= 0"),
+                    )
+                })
+            })
+            .transpose()
+    }
+}

@@ -1,0 +1,137 @@
+//! Operator commands on a projection, shared by the command line and the HTTP API: rebuild,
+//! roll back, pause and resume.
+//!
+//! Each only changes the store (the generation registry, the stable names, the paused set); a
+//! running host notices within a fraction of a second and starts or stops projectors to match,
+//! and a host started later does the same at start.
+
+use crate::domain::generation::rollback_target;
+use crate::domain::{CollectionSpec, Generation, GenerationState, Manifest};
+use crate::store::{Store, StoreError};
+
+/// Why an operator command was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No generation of that projection exists.
+    #[error("no projection named `{name}` in the store (known: {known})")]
+    UnknownProjection {
+        /// The name asked for.
+        name: String,
+        /// The names that exist, comma-separated, or `none`.
+        known: String,
+    },
+    /// The projection is not in a state that allows the command.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A projection's generations, oldest first; an error naming the known projections when it has
+/// none.
+pub async fn generations_of(
+    store: &dyn Store,
+    name: &str,
+) -> Result<Vec<Generation>, ControlError> {
+    let generations = store.generations(name).await?;
+    if generations.is_empty() {
+        let mut known: Vec<String> = store
+            .all_generations()
+            .await?
+            .into_iter()
+            .map(|g| g.projection)
+            .collect();
+        known.dedup();
+        return Err(ControlError::UnknownProjection {
+            name: name.to_owned(),
+            known: if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            },
+        });
+    }
+    Ok(generations)
+}
+
+fn active(generations: &[Generation]) -> Option<&Generation> {
+    generations
+        .iter()
+        .rfind(|g| g.state == GenerationState::Active)
+}
+
+/// Register a new generation that builds from position 0 with the active generation's code.
+/// Returns it and the active generation, which keeps serving until the new one has caught up.
+pub async fn rebuild(
+    store: &dyn Store,
+    name: &str,
+) -> Result<(Generation, Generation), ControlError> {
+    let generations = generations_of(store, name).await?;
+    if let Some(building) = generations
+        .iter()
+        .rfind(|g| g.state == GenerationState::Building)
+    {
+        return Err(ControlError::Conflict(format!(
+            "{name}: generation {} is already building (checkpoint {}); it takes over when it catches up",
+            building.number, building.checkpoint
+        )));
+    }
+    let Some(active) = active(&generations) else {
+        return Err(ControlError::Conflict(format!(
+            "{name}: no active generation to rebuild"
+        )));
+    };
+    // Indexes are not recorded with a generation; the host creates them from the component's
+    // manifest when it starts the generation.
+    let manifest = Manifest {
+        name: active.projection.clone(),
+        version: active.version,
+        event_types: vec![],
+        aggregate_types: vec![],
+        collections: active
+            .collections
+            .iter()
+            .map(|name| CollectionSpec {
+                name: name.clone(),
+                indexes: vec![],
+            })
+            .collect(),
+        batch_size: None,
+    };
+    let generation = store
+        .create_generation(&manifest, &active.code_hash)
+        .await?;
+    Ok((generation, active.clone()))
+}
+
+/// Make the previous generation active again and mark the current one rolled back. Returns the
+/// restored generation and the one rolled back.
+pub async fn rollback(
+    store: &dyn Store,
+    name: &str,
+) -> Result<(Generation, Generation), ControlError> {
+    let generations = generations_of(store, name).await?;
+    let Some(active) = active(&generations) else {
+        return Err(ControlError::Conflict(format!(
+            "{name}: no active generation to roll back"
+        )));
+    };
+    let Some(target) = rollback_target(&generations) else {
+        return Err(ControlError::Conflict(format!(
+            "{name}: generation {} (version {}) is the only one that was ever active; nothing to roll back to",
+            active.number, active.version
+        )));
+    };
+    store.activate(target, GenerationState::RolledBack).await?;
+    Ok((target.clone(), active.clone()))
+}
+
+/// Pause (`true`) or resume (`false`) a projection that exists. Pausing stops its projectors at
+/// a batch boundary on every host; its read collections keep serving. Resuming continues from
+/// the checkpoints. Either is idempotent.
+pub async fn set_paused(store: &dyn Store, name: &str, paused: bool) -> Result<(), ControlError> {
+    generations_of(store, name).await?;
+    store.set_paused(name, paused).await?;
+    Ok(())
+}
