@@ -1,5 +1,6 @@
 //! End-to-end tests: real guest components, the real embedded store, the real binary.
 
+mod api;
 mod contract;
 mod crash;
 mod examples;

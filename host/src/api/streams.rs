@@ -55,7 +55,12 @@ pub(super) fn parse_body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, ApiError> {
     let bytes = body.map_err(|rejection| {
-        ApiError::new(rejection.status(), "unreadable_body", rejection.body_text())
+        let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "payload_too_large"
+        } else {
+            "unreadable_body"
+        };
+        ApiError::new(rejection.status(), code, rejection.body_text())
     })?;
     if bytes.is_empty() {
         return Err(ApiError::bad_request(

@@ -1,0 +1,155 @@
+//! A real `refold run` with its HTTP API on a free loopback port, and a client for it.
+
+use std::path::Path;
+
+use refold::store::Store;
+use refold_tests::{Running, Sandbox, wait_until};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// A host serving its API, killed when dropped.
+pub struct Host {
+    _running: Running,
+    pub base: String,
+    client: reqwest::Client,
+}
+
+/// A free loopback port (bound and released: the host binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+impl Host {
+    /// `refold run` on a store and a projections folder, ready (folder deployed, store
+    /// answering).
+    pub async fn start(sandbox: &Sandbox, uri: &str, projections: &Path) -> Self {
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
+        let running = Running::logged(
+            &[
+                "run",
+                "--store",
+                uri,
+                "--projections",
+                &projections.to_string_lossy(),
+                "--http",
+                &address,
+            ],
+            &[("REFOLD_LOG", "info")],
+            &sandbox.path(&format!("host-{port}.log")),
+        );
+        Self::attach(running, format!("http://{address}")).await
+    }
+
+    /// Wait for a started host's API to be ready.
+    pub async fn attach(mut running: Running, base: String) -> Self {
+        let client = reqwest::Client::new();
+        let ready = format!("{base}/readyz");
+        wait_until("the HTTP API to be ready", || {
+            let alive = running.alive();
+            assert!(alive, "the host exited before its API was ready");
+            let request = client.get(&ready).send();
+            async move { matches!(request.await, Ok(r) if r.status() == StatusCode::OK) }
+        })
+        .await;
+        Self {
+            _running: running,
+            base,
+            client,
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let response = request.send().await.expect("HTTP request");
+        let status = response.status();
+        let text = response.text().await.expect("response body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    /// GET a path (with its query string).
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(self.client.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    /// GET a path with query parameters, encoded.
+    pub async fn get_with(&self, path: &str, query: &[(&str, String)]) -> (StatusCode, Value) {
+        self.send(self.client.get(format!("{}{path}", self.base)).query(query))
+            .await
+    }
+
+    /// POST a JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        self.send(self.client.post(format!("{}{path}", self.base)).json(body))
+            .await
+    }
+
+    /// POST raw bytes as JSON.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        self.send(
+            self.client
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
+    }
+
+    /// Any method, no body.
+    pub async fn call(&self, method: reqwest::Method, path: &str) -> (StatusCode, Value) {
+        self.send(self.client.request(method, format!("{}{path}", self.base)))
+            .await
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let (status, body) = self.get("/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        body.as_str().expect("metrics are text").to_owned()
+    }
+
+    /// Wait until a projection's status satisfies `condition`.
+    pub async fn wait_for_projection(
+        &self,
+        name: &str,
+        what: &str,
+        condition: impl Fn(&Value) -> bool,
+    ) {
+        let path = format!("/api/projections/{name}");
+        wait_until(what, || async {
+            let (status, body) = self.get(&path).await;
+            status == StatusCode::OK && condition(&body)
+        })
+        .await;
+    }
+
+    /// Wait until every projection is live at the store's head.
+    pub async fn wait_live(&self, store: &dyn Store) {
+        let head = store.head().await.expect("head");
+        wait_until("every projection to be live at the head", || async {
+            let (_, body) = self.get("/api/projections").await;
+            body["projections"].as_array().is_some_and(|ps| {
+                !ps.is_empty()
+                    && ps
+                        .iter()
+                        .all(|p| p["state"] == "live" && p["checkpoint"].as_u64() >= Some(head))
+            })
+        })
+        .await;
+    }
+}
+
+/// A value of a metric line without labels or with these exact labels.
+pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
