@@ -3,6 +3,7 @@
 mod api;
 mod contract;
 mod crash;
+mod dashboard;
 mod examples;
 mod hostile;
 mod hot_deploy;

@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use refold::store::{self, Store};
 
 pub mod mongo;
+pub mod webdriver;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
@@ -27,6 +28,14 @@ fn profile_dir() -> PathBuf {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .expect("profile folder")
+}
+
+/// Where tests keep what a person may want to look at after a run (screenshots):
+/// `target/<profile>/e2e-artifacts`.
+pub fn artifacts_dir() -> PathBuf {
+    let dir = profile_dir().join("e2e-artifacts");
+    std::fs::create_dir_all(&dir).expect("create the artifacts folder");
+    dir
 }
 
 /// The `refold` binary built beside this test (cargo builds it with the workspace's tests).
