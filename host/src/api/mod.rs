@@ -40,12 +40,15 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 const RATE_SAMPLE: Duration = Duration::from_secs(1);
 const RATE_WINDOW: usize = 5;
 
+/// Samples of the handled-events counters, oldest first.
+type RateSamples = VecDeque<(Instant, BTreeMap<String, u64>)>;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub(crate) struct Shared {
     store: Arc<dyn Store>,
     view: watch::Receiver<HostView>,
-    rates: Arc<Mutex<VecDeque<(Instant, BTreeMap<String, u64>)>>>,
+    rates: Arc<Mutex<RateSamples>>,
 }
 
 impl Shared {

@@ -10,17 +10,9 @@ use serde_json::{Value, json};
 use super::error::ApiError;
 use super::{Params, Shared};
 use crate::control;
+use crate::domain::generation::progress_percent;
 use crate::domain::{EventFilter, Generation, GenerationState, time};
 use crate::projector::{ProjectorState, ProjectorStatus};
-
-/// Share of the log a generation has folded in, in percent, to a tenth.
-pub(crate) fn progress(checkpoint: u64, head: u64) -> f64 {
-    if head == 0 {
-        100.0
-    } else {
-        (checkpoint.min(head) as f64 * 1000.0 / head as f64).floor() / 10.0
-    }
-}
 
 fn generation_json(g: &Generation, head: u64, running: Option<&ProjectorStatus>) -> Value {
     let checkpoint = running.map_or(g.checkpoint, |s| s.checkpoint.max(g.checkpoint));
@@ -30,7 +22,7 @@ fn generation_json(g: &Generation, head: u64, running: Option<&ProjectorStatus>)
         "state": g.state,
         "checkpoint": checkpoint,
         "lagEvents": head.saturating_sub(checkpoint),
-        "progressPercent": progress(checkpoint, head),
+        "progressPercent": progress_percent(checkpoint, head),
         "codeHash": g.code_hash,
         "collections": g.collections,
         "running": running.is_some_and(|s| s.state != ProjectorState::Stopped),

@@ -214,7 +214,14 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
         let mut watcher = FolderWatcher::new(&projections)
             .with_context(|| format!("watching {}", projections.display()))?;
-        let api = args.http.start(Arc::clone(&store)).await?;
+        // The demo goes on without its dashboard when the address is taken.
+        let api = match args.http.start(Arc::clone(&store)).await {
+            Ok(api) => api,
+            Err(error) => {
+                eprintln!("warning: no dashboard: {error:#}");
+                None
+            }
+        };
         if let Some(api) = &api {
             api.publish(&deployer.supervisor);
             println!(

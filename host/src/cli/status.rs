@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::StoreArgs;
+use crate::domain::generation::progress_percent;
 use crate::store;
 
 /// Arguments of `refold status` (documented on the subcommand).
@@ -17,20 +18,12 @@ pub struct StatusArgs {
     json: bool,
 }
 
-/// Share of the log a generation has folded in, in percent (100 for an empty log).
-fn progress(checkpoint: u64, head: u64) -> f64 {
-    if head == 0 {
-        100.0
-    } else {
-        (checkpoint.min(head) as f64 * 100.0 / head as f64 * 10.0).floor() / 10.0
-    }
-}
-
 pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let store = store::open(&args.store.store).await?;
     let head = store.head().await?;
     let generations = store.all_generations().await?;
     let refusals = store.refusals().await?;
+    let paused = store.paused().await?;
     if args.json {
         let rows: Vec<_> = generations
             .iter()
@@ -39,16 +32,16 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                     "projection": g.projection, "generation": g.number, "version": g.version,
                     "state": g.state, "checkpoint": g.checkpoint, "head": head,
                     "lagEvents": head.saturating_sub(g.checkpoint),
-                    "progressPercent": progress(g.checkpoint, head), "codeHash": g.code_hash,
-                    "lastError": g.last_error,
+                    "progressPercent": progress_percent(g.checkpoint, head), "codeHash": g.code_hash,
+                    "lastError": g.last_error, "paused": paused.contains(&g.projection),
                 })
             })
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({ "head": head, "generations": rows, "refused": refusals })
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "head": head, "generations": rows, "refused": refusals, "paused": paused,
+            }))?
         );
         return Ok(ExitCode::SUCCESS);
     }
@@ -60,6 +53,9 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             crate::domain::time::iso8601_millis(refusal.at_ms),
             refusal.error
         );
+    }
+    for name in &paused {
+        println!("paused {name} (refold resume {name} to continue)");
     }
     if generations.is_empty() {
         println!("no projections yet");
@@ -78,7 +74,7 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             g.state.as_str(),
             g.checkpoint,
             head.saturating_sub(g.checkpoint),
-            progress(g.checkpoint, head),
+            progress_percent(g.checkpoint, head),
             g.last_error.as_deref().unwrap_or("-")
         );
     }

@@ -93,6 +93,16 @@ pub fn rollback_target(generations: &[Generation]) -> Option<&Generation> {
         .rfind(|g| g.state == GenerationState::Retired && g.number < active.number)
 }
 
+/// Share of the log a generation with this checkpoint has folded in, in percent, rounded down to
+/// a tenth (100 for an empty log).
+pub fn progress_percent(checkpoint: Position, head: Position) -> f64 {
+    if head == 0 {
+        100.0
+    } else {
+        (checkpoint.min(head) as f64 * 1000.0 / head as f64).floor() / 10.0
+    }
+}
+
 /// `<projection>__g<generation>__<collection>`.
 pub fn physical_name(projection: &str, generation: u32, collection: &str) -> String {
     format!("{projection}__g{generation}__{collection}")
