@@ -30,6 +30,7 @@ fn manifest(name: &str, collections: &[&str], event_types: &[&str]) -> Manifest 
             })
             .collect(),
         batch_size: None,
+        failure_policy: None,
     }
 }
 

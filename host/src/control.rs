@@ -1,13 +1,14 @@
 //! Operator commands on a projection, shared by the command line and the HTTP API: rebuild,
-//! roll back, pause and resume.
+//! roll back, pause, resume, and dead letters.
 //!
 //! Each only changes the store (the generation registry, the stable names, the paused set); a
 //! running host notices within a fraction of a second and starts or stops projectors to match,
 //! and a host started later does the same at start.
 
+use crate::domain::Position;
 use crate::domain::generation::rollback_target;
 use crate::domain::{CollectionSpec, Generation, GenerationState, Manifest};
-use crate::store::{Store, StoreError};
+use crate::store::{DeadLetter, Store, StoreError};
 
 /// Why an operator command was refused.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +99,7 @@ pub async fn rebuild(
             })
             .collect(),
         batch_size: None,
+        failure_policy: None,
     };
     let generation = store
         .create_generation(&manifest, &active.code_hash)
@@ -134,4 +136,31 @@ pub async fn set_paused(store: &dyn Store, name: &str, paused: bool) -> Result<(
     generations_of(store, name).await?;
     store.set_paused(name, paused).await?;
     Ok(())
+}
+
+/// The dead letters of a projection that exists, by generation and position.
+pub async fn dead_letters(store: &dyn Store, name: &str) -> Result<Vec<DeadLetter>, ControlError> {
+    generations_of(store, name).await?;
+    Ok(store.dead_letters(Some(name)).await?)
+}
+
+/// Delete a projection's dead letters at these positions (all for `None`); returns how many
+/// went. A position that has no dead letter is refused, so a typo deletes nothing.
+pub async fn discard_dead_letters(
+    store: &dyn Store,
+    name: &str,
+    positions: Option<&[Position]>,
+) -> Result<u64, ControlError> {
+    let letters = dead_letters(store, name).await?;
+    if let Some(positions) = positions {
+        if let Some(missing) = positions
+            .iter()
+            .find(|p| !letters.iter().any(|l| l.position == **p))
+        {
+            return Err(ControlError::Conflict(format!(
+                "{name} has no dead letter at position {missing}"
+            )));
+        }
+    }
+    Ok(store.discard_dead_letters(name, positions).await?)
 }

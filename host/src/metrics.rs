@@ -20,6 +20,7 @@ struct Projection {
     handled: u64,
     batches: u64,
     errors: u64,
+    dead_letters: u64,
     /// Per bucket (not cumulative), then the sum of durations in seconds.
     buckets: [u64; BUCKETS.len() + 1],
     seconds: f64,
@@ -81,6 +82,11 @@ impl Metrics {
     /// A batch of a projection failed (guest or host side).
     pub fn error(&self, projection: &str) {
         self.with(projection, |p| p.errors += 1);
+    }
+
+    /// An event skipped into the dead letters.
+    pub fn dead_letter(&self, projection: &str) {
+        self.with(projection, |p| p.dead_letters += 1);
     }
 
     /// Events handled per projection since the process started.

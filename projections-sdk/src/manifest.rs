@@ -20,6 +20,7 @@ impl Manifest {
                 aggregate_types: Vec::new(),
                 collections: Vec::new(),
                 batch_size: None,
+                failure_policy: None,
             },
         }
     }
@@ -59,6 +60,27 @@ impl Manifest {
     /// Hand at most this many events to each `handle` call.
     pub fn batch_size(mut self, size: u32) -> Self {
         self.inner.batch_size = Some(size);
+        self
+    }
+
+    /// After `attempts` failed tries at an event (with backoff between them), record it as a
+    /// dead letter and go on with the next event, instead of parking the projection (the
+    /// default, after 3 attempts). An operator can override this per projection.
+    pub fn skip_failing_events(mut self, attempts: u32) -> Self {
+        self.inner.failure_policy = Some(wit::FailurePolicy {
+            attempts,
+            on_failure: wit::OnFailure::Skip,
+        });
+        self
+    }
+
+    /// After `attempts` failed tries at an event, park the projection at it (the default
+    /// action, with 3 attempts).
+    pub fn stop_on_failing_events(mut self, attempts: u32) -> Self {
+        self.inner.failure_policy = Some(wit::FailurePolicy {
+            attempts,
+            on_failure: wit::OnFailure::Stop,
+        });
         self
     }
 

@@ -327,6 +327,7 @@ async fn batch_commits_are_guarded_by_the_checkpoint(store: Arc<dyn Store>) {
             indexes: vec![],
         }],
         batch_size: None,
+        failure_policy: None,
     };
     let generation = store
         .create_generation(&manifest, "hash-1")
@@ -409,6 +410,7 @@ fn ledger(collections: &[&str]) -> Manifest {
             })
             .collect(),
         batch_size: None,
+        failure_policy: None,
     }
 }
 

@@ -5,6 +5,7 @@ mod contract;
 mod crash;
 mod dashboard;
 mod examples;
+mod failure_policy;
 mod hostile;
 mod hot_deploy;
 mod mongo;

@@ -2,7 +2,7 @@
 //!
 //! Routes (described in `openapi.json`, served at `/openapi.json`):
 //! - streams: append with an expected version, read a stream, read the global log;
-//! - projections: list and detail with status, pause, resume, rebuild, rollback;
+//! - projections: list and detail with status, pause, resume, rebuild, rollback, dead letters;
 //! - read collections: a document by id, and queries (filter, sort, skip, limit);
 //! - operations: `/metrics` (Prometheus), `/healthz`, `/readyz`, and the dashboard at `/`.
 //!
@@ -198,6 +198,14 @@ pub(crate) fn router(shared: Shared) -> Router {
         .route(
             "/api/projections/{name}/rollback",
             post(projections::rollback),
+        )
+        .route(
+            "/api/projections/{name}/dead-letters",
+            get(projections::dead_letters),
+        )
+        .route(
+            "/api/projections/{name}/dead-letters/discard",
+            post(projections::discard_dead_letters),
         )
         .route(
             "/api/projections/{name}/collections",

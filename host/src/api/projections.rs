@@ -3,11 +3,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
+use super::streams::parse_body;
 use super::{Params, Shared};
 use crate::control;
 use crate::domain::generation::progress_percent;
@@ -63,6 +66,10 @@ pub(super) async fn views(
     let statuses: Vec<ProjectorStatus> =
         host.projectors.iter().map(|r| r.borrow().clone()).collect();
     let rates = shared.rates();
+    let mut dead_letters: BTreeMap<String, u64> = BTreeMap::new();
+    for letter in shared.store.dead_letters(only).await? {
+        *dead_letters.entry(letter.projection).or_default() += 1;
+    }
     let names: BTreeSet<String> = by_name
         .keys()
         .chain(host.deployed.keys())
@@ -124,6 +131,7 @@ pub(super) async fn views(
             "lagSeconds": lag_seconds(shared, checkpoint, head).await?,
             "eventsPerSecond": rates.get(&name).copied().unwrap_or(0.0),
             "lastError": last_error,
+            "deadLetters": dead_letters.get(&name).copied().unwrap_or(0),
             "active": active.map(|g| generation_json(g, head, status_of(g.number))),
             "building": building.map(|g| generation_json(g, head, status_of(g.number))),
             "generations": generations.iter().map(|g| generation_json(g, head, status_of(g.number))).collect::<Vec<_>>(),
@@ -234,4 +242,35 @@ pub(super) async fn rollback(
         ),
         json!({ "generation": target.number }),
     ))
+}
+
+pub(super) async fn dead_letters(
+    State(shared): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let letters = control::dead_letters(shared.store.as_ref(), &name).await?;
+    Ok(Json(json!({ "projection": name, "deadLetters": letters })))
+}
+
+/// The body of a discard: the positions, or none for all.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscardBody {
+    #[serde(default)]
+    positions: Option<Vec<u64>>,
+}
+
+pub(super) async fn discard_dead_letters(
+    State(shared): State<Shared>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body: DiscardBody = match &body {
+        Ok(bytes) if bytes.is_empty() => DiscardBody::default(),
+        _ => parse_body(body)?,
+    };
+    let discarded =
+        control::discard_dead_letters(shared.store.as_ref(), &name, body.positions.as_deref())
+            .await?;
+    Ok(Json(json!({ "projection": name, "discarded": discarded })))
 }

@@ -1,9 +1,9 @@
-//! `refold rebuild`, `refold rollback`, `refold pause` and `refold resume`: operator commands
-//! on a projection (see [`crate::control`]).
+//! `refold rebuild`, `refold rollback`, `refold pause`, `refold resume` and
+//! `refold dead-letters`: operator commands on a projection (see [`crate::control`]).
 
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use super::StoreArgs;
 use crate::control;
@@ -67,6 +67,91 @@ pub(super) async fn pause(args: PauseArgs, paused: bool) -> anyhow::Result<ExitC
         );
     } else {
         println!("{}: resumed from its checkpoints", args.name);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `refold dead-letters` (documented on the subcommand).
+#[derive(Debug, Args)]
+pub struct DeadLettersArgs {
+    #[command(subcommand)]
+    action: DeadLettersAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLettersAction {
+    /// List a projection's dead letters (every projection's without NAME).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The projection.
+        name: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete dead letters: the ones at `--position`, or `--all` of the projection's.
+    Discard {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The projection.
+        name: String,
+        /// Position of a dead letter to delete; repeatable.
+        #[arg(
+            long = "position",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        positions: Vec<u64>,
+        /// Delete every dead letter of the projection.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+pub(super) async fn dead_letters(args: DeadLettersArgs) -> anyhow::Result<ExitCode> {
+    match args.action {
+        DeadLettersAction::List { store, name, json } => {
+            let store = store::open(&store.store).await?;
+            let letters = match &name {
+                Some(name) => control::dead_letters(store.as_ref(), name).await?,
+                None => store.dead_letters(None).await?,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&letters)?);
+            } else if letters.is_empty() {
+                println!("no dead letters");
+            } else {
+                println!(
+                    "{:<24} {:>4} {:>7} {:>10} {:<24} {:<20} {:>8}  error",
+                    "projection", "gen", "version", "position", "event type", "stream", "attempts"
+                );
+                for l in &letters {
+                    println!(
+                        "{:<24} {:>4} {:>7} {:>10} {:<24} {:<20} {:>8}  {}",
+                        l.projection,
+                        l.generation,
+                        l.version,
+                        l.position,
+                        l.event_type,
+                        l.aggregate_id,
+                        l.attempts,
+                        l.error
+                    );
+                }
+            }
+        }
+        DeadLettersAction::Discard {
+            store,
+            name,
+            positions,
+            all,
+        } => {
+            let store = store::open(&store.store).await?;
+            let positions = (!all).then_some(positions.as_slice());
+            let deleted = control::discard_dead_letters(store.as_ref(), &name, positions).await?;
+            println!("{name}: {deleted} dead letter(s) discarded");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -97,6 +97,14 @@ enum Command {
     /// Resume a paused projection: its generations continue from their checkpoints, so nothing
     /// appended meanwhile is missed.
     Resume(generations::PauseArgs),
+    /// List or discard the events projections skipped under a `skip` failure policy.
+    ///
+    /// A projection whose failure policy is `skip` (declared in its manifest, or
+    /// `refold run --on-failure NAME=skip`) records an event it keeps failing on as a dead letter
+    /// (position, event, error, attempts, the version of the code that failed) and goes on.
+    /// `list` shows them; `discard` deletes them once dealt with.
+    #[command(name = "dead-letters")]
+    DeadLetters(generations::DeadLettersArgs),
     /// Build a Rust projection crate (or workspace) into components.
     Build(BuildArgs),
 }
@@ -143,6 +151,7 @@ pub fn main() -> ExitCode {
             Command::Rollback(args) => generations::rollback(args).await,
             Command::Pause(args) => generations::pause(args, true).await,
             Command::Resume(args) => generations::pause(args, false).await,
+            Command::DeadLetters(args) => generations::dead_letters(args).await,
             Command::Build(args) => build(args),
         }
     });

@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use super::StoreArgs;
 use crate::deploy::{Changes, Deployer, FolderWatcher, Outcome};
+use crate::domain::FailurePolicy;
 use crate::engine::{CodeCache, Engine, Limits};
 use crate::projector::{HostView, Supervisor};
 use crate::store::{self, Store};
@@ -121,6 +122,22 @@ pub struct HostArgs {
     /// $XDG_CACHE_HOME/refold/code or ~/.cache/refold/code].
     #[arg(long, env = "REFOLD_CODE_CACHE")]
     pub code_cache: Option<PathBuf>,
+    /// Failure policy of a projection, overriding its manifest: `NAME=stop` parks it at an event
+    /// it keeps failing on, `NAME=skip` records the event as a dead letter and goes on; `:N`
+    /// sets the attempts first (`payments=skip:5`); `*=...` applies to every projection.
+    /// Repeatable. Default: the manifest's, else `stop:3`.
+    #[arg(long = "on-failure", env = "REFOLD_ON_FAILURE", value_delimiter = ',', value_parser = parse_failure_policy, value_name = "NAME=POLICY")]
+    pub on_failure: Vec<(String, FailurePolicy)>,
+}
+
+fn parse_failure_policy(text: &str) -> Result<(String, FailurePolicy), String> {
+    let (name, policy) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not NAME=POLICY (e.g. payments=skip:5)"))?;
+    if name.is_empty() {
+        return Err(format!("`{text}` names no projection (use `*` for all)"));
+    }
+    Ok((name.to_owned(), policy.parse()?))
 }
 
 impl HostArgs {
@@ -164,6 +181,9 @@ pub(super) async fn start_folder(
     host: &HostArgs,
 ) -> anyhow::Result<Deployer> {
     let mut deployer = Deployer::new(host.engine()?, store, dir);
+    deployer
+        .supervisor
+        .set_failure_policies(host.on_failure.iter().cloned().collect());
     let outcomes = deployer.scan().await?;
     report(&deployer, outcomes);
     Ok(deployer)

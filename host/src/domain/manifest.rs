@@ -34,6 +34,70 @@ pub struct Manifest {
     pub collections: Vec<CollectionSpec>,
     /// Most events per call, when the projection chose.
     pub batch_size: Option<u32>,
+    /// How a failing event is handled, when the projection chose.
+    pub failure_policy: Option<FailurePolicy>,
+}
+
+/// What happens after the last attempt at a failing event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnFailure {
+    /// Park the projection at the event.
+    Stop,
+    /// Record a dead letter and go on.
+    Skip,
+}
+
+/// How a failing event is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FailurePolicy {
+    /// Attempts at the event, at least 1.
+    pub attempts: u32,
+    /// What then.
+    pub on_failure: OnFailure,
+}
+
+/// Most attempts a policy may ask for.
+pub const MAX_ATTEMPTS: u32 = 20;
+
+impl Default for FailurePolicy {
+    /// Three attempts, then park.
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            on_failure: OnFailure::Stop,
+        }
+    }
+}
+
+impl std::str::FromStr for FailurePolicy {
+    type Err = String;
+
+    /// `stop`, `skip`, or either with `:ATTEMPTS` (`skip:5`).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (action, attempts) = match text.split_once(':') {
+            Some((action, attempts)) => (
+                action,
+                attempts
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=MAX_ATTEMPTS).contains(n))
+                    .ok_or_else(|| {
+                        format!("attempts `{attempts}` is not a number from 1 to {MAX_ATTEMPTS}")
+                    })?,
+            ),
+            None => (text, Self::default().attempts),
+        };
+        let on_failure = match action {
+            "stop" => OnFailure::Stop,
+            "skip" => OnFailure::Skip,
+            other => return Err(format!("failure policy `{other}` is not `stop` or `skip`")),
+        };
+        Ok(Self {
+            attempts,
+            on_failure,
+        })
+    }
 }
 
 /// A declared collection.
@@ -124,6 +188,14 @@ impl Manifest {
             return Err(ManifestError::OutOfBounds(format!(
                 "{}: at most {MAX_SUBSCRIPTIONS} event types and aggregate types each",
                 self.name
+            )));
+        }
+        if let Some(policy) = &self.failure_policy
+            && !(1..=MAX_ATTEMPTS).contains(&policy.attempts)
+        {
+            return Err(ManifestError::OutOfBounds(format!(
+                "{}: failure policy attempts {} is outside 1..={MAX_ATTEMPTS}",
+                self.name, policy.attempts
             )));
         }
         if let Some(size) = self.batch_size
@@ -258,6 +330,7 @@ mod tests {
                 indexes: vec![],
             }],
             batch_size: None,
+            failure_policy: None,
         }
     }
 

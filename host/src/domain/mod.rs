@@ -13,4 +13,6 @@ pub use event::{
     AppendResult, EventFilter, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamVersion,
 };
 pub use generation::{Generation, GenerationState};
-pub use manifest::{CollectionSpec, IndexKey, IndexSpec, Manifest, ManifestError};
+pub use manifest::{
+    CollectionSpec, FailurePolicy, IndexKey, IndexSpec, Manifest, ManifestError, OnFailure,
+};

@@ -8,7 +8,9 @@ use super::bindings::ProjectionPre;
 use super::bindings::refold::projection::types as wit;
 use super::cache::code_hash;
 use super::{Engine, PreparedProjection, host};
-use crate::domain::{CollectionSpec, IndexKey, IndexSpec, Manifest, ManifestError};
+use crate::domain::{
+    CollectionSpec, FailurePolicy, IndexKey, IndexSpec, Manifest, ManifestError, OnFailure,
+};
 use crate::projector::{BatchContext, HandleFailure};
 use crate::store::{DocumentReader, StoreResult};
 
@@ -123,6 +125,7 @@ pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProject
         aggregate_types: vec![],
         collections: vec![],
         batch_size: None,
+        failure_policy: None,
     };
     let context = BatchContext::new(&placeholder, Box::new(NoDocuments));
     let mut store = engine.new_store(context, Arc::from("(describe)"));
@@ -184,5 +187,12 @@ fn from_wit(m: wit::Manifest) -> Manifest {
             })
             .collect(),
         batch_size: m.batch_size,
+        failure_policy: m.failure_policy.map(|p| FailurePolicy {
+            attempts: p.attempts,
+            on_failure: match p.on_failure {
+                wit::OnFailure::Stop => OnFailure::Stop,
+                wit::OnFailure::Skip => OnFailure::Skip,
+            },
+        }),
     }
 }

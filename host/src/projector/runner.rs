@@ -7,9 +7,11 @@ use serde::Serialize;
 use tokio::sync::watch;
 
 use super::{BatchContext, DEFAULT_BATCH_SIZE, HandleFailure, Handler};
-use crate::domain::{Generation, GenerationState, Position, RecordedEvent};
+use crate::domain::{
+    FailurePolicy, Generation, GenerationState, OnFailure, Position, RecordedEvent,
+};
 use crate::metrics;
-use crate::store::{Page, Store, StoreError};
+use crate::store::{DeadLetter, Page, Store, StoreError};
 
 /// A non-matching stretch of the log this long is checkpointed even with nothing to write, so a
 /// restart does not rescan it.
@@ -88,6 +90,7 @@ pub struct Projector {
     generation: Generation,
     status: watch::Sender<ProjectorStatus>,
     shutdown: watch::Receiver<bool>,
+    policy: FailurePolicy,
 }
 
 impl Projector {
@@ -112,6 +115,7 @@ impl Projector {
         let (tx, rx) = watch::channel(status);
         (
             Self {
+                policy: handler.manifest().failure_policy.unwrap_or_default(),
                 store,
                 handler,
                 generation,
@@ -120,6 +124,12 @@ impl Projector {
             },
             rx,
         )
+    }
+
+    /// Handle failing events with this policy instead of the manifest's.
+    pub fn with_failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     fn publish(&self, f: impl FnOnce(&mut ProjectorStatus)) {
@@ -171,6 +181,9 @@ impl Projector {
         let mut careful_until: Position = 0;
         let mut last_flush = Instant::now();
         let mut host_backoff = Backoff::new();
+        // The event failing in careful mode, and the attempts made at it.
+        let mut failing: (Position, u32) = (0, 0);
+        let mut failure_backoff = Backoff::new();
         loop {
             if self.stopping() {
                 self.flush_checkpoint(stored, scanned).await;
@@ -222,6 +235,10 @@ impl Projector {
                 continue;
             }
             let count = events.len();
+            let single = match events.as_slice() {
+                [event] => Some(FailedEvent::of(event)),
+                _ => None,
+            };
             let started = Instant::now();
             let (returned, result) = match self.handle(events, context).await {
                 Ok(outcome) => outcome,
@@ -254,20 +271,85 @@ impl Projector {
                 Err(failure) => {
                     metrics::global().error(&manifest.name);
                     context.discard();
-                    if count > 1 {
+                    let Some(event) = single else {
                         tracing::warn!(projection = %manifest.name, %failure, "batch failed; retrying it one event at a time");
                         careful_until = scanned_to;
                         continue;
-                    }
-                    let position = failure.position().unwrap_or(scanned_to);
-                    return DropReason::Failed {
-                        projection: manifest.name.clone(),
-                        position,
-                        failure,
                     };
+                    let position = event.position;
+                    failing = match failing {
+                        (p, n) if p == position => (p, n + 1),
+                        _ => {
+                            failure_backoff = Backoff::new();
+                            (position, 1)
+                        }
+                    };
+                    if failing.1 < self.policy.attempts {
+                        tracing::warn!(projection = %manifest.name, position, attempt = failing.1, attempts = self.policy.attempts, %failure, "event failed; trying it again");
+                        failure_backoff.wait().await;
+                        if self.stopping() {
+                            return DropReason::Shutdown;
+                        }
+                        continue;
+                    }
+                    match self.policy.on_failure {
+                        OnFailure::Stop => {
+                            return DropReason::Failed {
+                                projection: manifest.name.clone(),
+                                position,
+                                failure,
+                            };
+                        }
+                        OnFailure::Skip => {
+                            if !self.dead_letter(event, failing.1, &failure).await {
+                                return DropReason::Shutdown;
+                            }
+                            match self.commit(&mut context, stored, scanned_to).await {
+                                Ok(()) => {
+                                    stored = scanned_to;
+                                    scanned = scanned_to;
+                                    self.publish(|s| s.checkpoint = scanned_to);
+                                }
+                                Err(reason) => return reason,
+                            }
+                        }
+                    }
                 }
             }
         }
+    }
+
+    /// Record a skipped event, retrying store failures; false when shutting down.
+    async fn dead_letter(
+        &self,
+        event: FailedEvent,
+        attempts: u32,
+        failure: &HandleFailure,
+    ) -> bool {
+        let letter = DeadLetter {
+            projection: self.generation.projection.clone(),
+            generation: self.generation.number,
+            version: self.generation.version,
+            position: event.position,
+            event_id: event.id,
+            event_type: event.event_type,
+            aggregate_id: event.aggregate_id,
+            error: failure.to_string(),
+            attempts,
+            at_ms: crate::domain::time::now_millis(),
+        };
+        let mut backoff = Backoff::new();
+        while let Err(error) = self.store.record_dead_letter(&letter).await {
+            if !self
+                .pause(&mut backoff, "record a dead letter", &error)
+                .await
+            {
+                return false;
+            }
+        }
+        metrics::global().dead_letter(&letter.projection);
+        tracing::warn!(projection = %letter.projection, generation = letter.generation, position = letter.position, event_type = %letter.event_type, error = %letter.error, "event skipped after {attempts} attempts: recorded as a dead letter");
+        true
     }
 
     fn open_context(&self) -> Result<BatchContext, StoreError> {
@@ -401,6 +483,25 @@ impl Projector {
         }
         backoff.wait().await;
         !self.stopping()
+    }
+}
+
+/// What a dead letter records of the event it stands for.
+struct FailedEvent {
+    position: Position,
+    id: String,
+    event_type: String,
+    aggregate_id: String,
+}
+
+impl FailedEvent {
+    fn of(event: &RecordedEvent) -> Self {
+        Self {
+            position: event.position,
+            id: event.id.clone(),
+            event_type: event.event_type.clone(),
+            aggregate_id: event.aggregate_id.clone(),
+        }
     }
 }
 

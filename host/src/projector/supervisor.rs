@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::plan::{Code, Refused, plan};
 use super::{DropReason, Handler, Projector, ProjectorState, ProjectorStatus};
-use crate::domain::{Generation, GenerationState, Position};
+use crate::domain::{FailurePolicy, Generation, GenerationState, Position};
 use crate::store::{Store, StoreError};
 
 /// Why deployed code does not run.
@@ -101,6 +101,9 @@ pub struct Supervisor {
     handlers: HashMap<String, Arc<dyn Handler>>,
     running: BTreeMap<(String, u32), Running>,
     seen: BTreeMap<String, Fingerprint>,
+    /// Failure policies set by the operator, by projection name (`*` for every projection);
+    /// they win over the manifests'.
+    failure_policies: BTreeMap<String, FailurePolicy>,
 }
 
 impl Supervisor {
@@ -113,7 +116,23 @@ impl Supervisor {
             handlers: HashMap::new(),
             running: BTreeMap::new(),
             seen: BTreeMap::new(),
+            failure_policies: BTreeMap::new(),
         }
+    }
+
+    /// Failure policies that win over the manifests', by projection name (`*` for every
+    /// projection). Applies to projectors started from now on.
+    pub fn set_failure_policies(&mut self, policies: BTreeMap<String, FailurePolicy>) {
+        self.failure_policies = policies;
+    }
+
+    fn failure_policy(&self, manifest: &crate::domain::Manifest) -> FailurePolicy {
+        self.failure_policies
+            .get(&manifest.name)
+            .or_else(|| self.failure_policies.get("*"))
+            .copied()
+            .or(manifest.failure_policy)
+            .unwrap_or_default()
     }
 
     /// Deploy code for a projection (new, or replacing what was deployed under its name) and
@@ -322,6 +341,7 @@ impl Supervisor {
             generation.clone(),
             stopped,
         );
+        let projector = projector.with_failure_policy(self.failure_policy(manifest));
         tracing::info!(
             projection = %manifest.name,
             version = manifest.version,

@@ -102,6 +102,32 @@ pub struct Refusal {
     pub at_ms: i64,
 }
 
+/// An event a projection generation skipped after its failure policy's last attempt.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// Projection.
+    pub projection: String,
+    /// Generation that skipped it.
+    pub generation: u32,
+    /// Declared version of the code that failed.
+    pub version: u32,
+    /// Position of the event.
+    pub position: Position,
+    /// Event id.
+    pub event_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// Stream of the event.
+    pub aggregate_id: String,
+    /// The last failure.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it was recorded, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
 /// One page of the global log.
 #[derive(Debug, Clone, Default)]
 pub struct Page {
@@ -280,6 +306,21 @@ pub trait ReadModelStore: Send + Sync {
         collection: &str,
         query: &Query,
     ) -> StoreResult<Vec<Value>>;
+
+    /// Record a dead letter; recording the same (projection, generation, position) again
+    /// replaces it, so a crash between recording and moving the checkpoint duplicates nothing.
+    async fn record_dead_letter(&self, letter: &DeadLetter) -> StoreResult<()>;
+
+    /// Dead letters of one projection (or all), by projection, generation and position.
+    async fn dead_letters(&self, projection: Option<&str>) -> StoreResult<Vec<DeadLetter>>;
+
+    /// Delete a projection's dead letters at these positions (all of them for `None`); returns
+    /// how many were deleted.
+    async fn discard_dead_letters(
+        &self,
+        projection: &str,
+        positions: Option<&[Position]>,
+    ) -> StoreResult<u64>;
 
     /// Pause a projection (`true`: its projectors stop at a batch boundary on every host, its
     /// read collections keep serving) or resume it (`false`: it continues from its checkpoints).

@@ -9,7 +9,8 @@
 //!   concurrent appends conflict on it and commit in position order: a reader paging by
 //!   position never sees a higher position before a lower one;
 //! - `generations`: projection generations and their checkpoints;
-//! - `refusals`, `paused`: component files a host refused, and paused projections;
+//! - `refusals`, `paused`, `dead_letters`: component files a host refused, paused projections,
+//!   and events skipped by a failure policy;
 //! - `<projection>__g<n>__<collection>`: read collections, and `<projection>__<collection>`,
 //!   views on the active generation.
 
@@ -89,6 +90,10 @@ impl MongoStore {
 
     fn refusals_collection(&self) -> Collection<Document> {
         self.db.collection("refusals")
+    }
+
+    fn dead_letters_collection(&self) -> Collection<Document> {
+        self.db.collection("dead_letters")
     }
 
     fn paused_collection(&self) -> Collection<Document> {

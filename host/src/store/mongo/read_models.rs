@@ -18,7 +18,8 @@ use super::{MongoStore, backend, convert, errors, transaction};
 use crate::domain::generation::stable_name;
 use crate::domain::{Generation, GenerationState, Manifest, Position, time};
 use crate::store::{
-    BatchWrites, DocumentReader, Query, ReadModelStore, Refusal, StoreError, StoreResult,
+    BatchWrites, DeadLetter, DocumentReader, Query, ReadModelStore, Refusal, StoreError,
+    StoreResult,
 };
 
 fn generation_id(projection: &str, number: u32) -> String {
@@ -521,6 +522,79 @@ impl ReadModelStore for MongoStore {
             .iter()
             .map(|d| Value::Object(convert::to_map(d)))
             .collect())
+    }
+
+    async fn record_dead_letter(&self, l: &DeadLetter) -> StoreResult<()> {
+        let id = format!("{}:{}:{}", l.projection, l.generation, l.position);
+        self.dead_letters_collection()
+            .replace_one(
+                doc! { "_id": &id },
+                doc! {
+                    "_id": &id, "projection": &l.projection, "generation": i64::from(l.generation),
+                    "position": l.position as i64, "version": i64::from(l.version), "eventId": &l.event_id,
+                    "eventType": &l.event_type, "aggregateId": &l.aggregate_id, "error": &l.error,
+                    "attempts": i64::from(l.attempts), "at": mongodb::bson::DateTime::from_millis(l.at_ms),
+                },
+            )
+            .upsert(true)
+            .await
+            .map(drop)
+            .map_err(backend("record a dead letter"))
+    }
+
+    async fn dead_letters(&self, projection: Option<&str>) -> StoreResult<Vec<DeadLetter>> {
+        let filter = match projection {
+            Some(name) => doc! { "projection": name },
+            None => doc! {},
+        };
+        let docs: Vec<Document> = self
+            .dead_letters_collection()
+            .find(filter)
+            .sort(doc! { "projection": 1, "generation": 1, "position": 1 })
+            .await
+            .map_err(backend("read dead letters"))?
+            .try_collect()
+            .await
+            .map_err(backend("read dead letters"))?;
+        let int = |d: &Document, key: &str| d.get_i64(key).unwrap_or_default();
+        let text = |d: &Document, key: &str| d.get_str(key).unwrap_or_default().to_owned();
+        Ok(docs
+            .iter()
+            .map(|d| DeadLetter {
+                projection: text(d, "projection"),
+                generation: int(d, "generation") as u32,
+                version: int(d, "version") as u32,
+                position: int(d, "position") as Position,
+                event_id: text(d, "eventId"),
+                event_type: text(d, "eventType"),
+                aggregate_id: text(d, "aggregateId"),
+                error: text(d, "error"),
+                attempts: int(d, "attempts") as u32,
+                at_ms: d
+                    .get_datetime("at")
+                    .map(|t| t.timestamp_millis())
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn discard_dead_letters(
+        &self,
+        projection: &str,
+        positions: Option<&[Position]>,
+    ) -> StoreResult<u64> {
+        let filter = match positions {
+            None => doc! { "projection": projection },
+            Some(positions) => doc! {
+                "projection": projection,
+                "position": { "$in": positions.iter().map(|p| *p as i64).collect::<Vec<_>>() },
+            },
+        };
+        self.dead_letters_collection()
+            .delete_many(filter)
+            .await
+            .map(|r| r.deleted_count)
+            .map_err(backend("discard dead letters"))
     }
 
     async fn set_paused(&self, projection: &str, paused: bool) -> StoreResult<()> {

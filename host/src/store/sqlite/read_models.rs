@@ -16,7 +16,8 @@ use crate::domain::generation::{physical_name, stable_name};
 use crate::domain::{Generation, GenerationState, Manifest, Position, time};
 use crate::store::mongo::convert;
 use crate::store::{
-    BatchWrites, DocumentReader, Query, ReadModelStore, Refusal, StoreError, StoreResult, query,
+    BatchWrites, DeadLetter, DocumentReader, Query, ReadModelStore, Refusal, StoreError,
+    StoreResult, query,
 };
 
 const GENERATION_COLUMNS: &str =
@@ -514,6 +515,83 @@ impl ReadModelStore for SqliteStore {
                 }
             }
             Ok(query::run(&query, documents))
+        })
+        .await
+    }
+
+    async fn record_dead_letter(&self, letter: &DeadLetter) -> StoreResult<()> {
+        let l = letter.clone();
+        self.with_writer(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO dead_letters (projection, generation, position, version, event_id, event_type, aggregate_id, error, attempts, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![l.projection, l.generation, l.position as i64, l.version, l.event_id, l.event_type, l.aggregate_id, l.error, l.attempts, l.at_ms],
+            )
+            .map(drop)
+            .map_err(|e| StoreError::backend("record a dead letter", e))
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, projection: Option<&str>) -> StoreResult<Vec<DeadLetter>> {
+        let projection = projection.map(str::to_owned);
+        self.with_reader(move |conn| {
+            conn.prepare(
+                "SELECT projection, generation, position, version, event_id, event_type, aggregate_id, error, attempts, at_ms FROM dead_letters WHERE ?1 IS NULL OR projection = ?1 ORDER BY projection, generation, position",
+            )
+            .and_then(|mut s| {
+                s.query_map([projection], |r| {
+                    Ok(DeadLetter {
+                        projection: r.get(0)?,
+                        generation: r.get(1)?,
+                        position: r.get::<_, i64>(2)? as Position,
+                        version: r.get(3)?,
+                        event_id: r.get(4)?,
+                        event_type: r.get(5)?,
+                        aggregate_id: r.get(6)?,
+                        error: r.get(7)?,
+                        attempts: r.get(8)?,
+                        at_ms: r.get(9)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(|e| StoreError::backend("read dead letters", e))
+        })
+        .await
+    }
+
+    async fn discard_dead_letters(
+        &self,
+        projection: &str,
+        positions: Option<&[Position]>,
+    ) -> StoreResult<u64> {
+        let projection = projection.to_owned();
+        let positions = positions.map(<[Position]>::to_vec);
+        self.with_writer(move |conn| {
+            let failed = |e| StoreError::backend("discard dead letters", e);
+            let deleted = match positions {
+                None => conn
+                    .execute(
+                        "DELETE FROM dead_letters WHERE projection = ?1",
+                        [&projection],
+                    )
+                    .map_err(failed)?,
+                Some(positions) => {
+                    let tx = conn.transaction().map_err(failed)?;
+                    let mut deleted = 0;
+                    for position in positions {
+                        deleted += tx
+                            .execute(
+                                "DELETE FROM dead_letters WHERE projection = ?1 AND position = ?2",
+                                params![projection, position as i64],
+                            )
+                            .map_err(failed)?;
+                    }
+                    tx.commit().map_err(failed)?;
+                    deleted
+                }
+            };
+            Ok(deleted as u64)
         })
         .await
     }

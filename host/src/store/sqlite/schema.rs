@@ -32,6 +32,19 @@ CREATE TABLE IF NOT EXISTS generations (
     collections TEXT NOT NULL DEFAULT '[]',
     PRIMARY KEY (projection, number)
 );
+CREATE TABLE IF NOT EXISTS dead_letters (
+    projection   TEXT    NOT NULL,
+    generation   INTEGER NOT NULL,
+    position     INTEGER NOT NULL,
+    version      INTEGER NOT NULL,
+    event_id     TEXT    NOT NULL,
+    event_type   TEXT    NOT NULL,
+    aggregate_id TEXT    NOT NULL,
+    error        TEXT    NOT NULL,
+    attempts     INTEGER NOT NULL,
+    at_ms        INTEGER NOT NULL,
+    PRIMARY KEY (projection, generation, position)
+);
 CREATE TABLE IF NOT EXISTS paused (
     projection TEXT    PRIMARY KEY NOT NULL,
     at_ms      INTEGER NOT NULL
