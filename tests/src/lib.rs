@@ -137,12 +137,13 @@ impl Default for Sandbox {
     }
 }
 
-/// A `refold` command with quiet logs and a code cache of the test run's own (never the
-/// user's).
+/// A `refold` command with quiet logs, a code cache of the test run's own (never the user's),
+/// and its HTTP API on a free port (tests run hosts side by side; `--http` overrides it).
 pub fn refold() -> Command {
     let mut command = Command::new(refold_bin());
     command
         .env("REFOLD_LOG", "warn")
+        .env("REFOLD_HTTP", "127.0.0.1:0")
         .env("REFOLD_CODE_CACHE", profile_dir().join("e2e-code-cache"));
     command
 }
