@@ -244,7 +244,10 @@ pub async fn raw_replay(store: &Arc<dyn Store>, name: &str, batch: usize) -> any
         store
             .commit(
                 &generation,
-                BatchWrites { documents },
+                BatchWrites {
+                    documents,
+                    ..BatchWrites::default()
+                },
                 checkpoint,
                 page.scanned_to,
             )

@@ -144,23 +144,45 @@ pub async fn dead_letters(store: &dyn Store, name: &str) -> Result<Vec<DeadLette
     Ok(store.dead_letters(Some(name)).await?)
 }
 
+/// Check that each position names a dead letter of the projection, so a typo changes nothing.
+async fn check_positions(
+    store: &dyn Store,
+    name: &str,
+    positions: Option<&[Position]>,
+) -> Result<(), ControlError> {
+    let letters = dead_letters(store, name).await?;
+    let missing = positions
+        .into_iter()
+        .flatten()
+        .find(|p| !letters.iter().any(|l| l.position == **p));
+    match missing {
+        Some(position) => Err(ControlError::Conflict(format!(
+            "{name} has no dead letter at position {position}"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Delete a projection's dead letters at these positions (all for `None`); returns how many
-/// went. A position that has no dead letter is refused, so a typo deletes nothing.
+/// went. A position that has no dead letter is refused, and nothing is deleted.
 pub async fn discard_dead_letters(
     store: &dyn Store,
     name: &str,
     positions: Option<&[Position]>,
 ) -> Result<u64, ControlError> {
-    let letters = dead_letters(store, name).await?;
-    if let Some(positions) = positions {
-        if let Some(missing) = positions
-            .iter()
-            .find(|p| !letters.iter().any(|l| l.position == **p))
-        {
-            return Err(ControlError::Conflict(format!(
-                "{name} has no dead letter at position {missing}"
-            )));
-        }
-    }
+    check_positions(store, name, positions).await?;
     Ok(store.discard_dead_letters(name, positions).await?)
+}
+
+/// Ask for a projection's dead letters at these positions (all for `None`) to be re-driven
+/// with the code that runs now; returns how many were marked. The projector of each dead
+/// letter's generation re-drives it within about a second, in position order, if a host runs
+/// it; one that succeeds disappears, one that fails again stays with the new error.
+pub async fn retry_dead_letters(
+    store: &dyn Store,
+    name: &str,
+    positions: Option<&[Position]>,
+) -> Result<u64, ControlError> {
+    check_positions(store, name, positions).await?;
+    Ok(store.request_dead_letter_retry(name, positions).await?)
 }

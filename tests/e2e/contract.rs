@@ -342,6 +342,7 @@ async fn batch_commits_are_guarded_by_the_checkpoint(store: Arc<dyn Store>) {
     };
     let writes = BatchWrites {
         documents: vec![("balances".into(), "a".into(), doc(10))],
+        ..BatchWrites::default()
     };
     store
         .commit(&generation, writes, 0, 5)
@@ -349,6 +350,7 @@ async fn batch_commits_are_guarded_by_the_checkpoint(store: Arc<dyn Store>) {
         .expect("commit");
     let stale = BatchWrites {
         documents: vec![("balances".into(), "a".into(), doc(99))],
+        ..BatchWrites::default()
     };
     assert!(matches!(
         store.commit(&generation, stale, 0, 7).await,
@@ -382,6 +384,7 @@ async fn batch_commits_are_guarded_by_the_checkpoint(store: Arc<dyn Store>) {
 
     let deletion = BatchWrites {
         documents: vec![("balances".into(), "a".into(), None)],
+        ..BatchWrites::default()
     };
     store
         .commit(&generation, deletion, 5, 6)
@@ -432,7 +435,15 @@ async fn filled_generation(store: &Arc<dyn Store>, manifest: &Manifest) -> Gener
         })
         .collect();
     store
-        .commit(&generation, BatchWrites { documents }, 0, 1)
+        .commit(
+            &generation,
+            BatchWrites {
+                documents,
+                ..BatchWrites::default()
+            },
+            0,
+            1,
+        )
         .await
         .expect("commit");
     generation
@@ -570,7 +581,15 @@ async fn queries_follow_mongodb_semantics_and_pauses_are_recorded(store: Arc<dyn
         })
         .collect();
     store
-        .commit(&generation, BatchWrites { documents }, 0, 1)
+        .commit(
+            &generation,
+            BatchWrites {
+                documents,
+                ..BatchWrites::default()
+            },
+            0,
+            1,
+        )
         .await
         .expect("commit");
     store

@@ -1,13 +1,16 @@
 //! Failure policies on both stores: an event a projection keeps failing on is retried, then
 //! either parks the projection (`stop`) or becomes a dead letter (`skip`) while processing goes
-//! on; the manifest declares the policy and `--on-failure` overrides it; dead letters are listed
-//! and discarded through the CLI and the API.
+//! on; the manifest declares the policy and `--on-failure` overrides it; dead letters are listed,
+//! re-driven by a running host with fixed code (exactly once) and discarded, through the CLI
+//! and the API.
 
 use std::path::Path;
 
 use refold::store::{self, Store};
-use refold_tests::{Sandbox, catch_up, fixture, mongo, run, text, thing};
+use refold_tests::{Running, Sandbox, catch_up, fixture, mongo, run, text, thing, wait_until};
 use serde_json::Value;
+
+use crate::api::support::{Host, free_port};
 
 /// 10 ticks, a gate (position 11), 5 ticks, a gate (position 17), 3 ticks.
 async fn history(store: &dyn Store) {
@@ -66,6 +69,31 @@ async fn total(uri: &str) -> Value {
     }
 }
 
+/// A watching host with one component as `counter.wasm`, its API ready.
+async fn serve(
+    sandbox: &Sandbox,
+    uri: &str,
+    folder_name: &str,
+    component: &str,
+    extra: &[&str],
+) -> Host {
+    let dir = folder(sandbox, folder_name, component);
+    let address = format!("127.0.0.1:{}", free_port());
+    let dir = dir.to_string_lossy();
+    let mut args = vec![
+        "run",
+        "--store",
+        uri,
+        "--projections",
+        &dir,
+        "--http",
+        &address,
+    ];
+    args.extend_from_slice(extra);
+    let running = Running::logged(&args, &[], &sandbox.path(&format!("{folder_name}.log")));
+    Host::attach(running, format!("http://{address}")).await
+}
+
 async fn policies(uri_of: impl Fn(&str) -> String) {
     let sandbox = Sandbox::new();
 
@@ -99,26 +127,11 @@ async fn policies(uri_of: impl Fn(&str) -> String) {
     let status = json(&["status", "--json", "--store", &uri]);
     assert_eq!(status["generations"][0]["checkpoint"], 20);
 
-    // Discard one, refuse an unknown position (deleting nothing), then the rest.
+    // Fixed code (same version: swapped in place) re-drives them, from the CLI and the API.
+    let host = serve(&sandbox, &uri, "fixed", "counter-v2b", &[]).await;
     let output = run(&[
         "dead-letters",
-        "discard",
-        "counter",
-        "--position",
-        "99",
-        "--store",
-        &uri,
-    ]);
-    assert!(!output.status.success());
-    assert!(
-        text(&output.stderr).contains("no dead letter at position 99"),
-        "{}",
-        text(&output.stderr)
-    );
-    assert_eq!(dead_positions(&uri), [11, 17]);
-    let output = run(&[
-        "dead-letters",
-        "discard",
+        "retry",
         "counter",
         "--position",
         "11",
@@ -126,21 +139,32 @@ async fn policies(uri_of: impl Fn(&str) -> String) {
         &uri,
     ]);
     assert!(
-        text(&output.stdout).contains("1 dead letter(s) discarded"),
+        text(&output.stdout).contains("1 dead letter(s) to re-drive"),
         "{}",
         text(&output.stderr)
     );
-    assert_eq!(dead_positions(&uri), [17]);
-    let output = run(&[
-        "dead-letters",
-        "discard",
-        "counter",
-        "--all",
-        "--store",
-        &uri,
-    ]);
-    assert!(output.status.success());
-    assert!(dead_positions(&uri).is_empty());
+    wait_until("position 11 re-driven", || async {
+        dead_positions(&uri) == [17] && total(&uri).await == 19
+    })
+    .await;
+    let (status, body) = host
+        .post(
+            "/api/projections/counter/dead-letters/retry",
+            &serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(
+        (status.as_u16(), body["retrying"].as_u64()),
+        (202, Some(1)),
+        "{body}"
+    );
+    wait_until("every dead letter re-driven", || async {
+        dead_positions(&uri).is_empty() && total(&uri).await == 20
+    })
+    .await;
+    let (_, detail) = host.get("/api/projections/counter").await;
+    assert_eq!(detail["deadLetters"], 0);
+    drop(host);
 
     // The operator's override wins: the same code parks at the first gate.
     let uri = uri_of("override-stop");
@@ -186,6 +210,76 @@ async fn policies(uri_of: impl Fn(&str) -> String) {
     let letters = json(&["dead-letters", "list", "--json", "--store", &uri]);
     assert_eq!(letters.as_array().map(Vec::len), Some(2));
     assert_eq!(letters[0]["attempts"], 1);
+
+    // A re-drive that fails again keeps the dead letter, with one more attempt.
+    let host = serve(
+        &sandbox,
+        &uri,
+        "still-broken",
+        "counter-v2",
+        &["--on-failure", "counter=skip:1"],
+    )
+    .await;
+    let output = run(&[
+        "dead-letters",
+        "retry",
+        "counter",
+        "--position",
+        "11",
+        "--store",
+        &uri,
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    wait_until("the re-drive of position 11 to fail again", || async {
+        let letters = json(&["dead-letters", "list", "counter", "--json", "--store", &uri]);
+        letters[0]["attempts"] == 2 && letters[0]["retryRequested"] == false
+    })
+    .await;
+    assert_eq!(total(&uri).await, 18);
+    drop(host);
+
+    // Discard: an unknown position is refused and deletes nothing; then one; then the rest.
+    let output = run(&[
+        "dead-letters",
+        "discard",
+        "counter",
+        "--position",
+        "99",
+        "--store",
+        &uri,
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("no dead letter at position 99"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(dead_positions(&uri), [11, 17]);
+    let output = run(&[
+        "dead-letters",
+        "discard",
+        "counter",
+        "--position",
+        "11",
+        "--store",
+        &uri,
+    ]);
+    assert!(
+        text(&output.stdout).contains("1 dead letter(s) discarded"),
+        "{}",
+        text(&output.stderr)
+    );
+    assert_eq!(dead_positions(&uri), [17]);
+    let output = run(&[
+        "dead-letters",
+        "discard",
+        "counter",
+        "--all",
+        "--store",
+        &uri,
+    ]);
+    assert!(output.status.success());
+    assert!(dead_positions(&uri).is_empty());
 
     let output = run(&[
         "run",

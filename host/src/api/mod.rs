@@ -204,6 +204,10 @@ pub(crate) fn router(shared: Shared) -> Router {
             get(projections::dead_letters),
         )
         .route(
+            "/api/projections/{name}/dead-letters/retry",
+            post(projections::retry_dead_letters),
+        )
+        .route(
             "/api/projections/{name}/dead-letters/discard",
             post(projections::discard_dead_letters),
         )

@@ -252,12 +252,30 @@ pub(super) async fn dead_letters(
     Ok(Json(json!({ "projection": name, "deadLetters": letters })))
 }
 
-/// The body of a discard: the positions, or none for all.
+/// The body of a discard or a retry: the positions, or none for all.
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DiscardBody {
     #[serde(default)]
     positions: Option<Vec<u64>>,
+}
+
+pub(super) async fn retry_dead_letters(
+    State(shared): State<Shared>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body: DiscardBody = match &body {
+        Ok(bytes) if bytes.is_empty() => DiscardBody::default(),
+        _ => parse_body(body)?,
+    };
+    let marked =
+        control::retry_dead_letters(shared.store.as_ref(), &name, body.positions.as_deref())
+            .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "projection": name, "retrying": marked })),
+    ))
 }
 
 pub(super) async fn discard_dead_letters(

@@ -90,6 +90,25 @@ enum DeadLettersAction {
         #[arg(long)]
         json: bool,
     },
+    /// Re-drive dead letters with the projection's current code: the ones at `--position`, or
+    /// `--all`. A running host applies each within about a second, in position order; one that
+    /// succeeds disappears, one that fails again stays with the new error.
+    Retry {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The projection.
+        name: String,
+        /// Position of a dead letter to re-drive; repeatable.
+        #[arg(
+            long = "position",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        positions: Vec<u64>,
+        /// Re-drive every dead letter of the projection.
+        #[arg(long)]
+        all: bool,
+    },
     /// Delete dead letters: the ones at `--position`, or `--all` of the projection's.
     Discard {
         #[command(flatten)]
@@ -140,6 +159,19 @@ pub(super) async fn dead_letters(args: DeadLettersArgs) -> anyhow::Result<ExitCo
                     );
                 }
             }
+        }
+        DeadLettersAction::Retry {
+            store,
+            name,
+            positions,
+            all,
+        } => {
+            let store = store::open(&store.store).await?;
+            let positions = (!all).then_some(positions.as_slice());
+            let marked = control::retry_dead_letters(store.as_ref(), &name, positions).await?;
+            println!(
+                "{name}: {marked} dead letter(s) to re-drive; a running host applies them within about a second (see `refold dead-letters list`)"
+            );
         }
         DeadLettersAction::Discard {
             store,

@@ -97,12 +97,13 @@ enum Command {
     /// Resume a paused projection: its generations continue from their checkpoints, so nothing
     /// appended meanwhile is missed.
     Resume(generations::PauseArgs),
-    /// List or discard the events projections skipped under a `skip` failure policy.
+    /// List, re-drive or discard the events projections skipped under a `skip` failure policy.
     ///
     /// A projection whose failure policy is `skip` (declared in its manifest, or
     /// `refold run --on-failure NAME=skip`) records an event it keeps failing on as a dead letter
     /// (position, event, error, attempts, the version of the code that failed) and goes on.
-    /// `list` shows them; `discard` deletes them once dealt with.
+    /// `list` shows them; `retry` re-drives them with the projection's current code (deploy a fix
+    /// first) on a running host; `discard` deletes them once dealt with.
     #[command(name = "dead-letters")]
     DeadLetters(generations::DeadLettersArgs),
     /// Build a Rust projection crate (or workspace) into components.

@@ -275,7 +275,10 @@ impl BatchContext {
         if cached > CACHE_LIMIT {
             self.entries.clear();
         }
-        BatchWrites { documents }
+        BatchWrites {
+            documents,
+            ..BatchWrites::default()
+        }
     }
 
     /// Between batches, at the head: drop a cache grown by a replay (and its memory), and keep a

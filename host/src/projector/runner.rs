@@ -8,7 +8,7 @@ use tokio::sync::watch;
 
 use super::{BatchContext, DEFAULT_BATCH_SIZE, HandleFailure, Handler};
 use crate::domain::{
-    FailurePolicy, Generation, GenerationState, OnFailure, Position, RecordedEvent,
+    EventFilter, FailurePolicy, Generation, GenerationState, OnFailure, Position, RecordedEvent,
 };
 use crate::metrics;
 use crate::store::{DeadLetter, Page, Store, StoreError};
@@ -19,6 +19,8 @@ const IDLE_CHECKPOINT_DISTANCE: Position = 10_000;
 /// At the head, a checkpoint that ran ahead over unsubscribed events is persisted at most this
 /// often, so `refold status` shows no lag without a commit per unrelated append.
 const IDLE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a projector looks for dead letters an operator asked to re-drive.
+const REDRIVE_POLL: Duration = Duration::from_secs(1);
 /// Longest pause between retries of a failing store call.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -184,10 +186,18 @@ impl Projector {
         // The event failing in careful mode, and the attempts made at it.
         let mut failing: (Position, u32) = (0, 0);
         let mut failure_backoff = Backoff::new();
+        let mut last_redrive = Instant::now();
         loop {
             if self.stopping() {
                 self.flush_checkpoint(stored, scanned).await;
                 return DropReason::Shutdown;
+            }
+            if last_redrive.elapsed() >= REDRIVE_POLL && scanned >= careful_until {
+                last_redrive = Instant::now();
+                context = match self.redrive(context, stored).await {
+                    Ok(context) => context,
+                    Err(reason) => return reason,
+                };
             }
             let limit = if scanned < careful_until {
                 1
@@ -319,6 +329,82 @@ impl Projector {
         }
     }
 
+    /// Re-drive the generation's dead letters an operator asked for, in position order, with the
+    /// code running now: each one's writes commit together with the deletion of its dead letter
+    /// (the checkpoint stays at `at`), so it is applied exactly once. One that fails again stays
+    /// a dead letter with the new error and one more attempt. Runs at a batch boundary.
+    async fn redrive(
+        &mut self,
+        mut context: BatchContext,
+        at: Position,
+    ) -> Result<BatchContext, DropReason> {
+        let letters = match self
+            .store
+            .dead_letters(Some(&self.generation.projection))
+            .await
+        {
+            Ok(letters) => letters,
+            Err(error) => {
+                tracing::warn!(projection = %self.generation.projection, %error, "cannot read dead letters; trying again later");
+                return Ok(context);
+            }
+        };
+        let wanted = letters
+            .into_iter()
+            .filter(|l| l.generation == self.generation.number && l.retry_requested);
+        for mut letter in wanted {
+            let page = match self
+                .store
+                .read_all(letter.position - 1, 1, &EventFilter::default())
+                .await
+            {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(projection = %letter.projection, %error, "cannot read a dead letter's event; trying again later");
+                    return Ok(context);
+                }
+            };
+            let error: String = match page
+                .events
+                .into_iter()
+                .find(|e| e.position == letter.position)
+            {
+                None => format!("event {} is not in the log", letter.position),
+                Some(event) => {
+                    let (returned, result) = self.handle(vec![event], context).await?;
+                    context = returned;
+                    match result {
+                        Ok(()) => {
+                            let mut writes = context.take_writes();
+                            writes.resolved_dead_letters.push(letter.position);
+                            self.commit_writes(&mut context, writes, at, at).await?;
+                            metrics::global().batch(&letter.projection, 1, Duration::ZERO);
+                            tracing::info!(projection = %letter.projection, generation = letter.generation, position = letter.position, "dead letter re-driven");
+                            continue;
+                        }
+                        Err(failure) if failure.is_transient() => {
+                            context.discard();
+                            return Ok(context);
+                        }
+                        Err(failure) => {
+                            context.discard();
+                            failure.to_string()
+                        }
+                    }
+                }
+            };
+            tracing::warn!(projection = %letter.projection, position = letter.position, %error, "re-driven dead letter failed again");
+            letter.error = error;
+            letter.attempts += 1;
+            letter.retry_requested = false;
+            letter.at_ms = crate::domain::time::now_millis();
+            if let Err(error) = self.store.record_dead_letter(&letter).await {
+                tracing::warn!(projection = %letter.projection, %error, "cannot record the failed re-drive");
+            }
+        }
+        Ok(context)
+    }
+
     /// Record a skipped event, retrying store failures; false when shutting down.
     async fn dead_letter(
         &self,
@@ -337,6 +423,7 @@ impl Projector {
             error: failure.to_string(),
             attempts,
             at_ms: crate::domain::time::now_millis(),
+            retry_requested: false,
         };
         let mut backoff = Backoff::new();
         while let Err(error) = self.store.record_dead_letter(&letter).await {
@@ -389,6 +476,17 @@ impl Projector {
         to: Position,
     ) -> Result<(), DropReason> {
         let writes = context.take_writes();
+        self.commit_writes(context, writes, from, to).await
+    }
+
+    /// Commit writes taken from the context (see [`Self::commit`]).
+    async fn commit_writes(
+        &self,
+        context: &mut BatchContext,
+        writes: crate::store::BatchWrites,
+        from: Position,
+        to: Position,
+    ) -> Result<(), DropReason> {
         let mut backoff = Backoff::new();
         loop {
             match self
@@ -471,6 +569,8 @@ impl Projector {
                     }
                 }
                 _ = self.shutdown.changed() => return Some(DropReason::Shutdown),
+                // Back to the loop now and then, to pick up dead letters to re-drive.
+                _ = tokio::time::sleep(REDRIVE_POLL) => return None,
             }
         }
     }

@@ -11,12 +11,15 @@ pub struct BatchWrites {
     /// `(collection, id, document)`, where `None` deletes the document. One entry per document.
     /// Documents are shared with the projector's cache, not copied.
     pub documents: Vec<(String, String, Option<Arc<Document>>)>,
+    /// Positions of the generation's dead letters that this batch re-drove: deleted in the same
+    /// transaction, so a re-driven event is applied exactly once.
+    pub resolved_dead_letters: Vec<crate::domain::Position>,
 }
 
 impl BatchWrites {
     /// No writes.
     pub fn is_empty(&self) -> bool {
-        self.documents.is_empty()
+        self.documents.is_empty() && self.resolved_dead_letters.is_empty()
     }
 
     /// Number of documents written or deleted.

@@ -126,6 +126,8 @@ pub struct DeadLetter {
     pub attempts: u32,
     /// When it was recorded, in milliseconds since the Unix epoch.
     pub at_ms: i64,
+    /// An operator asked for it to be re-driven; the projector of its generation will.
+    pub retry_requested: bool,
 }
 
 /// One page of the global log.
@@ -257,8 +259,9 @@ pub trait ReadModelStore: Send + Sync {
     /// Record the code a generation now runs (same version, new code swapped in place).
     async fn set_code(&self, generation: &Generation, code_hash: &str) -> StoreResult<()>;
 
-    /// Commit a batch: apply its writes to the generation's collections and move its checkpoint
-    /// from `from` to `to`, in one transaction. Fails with [`StoreError::CheckpointMoved`]
+    /// Commit a batch: apply its writes to the generation's collections, delete the dead letters
+    /// it re-drove, and move its checkpoint from `from` to `to` (or keep it, `from == to`), in
+    /// one transaction. Fails with [`StoreError::CheckpointMoved`]
     /// (changing nothing) when the stored checkpoint is not `from`.
     async fn commit(
         &self,
@@ -317,6 +320,14 @@ pub trait ReadModelStore: Send + Sync {
     /// Delete a projection's dead letters at these positions (all of them for `None`); returns
     /// how many were deleted.
     async fn discard_dead_letters(
+        &self,
+        projection: &str,
+        positions: Option<&[Position]>,
+    ) -> StoreResult<u64>;
+
+    /// Ask for a projection's dead letters at these positions (all for `None`) to be re-driven
+    /// by the projectors of their generations; returns how many were marked.
+    async fn request_dead_letter_retry(
         &self,
         projection: &str,
         positions: Option<&[Position]>,

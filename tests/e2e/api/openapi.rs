@@ -75,6 +75,8 @@ fn cases() -> Vec<(&'static str, Method, String, Option<Value>, u16)> {
         ("getProjection", Method::GET, "/api/projections/nope".into(), None, 404),
         ("listDeadLetters", Method::GET, "/api/projections/payments/dead-letters".into(), None, 200),
         ("listDeadLetters", Method::GET, "/api/projections/nope/dead-letters".into(), None, 404),
+        ("retryDeadLetters", Method::POST, "/api/projections/payments/dead-letters/retry".into(), Some(json!({})), 202),
+        ("retryDeadLetters", Method::POST, "/api/projections/payments/dead-letters/retry".into(), Some(json!({ "positions": [999_999] })), 409),
         ("discardDeadLetters", Method::POST, "/api/projections/payments/dead-letters/discard".into(), Some(json!({})), 200),
         ("discardDeadLetters", Method::POST, "/api/projections/payments/dead-letters/discard".into(), Some(json!({ "positions": [999_999] })), 409),
         ("listCollections", Method::GET, "/api/projections/payments/collections".into(), None, 200),

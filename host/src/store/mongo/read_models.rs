@@ -22,6 +22,17 @@ use crate::store::{
     StoreResult,
 };
 
+/// A projection's dead letters at `positions`, or all of them.
+fn dead_letters_filter(projection: &str, positions: Option<&[Position]>) -> Document {
+    match positions {
+        None => doc! { "projection": projection },
+        Some(positions) => doc! {
+            "projection": projection,
+            "position": { "$in": positions.iter().map(|p| *p as i64).collect::<Vec<_>>() },
+        },
+    }
+}
+
 fn generation_id(projection: &str, number: u32) -> String {
     format!("{projection}:{number}")
 }
@@ -383,6 +394,17 @@ impl ReadModelStore for MongoStore {
                     coll.insert_many(documents).session(&mut session).await?;
                 }
             }
+            if !writes.resolved_dead_letters.is_empty() {
+                let ids: Vec<String> = writes
+                    .resolved_dead_letters
+                    .iter()
+                    .map(|p| format!("{}:{}:{p}", generation.projection, generation.number))
+                    .collect();
+                self.dead_letters_collection()
+                    .delete_many(doc! { "_id": { "$in": ids } })
+                    .session(&mut session)
+                    .await?;
+            }
             Ok(Ok(()))
         })
     }
@@ -534,6 +556,7 @@ impl ReadModelStore for MongoStore {
                     "position": l.position as i64, "version": i64::from(l.version), "eventId": &l.event_id,
                     "eventType": &l.event_type, "aggregateId": &l.aggregate_id, "error": &l.error,
                     "attempts": i64::from(l.attempts), "at": mongodb::bson::DateTime::from_millis(l.at_ms),
+                    "retry": l.retry_requested,
                 },
             )
             .upsert(true)
@@ -574,8 +597,24 @@ impl ReadModelStore for MongoStore {
                     .get_datetime("at")
                     .map(|t| t.timestamp_millis())
                     .unwrap_or_default(),
+                retry_requested: d.get_bool("retry").unwrap_or(false),
             })
             .collect())
+    }
+
+    async fn request_dead_letter_retry(
+        &self,
+        projection: &str,
+        positions: Option<&[Position]>,
+    ) -> StoreResult<u64> {
+        self.dead_letters_collection()
+            .update_many(
+                dead_letters_filter(projection, positions),
+                doc! { "$set": { "retry": true } },
+            )
+            .await
+            .map(|r| r.matched_count)
+            .map_err(backend("request a retry of dead letters"))
     }
 
     async fn discard_dead_letters(
@@ -583,15 +622,8 @@ impl ReadModelStore for MongoStore {
         projection: &str,
         positions: Option<&[Position]>,
     ) -> StoreResult<u64> {
-        let filter = match positions {
-            None => doc! { "projection": projection },
-            Some(positions) => doc! {
-                "projection": projection,
-                "position": { "$in": positions.iter().map(|p| *p as i64).collect::<Vec<_>>() },
-            },
-        };
         self.dead_letters_collection()
-            .delete_many(filter)
+            .delete_many(dead_letters_filter(projection, positions))
             .await
             .map(|r| r.deleted_count)
             .map_err(backend("discard dead letters"))

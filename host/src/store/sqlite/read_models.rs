@@ -183,6 +183,19 @@ fn commit_blocking(
         };
         result.map_err(|e| StoreError::backend(format!("write {table}/{id}"), e))?;
     }
+    for position in &writes.resolved_dead_letters {
+        tx.prepare_cached(
+            "DELETE FROM dead_letters WHERE projection = ?1 AND generation = ?2 AND position = ?3",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                generation.projection,
+                generation.number,
+                *position as i64
+            ])
+        })
+        .map_err(|e| StoreError::backend("resolve a dead letter", e))?;
+    }
     tx.execute(
         "UPDATE generations SET checkpoint = ?3 WHERE projection = ?1 AND number = ?2",
         params![generation.projection, generation.number, to as i64],
@@ -523,8 +536,8 @@ impl ReadModelStore for SqliteStore {
         let l = letter.clone();
         self.with_writer(move |conn| {
             conn.execute(
-                "INSERT OR REPLACE INTO dead_letters (projection, generation, position, version, event_id, event_type, aggregate_id, error, attempts, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                params![l.projection, l.generation, l.position as i64, l.version, l.event_id, l.event_type, l.aggregate_id, l.error, l.attempts, l.at_ms],
+                "INSERT OR REPLACE INTO dead_letters (projection, generation, position, version, event_id, event_type, aggregate_id, error, attempts, at_ms, retry) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![l.projection, l.generation, l.position as i64, l.version, l.event_id, l.event_type, l.aggregate_id, l.error, l.attempts, l.at_ms, l.retry_requested],
             )
             .map(drop)
             .map_err(|e| StoreError::backend("record a dead letter", e))
@@ -536,7 +549,7 @@ impl ReadModelStore for SqliteStore {
         let projection = projection.map(str::to_owned);
         self.with_reader(move |conn| {
             conn.prepare(
-                "SELECT projection, generation, position, version, event_id, event_type, aggregate_id, error, attempts, at_ms FROM dead_letters WHERE ?1 IS NULL OR projection = ?1 ORDER BY projection, generation, position",
+                "SELECT projection, generation, position, version, event_id, event_type, aggregate_id, error, attempts, at_ms, retry FROM dead_letters WHERE ?1 IS NULL OR projection = ?1 ORDER BY projection, generation, position",
             )
             .and_then(|mut s| {
                 s.query_map([projection], |r| {
@@ -551,6 +564,7 @@ impl ReadModelStore for SqliteStore {
                         error: r.get(7)?,
                         attempts: r.get(8)?,
                         at_ms: r.get(9)?,
+                        retry_requested: r.get(10)?,
                     })
                 })?
                 .collect()
@@ -565,34 +579,26 @@ impl ReadModelStore for SqliteStore {
         projection: &str,
         positions: Option<&[Position]>,
     ) -> StoreResult<u64> {
-        let projection = projection.to_owned();
-        let positions = positions.map(<[Position]>::to_vec);
-        self.with_writer(move |conn| {
-            let failed = |e| StoreError::backend("discard dead letters", e);
-            let deleted = match positions {
-                None => conn
-                    .execute(
-                        "DELETE FROM dead_letters WHERE projection = ?1",
-                        [&projection],
-                    )
-                    .map_err(failed)?,
-                Some(positions) => {
-                    let tx = conn.transaction().map_err(failed)?;
-                    let mut deleted = 0;
-                    for position in positions {
-                        deleted += tx
-                            .execute(
-                                "DELETE FROM dead_letters WHERE projection = ?1 AND position = ?2",
-                                params![projection, position as i64],
-                            )
-                            .map_err(failed)?;
-                    }
-                    tx.commit().map_err(failed)?;
-                    deleted
-                }
-            };
-            Ok(deleted as u64)
-        })
+        self.change_dead_letters(
+            "DELETE FROM dead_letters",
+            "discard dead letters",
+            projection,
+            positions,
+        )
+        .await
+    }
+
+    async fn request_dead_letter_retry(
+        &self,
+        projection: &str,
+        positions: Option<&[Position]>,
+    ) -> StoreResult<u64> {
+        self.change_dead_letters(
+            "UPDATE dead_letters SET retry = 1",
+            "request a retry of dead letters",
+            projection,
+            positions,
+        )
         .await
     }
 
@@ -642,6 +648,45 @@ impl ReadModelStore for SqliteStore {
             stmt.query_map([limit as i64], |r| r.get::<_, String>(0))
                 .and_then(|rows| rows.map(|r| r.map(parse_body)).collect())
                 .map_err(|e| StoreError::backend(format!("list {view}"), e))
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// Run `statement` (a DELETE or UPDATE of `dead_letters`) on a projection's dead letters at
+    /// `positions` (all for `None`), in one transaction; returns the rows changed.
+    async fn change_dead_letters(
+        &self,
+        statement: &'static str,
+        what: &'static str,
+        projection: &str,
+        positions: Option<&[Position]>,
+    ) -> StoreResult<u64> {
+        let projection = projection.to_owned();
+        let positions = positions.map(<[Position]>::to_vec);
+        self.with_writer(move |conn| {
+            let failed = |e| StoreError::backend(what, e);
+            let tx = conn.transaction().map_err(failed)?;
+            let changed = match positions {
+                None => tx
+                    .execute(&format!("{statement} WHERE projection = ?1"), [&projection])
+                    .map_err(failed)?,
+                Some(positions) => {
+                    let mut changed = 0;
+                    for position in positions {
+                        changed += tx
+                            .execute(
+                                &format!("{statement} WHERE projection = ?1 AND position = ?2"),
+                                params![projection, position as i64],
+                            )
+                            .map_err(failed)?;
+                    }
+                    changed
+                }
+            };
+            tx.commit().map_err(failed)?;
+            Ok(changed as u64)
         })
         .await
     }

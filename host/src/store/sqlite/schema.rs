@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     error        TEXT    NOT NULL,
     attempts     INTEGER NOT NULL,
     at_ms        INTEGER NOT NULL,
+    retry        INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (projection, generation, position)
 );
 CREATE TABLE IF NOT EXISTS paused (
