@@ -357,4 +357,25 @@ mod tests {
         assert!(!is_field_path("a..b"));
         assert!(!is_field_path("$where"));
     }
+
+    #[test]
+    fn parses_failure_policies() {
+        let parse = |text: &str| text.parse::<FailurePolicy>();
+        assert_eq!(parse("stop"), Ok(FailurePolicy::default()));
+        assert_eq!(
+            parse("skip:5"),
+            Ok(FailurePolicy {
+                attempts: 5,
+                on_failure: OnFailure::Skip
+            })
+        );
+        assert!(parse("skip:0").is_err_and(|e| e.contains("from 1 to 20")));
+        assert!(parse("retry").is_err_and(|e| e.contains("`retry` is not `stop` or `skip`")));
+        let mut m = manifest("p", "c");
+        m.failure_policy = Some(FailurePolicy {
+            attempts: 0,
+            on_failure: OnFailure::Stop,
+        });
+        assert!(m.validate().is_err());
+    }
 }
