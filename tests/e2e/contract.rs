@@ -417,35 +417,45 @@ fn ledger(collections: &[&str]) -> Manifest {
     }
 }
 
+/// Commit documents, `(collection, document)` with an `_id`, as a generation's first batch.
+async fn commit_first(
+    store: &Arc<dyn Store>,
+    generation: &Generation,
+    docs: impl IntoIterator<Item = (String, serde_json::Value)>,
+) {
+    let documents = docs
+        .into_iter()
+        .map(|(collection, doc)| {
+            let serde_json::Value::Object(map) = doc else {
+                unreachable!("documents are objects")
+            };
+            let id = map["_id"].as_str().unwrap_or_default().to_owned();
+            (collection, id, Some(Arc::new(map)))
+        })
+        .collect();
+    let writes = BatchWrites {
+        documents,
+        ..BatchWrites::default()
+    };
+    store
+        .commit(generation, writes, 0, 1)
+        .await
+        .expect("commit");
+}
+
 /// A generation holding one document `{"_id": "a", "gen": <its number>}` in each collection.
 async fn filled_generation(store: &Arc<dyn Store>, manifest: &Manifest) -> Generation {
     let generation = store
         .create_generation(manifest, "hash")
         .await
         .expect("create generation");
-    let documents = manifest
-        .collections
-        .iter()
-        .map(|c| {
-            let serde_json::Value::Object(map) = json!({ "_id": "a", "gen": generation.number })
-            else {
-                unreachable!()
-            };
-            (c.name.clone(), "a".to_owned(), Some(Arc::new(map)))
-        })
-        .collect();
-    store
-        .commit(
-            &generation,
-            BatchWrites {
-                documents,
-                ..BatchWrites::default()
-            },
-            0,
-            1,
+    let docs = manifest.collections.iter().map(|c| {
+        (
+            c.name.clone(),
+            json!({ "_id": "a", "gen": generation.number }),
         )
-        .await
-        .expect("commit");
+    });
+    commit_first(store, &generation, docs).await;
     generation
 }
 
@@ -570,28 +580,12 @@ async fn queries_follow_mongodb_semantics_and_pauses_are_recorded(store: Arc<dyn
         json!({ "_id": "d", "n": 10, "tags": ["blue"], "when": { "$date": "2025-06-01T00:00:00.000Z" } }),
         json!({ "_id": "e", "s": "x", "nested": { "k": 1, "extra": true } }),
     ];
-    let documents = docs
-        .iter()
-        .map(|doc| {
-            let serde_json::Value::Object(map) = doc.clone() else {
-                unreachable!()
-            };
-            let id = map["_id"].as_str().unwrap_or_default().to_owned();
-            ("items".to_owned(), id, Some(Arc::new(map)))
-        })
-        .collect();
-    store
-        .commit(
-            &generation,
-            BatchWrites {
-                documents,
-                ..BatchWrites::default()
-            },
-            0,
-            1,
-        )
-        .await
-        .expect("commit");
+    commit_first(
+        &store,
+        &generation,
+        docs.iter().map(|d| ("items".to_owned(), d.clone())),
+    )
+    .await;
     store
         .activate(&generation, GenerationState::Retired)
         .await

@@ -50,6 +50,11 @@ fn json(args: &[&str]) -> Value {
     serde_json::from_slice(&output.stdout).expect("JSON output")
 }
 
+/// `refold dead-letters ARGS --store URI`.
+fn dead_letters(uri: &str, args: &[&str]) -> std::process::Output {
+    run(&[&["dead-letters"], args, &["--store", uri]].concat())
+}
+
 fn dead_positions(uri: &str) -> Vec<u64> {
     json(&["dead-letters", "list", "counter", "--json", "--store", uri])
         .as_array()
@@ -129,15 +134,7 @@ async fn policies(uri_of: impl Fn(&str) -> String) {
 
     // Fixed code (same version: swapped in place) re-drives them, from the CLI and the API.
     let host = serve(&sandbox, &uri, "fixed", "counter-v2b", &[]).await;
-    let output = run(&[
-        "dead-letters",
-        "retry",
-        "counter",
-        "--position",
-        "11",
-        "--store",
-        &uri,
-    ]);
+    let output = dead_letters(&uri, &["retry", "counter", "--position", "11"]);
     assert!(
         text(&output.stdout).contains("1 dead letter(s) to re-drive"),
         "{}",
@@ -220,15 +217,7 @@ async fn policies(uri_of: impl Fn(&str) -> String) {
         &["--on-failure", "counter=skip:1"],
     )
     .await;
-    let output = run(&[
-        "dead-letters",
-        "retry",
-        "counter",
-        "--position",
-        "11",
-        "--store",
-        &uri,
-    ]);
+    let output = dead_letters(&uri, &["retry", "counter", "--position", "11"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
     wait_until("the re-drive of position 11 to fail again", || async {
         let letters = json(&["dead-letters", "list", "counter", "--json", "--store", &uri]);
@@ -239,15 +228,7 @@ async fn policies(uri_of: impl Fn(&str) -> String) {
     drop(host);
 
     // Discard: an unknown position is refused and deletes nothing; then one; then the rest.
-    let output = run(&[
-        "dead-letters",
-        "discard",
-        "counter",
-        "--position",
-        "99",
-        "--store",
-        &uri,
-    ]);
+    let output = dead_letters(&uri, &["discard", "counter", "--position", "99"]);
     assert!(!output.status.success());
     assert!(
         text(&output.stderr).contains("no dead letter at position 99"),
@@ -255,29 +236,14 @@ async fn policies(uri_of: impl Fn(&str) -> String) {
         text(&output.stderr)
     );
     assert_eq!(dead_positions(&uri), [11, 17]);
-    let output = run(&[
-        "dead-letters",
-        "discard",
-        "counter",
-        "--position",
-        "11",
-        "--store",
-        &uri,
-    ]);
+    let output = dead_letters(&uri, &["discard", "counter", "--position", "11"]);
     assert!(
         text(&output.stdout).contains("1 dead letter(s) discarded"),
         "{}",
         text(&output.stderr)
     );
     assert_eq!(dead_positions(&uri), [17]);
-    let output = run(&[
-        "dead-letters",
-        "discard",
-        "counter",
-        "--all",
-        "--store",
-        &uri,
-    ]);
+    let output = dead_letters(&uri, &["discard", "counter", "--all"]);
     assert!(output.status.success());
     assert!(dead_positions(&uri).is_empty());
 

@@ -93,39 +93,34 @@ enum DeadLettersAction {
     /// Re-drive dead letters with the projection's current code: the ones at `--position`, or
     /// `--all`. A running host applies each within about a second, in position order; one that
     /// succeeds disappears, one that fails again stays with the new error.
-    Retry {
-        #[command(flatten)]
-        store: StoreArgs,
-        /// The projection.
-        name: String,
-        /// Position of a dead letter to re-drive; repeatable.
-        #[arg(
-            long = "position",
-            required_unless_present = "all",
-            conflicts_with = "all"
-        )]
-        positions: Vec<u64>,
-        /// Re-drive every dead letter of the projection.
-        #[arg(long)]
-        all: bool,
-    },
+    Retry(Selected),
     /// Delete dead letters: the ones at `--position`, or `--all` of the projection's.
-    Discard {
-        #[command(flatten)]
-        store: StoreArgs,
-        /// The projection.
-        name: String,
-        /// Position of a dead letter to delete; repeatable.
-        #[arg(
-            long = "position",
-            required_unless_present = "all",
-            conflicts_with = "all"
-        )]
-        positions: Vec<u64>,
-        /// Delete every dead letter of the projection.
-        #[arg(long)]
-        all: bool,
-    },
+    Discard(Selected),
+}
+
+/// The dead letters a `retry` or `discard` acts on.
+#[derive(Debug, Args)]
+struct Selected {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// The projection.
+    name: String,
+    /// Position of a dead letter; repeatable.
+    #[arg(
+        long = "position",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    positions: Vec<u64>,
+    /// Every dead letter of the projection.
+    #[arg(long)]
+    all: bool,
+}
+
+impl Selected {
+    fn positions(&self) -> Option<&[u64]> {
+        (!self.all).then_some(self.positions.as_slice())
+    }
 }
 
 pub(super) async fn dead_letters(args: DeadLettersArgs) -> anyhow::Result<ExitCode> {
@@ -160,29 +155,22 @@ pub(super) async fn dead_letters(args: DeadLettersArgs) -> anyhow::Result<ExitCo
                 }
             }
         }
-        DeadLettersAction::Retry {
-            store,
-            name,
-            positions,
-            all,
-        } => {
-            let store = store::open(&store.store).await?;
-            let positions = (!all).then_some(positions.as_slice());
-            let marked = control::retry_dead_letters(store.as_ref(), &name, positions).await?;
+        DeadLettersAction::Retry(selected) => {
+            let store = store::open(&selected.store.store).await?;
+            let marked =
+                control::retry_dead_letters(store.as_ref(), &selected.name, selected.positions())
+                    .await?;
             println!(
-                "{name}: {marked} dead letter(s) to re-drive; a running host applies them within about a second (see `refold dead-letters list`)"
+                "{}: {marked} dead letter(s) to re-drive; a running host applies them within about a second (see `refold dead-letters list`)",
+                selected.name
             );
         }
-        DeadLettersAction::Discard {
-            store,
-            name,
-            positions,
-            all,
-        } => {
-            let store = store::open(&store.store).await?;
-            let positions = (!all).then_some(positions.as_slice());
-            let deleted = control::discard_dead_letters(store.as_ref(), &name, positions).await?;
-            println!("{name}: {deleted} dead letter(s) discarded");
+        DeadLettersAction::Discard(selected) => {
+            let store = store::open(&selected.store.store).await?;
+            let deleted =
+                control::discard_dead_letters(store.as_ref(), &selected.name, selected.positions())
+                    .await?;
+            println!("{}: {deleted} dead letter(s) discarded", selected.name);
         }
     }
     Ok(ExitCode::SUCCESS)
