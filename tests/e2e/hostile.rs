@@ -26,7 +26,14 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
         }
     }
     drop(store);
-    let hostile = ["looper", "memory-bomb", "trapper", "undeclared", "bad-json"];
+    let hostile = [
+        "looper",
+        "memory-bomb",
+        "trapper",
+        "undeclared",
+        "bad-json",
+        "grower",
+    ];
     let mut names = vec!["healthy"];
     names.extend(hostile);
     let dir = projections(fixtures(), &names, &sandbox.path("projections"));
@@ -64,6 +71,10 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
         ),
         ("undeclared", "collection `not_declared` is not declared"),
         ("bad-json", "invalid document"),
+        (
+            "grower",
+            "bytes after the update; at most 15728640 are allowed",
+        ),
     ];
     for (name, cause) in expected_cause {
         let g = generation(name);

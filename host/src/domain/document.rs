@@ -54,6 +54,24 @@ pub enum UpdateError {
     },
 }
 
+/// The length of a document as compact JSON, without building the text.
+pub fn encoded_len(document: &Document) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail, and a JSON map always serialises.
+    let _ = serde_json::to_writer(&mut count, document);
+    count.0
+}
+
 /// Check a document id.
 pub fn check_id(id: &str) -> Result<(), DocumentError> {
     if id.is_empty() || id.len() > MAX_ID_BYTES || id.contains('\0') {
@@ -359,5 +377,17 @@ mod tests {
         assert_eq!(doc, Ok(json!({"_id": "x", "a": 1})));
         assert!(parse_document("x", "[1]").is_err());
         assert!(parse_document("x", "{").is_err());
+    }
+
+    #[test]
+    fn measures_documents_as_compact_json() {
+        let Value::Object(doc) = json!({ "_id": "a", "s": "é\"\n", "n": [1, 2.5, null], "o": {} })
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            encoded_len(&doc),
+            serde_json::to_string(&doc).map(|t| t.len()).unwrap_or(0)
+        );
     }
 }

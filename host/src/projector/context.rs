@@ -59,7 +59,13 @@ impl CollectionFailure {
 struct Entry {
     document: Option<Arc<Document>>,
     dirty: bool,
+    /// An upper bound of the document's size as JSON; `None` until measured.
+    size: Option<usize>,
 }
+
+/// How much one update may grow a document beyond the length of the update's own text (a
+/// `$set` of a nested path adds braces; an `$inc` on a float may add digits).
+const UPDATE_GROWTH_SLACK: usize = 32;
 
 /// Staged writes and cached reads of one projector, reused across its batches.
 pub struct BatchContext {
@@ -152,6 +158,7 @@ impl BatchContext {
                 Entry {
                     document: document.clone(),
                     dirty: false,
+                    size: None,
                 },
             );
         Ok(document)
@@ -163,6 +170,7 @@ impl BatchContext {
         id: &str,
         document: Option<Arc<Document>>,
         bytes: usize,
+        size: usize,
     ) -> Result<(), CollectionFailure> {
         self.written_bytes += bytes;
         if self.written_bytes > MAX_BYTES_PER_BATCH {
@@ -179,12 +187,14 @@ impl BatchContext {
             None => documents.entry(id.to_owned()).or_insert(Entry {
                 document: None,
                 dirty: false,
+                size: None,
             }),
         };
         let newly_dirty = !entry.dirty;
         *entry = Entry {
             document,
             dirty: true,
+            size: Some(size),
         };
         if newly_dirty {
             self.dirty += 1;
@@ -216,14 +226,15 @@ impl BatchContext {
         }
         let document = document::parse_document(id, json)
             .map_err(|e| self.refuse(CollectionFailure::InvalidDocument(e.to_string())))?;
-        self.stage(collection, id, Some(Arc::new(document)), json.len())
+        let size = json.len() + id.len() + UPDATE_GROWTH_SLACK;
+        self.stage(collection, id, Some(Arc::new(document)), json.len(), size)
     }
 
     /// Delete a document; whether it existed.
     pub fn delete(&mut self, collection: &str, id: &str) -> Result<bool, CollectionFailure> {
         self.check(collection, id)?;
         let existed = self.load(collection, id)?.is_some();
-        self.stage(collection, id, None, 0)?;
+        self.stage(collection, id, None, 0, 0)?;
         Ok(existed)
     }
 
@@ -246,10 +257,27 @@ impl BatchContext {
             .map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
         let current = self.load(collection, id)?;
         let existed = current.is_some();
+        let before = self
+            .entries
+            .get(collection)
+            .and_then(|c| c.get(id))
+            .and_then(|e| e.size)
+            .unwrap_or_else(|| current.as_deref().map_or(0, document::encoded_len));
         // The one copy left: a failed update must leave the document as it was.
         match document::apply_update(id, current.map(Arc::unwrap_or_clone), &update, upsert) {
             Ok(Some(doc)) => {
-                self.stage(collection, id, Some(Arc::new(doc)), bytes)?;
+                // Measured only when the bound says it may be too large: documents that grow
+                // through many small updates are caught without a serialisation per update.
+                let mut size = before + bytes + UPDATE_GROWTH_SLACK;
+                if size > MAX_DOCUMENT_BYTES {
+                    size = document::encoded_len(&doc);
+                    if size > MAX_DOCUMENT_BYTES {
+                        return Err(self.refuse(CollectionFailure::InvalidDocument(format!(
+                            "document `{id}` would have {size} bytes after the update; at most {MAX_DOCUMENT_BYTES} are allowed"
+                        ))));
+                    }
+                }
+                self.stage(collection, id, Some(Arc::new(doc)), bytes, size)?;
                 Ok(true)
             }
             Ok(None) => Ok(existed),
