@@ -43,8 +43,9 @@ enum Command {
     /// boundary; a higher version builds a new generation beside the active one and takes over
     /// atomically once it has caught up; a removed file stops its projection (its data stays). A
     /// file that fails to compile or validate is refused and never replaces running code; the
-    /// reason shows in the log and in `refold status`. Ctrl-C or SIGTERM stop every projection at a
-    /// batch boundary.
+    /// reason shows in the log and in `refold status`. The HTTP API and the dashboard are served on
+    /// `--http` (127.0.0.1:7070 by default). Ctrl-C or SIGTERM stop every projection at a batch
+    /// boundary.
     Run(run::RunArgs),
     /// Zero set-up walkthrough: build the example projections, create an embedded store with a
     /// realistic history (payments, invoices, users), replay it, show the read models, then
@@ -53,7 +54,8 @@ enum Command {
     /// Build the example projections, create a fresh embedded store with a realistic history
     /// (payments, invoices and users across 25 organizations), replay it into every projection
     /// with progress bars, print sample read models and the replay rate, then append a live payment
-    /// every second and show how fast it reaches the read model. Ctrl-C stops.
+    /// every second and show how fast it reaches the read model, while serving the dashboard and
+    /// the HTTP API on `--http` (127.0.0.1:7070 by default). Ctrl-C stops.
     ///
     /// The demo store file is recreated on every run.
     Demo(demo::DemoArgs),
