@@ -116,3 +116,52 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
         text(&out.stderr)
     );
 }
+
+/// On MongoDB a document past 16 MB cannot even be stored: one grown there by many small updates
+/// fails its event as the guest's fault (the failure policy applies), never as a store error
+/// retried forever, and the healthy projection beside it reaches the head.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversized_document_fails_its_event_on_mongodb() {
+    let sandbox = Sandbox::new();
+    let uri = refold_tests::mongo::fresh_uri("grower");
+    let store = refold::store::open(&uri).await.expect("open MongoDB store");
+    let mut poison = 0;
+    for i in 0..16 {
+        let kind = if i == 10 { "Poison" } else { "Normal" };
+        let result = store
+            .append(
+                &format!("thing-{i}"),
+                ExpectedVersion::NoStream,
+                vec![thing(kind)],
+            )
+            .await
+            .expect("append");
+        if i == 10 {
+            poison = result.last_position;
+        }
+    }
+    let dir = projections(
+        fixtures(),
+        &["healthy", "grower"],
+        &sandbox.path("projections"),
+    );
+    let out = catch_up(&uri, &dir, &["--on-failure", "*=stop:1"]);
+    assert!(!out.status.success(), "the parked projection fails the run");
+    let generations = store.all_generations().await.expect("generations");
+    let of = |name: &str| {
+        generations
+            .iter()
+            .find(|g| g.projection == name)
+            .unwrap_or_else(|| panic!("no generation for {name}"))
+    };
+    assert_eq!(of("healthy").checkpoint, 16);
+    let grower = of("grower");
+    assert_eq!(grower.checkpoint, poison - 1);
+    let error = grower.last_error.as_deref().unwrap_or_default();
+    assert!(
+        error.starts_with(&format!("grower: handle failed at position {poison}: "))
+            && error.contains("document `big` would have")
+            && error.contains("at most 15728640 are allowed"),
+        "{error}"
+    );
+}
