@@ -7,10 +7,10 @@
 use std::path::Path;
 
 use refold::store::{self, Store};
-use refold_tests::{Running, Sandbox, catch_up, fixture, mongo, run, text, thing, wait_until};
+use refold_tests::{Sandbox, catch_up, fixture, mongo, run, text, thing, wait_until};
 use serde_json::Value;
 
-use crate::api::support::{Host, free_port};
+use crate::api::support::Host;
 
 /// 10 ticks, a gate (position 11), 5 ticks, a gate (position 17), 3 ticks.
 async fn history(store: &dyn Store) {
@@ -83,20 +83,7 @@ async fn serve(
     extra: &[&str],
 ) -> Host {
     let dir = folder(sandbox, folder_name, component);
-    let address = format!("127.0.0.1:{}", free_port());
-    let dir = dir.to_string_lossy();
-    let mut args = vec![
-        "run",
-        "--store",
-        uri,
-        "--projections",
-        &dir,
-        "--http",
-        &address,
-    ];
-    args.extend_from_slice(extra);
-    let running = Running::logged(&args, &[], &sandbox.path(&format!("{folder_name}.log")));
-    Host::attach(running, format!("http://{address}")).await
+    Host::start_with(sandbox, uri, &dir, extra).await
 }
 
 async fn policies(uri_of: impl Fn(&str) -> String) {

@@ -26,18 +26,31 @@ impl Host {
     /// `refold run` on a store and a projections folder, ready (folder deployed, store
     /// answering).
     pub async fn start(sandbox: &Sandbox, uri: &str, projections: &Path) -> Self {
+        Self::start_with(sandbox, uri, projections, &[]).await
+    }
+
+    /// [`Host::start`] with extra arguments for `refold run` (failure policies, limits).
+    pub async fn start_with(
+        sandbox: &Sandbox,
+        uri: &str,
+        projections: &Path,
+        extra: &[&str],
+    ) -> Self {
         let port = free_port();
         let address = format!("127.0.0.1:{port}");
+        let dir = projections.to_string_lossy();
+        let mut args = vec![
+            "run",
+            "--store",
+            uri,
+            "--projections",
+            &dir,
+            "--http",
+            &address,
+        ];
+        args.extend_from_slice(extra);
         let running = Running::logged(
-            &[
-                "run",
-                "--store",
-                uri,
-                "--projections",
-                &projections.to_string_lossy(),
-                "--http",
-                &address,
-            ],
+            &args,
             &[("REFOLD_LOG", "info")],
             &sandbox.path(&format!("host-{port}.log")),
         );
