@@ -1,8 +1,15 @@
-//! Crash consistency: SIGKILL the real `refold` process at random moments during replay and
-//! live processing, restart it, and the read models must equal a clean replay of the same log.
+//! Crash consistency: SIGKILL the real `refold` process at random moments during replay, live
+//! processing, in-place swaps and generation cut-overs, restart it, and the read models must
+//! equal a clean replay of the same log with the same code.
 //!
-//! `REFOLD_CRASH_CYCLES` raises the number of kill/restart cycles for long runs.
+//! Beside the four examples, the `counter` fixture is redeployed while the host runs: its
+//! version 1 builds (codes a and b, swapped in place) for the first half of the cycles, then its
+//! version 2 builds, which are built into a new generation from the origin and cut over to.
+//!
+//! `REFOLD_CRASH_CYCLES` raises the number of kill/restart cycles for long runs (e.g. 1000).
 
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -10,10 +17,10 @@ use refold::cli::history;
 use refold::domain::{ExpectedVersion, NewEvent};
 use refold::store::StreamAppend;
 use refold_tests::{
-    EXAMPLE_NAMES, Running, Sandbox, catch_up, copy_log, dump_uri, examples, mongo, projections,
-    text,
+    EXAMPLE_NAMES, Running, Sandbox, catch_up, copy_log, dump_uri, examples, fixture, mongo,
+    projections, text,
 };
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn live_payment(cycle: usize, i: usize) -> StreamAppend {
     StreamAppend {
@@ -35,6 +42,50 @@ fn live_payment(cycle: usize, i: usize) -> StreamAppend {
     }
 }
 
+/// Put a build of the `counter` fixture in the folder the way a deploy tool does: written
+/// beside, renamed into place.
+fn deploy_counter(dir: &Path, build: &str) {
+    let temp = dir.join(".counter.wasm.tmp");
+    std::fs::copy(fixture(build), &temp).expect("copy counter build");
+    std::fs::rename(&temp, dir.join("counter.wasm")).expect("rename counter build");
+}
+
+/// The read models of a store, without `counter__totals.code`: which code handled the latest
+/// event depends on when a swap happened, by design.
+async fn models(uri: &str) -> BTreeMap<String, Vec<(String, Value)>> {
+    let mut models = dump_uri(uri).await;
+    for (_, doc) in models.get_mut("counter__totals").into_iter().flatten() {
+        if let Some(doc) = doc.as_object_mut() {
+            doc.remove("code");
+        }
+    }
+    models
+}
+
+/// Documents that differ between two dumps (missing on either side, or unequal), by view.
+fn differences(
+    crashed: &BTreeMap<String, Vec<(String, Value)>>,
+    clean: &BTreeMap<String, Vec<(String, Value)>>,
+) -> Vec<String> {
+    let mut found = Vec::new();
+    for view in crashed.keys().chain(clean.keys()).collect::<std::collections::BTreeSet<_>>() {
+        let index = |dump: &BTreeMap<String, Vec<(String, Value)>>| -> BTreeMap<String, Value> {
+            dump.get(view).cloned().unwrap_or_default().into_iter().collect()
+        };
+        let (a, b) = (index(crashed), index(clean));
+        for id in a.keys().chain(b.keys()).collect::<std::collections::BTreeSet<_>>() {
+            if a.get(id) != b.get(id) {
+                found.push(format!(
+                    "{view}/{id}: after crashes {:?}, clean {:?}",
+                    a.get(id),
+                    b.get(id)
+                ));
+            }
+        }
+    }
+    found
+}
+
 /// Kill/restart cycles on the store at `crashed` over a history of `events` events, then a
 /// clean replay of the same log into `clean`: the read models must be equal.
 async fn crash_cycles(crashed: &str, clean: &str, events: usize) {
@@ -48,6 +99,8 @@ async fn crash_cycles(crashed: &str, clean: &str, events: usize) {
 
     let sandbox = Sandbox::new();
     let dir = projections(examples(), &EXAMPLE_NAMES, &sandbox.path("projections"));
+    let mut build = String::from("counter-v1");
+    deploy_counter(&dir, &build);
     let store = refold::store::open(crashed).await.expect("open store");
     for chunk in history::generate(events, seed).chunks(500) {
         store
@@ -56,6 +109,7 @@ async fn crash_cycles(crashed: &str, clean: &str, events: usize) {
             .expect("append history");
     }
 
+    let mut redeploys = 0;
     for cycle in 0..cycles {
         let mut host = Running::start(&[
             "run",
@@ -68,7 +122,6 @@ async fn crash_cycles(crashed: &str, clean: &str, events: usize) {
         let appends: Vec<_> = (0..rng.random_range(0..200))
             .map(|i| live_payment(cycle, i))
             .collect();
-        let kill_after = Duration::from_millis(rng.random_range(50..1_500));
         let appender = {
             let store = store.clone();
             tokio::spawn(async move {
@@ -77,10 +130,33 @@ async fn crash_cycles(crashed: &str, clean: &str, events: usize) {
                 }
             })
         };
-        tokio::time::sleep(kill_after).await;
+        // Two cycles in three redeploy the counter while the host runs, and the kill often
+        // lands within a few hundred milliseconds of it: during the load, the swap, the
+        // generation's build or its cut-over. Version 2 arrives at half time.
+        let kill_after = Duration::from_millis(rng.random_range(50..1_500));
+        let redeploy = rng.random_bool(2.0 / 3.0).then(|| {
+            let at = Duration::from_millis(rng.random_range(0..kill_after.as_millis() as u64));
+            let version = if cycle * 2 < cycles { "v1" } else { "v2" };
+            let code = if build.ends_with('b') { "" } else { "b" };
+            (at, format!("counter-{version}{code}"))
+        });
+        match &redeploy {
+            Some((at, next)) => {
+                tokio::time::sleep(*at).await;
+                deploy_counter(&dir, next);
+                tokio::time::sleep(kill_after - *at).await;
+            }
+            None => tokio::time::sleep(kill_after).await,
+        }
         host.kill();
         appender.await.expect("appender");
-        println!("cycle {cycle}: killed after {kill_after:?}");
+        if let Some((at, next)) = redeploy {
+            println!("cycle {cycle}: {next} deployed after {at:?}, killed after {kill_after:?}");
+            build = next;
+            redeploys += 1;
+        } else {
+            println!("cycle {cycle}: killed after {kill_after:?}");
+        }
     }
 
     let out = catch_up(crashed, &dir, &[]);
@@ -92,10 +168,8 @@ async fn crash_cycles(crashed: &str, clean: &str, events: usize) {
 
     let clean_store = refold::store::open(clean).await.expect("open clean store");
     copy_log(store.as_ref(), clean_store.as_ref()).await;
-    assert_eq!(
-        clean_store.head().await.expect("head"),
-        store.head().await.expect("head")
-    );
+    let head = store.head().await.expect("head");
+    assert_eq!(clean_store.head().await.expect("head"), head);
     let out = catch_up(clean, &dir, &[]);
     assert!(
         out.status.success(),
@@ -103,29 +177,44 @@ async fn crash_cycles(crashed: &str, clean: &str, events: usize) {
         text(&out.stderr)
     );
 
-    let (crashed_models, clean_models) = (dump_uri(crashed).await, dump_uri(clean).await);
+    let (crashed_models, clean_models) = (models(crashed).await, models(clean).await);
     assert_eq!(
         crashed_models.len(),
-        5,
+        7,
         "one stable name per collection: {:?}",
         crashed_models.keys()
     );
     assert!(crashed_models.values().all(|docs| !docs.is_empty()));
-    for (view, docs) in &clean_models {
-        let other = crashed_models
-            .get(view)
-            .unwrap_or_else(|| panic!("{view} missing after crashes"));
-        assert_eq!(
-            other.len(),
-            docs.len(),
-            "{view}: document count differs (seed {seed})"
-        );
-        for (a, b) in other.iter().zip(docs) {
-            assert_eq!(a, b, "{view}: document differs after crashes (seed {seed})");
-        }
-    }
+    let counter_versions: Vec<(u32, String)> = store
+        .generations("counter")
+        .await
+        .expect("generations")
+        .into_iter()
+        .map(|g| (g.version, format!("{:?}", g.state)))
+        .collect();
+    let found = differences(&crashed_models, &clean_models);
+    println!(
+        "crash test on {crashed}: {cycles} cycles, {redeploys} redeploys, counter generations \
+         {counter_versions:?}, {head} events, {} differences (seed {seed})",
+        found.len()
+    );
+    assert!(
+        found.is_empty(),
+        "{} documents differ after crashes (seed {seed}): {:#?}",
+        found.len(),
+        &found[..found.len().min(10)]
+    );
+    // The counter counted every event of the log exactly once, in the version deployed last.
+    let totals = &crashed_models["counter__totals"];
+    assert_eq!(totals[0].1["count"], json!(head), "{totals:?}");
+    let version = if build.starts_with("counter-v2") { 2 } else { 1 };
+    assert!(
+        crashed_models["counter__by_stream"]
+            .iter()
+            .all(|(_, doc)| doc["version"] == json!(version)),
+        "readers see the generation of version {version}"
+    );
 }
-
 #[tokio::test(flavor = "multi_thread")]
 async fn embedded_store_converges_to_a_clean_replay() {
     let sandbox = Sandbox::new();
