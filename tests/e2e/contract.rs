@@ -175,6 +175,80 @@ async fn refuses_malformed_events(store: Arc<dyn Store>) {
     assert_eq!(store.head().await.expect("head"), 0);
 }
 
+async fn retried_appends_are_recognised_by_their_event_ids(store: Arc<dyn Store>) {
+    let with_id = |event_type: &str, id: &str| NewEvent {
+        id: Some(id.into()),
+        ..event(event_type, 1)
+    };
+    let first = store
+        .append(
+            "acc-1",
+            ExpectedVersion::NoStream,
+            vec![with_id("Opened", "e-1"), with_id("Deposited", "e-2")],
+        )
+        .await
+        .expect("first append");
+    store
+        .append("acc-2", ExpectedVersion::Any, vec![event("Opened", 1)])
+        .await
+        .expect("another stream");
+    // The client lost the answer and sends the same append again: same answer, nothing written,
+    // although the expected version no longer holds.
+    let again = store
+        .append(
+            "acc-1",
+            ExpectedVersion::NoStream,
+            vec![with_id("Opened", "e-1"), with_id("Deposited", "e-2")],
+        )
+        .await
+        .expect("retried append");
+    assert_eq!(again, first);
+    assert_eq!(store.head().await.expect("head"), 3);
+    // In a multi-stream append, the retried part writes nothing and the new part is appended.
+    let results = store
+        .append_all(vec![
+            StreamAppend {
+                aggregate_id: "acc-1".into(),
+                expected: ExpectedVersion::Exact(0),
+                events: vec![with_id("Opened", "e-1"), with_id("Deposited", "e-2")],
+            },
+            StreamAppend {
+                aggregate_id: "acc-1".into(),
+                expected: ExpectedVersion::Exact(2),
+                events: vec![with_id("Withdrawn", "e-3")],
+            },
+        ])
+        .await
+        .expect("retry with a new part");
+    assert_eq!(results[0], first);
+    assert_eq!((results[1].first_position, results[1].version), (4, 3));
+    assert_eq!(store.head().await.expect("head"), 4);
+    // A part of a stored append, in order, is stored too.
+    let part = store
+        .append("acc-1", ExpectedVersion::Any, vec![with_id("Deposited", "e-2")])
+        .await
+        .expect("part");
+    assert_eq!((part.first_position, part.version), (2, 2));
+    // Anything else reusing an id is refused, naming the id, and writes nothing.
+    for (stream, events) in [
+        ("acc-3", vec![with_id("Opened", "e-1"), with_id("Deposited", "e-2")]),
+        ("acc-1", vec![with_id("Deposited", "e-2"), with_id("Opened", "e-1")]),
+        ("acc-1", vec![with_id("Opened", "e-1"), with_id("Closed", "e-9")]),
+        ("acc-1", vec![with_id("Closed", "e-1"), with_id("Deposited", "e-2")]),
+    ] {
+        match store.append(stream, ExpectedVersion::Any, events).await {
+            Err(StoreError::InvalidInput(message)) => {
+                assert!(message.contains("event id `e-"), "{message}")
+            }
+            other => panic!("reused ids on {stream} must be refused: {other:?}"),
+        }
+    }
+    assert_eq!(store.head().await.expect("head"), 4);
+    let stream = store.read_stream("acc-1", 1, 100).await.expect("read");
+    let ids: Vec<_> = stream.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["e-1", "e-2", "e-3"]);
+}
+
 async fn reads_all_with_filters(store: Arc<dyn Store>) {
     for i in 1..=10 {
         let kind = if i % 3 == 0 { "Rare" } else { "Common" };
@@ -698,6 +772,7 @@ macro_rules! contract_suite {
             case!(refuses_wrong_expected_versions);
             case!(multi_stream_appends_are_atomic);
             case!(refuses_malformed_events);
+            case!(retried_appends_are_recognised_by_their_event_ids);
             case!(reads_all_with_filters);
             case!(concurrent_appenders_never_leave_gaps);
             case!(batch_commits_are_guarded_by_the_checkpoint);

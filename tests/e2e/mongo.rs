@@ -223,3 +223,182 @@ async fn live_processing_survives_server_faults() {
     assert_eq!(total, appended, "every event handled exactly once");
     assert_eq!(models["healthy__by_stream"].len() as u64, appended);
 }
+
+/// A client that appends one event per stream with ids of its own and, like any careful client,
+/// sends an append again until it gets an answer: the store must never write it twice.
+struct RetryingClient {
+    store: std::sync::Arc<dyn refold::store::Store>,
+    sent: u64,
+    retries: u64,
+}
+
+impl RetryingClient {
+    async fn append(&mut self, label: &str, n: usize) -> u64 {
+        let started = Instant::now();
+        let mut last = 0;
+        for i in 0..n {
+            let stream = format!("{label}-{i}");
+            let event = refold::domain::NewEvent {
+                id: Some(format!("{stream}-event")),
+                ..thing(label)
+            };
+            let deadline = Instant::now() + Duration::from_secs(120);
+            last = loop {
+                match self
+                    .store
+                    .append(&stream, ExpectedVersion::NoStream, vec![event.clone()])
+                    .await
+                {
+                    Ok(result) => break result.last_position,
+                    Err(e) => {
+                        assert!(Instant::now() < deadline, "{stream} never appended: {e}");
+                        self.retries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            };
+            self.sent += 1;
+        }
+        println!("{label}: {n} appends in {:?}", started.elapsed());
+        last
+    }
+}
+
+/// The `appName` of the test's client and of the host, to aim fail points at one of them.
+const CLIENT: &str = "refold-test-client";
+const HOST: &str = "refold-test-host";
+
+/// `uri` for a client named `app`.
+fn named(uri: &str, app: &str) -> String {
+    let separator = if uri.contains('?') { '&' } else { '?' };
+    format!("{uri}{separator}appName={app}")
+}
+
+/// Appends and batches under dropped connections, failing inserts and commits, step-downs and
+/// network cuts between the host and the server: every event is stored once and folded once.
+#[tokio::test(flavor = "multi_thread")]
+async fn appends_and_batches_survive_faults_exactly_once() {
+    let Some(server) = mongo::fault_server() else {
+        println!("skipped: REFOLD_TEST_MONGODB_URI is set without REFOLD_TEST_MONGODB_FAULTS=1");
+        return;
+    };
+    let sandbox = Sandbox::new();
+    let dir = projections(fixtures(), &["healthy"], &sandbox.path("p"));
+    let uri = server.fresh_uri("exactly_once");
+    let proxy = refold_tests::proxy::Proxy::start(server.address()).await;
+    let host_uri = named(&server.through_proxy(&uri, proxy.port()), HOST);
+    let _host = Running::logged(
+        &["run", "--store", &host_uri, "--projections", &dir.to_string_lossy()],
+        &[("REFOLD_LOG", "info")],
+        &sandbox.path("host.log"),
+    );
+    let mut client = RetryingClient {
+        store: refold::store::open(&named(&uri, CLIENT))
+            .await
+            .expect("open"),
+        sent: 0,
+        retries: 0,
+    };
+    let head = client.append("warmup", 5).await;
+    wait_for_checkpoint(&uri, "healthy", head);
+
+    // The client's inserts and commits lose their connection (the store retries the
+    // transaction or the commit), or fail outright (the client sends the append again).
+    let dropped = || doc! { "closeConnection": true };
+    // MaxTimeMSExpired: neither transient nor a change of primary, so the store gives up at
+    // once. (A ShutdownInProgress error would make the driver wait its server selection timeout
+    // for a primary, 30 s.)
+    let failed = || doc! { "errorCode": 50 };
+    for (label, command, data) in [
+        ("insert-dropped", "insert", dropped()),
+        ("commit-dropped", "commitTransaction", dropped()),
+        ("insert-failed", "insert", failed()),
+        ("commit-failed", "commitTransaction", failed()),
+    ] {
+        mongo::fail_app_commands(&uri, CLIENT, &[command], 3, data).await;
+        client.append(label, 10).await;
+    }
+    // The commit happens but its answers say the outcome is unknown, more often than the store
+    // asks again: the client gets an error for an append that is stored, and sends it again.
+    let lost = doc! { "writeConcernError": { "code": 64, "codeName": "WriteConcernFailed", "errmsg": "injected" } };
+    mongo::fail_app_commands(&uri, CLIENT, &["commitTransaction"], 25, lost).await;
+    let retries = client.retries;
+    client.append("answer-lost", 3).await;
+    assert!(client.retries > retries, "the lost answer reached the client");
+    // The host's reads and batch commits lose their connection, or fail.
+    mongo::fail_app_commands(&uri, HOST, &["find", "update", "commitTransaction"], 4, dropped()).await;
+    let head = client.append("batch-dropped", 10).await;
+    wait_for_checkpoint(&uri, "healthy", head);
+    mongo::fail_app_commands(&uri, HOST, &["commitTransaction"], 3, failed()).await;
+    let head = client.append("batch-failed", 10).await;
+    wait_for_checkpoint(&uri, "healthy", head);
+
+    // Step-downs during appends.
+    let stepping = {
+        let uri = uri.clone();
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = admin(&uri, doc! { "replSetStepDown": 2, "force": true }).await;
+            }
+        })
+    };
+    client.append("stepdown-appends", 30).await;
+    stepping.await.expect("step-downs");
+
+    // A backlog built while the host is cut off, then step-downs while it folds it in.
+    proxy.cut();
+    let head = client.append("backlog", 100).await;
+    proxy.heal();
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let _ = admin(&uri, doc! { "replSetStepDown": 2, "force": true }).await;
+    }
+    wait_for_checkpoint(&uri, "healthy", head);
+
+    // Network cuts while live: open connections drop and new ones are refused for a while.
+    let connections = proxy.forwarded();
+    for round in 0..3 {
+        let appending = {
+            let store = client.store.clone();
+            tokio::spawn(async move {
+                let mut client = RetryingClient {
+                    store,
+                    sent: 0,
+                    retries: 0,
+                };
+                client.append(&format!("cut-{round}"), 20).await;
+                client.sent
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        proxy.cut();
+        tokio::time::sleep(Duration::from_millis(500 + 500 * round)).await;
+        proxy.heal();
+        client.sent += appending.await.expect("appender");
+    }
+    let head = client.append("after-cuts", 5).await;
+    wait_for_checkpoint(&uri, "healthy", head);
+    assert!(
+        proxy.forwarded() >= connections + 3,
+        "the host reconnected after each cut"
+    );
+
+    // Every event once in the log, every event once in the read model.
+    let (_client, db) = database(&uri).await;
+    let events = db.collection::<Document>("events");
+    let stored = events.count_documents(doc! {}).await.expect("count");
+    assert_eq!(stored, client.sent, "one event per append ({} retries)", client.retries);
+    assert_eq!(head, client.sent, "gap-free positions");
+    let models = dump_uri(&uri).await;
+    let total: u64 = models["healthy__by_type"]
+        .iter()
+        .map(|(_, d)| d["count"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(total, client.sent, "every event folded exactly once");
+    assert_eq!(models["healthy__by_stream"].len() as u64, client.sent);
+    println!(
+        "{} events appended through faults, {} client retries",
+        client.sent, client.retries
+    );
+}

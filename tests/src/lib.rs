@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 use refold::store::{self, Store};
 
 pub mod mongo;
+pub mod proxy;
 pub mod webdriver;
 
 /// The repository root.

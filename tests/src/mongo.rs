@@ -83,6 +83,44 @@ impl Server {
     }
 }
 
+impl Server {
+    /// The address of the server (its first host), for a proxy in front of it.
+    pub fn address(&self) -> std::net::SocketAddr {
+        use std::net::ToSocketAddrs;
+        let rest = self.base.split_once("://").map_or("", |(_, r)| r);
+        let hosts = rest.split(['/', '?']).next().unwrap_or_default();
+        let host = hosts.rsplit('@').next().unwrap_or_default();
+        let first = host.split(',').next().unwrap_or_default();
+        first
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .unwrap_or_else(|| panic!("cannot resolve `{first}` from {}", self.base))
+    }
+
+    /// `uri` (one of [`Self::fresh_uri`]) reaching the server through a proxy on a loopback
+    /// `port`, as a direct connection: the driver must not learn the server's own address from
+    /// the replica set and go around the proxy.
+    pub fn through_proxy(&self, uri: &str, port: u16) -> String {
+        let (scheme, rest) = uri.split_once("://").expect("URI with a scheme");
+        let (authority, tail) = rest.split_once('/').unwrap_or((rest, ""));
+        let credentials = authority
+            .rsplit_once('@')
+            .map(|(c, _)| format!("{c}@"))
+            .unwrap_or_default();
+        let (database, query) = tail.split_once('?').unwrap_or((tail, ""));
+        let mut options: Vec<&str> = query
+            .split('&')
+            .filter(|o| !o.is_empty() && !o.starts_with("replicaSet=") && !o.starts_with("directConnection="))
+            .collect();
+        options.push("directConnection=true");
+        format!(
+            "{scheme}://{credentials}127.0.0.1:{port}/{database}?{}",
+            options.join("&")
+        )
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {
@@ -191,6 +229,25 @@ pub async fn database(uri: &str) -> (mongodb::Client, mongodb::Database) {
 pub async fn admin(uri: &str, command: Document) -> Result<Document, mongodb::error::Error> {
     let (client, _) = database(uri).await;
     client.database("admin").run_command(command).await
+}
+
+/// Turn on the `failCommand` fail point for the next `times` calls of `commands` made by
+/// clients named `app` (`appName` in their URI), with `data` saying how they fail
+/// (`{"closeConnection": true}`, `{"errorCode": 91}`, `{"writeConcernError": {...}}`).
+pub async fn fail_app_commands(uri: &str, app: &str, commands: &[&str], times: i32, data: Document) {
+    let mut data = data;
+    data.insert("failCommands", commands);
+    data.insert("appName", app);
+    admin(
+        uri,
+        doc! {
+            "configureFailPoint": "failCommand",
+            "mode": { "times": times },
+            "data": data,
+        },
+    )
+    .await
+    .expect("configure fail point");
 }
 
 /// Turn on the `failCommand` fail point for `commands`, failing the next `times` calls.

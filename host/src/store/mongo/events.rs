@@ -12,7 +12,7 @@ use super::{MongoStore, convert, errors, transaction};
 use crate::domain::{
     AppendResult, EventFilter, ExpectedVersion, Position, RecordedEvent, StreamVersion, time,
 };
-use crate::store::{EventStore, Page, StoreError, StoreResult, StreamAppend};
+use crate::store::{EventStore, Page, StoreError, StoreResult, StoredId, StreamAppend};
 
 fn int(doc: &Document, key: &str) -> StoreResult<i64> {
     match doc.get(key) {
@@ -132,13 +132,50 @@ impl EventStore for MongoStore {
         for append in &appends {
             append.validate()?;
         }
-        let total: u64 = appends.iter().map(|a| a.events.len() as u64).sum();
         let (events, counters) = (self.events(), self.counters());
         let results = transaction!(self, "append", |session| async {
             // Versions after each part of the call: a later part may extend the same stream.
             let mut versions: HashMap<&str, u64> = HashMap::new();
             let mut after = Vec::with_capacity(appends.len());
+            // Parts sent before (recognised by their event ids) write nothing.
+            let mut written = Vec::with_capacity(appends.len());
             for append in &appends {
+                let ids = append.explicit_ids();
+                let first = if ids.is_empty() {
+                    None
+                } else {
+                    let mut cursor = events
+                        .find(doc! { "_id": { "$in": ids } })
+                        .projection(doc! { "aggregateId": 1, "eventType": 1, "version": 1, "position": 1 })
+                        .session(&mut session)
+                        .await?;
+                    let mut stored = Vec::new();
+                    while let Some(doc) = cursor.next(&mut session).await.transpose()? {
+                        stored.push(StoredId {
+                            id: doc.get_str("_id").unwrap_or_default().to_owned(),
+                            aggregate_id: doc.get_str("aggregateId").unwrap_or_default().to_owned(),
+                            event_type: doc.get_str("eventType").unwrap_or_default().to_owned(),
+                            version: int(&doc, "version").unwrap_or_default() as u64,
+                            position: int(&doc, "position").unwrap_or_default() as u64,
+                        });
+                    }
+                    match append.already_written(&stored) {
+                        Ok(first) => first,
+                        Err(invalid) => return Ok(Err(invalid)),
+                    }
+                };
+                written.push(first);
+            }
+            let total: u64 = appends
+                .iter()
+                .zip(&written)
+                .filter(|(_, first)| first.is_none())
+                .map(|(a, _)| a.events.len() as u64)
+                .sum();
+            if total == 0 {
+                return Ok(Ok(written.into_iter().flatten().collect()));
+            }
+            for (append, _) in appends.iter().zip(&written).filter(|(_, first)| first.is_none()) {
                 let current = match versions.get(append.aggregate_id.as_str()) {
                     Some(v) => *v,
                     None => {
@@ -180,8 +217,14 @@ impl EventStore for MongoStore {
             let mut next = last_position + 1 - total;
             let mut results = Vec::with_capacity(appends.len());
             let mut documents = Vec::with_capacity(total as usize);
-            for (append, version) in appends.iter().zip(after) {
+            let mut after = after.into_iter();
+            for (append, first) in appends.iter().zip(written) {
+                if let Some(first) = first {
+                    results.push(first);
+                    continue;
+                }
                 let count = append.events.len() as u64;
+                let version = after.next().unwrap_or_default();
                 match Self::event_documents(append, version - count, next) {
                     Ok(docs) => documents.extend(docs),
                     Err(invalid) => return Ok(Err(invalid)),

@@ -9,7 +9,7 @@ use crate::domain::{
     AppendResult, EventFilter, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamVersion,
     time,
 };
-use crate::store::{EventStore, Page, StoreError, StoreResult, StreamAppend};
+use crate::store::{EventStore, Page, StoreError, StoreResult, StoredId, StreamAppend};
 
 const COLUMNS: &str =
     "position, id, aggregate_id, aggregate_type, event_type, version, timestamp_ms, data, metadata";
@@ -45,11 +45,44 @@ fn append_all_blocking(
         .map_err(|e| StoreError::backend("begin append", e))?;
     let results = appends
         .iter()
-        .map(|a| append_stream(&tx, &a.aggregate_id, a.expected, &a.events))
+        .map(|a| match already_written(&tx, a)? {
+            Some(first) => Ok(first),
+            None => append_stream(&tx, &a.aggregate_id, a.expected, &a.events),
+        })
         .collect::<StoreResult<Vec<_>>>()?;
     tx.commit()
         .map_err(|e| StoreError::backend("commit append", e))?;
     Ok(results)
+}
+
+/// The first result of `append` when it was written before (see `StreamAppend::already_written`).
+fn already_written(tx: &Connection, append: &StreamAppend) -> StoreResult<Option<AppendResult>> {
+    let ids = append.explicit_ids();
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let mut find = tx
+        .prepare_cached(
+            "SELECT id, aggregate_id, event_type, version, position FROM events WHERE id = ?1",
+        )
+        .map_err(|e| StoreError::backend("prepare the id lookup", e))?;
+    let mut stored = Vec::new();
+    for id in ids {
+        let found = find
+            .query_map([id], |r| {
+                Ok(StoredId {
+                    id: r.get(0)?,
+                    aggregate_id: r.get(1)?,
+                    event_type: r.get(2)?,
+                    version: r.get::<_, i64>(3)? as StreamVersion,
+                    position: r.get::<_, i64>(4)? as Position,
+                })
+            })
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| StoreError::backend("look event ids up", e))?;
+        stored.extend(found);
+    }
+    append.already_written(&stored)
 }
 
 fn append_stream(
