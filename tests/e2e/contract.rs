@@ -225,16 +225,32 @@ async fn retried_appends_are_recognised_by_their_event_ids(store: Arc<dyn Store>
     assert_eq!(store.head().await.expect("head"), 4);
     // A part of a stored append, in order, is stored too.
     let part = store
-        .append("acc-1", ExpectedVersion::Any, vec![with_id("Deposited", "e-2")])
+        .append(
+            "acc-1",
+            ExpectedVersion::Any,
+            vec![with_id("Deposited", "e-2")],
+        )
         .await
         .expect("part");
     assert_eq!((part.first_position, part.version), (2, 2));
     // Anything else reusing an id is refused, naming the id, and writes nothing.
     for (stream, events) in [
-        ("acc-3", vec![with_id("Opened", "e-1"), with_id("Deposited", "e-2")]),
-        ("acc-1", vec![with_id("Deposited", "e-2"), with_id("Opened", "e-1")]),
-        ("acc-1", vec![with_id("Opened", "e-1"), with_id("Closed", "e-9")]),
-        ("acc-1", vec![with_id("Closed", "e-1"), with_id("Deposited", "e-2")]),
+        (
+            "acc-3",
+            vec![with_id("Opened", "e-1"), with_id("Deposited", "e-2")],
+        ),
+        (
+            "acc-1",
+            vec![with_id("Deposited", "e-2"), with_id("Opened", "e-1")],
+        ),
+        (
+            "acc-1",
+            vec![with_id("Opened", "e-1"), with_id("Closed", "e-9")],
+        ),
+        (
+            "acc-1",
+            vec![with_id("Closed", "e-1"), with_id("Deposited", "e-2")],
+        ),
     ] {
         match store.append(stream, ExpectedVersion::Any, events).await {
             Err(StoreError::InvalidInput(message)) => {

@@ -68,12 +68,24 @@ fn differences(
     clean: &BTreeMap<String, Vec<(String, Value)>>,
 ) -> Vec<String> {
     let mut found = Vec::new();
-    for view in crashed.keys().chain(clean.keys()).collect::<std::collections::BTreeSet<_>>() {
+    for view in crashed
+        .keys()
+        .chain(clean.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
         let index = |dump: &BTreeMap<String, Vec<(String, Value)>>| -> BTreeMap<String, Value> {
-            dump.get(view).cloned().unwrap_or_default().into_iter().collect()
+            dump.get(view)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .collect()
         };
         let (a, b) = (index(crashed), index(clean));
-        for id in a.keys().chain(b.keys()).collect::<std::collections::BTreeSet<_>>() {
+        for id in a
+            .keys()
+            .chain(b.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
             if a.get(id) != b.get(id) {
                 found.push(format!(
                     "{view}/{id}: after crashes {:?}, clean {:?}",
@@ -207,7 +219,11 @@ async fn crash_cycles(crashed: &str, clean: &str, events: usize) {
     // The counter counted every event of the log exactly once, in the version deployed last.
     let totals = &crashed_models["counter__totals"];
     assert_eq!(totals[0].1["count"], json!(head), "{totals:?}");
-    let version = if build.starts_with("counter-v2") { 2 } else { 1 };
+    let version = if build.starts_with("counter-v2") {
+        2
+    } else {
+        1
+    };
     assert!(
         crashed_models["counter__by_stream"]
             .iter()

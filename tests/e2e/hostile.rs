@@ -2,7 +2,9 @@
 //! projection and the position, while a healthy projection beside them reaches the head.
 
 use refold::domain::ExpectedVersion;
-use refold_tests::{Sandbox, catch_up, dump, fixtures, projections, run, text, thing};
+use refold_tests::{
+    Sandbox, catch_up, dump, fixtures, projections, run, text, thing, wasi_fixture,
+};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -34,9 +36,10 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
         "bad-json",
         "grower",
     ];
-    let mut names = vec!["healthy"];
+    let mut names = vec!["healthy", "sprawler"];
     names.extend(hostile);
     let dir = projections(fixtures(), &names, &sandbox.path("projections"));
+    projections(wasi_fixture(), &["wasi-files"], &dir);
 
     let out = catch_up(
         &sandbox.uri("store.db"),
@@ -90,6 +93,34 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
         assert_eq!(g["checkpoint"], poison - 1, "{name}: {g}");
         assert_eq!(g["state"], "building", "{name}: {g}");
     }
+    // Components refused at load time, before anything of them ran or was created.
+    let refused = |component: &str| {
+        status["refused"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["component"] == component))
+            .and_then(|r| r["error"].as_str())
+            .unwrap_or_else(|| panic!("{component} was not refused: {status}"))
+            .to_owned()
+    };
+    let error = refused("sprawler.wasm");
+    assert!(
+        error.contains("declares 5000 collections; between 1 and 32 are allowed"),
+        "{error}"
+    );
+    let error = refused("wasi_files.wasm");
+    assert!(error.contains("which Refold does not provide"), "{error}");
+    for interface in ["wasi:filesystem/", "wasi:sockets/"] {
+        assert!(error.contains(&format!("`{interface}")), "{error}");
+    }
+    for name in ["sprawler", "wasi-files"] {
+        assert!(
+            status["generations"]
+                .as_array()
+                .is_some_and(|g| g.iter().all(|g| g["projection"] != name)),
+            "{name} has a generation: {status}"
+        );
+    }
+
     // The panic's own message reaches the operator, not only "trapped".
     let trapper = generation("trapper");
     assert!(
@@ -163,5 +194,84 @@ async fn an_oversized_document_fails_its_event_on_mongodb() {
             && error.contains("document `big` would have")
             && error.contains("at most 15728640 are allowed"),
         "{error}"
+    );
+}
+
+/// A guest that calls its collections API with names outside its namespace gets each call
+/// refused, naming the collection, and its event fails (here parked as a dead letter); nothing
+/// reaches the store, and the healthy projection beside it folds in everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn names_that_escape_the_namespace_are_refused() {
+    const ESCAPES: [&str; 12] = [
+        "../healthy__by_type",
+        "healthy__by_type",
+        "healthy__g1__by_type",
+        "by_type",
+        "$cmd",
+        "system.views",
+        "system.profile",
+        "events",
+        "generations",
+        "mine\0",
+        "mine/../../etc",
+        "MINE",
+    ];
+    let sandbox = Sandbox::new();
+    let uri = sandbox.uri("store.db");
+    let store = sandbox.store("store.db").await;
+    let mut escapes = 0;
+    for name in ESCAPES {
+        for call in ["put", "update", "get"] {
+            let mut escape = thing("Escape");
+            escape.event_data = json!({ "name": name, "call": call });
+            store
+                .append(
+                    &format!("escape-{escapes}"),
+                    ExpectedVersion::NoStream,
+                    vec![thing("Normal"), escape],
+                )
+                .await
+                .expect("append");
+            escapes += 1;
+        }
+    }
+    drop(store);
+    let dir = projections(
+        fixtures(),
+        &["healthy", "escaper"],
+        &sandbox.path("projections"),
+    );
+    let out = catch_up(&uri, &dir, &["--on-failure", "escaper=skip:1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = run(&["dead-letters", "list", "escaper", "--json", "--store", &uri]);
+    let letters: Value = serde_json::from_slice(&out.stdout).expect("dead letters JSON");
+    let letters = letters.as_array().expect("a list");
+    assert_eq!(letters.len(), escapes, "one dead letter per escape");
+    for (letter, (name, call)) in letters.iter().zip(
+        ESCAPES
+            .iter()
+            .flat_map(|n| ["put", "update", "get"].map(|c| (*n, c))),
+    ) {
+        let error = letter["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&format!("collection `{name}` is not declared")),
+            "{call} on {name:?}: {error}"
+        );
+        assert!(!error.contains("ESCAPED"), "{error}");
+    }
+    let models = dump(&sandbox.path("store.db"));
+    assert_eq!(
+        models["escaper__mine"],
+        [(
+            "seen".to_owned(),
+            json!({ "_id": "seen", "count": escapes })
+        )]
+    );
+    assert_eq!(models["healthy__by_stream"].len(), escapes);
+    assert_eq!(
+        models.keys().collect::<Vec<_>>(),
+        ["escaper__mine", "healthy__by_stream", "healthy__by_type"],
+        "nothing else was created"
     );
 }

@@ -288,7 +288,13 @@ async fn appends_and_batches_survive_faults_exactly_once() {
     let proxy = refold_tests::proxy::Proxy::start(server.address()).await;
     let host_uri = named(&server.through_proxy(&uri, proxy.port()), HOST);
     let _host = Running::logged(
-        &["run", "--store", &host_uri, "--projections", &dir.to_string_lossy()],
+        &[
+            "run",
+            "--store",
+            &host_uri,
+            "--projections",
+            &dir.to_string_lossy(),
+        ],
         &[("REFOLD_LOG", "info")],
         &sandbox.path("host.log"),
     );
@@ -324,9 +330,19 @@ async fn appends_and_batches_survive_faults_exactly_once() {
     mongo::fail_app_commands(&uri, CLIENT, &["commitTransaction"], 25, lost).await;
     let retries = client.retries;
     client.append("answer-lost", 3).await;
-    assert!(client.retries > retries, "the lost answer reached the client");
+    assert!(
+        client.retries > retries,
+        "the lost answer reached the client"
+    );
     // The host's reads and batch commits lose their connection, or fail.
-    mongo::fail_app_commands(&uri, HOST, &["find", "update", "commitTransaction"], 4, dropped()).await;
+    mongo::fail_app_commands(
+        &uri,
+        HOST,
+        &["find", "update", "commitTransaction"],
+        4,
+        dropped(),
+    )
+    .await;
     let head = client.append("batch-dropped", 10).await;
     wait_for_checkpoint(&uri, "healthy", head);
     mongo::fail_app_commands(&uri, HOST, &["commitTransaction"], 3, failed()).await;
@@ -388,7 +404,11 @@ async fn appends_and_batches_survive_faults_exactly_once() {
     let (_client, db) = database(&uri).await;
     let events = db.collection::<Document>("events");
     let stored = events.count_documents(doc! {}).await.expect("count");
-    assert_eq!(stored, client.sent, "one event per append ({} retries)", client.retries);
+    assert_eq!(
+        stored, client.sent,
+        "one event per append ({} retries)",
+        client.retries
+    );
     assert_eq!(head, client.sent, "gap-free positions");
     let models = dump_uri(&uri).await;
     let total: u64 = models["healthy__by_type"]

@@ -80,6 +80,42 @@ pub fn fixtures() -> &'static Path {
     build_once(&CELL, "tests/fixtures", "fixtures")
 }
 
+/// The `wasi-files` fixture (`wasi_files.wasm`), built for wasm32-wasip2 so that it imports
+/// WASI files and sockets through the standard library (once per test run).
+pub fn wasi_fixture() -> &'static Path {
+    static CELL: OnceLock<PathBuf> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let project = repo_root().join("tests/fixtures/wasi");
+        let target = profile_dir().join("guests-wasip2");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip2",
+                "--manifest-path",
+            ])
+            .arg(project.join("Cargo.toml"))
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("run cargo");
+        assert!(
+            status.success(),
+            "building the wasm32-wasip2 fixture failed"
+        );
+        let out = profile_dir().join("e2e-components").join("wasi");
+        std::fs::create_dir_all(&out).expect("create the wasi fixture folder");
+        std::fs::copy(
+            target.join("wasm32-wasip2/release/wasi_files.wasm"),
+            out.join("wasi_files.wasm"),
+        )
+        .expect("copy wasi_files.wasm");
+        out
+    })
+}
+
 /// A folder holding copies of the named components (`payments` for `payments.wasm`).
 pub fn projections(from: &Path, names: &[&str], dest: &Path) -> PathBuf {
     std::fs::create_dir_all(dest).expect("create projections folder");

@@ -111,7 +111,11 @@ impl Server {
         let (database, query) = tail.split_once('?').unwrap_or((tail, ""));
         let mut options: Vec<&str> = query
             .split('&')
-            .filter(|o| !o.is_empty() && !o.starts_with("replicaSet=") && !o.starts_with("directConnection="))
+            .filter(|o| {
+                !o.is_empty()
+                    && !o.starts_with("replicaSet=")
+                    && !o.starts_with("directConnection=")
+            })
             .collect();
         options.push("directConnection=true");
         format!(
@@ -234,7 +238,13 @@ pub async fn admin(uri: &str, command: Document) -> Result<Document, mongodb::er
 /// Turn on the `failCommand` fail point for the next `times` calls of `commands` made by
 /// clients named `app` (`appName` in their URI), with `data` saying how they fail
 /// (`{"closeConnection": true}`, `{"errorCode": 91}`, `{"writeConcernError": {...}}`).
-pub async fn fail_app_commands(uri: &str, app: &str, commands: &[&str], times: i32, data: Document) {
+pub async fn fail_app_commands(
+    uri: &str,
+    app: &str,
+    commands: &[&str],
+    times: i32,
+    data: Document,
+) {
     let mut data = data;
     data.insert("failCommands", commands);
     data.insert("appName", app);

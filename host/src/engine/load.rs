@@ -33,9 +33,9 @@ pub enum LoadError {
     /// Not a valid component (a core module, a truncated file, garbage...).
     #[error("not a valid WebAssembly component: {0}")]
     Compile(String),
-    /// It imports something the host does not provide.
+    /// It imports something the host does not provide (every such import, named).
     #[error(
-        "imports `{0}`, which Refold does not provide (allowed: refold:projection/types, collections and log @0.1.0)"
+        "imports {0}, which Refold does not provide (allowed: refold:projection/types, collections and log @0.1.0)"
     )]
     ForbiddenImport(String),
     /// It does not export the projection world.
@@ -107,10 +107,14 @@ pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProject
     let started = std::time::Instant::now();
     let code_hash = code_hash(bytes);
     let (component, fresh) = compile(engine, &code_hash, bytes)?;
-    for (name, _) in component.component_type().imports(&engine.engine) {
-        if !ALLOWED_IMPORTS.contains(&name) {
-            return Err(LoadError::ForbiddenImport(name.to_owned()));
-        }
+    let forbidden: Vec<String> = component
+        .component_type()
+        .imports(&engine.engine)
+        .filter(|(name, _)| !ALLOWED_IMPORTS.contains(name))
+        .map(|(name, _)| format!("`{name}`"))
+        .collect();
+    if !forbidden.is_empty() {
+        return Err(LoadError::ForbiddenImport(forbidden.join(", ")));
     }
     let instance_pre = engine
         .linker

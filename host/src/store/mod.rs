@@ -207,15 +207,19 @@ impl StreamAppend {
         let found: Option<Vec<&StoredId>> = self
             .events
             .iter()
-            .map(|e| e.id.as_deref().and_then(|id| stored.iter().find(|s| s.id == id)))
+            .map(|e| {
+                e.id.as_deref()
+                    .and_then(|id| stored.iter().find(|s| s.id == id))
+            })
             .collect();
         if let Some(found) = found {
-            let same = found.iter().zip(&self.events).all(|(s, e)| {
-                s.aggregate_id == self.aggregate_id && s.event_type == e.event_type
-            });
-            let in_order = found.windows(2).all(|w| {
-                w[1].version == w[0].version + 1 && w[1].position == w[0].position + 1
-            });
+            let same = found
+                .iter()
+                .zip(&self.events)
+                .all(|(s, e)| s.aggregate_id == self.aggregate_id && s.event_type == e.event_type);
+            let in_order = found
+                .windows(2)
+                .all(|w| w[1].version == w[0].version + 1 && w[1].position == w[0].position + 1);
             if let (true, true, Some(first), Some(last)) =
                 (same, in_order, found.first(), found.last())
             {

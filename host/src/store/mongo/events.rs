@@ -146,7 +146,9 @@ impl EventStore for MongoStore {
                 } else {
                     let mut cursor = events
                         .find(doc! { "_id": { "$in": ids } })
-                        .projection(doc! { "aggregateId": 1, "eventType": 1, "version": 1, "position": 1 })
+                        .projection(
+                            doc! { "aggregateId": 1, "eventType": 1, "version": 1, "position": 1 },
+                        )
                         .session(&mut session)
                         .await?;
                     let mut stored = Vec::new();
@@ -175,7 +177,11 @@ impl EventStore for MongoStore {
             if total == 0 {
                 return Ok(Ok(written.into_iter().flatten().collect()));
             }
-            for (append, _) in appends.iter().zip(&written).filter(|(_, first)| first.is_none()) {
+            for (append, _) in appends
+                .iter()
+                .zip(&written)
+                .filter(|(_, first)| first.is_none())
+            {
                 let current = match versions.get(append.aggregate_id.as_str()) {
                     Some(v) => *v,
                     None => {
