@@ -169,6 +169,17 @@ impl StreamAppend {
             event.validate().map_err(|e| {
                 StoreError::InvalidInput(format!("stream `{}`: {e}", self.aggregate_id))
             })?;
+            for (field, value) in [
+                ("eventData", &event.event_data),
+                ("metadata", &event.metadata),
+            ] {
+                mongo::convert::check(value).map_err(|e| {
+                    StoreError::InvalidInput(format!(
+                        "stream `{}`: {}: {field}: {e}",
+                        self.aggregate_id, event.event_type
+                    ))
+                })?;
+            }
         }
         Ok(())
     }

@@ -191,6 +191,67 @@ fn malformed_events_change_nothing() {
         stderr(&out)
     );
 
+    // Invalid Extended JSON, nesting past the parser's limit, an oversized event, and
+    // expected versions that are not versions.
+    for (data, says) in [
+        (
+            r#"{"at":{"$date":"yesterday"}}"#.to_owned(),
+            r#"eventData: invalid $date value "yesterday""#,
+        ),
+        (
+            r#"{"n":[{"$numberLong":"12x"}]}"#.to_owned(),
+            r#"invalid $numberLong value "12x""#,
+        ),
+        (
+            r#"{"o":{"$oid":"zz"}}"#.to_owned(),
+            r#"invalid $oid value "zz""#,
+        ),
+        (
+            format!("{}1{}", r#"{"a":"#.repeat(200), "}".repeat(200)),
+            "recursion limit exceeded",
+        ),
+    ] {
+        let out = payment(&uri, "p-3", &["--data", &data]);
+        assert_eq!(out.status.code(), Some(1), "{data}");
+        assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    }
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"aggregateType":"P","eventType":"Big","eventData":{{"x":"{}"}}}}"#,
+            "a".repeat(1024 * 1024)
+        ),
+    )
+    .expect("write");
+    let out = append(&uri, "p-3", &["--file", &file.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "Big: eventData and metadata take 1048586 bytes as JSON; at most 1048576 are allowed"
+        ),
+        "{}",
+        stderr(&out)
+    );
+    for version in ["-1", "1.5", "Exact", "99999999999999999999", " 3"] {
+        let out = append(
+            &uri,
+            "p-1",
+            &[
+                &format!("--expected-version={version}"),
+                "--aggregate-type",
+                "P",
+                "--event-type",
+                "E",
+            ],
+        );
+        assert_eq!(out.status.code(), Some(2), "{version}");
+        assert!(
+            stderr(&out).contains(&format!("expected version `{version}`")),
+            "{}",
+            stderr(&out)
+        );
+    }
+
     assert_eq!(head(&uri), 1, "only the valid append was stored");
 }
 

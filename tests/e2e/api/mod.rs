@@ -152,6 +152,10 @@ async fn appends_and_reads(host: &Host, store: &dyn Store) {
         (json!({ "expectedVersion": "latest", "events": [payment(1.0)] }).to_string().into(), "invalid_expected_version", "latest"),
         (json!({ "expectedVersion": [1], "events": [payment(1.0)] }).to_string().into(), "invalid_expected_version", "[1]"),
         (format!("{}1{}", "[".repeat(200), "]".repeat(200)).into(), "invalid_json", "recursion limit"),
+        (json!({ "events": [{ "aggregateType": "Payment", "eventType": "X", "eventData": { "at": { "$date": "yesterday" } } }] }).to_string().into(), "invalid_input", "eventData: invalid $date value \"yesterday\""),
+        (json!({ "events": [{ "aggregateType": "Payment", "eventType": "X", "metadata": { "n": [{ "$numberLong": "1.5" }] } }] }).to_string().into(), "invalid_input", "metadata: invalid $numberLong value \"1.5\""),
+        (json!({ "events": [{ "aggregateType": "Payment", "eventType": "X", "eventData": { "x": "a".repeat(1024 * 1024) } }] }).to_string().into(), "invalid_input", "at most 1048576 are allowed"),
+        (json!({ "events": [payment(1.0), { "id": "", "aggregateType": "Payment", "eventType": "X" }] }).to_string().into(), "invalid_input", "event id must have 1 to 128 bytes"),
     ];
     for (body, code, says) in bad {
         let (status, answer) = host.post_raw("/api/streams/payment-api-2", body).await;

@@ -43,6 +43,20 @@ pub fn to_bson(value: &Value) -> Result<Bson, ConvertError> {
     })
 }
 
+/// Check that every Extended JSON wrapper in a JSON value is well-formed (`{"$date": "..."}`
+/// with a date in it...), without building BSON: what an event payload must pass on every
+/// store, so the embedded store refuses what MongoDB would.
+pub fn check(value: &Value) -> Result<(), ConvertError> {
+    match value {
+        Value::Array(items) => items.iter().try_for_each(check),
+        Value::Object(map) => match extended(map)? {
+            Some(_) => Ok(()),
+            None => map.values().try_for_each(check),
+        },
+        _ => Ok(()),
+    }
+}
+
 fn number(n: &Number) -> Bson {
     if let Some(i) = n.as_i64() {
         return match i32::try_from(i) {
