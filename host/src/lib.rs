@@ -22,4 +22,6 @@ pub mod engine;
 pub mod guest_build;
 pub mod metrics;
 pub mod projector;
+#[cfg(test)]
+mod properties;
 pub mod store;

@@ -2,14 +2,13 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Format ms since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+/// Format ms since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`. The text holds 1970 to 9999
+/// only: a time outside is clamped to the nearest bound (event times are validated into that
+/// range; a document's other dates take the canonical Extended JSON form instead).
 pub fn iso8601_millis(ms: i64) -> String {
-    let time = if ms >= 0 {
-        UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs())
-    } else {
-        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
-    };
-    humantime::format_rfc3339_millis(time).to_string()
+    let ms = ms.clamp(0, crate::domain::event::MAX_TIMESTAMP_MS);
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs()))
+        .to_string()
 }
 
 /// Now, in ms since the Unix epoch.
@@ -29,5 +28,7 @@ mod tests {
             "2024-12-19T10:00:00.123Z"
         );
         assert_eq!(super::iso8601_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::iso8601_millis(-5), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::iso8601_millis(i64::MAX), "9999-12-31T23:59:59.999Z");
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::domain::document::{self, Document, MAX_DOCUMENT_BYTES};
 use crate::domain::{Manifest, Position};
+use crate::store::mongo::convert;
 use crate::store::{BatchWrites, DocumentReader};
 
 /// Most documents one batch may touch.
@@ -226,6 +227,14 @@ impl BatchContext {
         }
         let document = document::parse_document(id, json)
             .map_err(|e| self.refuse(CollectionFailure::InvalidDocument(e.to_string())))?;
+        // Both stores take what MongoDB can store: no malformed `$date`, `$numberLong`...
+        for (field, value) in &document {
+            convert::check(value).map_err(|e| {
+                self.refuse(CollectionFailure::InvalidDocument(format!(
+                    "`{field}`: {e}"
+                )))
+            })?;
+        }
         let size = json.len() + id.len() + UPDATE_GROWTH_SLACK;
         self.stage(collection, id, Some(Arc::new(document)), json.len(), size)
     }
@@ -255,6 +264,9 @@ impl BatchContext {
         let bytes = update.len();
         let update = document::parse_update(update)
             .map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
+        for fields in update.values() {
+            convert::check(fields).map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
+        }
         let current = self.load(collection, id)?;
         let existed = current.is_some();
         let before = self
@@ -329,5 +341,66 @@ impl BatchContext {
         self.written_bytes = 0;
         self.violation = None;
         self.store_failure = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, Value};
+
+    use super::*;
+    use crate::domain::{CollectionSpec, Manifest};
+    use crate::store::StoreResult;
+
+    struct Empty;
+
+    impl DocumentReader for Empty {
+        fn get(&mut self, _: &str, _: &str) -> StoreResult<Option<Map<String, Value>>> {
+            Ok(None)
+        }
+    }
+
+    fn context() -> BatchContext {
+        let mut manifest = Manifest {
+            name: "p".into(),
+            version: 1,
+            event_types: vec![],
+            aggregate_types: vec![],
+            collections: vec![],
+            batch_size: None,
+            failure_policy: None,
+        };
+        manifest.collections.push(CollectionSpec {
+            name: "docs".into(),
+            indexes: vec![],
+        });
+        BatchContext::new(&manifest, Box::new(Empty))
+    }
+
+    /// What MongoDB cannot store is refused on every store, when the guest writes it, not at
+    /// commit (where MongoDB's store would retry it forever).
+    #[test]
+    fn malformed_extended_json_is_refused_when_written() {
+        let mut context = context();
+        let refused = context.update(
+            "docs",
+            "a",
+            r#"{"$set": {"at": {"$date": "yesterday"}}}"#,
+            true,
+        );
+        assert!(
+            matches!(&refused, Err(CollectionFailure::InvalidUpdate(m)) if m.contains("invalid $date value")),
+            "{refused:?}"
+        );
+        assert!(
+            context
+                .update("docs", "a", r#"{"$set": {"at": {"$date": -5}}}"#, true)
+                .is_ok()
+        );
+        let refused = context.put("docs", "b", r#"{"n": [{"$numberLong": "1.5"}]}"#);
+        assert!(
+            matches!(&refused, Err(CollectionFailure::InvalidDocument(m)) if m.starts_with("`n`: invalid $numberLong")),
+            "{refused:?}"
+        );
     }
 }

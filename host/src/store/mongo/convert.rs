@@ -11,6 +11,7 @@ use std::str::FromStr;
 use mongodb::bson::{Bson, DateTime, Decimal128, Document, oid::ObjectId};
 use serde_json::{Map, Number, Value};
 
+use crate::domain::event::MAX_TIMESTAMP_MS;
 use crate::domain::time::iso8601_millis;
 
 /// Why a JSON value cannot become BSON.
@@ -128,9 +129,11 @@ pub fn to_json(value: &Bson) -> Value {
         Bson::String(s) => Value::String(s.clone()),
         Bson::Array(items) => Value::Array(items.iter().map(to_json).collect()),
         Bson::Document(doc) => Value::Object(to_map(doc)),
-        Bson::DateTime(date) => {
-            serde_json::json!({ "$date": iso8601_millis(date.timestamp_millis()) })
-        }
+        // Relaxed Extended JSON: text for 1970..9999, the canonical form for other dates.
+        Bson::DateTime(date) => match date.timestamp_millis() {
+            ms @ 0..=MAX_TIMESTAMP_MS => serde_json::json!({ "$date": iso8601_millis(ms) }),
+            ms => serde_json::json!({ "$date": { "$numberLong": ms.to_string() } }),
+        },
         Bson::Decimal128(d) => serde_json::json!({ "$numberDecimal": d.to_string() }),
         Bson::ObjectId(oid) => serde_json::json!({ "$oid": oid.to_hex() }),
         other => other.clone().into_relaxed_extjson(),
@@ -162,6 +165,17 @@ mod tests {
         assert!(matches!(doc.get("big"), Some(Bson::Int64(_))));
         assert!(matches!(doc.get("count"), Some(Bson::Int32(3))));
         assert_eq!(Value::Object(to_map(&doc)), original);
+    }
+
+    #[test]
+    fn dates_outside_1970_to_9999_read_back_in_the_canonical_form() {
+        // Found by the property tests: these made the host panic when read back.
+        for ms in [-5i64, -62_135_596_800_000, 253_402_300_800_000, i64::MIN] {
+            let date = to_bson(&json!({ "$date": ms })).expect("convert");
+            let read = to_json(&date);
+            assert_eq!(read, json!({ "$date": { "$numberLong": ms.to_string() } }));
+            assert_eq!(to_bson(&read).expect("read back"), date);
+        }
     }
 
     #[test]
