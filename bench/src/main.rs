@@ -12,7 +12,11 @@
 //!    store loop beside it;
 //! 7. a peer in the same run: the Python `eventsourcing` library's projection runner folding
 //!    the same payment events into the same read model (`bench/peer`).
+//!
+//! `--load` runs a different benchmark instead: a sustained append rate through the HTTP API
+//! for minutes, with ten projections following (lag and memory over time; see `load.rs`).
 
+mod load;
 mod mongo;
 mod native;
 mod peer;
@@ -52,6 +56,16 @@ struct Args {
     /// target/bench-venv).
     #[arg(long, env = "REFOLD_BENCH_PYTHON", default_value = "python3")]
     python: String,
+    /// Run the sustained-load benchmark instead (ten projections, appends over HTTP); its
+    /// results go to `--out` too.
+    #[arg(long)]
+    load: bool,
+    /// Appends per second of the load.
+    #[arg(long, default_value_t = 200)]
+    load_rate: u32,
+    /// Minutes the load lasts.
+    #[arg(long, default_value_t = 5.0)]
+    load_minutes: f64,
 }
 
 /// The same allocator as the `refold` binary, so in-process figures match it.
@@ -162,6 +176,9 @@ async fn main() -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     let dir = work.path();
     let root = repo_root();
+    if args.load {
+        return sustained_load(&args, &bin, &root, dir).await;
+    }
 
     steps.next("building the guest components");
     let guests = dir.join("guests");
@@ -311,6 +328,40 @@ async fn main() -> anyhow::Result<()> {
         "memory": memory,
         "mongodb_secantusdb": mongo,
         "peer_eventsourcing": peer,
+    });
+    if let Some(parent) = args.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
+    println!("{}", serde_json::to_string_pretty(&results)?);
+    eprintln!("results written to {}", args.out.display());
+    Ok(())
+}
+
+/// `--load`: build the components, run the load, write the figures.
+async fn sustained_load(args: &Args, bin: &Path, root: &Path, dir: &Path) -> anyhow::Result<()> {
+    eprintln!("building the guest components");
+    let guests = dir.join("guests");
+    refold::guest_build::build_rust(&root.join("example-projections/rust"), &guests)?;
+    refold::guest_build::build_rust(&root.join("bench/guests"), &guests)?;
+    refold::guest_build::build_rust(&root.join("tests/fixtures"), &guests)?;
+    eprintln!(
+        "sustained load: {} appends/s for {} min, ten projections",
+        args.load_rate, args.load_minutes
+    );
+    let figures = load::sustained(load::Load {
+        bin,
+        guests: &guests,
+        dir,
+        rate: args.load_rate,
+        duration: Duration::from_secs_f64(args.load_minutes * 60.0),
+        history: args.events.unwrap_or(50_000),
+    })
+    .await?;
+    let results = json!({
+        "date": refold::domain::time::iso8601_millis(refold::domain::time::now_millis()),
+        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "memory_gib": memory_gib() },
+        "sustained_load": figures,
     });
     if let Some(parent) = args.out.parent() {
         std::fs::create_dir_all(parent)?;

@@ -14,7 +14,7 @@ use serde::Serialize;
 pub struct Host(Child);
 
 impl Host {
-    /// `refold run` watching `folder`, with its own code cache.
+    /// `refold run` watching `folder`, with its own code cache and no HTTP API.
     pub fn start(
         bin: &Path,
         uri: &str,
@@ -22,11 +22,36 @@ impl Host {
         cache: &Path,
         log: &Path,
     ) -> anyhow::Result<Self> {
+        Self::spawn(bin, uri, folder, cache, log, &["--no-http"])
+    }
+
+    /// Like [`Self::start`], serving the HTTP API on a loopback `port`.
+    pub fn serving(
+        bin: &Path,
+        uri: &str,
+        folder: &Path,
+        cache: &Path,
+        log: &Path,
+        port: u16,
+    ) -> anyhow::Result<Self> {
+        let address = format!("127.0.0.1:{port}");
+        Self::spawn(bin, uri, folder, cache, log, &["--http", &address])
+    }
+
+    fn spawn(
+        bin: &Path,
+        uri: &str,
+        folder: &Path,
+        cache: &Path,
+        log: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let child = Command::new(bin)
             .args(["run", "--store", uri, "--projections"])
             .arg(folder)
             .arg("--code-cache")
             .arg(cache)
+            .args(extra)
             .env("REFOLD_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log)?)

@@ -128,12 +128,19 @@ pub async fn live_latency(
         samples.push(started.elapsed().as_secs_f64() * 1000.0);
     }
     samples.sort_by(f64::total_cmp);
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
     Ok(Latency {
         rate_per_s: rate,
         samples: samples.len(),
-        p50_ms: at(0.5),
-        p99_ms: at(0.99),
-        max_ms: at(1.0),
+        p50_ms: percentile(&samples, 0.5),
+        p99_ms: percentile(&samples, 0.99),
+        max_ms: percentile(&samples, 1.0),
     })
+}
+
+/// The `q` quantile (0 to 1) of sorted samples; 0 when there are none.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }
