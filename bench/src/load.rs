@@ -2,7 +2,9 @@
 //! for minutes, while this process (a second one, on loopback) appends through the HTTP API.
 //! Measured: the rate held, append latency, how far the projections fall behind (events and
 //! time from the append's answer to every projection having folded it in), and the host's
-//! resident memory over time (flat or growing).
+//! resident memory over time (flat or growing). With hostile neighbours, six hostile fixtures
+//! run beside the ten, a `Poison` event every 100 appends sets them off (each failure skipped
+//! as a dead letter), and the same figures are taken for the ten.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -10,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use refold::cli::history;
-use refold::domain::{ExpectedVersion, GenerationState};
-use refold::store::{self, Store};
+use refold::domain::{ExpectedVersion, GenerationState, NewEvent};
+use refold::store::{self, Store, StreamAppend};
 use serde_json::{Value, json};
 
 use crate::process::{self, Host};
@@ -31,10 +33,23 @@ pub struct Load<'a> {
     pub duration: Duration,
     /// Events in the log before the load starts.
     pub history: usize,
+    /// Run the hostile fixtures beside the ten projections.
+    pub hostile: bool,
 }
 
-/// Ten projections: the four examples, two fixtures that write per event, four no-ops.
-fn deploy(guests: &Path, folder: &Path) -> anyhow::Result<usize> {
+/// The hostile fixtures run beside the ten with `Load::hostile`; each misbehaves on `Poison`.
+const HOSTILE: [&str; 6] = [
+    "looper",
+    "memory-bomb",
+    "trapper",
+    "undeclared",
+    "bad-json",
+    "grower",
+];
+
+/// Ten projections: the four examples, two fixtures that write per event, four no-ops; and the
+/// hostile fixtures when asked. Returns how many of the ten.
+fn deploy(guests: &Path, folder: &Path, hostile: bool) -> anyhow::Result<usize> {
     std::fs::create_dir_all(folder)?;
     let files = [
         "payments.wasm",
@@ -54,19 +69,30 @@ fn deploy(guests: &Path, folder: &Path) -> anyhow::Result<usize> {
             process::renamed_noop(&noop, n),
         )?;
     }
+    if hostile {
+        for name in HOSTILE {
+            let file = format!("{}.wasm", name.replace('-', "_"));
+            process::deploy_file(&guests.join(&file), folder, &file)?;
+        }
+    }
     Ok(files.len() + 4)
 }
 
-/// The lowest checkpoint of the active generations, and how many there are.
-async fn slowest(store: &Arc<dyn Store>) -> anyhow::Result<(u64, usize)> {
-    let active: Vec<u64> = store
+/// The lowest checkpoint of the active generations of the ten (not the hostile ones).
+async fn slowest(store: &Arc<dyn Store>) -> anyhow::Result<u64> {
+    Ok(store
         .all_generations()
         .await?
         .into_iter()
-        .filter(|g| g.state == GenerationState::Active)
+        .filter(|g| g.state == GenerationState::Active && !HOSTILE.contains(&g.projection.as_str()))
         .map(|g| g.checkpoint)
-        .collect();
-    Ok((active.iter().copied().min().unwrap_or(0), active.len()))
+        .min()
+        .unwrap_or(0))
+}
+
+/// Whether the ten have folded in the whole log.
+async fn ten_at_head(store: &Arc<dyn Store>) -> anyhow::Result<bool> {
+    Ok(slowest(store).await? >= store.head().await?)
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -96,8 +122,9 @@ pub async fn sustained(load: Load<'_>) -> anyhow::Result<Value> {
         store.append_all(chunk.to_vec()).await?;
     }
     let folder = load.dir.join("load-projections");
-    let projections = deploy(load.guests, &folder)?;
+    let projections = deploy(load.guests, &folder, load.hostile)?;
     let port = free_port()?;
+    let skip = ["--on-failure", "*=skip:1"];
     let host = Host::serving(
         load.bin,
         &uri,
@@ -105,6 +132,7 @@ pub async fn sustained(load: Load<'_>) -> anyhow::Result<Value> {
         &load.dir.join("load-cache"),
         &load.dir.join("load.log"),
         port,
+        if load.hostile { &skip } else { &[] },
     )?;
     process::time_until(Duration::from_secs(600), "the ten projections", || {
         process::all_active_at_head(&store, projections)
@@ -135,7 +163,24 @@ pub async fn sustained(load: Load<'_>) -> anyhow::Result<Value> {
     let mut live = live.into_iter();
     while started.elapsed() < load.duration {
         tick.tick().await;
-        let Some(append) = live.next() else { break };
+        // With hostile neighbours, every hundredth append is a poison event of its own.
+        let append = if load.hostile && sent % 100 == 99 {
+            StreamAppend {
+                aggregate_id: format!("poison-{sent}"),
+                expected: ExpectedVersion::NoStream,
+                events: vec![NewEvent {
+                    id: None,
+                    aggregate_type: "Thing".into(),
+                    event_type: "Poison".into(),
+                    event_data: json!({}),
+                    metadata: json!({}),
+                    timestamp_ms: None,
+                }],
+            }
+        } else {
+            let Some(append) = live.next() else { break };
+            append
+        };
         let body = json!({
             "expectedVersion": match append.expected {
                 ExpectedVersion::Exact(version) => json!(version),
@@ -167,7 +212,7 @@ pub async fn sustained(load: Load<'_>) -> anyhow::Result<Value> {
 
         if answered >= next_sample {
             next_sample = answered + Duration::from_millis(20);
-            let (checkpoint, _) = slowest(&store).await?;
+            let checkpoint = slowest(&store).await?;
             let head = store.head().await?;
             lag_events.push(head.saturating_sub(checkpoint));
             let now = Instant::now();
@@ -187,7 +232,7 @@ pub async fn sustained(load: Load<'_>) -> anyhow::Result<Value> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let drained = process::time_until(Duration::from_secs(600), "the last appends", || {
-        process::all_active_at_head(&store, projections)
+        ten_at_head(&store)
     })
     .await?;
     let (rss_end, peak) = host.memory_kib()?;
@@ -214,6 +259,7 @@ pub async fn sustained(load: Load<'_>) -> anyhow::Result<Value> {
     lag_events.sort_unstable();
     Ok(json!({
         "projections": projections,
+        "hostile_neighbours": if load.hostile { json!(HOSTILE) } else { json!([]) },
         "history_events": load.history,
         "target_appends_per_s": load.rate,
         "seconds": seconds,

@@ -63,6 +63,10 @@ struct Args {
     /// Appends per second of the load.
     #[arg(long, default_value_t = 200)]
     load_rate: u32,
+    /// With `--load`: run it twice, alone and with six hostile fixtures beside the ten
+    /// projections (set off by a `Poison` event every 100 appends).
+    #[arg(long)]
+    load_hostile: bool,
     /// Minutes the load lasts.
     #[arg(long, default_value_t = 5.0)]
     load_minutes: f64,
@@ -349,15 +353,27 @@ async fn sustained_load(args: &Args, bin: &Path, root: &Path, dir: &Path) -> any
         "sustained load: {} appends/s for {} min, ten projections",
         args.load_rate, args.load_minutes
     );
-    let figures = load::sustained(load::Load {
-        bin,
-        guests: &guests,
-        dir,
-        rate: args.load_rate,
-        duration: Duration::from_secs_f64(args.load_minutes * 60.0),
-        history: args.events.unwrap_or(50_000),
-    })
-    .await?;
+    let mut runs = vec![false];
+    if args.load_hostile {
+        runs.push(true);
+    }
+    let mut figures = Vec::new();
+    for hostile in runs {
+        let dir = dir.join(if hostile { "hostile" } else { "alone" });
+        std::fs::create_dir_all(&dir)?;
+        figures.push(
+            load::sustained(load::Load {
+                bin,
+                guests: &guests,
+                dir: &dir,
+                rate: args.load_rate,
+                duration: Duration::from_secs_f64(args.load_minutes * 60.0),
+                history: args.events.unwrap_or(50_000),
+                hostile,
+            })
+            .await?,
+        );
+    }
     let results = json!({
         "date": refold::domain::time::iso8601_millis(refold::domain::time::now_millis()),
         "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "memory_gib": memory_gib() },

@@ -25,7 +25,7 @@ impl Host {
         Self::spawn(bin, uri, folder, cache, log, &["--no-http"])
     }
 
-    /// Like [`Self::start`], serving the HTTP API on a loopback `port`.
+    /// Like [`Self::start`], serving the HTTP API on a loopback `port`, with `extra` arguments.
     pub fn serving(
         bin: &Path,
         uri: &str,
@@ -33,9 +33,17 @@ impl Host {
         cache: &Path,
         log: &Path,
         port: u16,
+        extra: &[&str],
     ) -> anyhow::Result<Self> {
         let address = format!("127.0.0.1:{port}");
-        Self::spawn(bin, uri, folder, cache, log, &["--http", &address])
+        Self::spawn(
+            bin,
+            uri,
+            folder,
+            cache,
+            log,
+            &[&["--http", &address], extra].concat(),
+        )
     }
 
     fn spawn(
