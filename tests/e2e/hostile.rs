@@ -35,6 +35,8 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
         "undeclared",
         "bad-json",
         "grower",
+        "recurser",
+        "bad-utf8",
     ];
     let mut names = vec!["healthy", "sprawler"];
     names.extend(hostile);
@@ -78,6 +80,8 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
             "grower",
             "bytes after the update; at most 15728640 are allowed",
         ),
+        ("recurser", "call stack exhausted"),
+        ("bad-utf8", "utf-8"),
     ];
     for (name, cause) in expected_cause {
         let g = generation(name);

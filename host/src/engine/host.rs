@@ -96,7 +96,10 @@ pub(super) fn classify_trap(
             None => HandleFailure::Trap(format!("{trap} (a panic or abort in the guest)")),
         },
         Some(trap) => HandleFailure::Trap(trap.to_string()),
-        None => HandleFailure::Trap(text.lines().next().unwrap_or("unknown trap").to_owned()),
+        // Not a trap of the guest's own code: the engine refused something at the boundary
+        // (a string that is not UTF-8...). The root cause says what; the outer layers only
+        // say where.
+        None => HandleFailure::Trap(error.root_cause().to_string()),
     }
 }
 
