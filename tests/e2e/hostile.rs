@@ -37,6 +37,7 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
         "grower",
         "recurser",
         "bad-utf8",
+        "bloater",
     ];
     let mut names = vec!["healthy", "sprawler"];
     names.extend(hostile);
@@ -82,6 +83,10 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
         ),
         ("recurser", "call stack exhausted"),
         ("bad-utf8", "utf-8"),
+        (
+            "bloater",
+            "invalid document: document has 17825803 bytes; at most 15728640 are allowed",
+        ),
     ];
     for (name, cause) in expected_cause {
         let g = generation(name);
