@@ -317,7 +317,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let results = json!({
         "date": refold::domain::time::iso8601_millis(refold::domain::time::now_millis()),
-        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "memory_gib": memory_gib() },
+        "machine": machine(),
         "events": events,
         "append_events_per_s": append_per_s,
         "replay": [raw, native_payments, guest_payments, native_noop, guest_noop],
@@ -333,13 +333,7 @@ async fn main() -> anyhow::Result<()> {
         "mongodb_secantusdb": mongo,
         "peer_eventsourcing": peer,
     });
-    if let Some(parent) = args.out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
-    println!("{}", serde_json::to_string_pretty(&results)?);
-    eprintln!("results written to {}", args.out.display());
-    Ok(())
+    write_results(&args.out, results)
 }
 
 /// `--load`: build the components, run the load, write the figures.
@@ -374,17 +368,32 @@ async fn sustained_load(args: &Args, bin: &Path, root: &Path, dir: &Path) -> any
             .await?,
         );
     }
-    let results = json!({
-        "date": refold::domain::time::iso8601_millis(refold::domain::time::now_millis()),
-        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "memory_gib": memory_gib() },
-        "sustained_load": figures,
-    });
-    if let Some(parent) = args.out.parent() {
+    write_results(
+        &args.out,
+        json!({
+            "date": refold::domain::time::iso8601_millis(refold::domain::time::now_millis()),
+            "machine": machine(),
+            "sustained_load": figures,
+        }),
+    )
+}
+
+/// The machine the figures come from.
+fn machine() -> Value {
+    json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "memory_gib": memory_gib(),
+    })
+}
+
+/// Print the results and write them as JSON to `out`.
+fn write_results(out: &Path, results: Value) -> anyhow::Result<()> {
+    if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    std::fs::write(&args.out, serde_json::to_string_pretty(&results)?)?;
+    std::fs::write(out, serde_json::to_string_pretty(&results)?)?;
     println!("{}", serde_json::to_string_pretty(&results)?);
-    eprintln!("results written to {}", args.out.display());
+    eprintln!("results written to {}", out.display());
     Ok(())
 }
 

@@ -54,8 +54,8 @@ pub enum UpdateError {
     },
 }
 
-/// The length of a document as compact JSON, without building the text.
-pub fn encoded_len(document: &Document) -> usize {
+/// The length of a document (or any value) as compact JSON, without building the text.
+pub fn encoded_len<T: serde::Serialize + ?Sized>(document: &T) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -67,7 +67,7 @@ pub fn encoded_len(document: &Document) -> usize {
         }
     }
     let mut count = Count(0);
-    // Writing to a counter cannot fail, and a JSON map always serialises.
+    // Writing to a counter cannot fail, and JSON values always serialise.
     let _ = serde_json::to_writer(&mut count, document);
     count.0
 }

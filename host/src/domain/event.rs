@@ -10,6 +10,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::document::encoded_len;
+
 /// Global order of an event. 0 is the origin, before the first event.
 pub type Position = u64;
 
@@ -94,24 +96,6 @@ fn empty_object() -> serde_json::Value {
 /// Largest payload (data plus metadata, as JSON text) a single event may carry.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 
-/// Length of a value as compact JSON text, counted without building the text.
-fn json_len(value: &serde_json::Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0 += bytes.len();
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    // Writing to a counter cannot fail.
-    let _ = serde_json::to_writer(&mut count, value);
-    count.0
-}
-
 impl NewEvent {
     /// Check the event before it is stored: names non-empty, payloads JSON objects, size bounded.
     pub fn validate(&self) -> Result<(), String> {
@@ -133,7 +117,7 @@ impl NewEvent {
                 self.event_type
             ));
         }
-        let bytes = json_len(&self.event_data) + json_len(&self.metadata);
+        let bytes = encoded_len(&self.event_data) + encoded_len(&self.metadata);
         if bytes > MAX_EVENT_BYTES {
             return Err(format!(
                 "{}: eventData and metadata take {bytes} bytes as JSON; at most {MAX_EVENT_BYTES} are allowed",
