@@ -9,3 +9,4 @@ mod failure_policy;
 mod hostile;
 mod hot_deploy;
 mod mongo;
+mod scaffold;

@@ -22,7 +22,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// The cargo profile folder this test binary was built into (`target/release`, `target/debug`).
-fn profile_dir() -> PathBuf {
+pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     // target/<profile>/deps/e2e-<hash>
     exe.parent()

@@ -4,6 +4,7 @@ mod append;
 mod demo;
 mod generations;
 pub mod history;
+mod new;
 mod progress;
 mod run;
 mod status;
@@ -108,6 +109,13 @@ enum Command {
     /// first) on a running host; `discard` deletes them once dealt with.
     #[command(name = "dead-letters")]
     DeadLetters(generations::DeadLettersArgs),
+    /// Scaffold a new projection in a new folder, ready to build and deploy.
+    ///
+    /// Scaffold a projection that handles one event type (`--event-type`, `ItemAdded` by
+    /// default): it counts those events and sums their `amount` per stream and in total, with a
+    /// test of its pure logic. The folder holds a copy of the SDK and of the WIT contract, so it
+    /// builds offline with `refold build DIR`. Languages: rust.
+    New(new::NewArgs),
     /// Build a Rust projection crate (or workspace) into components.
     Build(BuildArgs),
 }
@@ -155,6 +163,7 @@ pub fn main() -> ExitCode {
             Command::Pause(args) => generations::pause(args, true).await,
             Command::Resume(args) => generations::pause(args, false).await,
             Command::DeadLetters(args) => generations::dead_letters(args).await,
+            Command::New(args) => new::new(args),
             Command::Build(args) => build(args),
         }
     });

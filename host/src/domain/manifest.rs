@@ -273,6 +273,12 @@ impl CollectionSpec {
 
 /// Projection names allow `-`; collection and index names do not. All: lower-case ASCII
 /// letter first, then letters, digits, `_` (and `-`), no `__`, at most [`MAX_NAME_LEN`].
+/// Check a projection name (lower-case ASCII letters, digits, `_` and `-`, starting with a
+/// letter, at most 48 characters, no `__`).
+pub fn check_projection_name(name: &str) -> Result<(), ManifestError> {
+    check_name("projection", name, true)
+}
+
 fn check_name(what: &'static str, name: &str, allow_dash: bool) -> Result<(), ManifestError> {
     let fail = |rule| {
         Err(ManifestError::InvalidName {

@@ -51,6 +51,9 @@ fn every_command_explains_itself() {
         ("append", "expected-version"),
         ("status", "refused to deploy"),
         ("build", "components"),
+        ("new", "copy of the SDK and of the WIT contract"),
+        ("pause", "paused"),
+        ("dead-letters", "re-drives"),
         ("rebuild", "generation"),
         ("rollback", "resumes from its own checkpoint"),
     ] {
