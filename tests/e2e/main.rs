@@ -8,5 +8,6 @@ mod examples;
 mod failure_policy;
 mod hostile;
 mod hot_deploy;
+mod languages;
 mod mongo;
 mod scaffold;

@@ -80,6 +80,26 @@ pub fn fixtures() -> &'static Path {
     build_once(&CELL, "tests/fixtures", "fixtures")
 }
 
+/// The JavaScript example projections, built to components with componentize-qjs (installed by
+/// `scripts/setup`), once per test run.
+pub fn js_examples() -> &'static Path {
+    static CELL: OnceLock<PathBuf> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let out = profile_dir().join("e2e-components").join("js-examples");
+        let built = Command::new("node")
+            .arg(repo_root().join("example-projections/js/build.mjs"))
+            .arg(&out)
+            .output()
+            .expect("run node (scripts/setup installs it)");
+        assert!(
+            built.status.success(),
+            "building the JavaScript examples failed: {}",
+            text(&built.stderr)
+        );
+        out
+    })
+}
+
 /// The `wasi-files` fixture (`wasi_files.wasm`), built for wasm32-wasip2 so that it imports
 /// WASI files and sockets through the standard library (once per test run).
 pub fn wasi_fixture() -> &'static Path {
