@@ -19,7 +19,7 @@ for (const name of readdirSync(here)) {
   const app = join(here, name, 'app.js');
   if (!existsSync(app)) continue;
   const file = join(out, `${name.replaceAll('-', '_')}.wasm`);
-  execFileSync(tool, ['--wit', wit, '--js', app, '-n', 'projection', '--sync', '--stub-wasi', '-o', file], {
+  execFileSync(tool, ['--wit', wit, '--js', app, '--module-root', here, '-n', 'projection', '--sync', '--stub-wasi', '-o', file], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   console.log(file);

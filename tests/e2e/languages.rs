@@ -1,10 +1,10 @@
 //! Projections in other languages than Rust: the same history through the Rust and the
-//! JavaScript version of an example gives byte-identical read collections.
+//! JavaScript versions of the four examples gives byte-identical read collections.
 
 use std::path::Path;
 
 use refold::cli::history;
-use refold_tests::{Sandbox, catch_up, examples, js_examples, projections, text};
+use refold_tests::{EXAMPLE_NAMES, Sandbox, catch_up, examples, js_examples, projections, text};
 
 /// Every row of a read model's view, as stored: `(id, body text)`.
 fn rows(db: &Path, view: &str) -> Vec<(String, String)> {
@@ -15,7 +15,7 @@ fn rows(db: &Path, view: &str) -> Vec<(String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn payments_in_javascript_equal_payments_in_rust_byte_for_byte() {
+async fn the_examples_in_javascript_equal_the_examples_in_rust_byte_for_byte() {
     let sandbox = Sandbox::new();
     let appends = history::generate(6_000, 17);
     for store in ["rust.db", "js.db"] {
@@ -24,13 +24,19 @@ async fn payments_in_javascript_equal_payments_in_rust_byte_for_byte() {
             store.append_all(chunk.to_vec()).await.expect("append");
         }
     }
-    let rust = projections(examples(), &["payments"], &sandbox.path("rust"));
-    let js = projections(js_examples(), &["payments"], &sandbox.path("js"));
+    let rust = projections(examples(), &EXAMPLE_NAMES, &sandbox.path("rust"));
+    let js = projections(js_examples(), &EXAMPLE_NAMES, &sandbox.path("js"));
     for (store, folder) in [("rust.db", &rust), ("js.db", &js)] {
         let out = catch_up(&sandbox.uri(store), folder, &[]);
         assert!(out.status.success(), "{store}: {}", text(&out.stderr));
     }
-    for view in ["payments__payments", "payments__org_stats"] {
+    for view in [
+        "payments__payments",
+        "payments__org_stats",
+        "invoice-billing__invoices",
+        "invoice-analytics__monthly",
+        "user-profiles__users",
+    ] {
         let (from_rust, from_js) = (
             rows(&sandbox.path("rust.db"), view),
             rows(&sandbox.path("js.db"), view),

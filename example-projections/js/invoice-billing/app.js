@@ -1,0 +1,55 @@
+// Invoice billing view (seed 001), in JavaScript: one document per invoice through its
+// lifecycle (draft, sent, paid, cancelled).
+import { Float, ProjectionError, Update, collection, manifest, timestamp } from '../sdk/refold.js';
+
+export function describe() {
+  return manifest({
+    name: 'invoice-billing',
+    version: 1,
+    eventTypes: ['InvoiceCreated', 'InvoiceSent', 'InvoicePaid', 'InvoiceCancelled'],
+    collections: {
+      invoices: [
+        { name: 'by_organization_status', fields: ['organizationId', 'status'] },
+        { name: 'by_due_date', fields: ['dueDate'] },
+      ],
+    },
+  });
+}
+
+export function handle(events) {
+  const invoices = collection('invoices');
+  for (const event of events) {
+    const id = event.aggregateId;
+    let update;
+    if (event.eventType === 'InvoiceCreated') {
+      const data = JSON.parse(event.data);
+      update = new Update()
+        .set('invoiceId', id)
+        .set('organizationId', data.organizationId)
+        .set('customer', data.customer)
+        .set('amount', new Float(data.amount))
+        .set('currency', data.currency)
+        .set('lineCount', data.lines.length)
+        .set('dueDate', data.dueDate)
+        .set('status', 'draft')
+        .set('issuedAt', timestamp(event));
+      invoices.update(id, update);
+      continue;
+    } else if (event.eventType === 'InvoiceSent') {
+      update = new Update().set('status', 'sent').set('sentAt', timestamp(event));
+    } else if (event.eventType === 'InvoicePaid') {
+      update = new Update().set('status', 'paid').set('paidAt', timestamp(event));
+    } else if (event.eventType === 'InvoiceCancelled') {
+      const data = JSON.parse(event.data);
+      update = new Update()
+        .set('status', 'cancelled')
+        .set('cancelledAt', timestamp(event))
+        .set('cancellationReason', data.reason);
+    } else {
+      continue;
+    }
+    if (!invoices.updateExisting(id, update)) {
+      throw new ProjectionError('invalid-state', `${event.eventType} for unknown invoice ${id}`);
+    }
+  }
+}

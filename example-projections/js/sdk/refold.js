@@ -1,0 +1,109 @@
+// A small layer over the Refold contract for JavaScript projections (QuickJS): update
+// operators, collections, event decoding, dates. Documents come out as the Rust SDK writes them.
+import * as collections from 'refold:projection/collections@0.1.0';
+
+/** A number kept a float when integral (`100` is written `100.0`), as Rust's `f64` is. */
+export class Float {
+  constructor(value) {
+    this.value = value;
+  }
+}
+
+/** JSON text, with `Float` numbers written with a decimal point. Key order is kept. */
+export function json(value) {
+  if (value instanceof Float) {
+    const text = JSON.stringify(value.value);
+    return Number.isInteger(value.value) && !text.includes('e') ? `${text}.0` : text;
+  }
+  if (value === null || value === undefined) return 'null';
+  if (typeof value === 'bigint') return value.toString();
+  if (Array.isArray(value)) return `[${value.map(json).join(',')}]`;
+  if (typeof value === 'object') {
+    return `{${Object.keys(value).map((k) => `${JSON.stringify(k)}:${json(value[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(value);
+}
+
+/** Update operators, grouped by operator in the order they are first used. */
+export class Update {
+  constructor() {
+    this.ops = {};
+  }
+  with(op, path, value) {
+    (this.ops[op] ??= {})[path] = value;
+    return this;
+  }
+  set(path, value) { return this.with('$set', path, value); }
+  unset(path) { return this.with('$unset', path, ''); }
+  inc(path, by) { return this.with('$inc', path, by); }
+  push(path, value) { return this.with('$push', path, value); }
+  addToSet(path, value) { return this.with('$addToSet', path, value); }
+  pull(path, value) { return this.with('$pull', path, value); }
+  text() { return json(this.ops); }
+}
+
+/** Thrown by `handle` to fail an event; the host applies the failure policy. */
+export class ProjectionError extends Error {
+  constructor(kind, message) {
+    super(message);
+    this.payload = { position: undefined, kind, message };
+  }
+}
+
+function unwrap(call) {
+  try {
+    return call();
+  } catch (e) {
+    throw new ProjectionError('host', `${e?.payload?.tag ?? 'error'}: ${e?.payload?.val ?? e}`);
+  }
+}
+
+/** One of the projection's collections. */
+export function collection(name) {
+  return {
+    get: (id) => {
+      const text = unwrap(() => collections.get(name, id));
+      return text == null ? null : JSON.parse(text);
+    },
+    put: (id, document) => unwrap(() => collections.put(name, id, json(document))),
+    delete: (id) => unwrap(() => collections.delete(name, id)),
+    update: (id, update) => unwrap(() => collections.update(name, id, update.text(), true)),
+    updateExisting: (id, update) => unwrap(() => collections.update(name, id, update.text(), false)),
+  };
+}
+
+/** `YYYY-MM-DDTHH:MM:SS.mmmZ` of an event's time. */
+export function iso8601(event) {
+  return new Date(Number(event.timestampMs)).toISOString();
+}
+
+/** The event's time as a date value (`{"$date": ...}`). */
+export function timestamp(event) {
+  return { $date: iso8601(event) };
+}
+
+/** An index key: `field` or `-field` (descending). */
+function keys(fields) {
+  return fields.map((f) => (f.startsWith('-') ? { field: f.slice(1), descending: true } : { field: f, descending: false }));
+}
+
+/** A manifest: `collections` maps each name to its indexes, `{name: [fields], unique?}`. */
+export function manifest({ name, version, eventTypes = [], aggregateTypes = [], collections: declared }) {
+  return {
+    name,
+    version,
+    eventTypes,
+    aggregateTypes,
+    collections: Object.entries(declared).map(([collection, indexes]) => ({
+      name: collection,
+      indexes: (indexes ?? []).map(({ name: index, fields, unique = false }) => ({ name: index, keys: keys(fields), unique })),
+    })),
+    batchSize: undefined,
+    failurePolicy: undefined,
+  };
+}
+
+/** Integer cents of an amount, rounded half away from zero as Rust's `f64::round`. */
+export function cents(amount) {
+  return Math.sign(amount) * Math.round(Math.abs(amount) * 100);
+}
