@@ -7,7 +7,7 @@
 
 use crate::domain::Position;
 use crate::domain::generation::rollback_target;
-use crate::domain::{CollectionSpec, Generation, GenerationState, Manifest};
+use crate::domain::{Generation, GenerationState, Manifest};
 use crate::store::{DeadLetter, Store, StoreError};
 
 /// Why an operator command was refused.
@@ -85,22 +85,7 @@ pub async fn rebuild(
     };
     // Indexes are not recorded with a generation; the host creates them from the component's
     // manifest when it starts the generation.
-    let manifest = Manifest {
-        name: active.projection.clone(),
-        version: active.version,
-        event_types: vec![],
-        aggregate_types: vec![],
-        collections: active
-            .collections
-            .iter()
-            .map(|name| CollectionSpec {
-                name: name.clone(),
-                indexes: vec![],
-            })
-            .collect(),
-        batch_size: None,
-        failure_policy: None,
-    };
+    let manifest = Manifest::new(&active.projection, active.version, &active.collections);
     let generation = store
         .create_generation(&manifest, &active.code_hash)
         .await?;

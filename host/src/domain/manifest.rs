@@ -166,6 +166,30 @@ pub enum ManifestError {
 }
 
 impl Manifest {
+    /// A manifest that receives every event and declares these collections without indexes,
+    /// with the host's defaults for the rest.
+    pub fn new(
+        name: &str,
+        version: u32,
+        collections: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        Self {
+            name: name.to_owned(),
+            version,
+            event_types: vec![],
+            aggregate_types: vec![],
+            collections: collections
+                .into_iter()
+                .map(|name| CollectionSpec {
+                    name: name.into(),
+                    indexes: vec![],
+                })
+                .collect(),
+            batch_size: None,
+            failure_policy: None,
+        }
+    }
+
     /// Check every name and bound. A manifest that passes can be mapped to physical names safely.
     pub fn validate(&self) -> Result<(), ManifestError> {
         check_name("projection", &self.name, true)?;
@@ -326,18 +350,7 @@ mod tests {
     use super::*;
 
     fn manifest(name: &str, collection: &str) -> Manifest {
-        Manifest {
-            name: name.into(),
-            version: 1,
-            event_types: vec![],
-            aggregate_types: vec![],
-            collections: vec![CollectionSpec {
-                name: collection.into(),
-                indexes: vec![],
-            }],
-            batch_size: None,
-            failure_policy: None,
-        }
+        Manifest::new(name, 1, [collection])
     }
 
     #[test]

@@ -122,15 +122,7 @@ pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProject
         .map_err(|e| LoadError::Exports(format!("{e:#}")))?;
     let pre = ProjectionPre::new(instance_pre).map_err(|e| LoadError::Exports(format!("{e:#}")))?;
 
-    let placeholder = Manifest {
-        name: "(loading)".into(),
-        version: 1,
-        event_types: vec![],
-        aggregate_types: vec![],
-        collections: vec![],
-        batch_size: None,
-        failure_policy: None,
-    };
+    let placeholder = Manifest::new("(loading)", 1, Vec::<String>::new());
     let context = BatchContext::new(&placeholder, Box::new(NoDocuments));
     let mut store = engine.new_store(context, Arc::from("(describe)"));
     let described = pre

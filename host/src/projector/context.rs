@@ -349,7 +349,7 @@ mod tests {
     use serde_json::{Map, Value};
 
     use super::*;
-    use crate::domain::{CollectionSpec, Manifest};
+    use crate::domain::Manifest;
     use crate::store::StoreResult;
 
     struct Empty;
@@ -361,20 +361,7 @@ mod tests {
     }
 
     fn context() -> BatchContext {
-        let mut manifest = Manifest {
-            name: "p".into(),
-            version: 1,
-            event_types: vec![],
-            aggregate_types: vec![],
-            collections: vec![],
-            batch_size: None,
-            failure_policy: None,
-        };
-        manifest.collections.push(CollectionSpec {
-            name: "docs".into(),
-            indexes: vec![],
-        });
-        BatchContext::new(&manifest, Box::new(Empty))
+        BatchContext::new(&Manifest::new("p", 1, ["docs"]), Box::new(Empty))
     }
 
     /// What MongoDB cannot store is refused on every store, when the guest writes it, not at
