@@ -100,6 +100,27 @@ pub fn js_examples() -> &'static Path {
     })
 }
 
+/// The Python example projections, built to components with componentize-py (installed by
+/// `scripts/setup`) by `example-projections/python/build.py`, which keeps a component whose
+/// sources did not change.
+pub fn python_examples() -> &'static Path {
+    static CELL: OnceLock<PathBuf> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let out = profile_dir().join("e2e-components").join("python-examples");
+        let built = Command::new("python3")
+            .arg(repo_root().join("example-projections/python/build.py"))
+            .arg(&out)
+            .output()
+            .expect("run python3");
+        assert!(
+            built.status.success(),
+            "building the Python examples failed: {}",
+            text(&built.stderr)
+        );
+        out
+    })
+}
+
 /// The `wasi-files` fixture (`wasi_files.wasm`), built for wasm32-wasip2 so that it imports
 /// WASI files and sockets through the standard library (once per test run).
 pub fn wasi_fixture() -> &'static Path {

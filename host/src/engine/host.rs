@@ -12,11 +12,14 @@ use super::bindings::Projection;
 use super::bindings::refold::projection::collections::{self, CollectionError};
 use super::bindings::refold::projection::log::{self, Level};
 use super::bindings::refold::projection::types::{self, ErrorKind, HandleError};
+use super::sandbox::Sandbox;
 use crate::domain::RecordedEvent;
 use crate::projector::{BatchContext, CollectionFailure, HandleFailure};
 
 /// Longest log line kept from a guest; longer ones are cut.
 const MAX_LOG_BYTES: usize = 4096;
+/// Most bytes of the guest's stderr quoted in an error.
+const MAX_STDERR_TAIL: usize = 2048;
 /// Most log lines one batch may write; the rest are counted and dropped.
 const MAX_LOGS_PER_BATCH: u32 = 1000;
 
@@ -28,6 +31,10 @@ pub(super) struct HostState {
     logs: u32,
     /// The last panic message the guest logged (the Rust SDK logs one before aborting).
     pub(super) panic: Option<String>,
+    /// The guest's WASI: no authority, event time, seeded randomness, captured output.
+    pub(super) sandbox: Sandbox,
+    /// The end of what the guest last wrote to stderr (a Python traceback, ...).
+    pub(super) stderr_tail: Option<String>,
 }
 
 impl HostState {
@@ -35,15 +42,46 @@ impl HostState {
         Self {
             context,
             limits,
+            sandbox: Sandbox::new(&projection),
             projection,
             logs: 0,
             panic: None,
+            stderr_tail: None,
+        }
+    }
+
+    /// Get ready for the guest to handle this event: logs are tagged with its position, the
+    /// clocks read its timestamp and the random streams are seeded for it.
+    pub(super) fn enter_event(&mut self, event: &RecordedEvent) {
+        self.context.set_position(event.position);
+        self.sandbox.enter_event(event.position, event.timestamp_ms);
+    }
+
+    /// Write what the guest printed to stdout and stderr since the last call to the log, and
+    /// keep the end of stderr for an error message.
+    pub(super) fn flush_output(&mut self) {
+        let (stdout, stderr) = self.sandbox.drain_output();
+        let (projection, position) = (&*self.projection, self.context.position());
+        for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::info!(target: "refold::guest", projection, position, stream = "stdout", "{line}");
+        }
+        for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+            tracing::warn!(target: "refold::guest", projection, position, stream = "stderr", "{line}");
+        }
+        let stderr = stderr.trim();
+        if !stderr.is_empty() {
+            let mut start = stderr.len().saturating_sub(MAX_STDERR_TAIL);
+            while !stderr.is_char_boundary(start) {
+                start += 1;
+            }
+            self.stderr_tail = Some(stderr[start..].to_owned());
         }
     }
 }
 
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    Projection::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)
+    Projection::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    super::sandbox::add_to_linker(linker)
 }
 
 pub(super) fn to_wit_event(event: &RecordedEvent) -> types::Event {

@@ -7,14 +7,15 @@ use wasmtime::component::Component;
 use super::bindings::ProjectionPre;
 use super::bindings::refold::projection::types as wit;
 use super::cache::code_hash;
-use super::{Engine, PreparedProjection, host};
+use super::{Engine, PreparedProjection, host, sandbox};
 use crate::domain::{
     CollectionSpec, FailurePolicy, IndexKey, IndexSpec, Manifest, ManifestError, OnFailure,
 };
 use crate::projector::{BatchContext, HandleFailure};
 use crate::store::{DocumentReader, StoreResult};
 
-/// The interfaces a projection may import. Anything else is refused by name at load time.
+/// The Refold interfaces a projection may import. Beside them only WASI 0.2, locked down (see
+/// `sandbox`); anything else is refused by name at load time.
 const ALLOWED_IMPORTS: [&str; 3] = [
     "refold:projection/types@0.1.0",
     "refold:projection/collections@0.1.0",
@@ -35,7 +36,7 @@ pub enum LoadError {
     Compile(String),
     /// It imports something the host does not provide (every such import, named).
     #[error(
-        "imports {0}, which Refold does not provide (allowed: refold:projection/types, collections and log @0.1.0)"
+        "imports {0}, which Refold does not provide (allowed: refold:projection/types, collections and log @0.1.0, and wasi:io, clocks, random, cli, filesystem and sockets @0.2, without authority)"
     )]
     ForbiddenImport(String),
     /// It does not export the projection world.
@@ -107,12 +108,17 @@ pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProject
     let started = std::time::Instant::now();
     let code_hash = code_hash(bytes);
     let (component, fresh) = compile(engine, &code_hash, bytes)?;
-    let forbidden: Vec<String> = component
-        .component_type()
+    let component_type = component.component_type();
+    let imports: Vec<&str> = component_type
         .imports(&engine.engine)
-        .filter(|(name, _)| !ALLOWED_IMPORTS.contains(name))
-        .map(|(name, _)| format!("`{name}`"))
+        .map(|(name, _)| name)
         .collect();
+    let forbidden: Vec<String> = imports
+        .iter()
+        .filter(|name| !ALLOWED_IMPORTS.contains(name) && !sandbox::provides(name))
+        .map(|name| format!("`{name}`"))
+        .collect();
+    let per_event = imports.iter().any(|name| sandbox::per_event(name));
     if !forbidden.is_empty() {
         return Err(LoadError::ForbiddenImport(forbidden.join(", ")));
     }
@@ -128,6 +134,7 @@ pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProject
     let described = pre
         .instantiate(&mut store)
         .and_then(|instance| instance.call_describe(&mut store))
+        .inspect(|_| store.data_mut().flush_output())
         .map_err(|e| {
             let panic = store.data().panic.as_deref();
             LoadError::Describe(host::classify_trap(&e, &engine.limits, panic))
@@ -150,6 +157,7 @@ pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProject
         manifest,
         name,
         code_hash,
+        per_event,
     })
 }
 

@@ -10,6 +10,7 @@ mod bindings;
 mod cache;
 mod host;
 mod load;
+mod sandbox;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,6 +143,9 @@ pub struct PreparedProjection {
     manifest: Manifest,
     name: Arc<str>,
     code_hash: String,
+    /// It imports clocks or randomness: called once per event, so what it reads depends on the
+    /// event alone, not on the batch boundaries.
+    per_event: bool,
 }
 
 impl std::fmt::Debug for PreparedProjection {
@@ -172,10 +176,23 @@ impl Handler for PreparedProjection {
         }
         let mut store = self.engine.new_store(context, Arc::clone(&self.name));
         let wit_events: Vec<_> = events.iter().map(host::to_wit_event).collect();
-        let outcome = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|instance| instance.call_handle(&mut store, &wit_events));
+        let outcome = self.pre.instantiate(&mut store).and_then(|instance| {
+            if !self.per_event {
+                let outcome = instance.call_handle(&mut store, &wit_events);
+                store.data_mut().flush_output();
+                return outcome;
+            }
+            for (event, wit_event) in events.iter().zip(&wit_events) {
+                store.data_mut().enter_event(event);
+                let outcome = instance.call_handle(&mut store, std::slice::from_ref(wit_event));
+                store.data_mut().flush_output();
+                if let Err(mut error) = outcome? {
+                    error.position.get_or_insert(event.position);
+                    return Ok(Err(error));
+                }
+            }
+            Ok(Ok(()))
+        });
         let state = store.into_data();
         let panic = state.panic.as_deref();
         let result = match outcome {
@@ -187,7 +204,17 @@ impl Handler for PreparedProjection {
                 None => Ok(()),
             },
             Ok(Err(error)) => Err(host::guest_failure(error)),
-            Err(error) => Err(host::classify_trap(&error, &self.engine.limits, panic)),
+            Err(error) => Err(
+                match host::classify_trap(&error, &self.engine.limits, panic) {
+                    HandleFailure::Trap(trap) => match state.stderr_tail.as_deref() {
+                        Some(stderr) => {
+                            HandleFailure::Trap(format!("{trap}; its stderr ends: {stderr}"))
+                        }
+                        None => HandleFailure::Trap(trap),
+                    },
+                    failure => failure,
+                },
+            ),
         };
         // A store failure during the batch outranks what the guest made of it (it is the
         // host's, and transient); a contract violation outranks the guest's own report.
