@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Build every projection of this folder (each `*/app.py`) to `OUT/NAME.wasm`.
 
-    python3 build.py OUT [NAME...]
+    python3 build.py OUT [NAME...] [--projects DIR]
 
 NAME is the folder name (`invoice_billing` -> `invoice_billing.wasm`). A component whose sources (its folder, `sdk/`, the WIT contract) have not changed since it was
-built is kept as it is. Needs componentize-py (`scripts/setup` installs it).
+built is kept as it is. `--projects DIR` builds the projections of another folder (each
+`DIR/*/app.py`) with this folder's SDK. Needs componentize-py (`scripts/setup` installs it).
 """
 
 import hashlib
@@ -31,14 +32,26 @@ def main():
     if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
         print(__doc__.strip())
         return 0 if len(sys.argv) > 1 else 2
-    out = Path(sys.argv[1]).resolve()
-    wanted = set(sys.argv[2:])
+    args = sys.argv[1:]
+    source = HERE
+    if "--projects" in args:
+        at = args.index("--projects")
+        if at + 1 >= len(args):
+            print("build.py: --projects needs a folder", file=sys.stderr)
+            return 2
+        source = Path(args[at + 1]).resolve()
+        del args[at:at + 2]
+    out = Path(args[0]).resolve()
+    wanted = set(args[1:])
     out.mkdir(parents=True, exist_ok=True)
     componentize = shutil.which("componentize-py")
     if componentize is None:
         print("build.py: componentize-py is not installed (scripts/setup installs it: pip install componentize-py==0.25.1)", file=sys.stderr)
         return 1
-    projects = sorted(p.parent for p in HERE.glob("*/app.py"))
+    projects = sorted(p.parent for p in source.glob("*/app.py"))
+    if not projects:
+        print(f"build.py: no */app.py in {source}", file=sys.stderr)
+        return 1
     for project in projects:
         name = project.name
         if wanted and name not in wanted:

@@ -42,7 +42,7 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
     let mut names = vec!["healthy", "sprawler"];
     names.extend(hostile);
     let dir = projections(fixtures(), &names, &sandbox.path("projections"));
-    projections(wasi_fixture(), &["wasi-files"], &dir);
+    projections(wasi_fixture(), &["wasi_files", "dialer"], &dir);
 
     let out = catch_up(
         &sandbox.uri("store.db"),
@@ -116,12 +116,12 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
         error.contains("declares 5000 collections; between 1 and 32 are allowed"),
         "{error}"
     );
-    let error = refused("wasi_files.wasm");
-    assert!(error.contains("which Refold does not provide"), "{error}");
-    for interface in ["wasi:filesystem/", "wasi:sockets/"] {
-        assert!(error.contains(&format!("`{interface}")), "{error}");
-    }
-    for name in ["sprawler", "wasi-files"] {
+    let error = refused("dialer.wasm");
+    assert!(
+        error.contains("imports `refold-evil:net/raw`, which Refold does not provide"),
+        "{error}"
+    );
+    for name in ["sprawler", "dialer"] {
         assert!(
             status["generations"]
                 .as_array()
@@ -150,6 +150,24 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
     assert_eq!(count("Normal"), Some(json!(60)));
     assert_eq!(count("Poison"), Some(json!(1)));
     assert_eq!(models["healthy__by_stream"].len(), 61);
+
+    // The guest that reaches for the host through WASI ran, and got nothing: no file, no
+    // directory, no socket, no environment, no arguments; its clock read the event's time.
+    let loot = &models["wasi-files__loot"];
+    assert_eq!(loot.len(), 61, "wasi-files saw every event");
+    for (position, attempt) in loot {
+        for field in ["file", "directory", "create", "socket", "listen"] {
+            assert!(
+                attempt[field]
+                    .as_str()
+                    .is_some_and(|o| o.starts_with("refused: ")),
+                "event {position}: {field}: {attempt}"
+            );
+        }
+        assert_eq!(attempt["environment"], 0, "{attempt}");
+        assert_eq!(attempt["arguments"], 0, "{attempt}");
+        assert_eq!(attempt["nowMs"], attempt["eventMs"], "{attempt}");
+    }
     assert!(
         text(&out.stderr).is_empty(),
         "status wrote to stderr: {}",

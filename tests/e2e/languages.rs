@@ -4,9 +4,12 @@
 use std::path::Path;
 
 use refold::cli::history;
+use refold::domain::{ExpectedVersion, NewEvent};
 use refold_tests::{
-    EXAMPLE_NAMES, Sandbox, catch_up, examples, js_examples, projections, python_examples, text,
+    EXAMPLE_NAMES, Running, Sandbox, catch_up, copy_log, dump, examples, js_examples, projections,
+    python_examples, python_fixtures, text, wait_until, wasi_fixture,
 };
+use serde_json::json;
 
 /// Every row of a read model's view, as stored: `(id, body text)`.
 fn rows(db: &Path, view: &str) -> Vec<(String, String)> {
@@ -60,5 +63,74 @@ async fn the_examples_in_every_language_equal_the_examples_in_rust_byte_for_byte
                 );
             }
         }
+    }
+}
+
+/// Guests that read the clock and draw random numbers (Python through `time`, `random`,
+/// `os.urandom` and `uuid4`; Rust through `SystemTime`) record the same values when the log is
+/// replayed in one go as they did live, event by event: the clock reads the event's timestamp,
+/// and randomness is seeded per projection and event.
+#[tokio::test(flavor = "multi_thread")]
+async fn clock_and_randomness_give_the_same_documents_live_and_on_a_replay() {
+    const EVENTS: usize = 24;
+    let sandbox = Sandbox::new();
+    let live = sandbox.store("live.db").await;
+    let folder = projections(python_fixtures(), &["dice"], &sandbox.path("projections"));
+    projections(wasi_fixture(), &["wasi_files"], &folder);
+    let _host = Running::start(&[
+        "run",
+        "--store",
+        &sandbox.uri("live.db"),
+        "--projections",
+        &folder.to_string_lossy(),
+    ]);
+    let db = sandbox.path("live.db");
+    for i in 0..EVENTS {
+        let event = NewEvent {
+            id: None,
+            aggregate_type: "Die".into(),
+            event_type: "Rolled".into(),
+            event_data: json!({ "throw": i }),
+            metadata: json!({}),
+            timestamp_ms: Some(1_700_000_000_000 + 1_000 * i as i64),
+        };
+        live.append(&format!("die-{}", i % 3), ExpectedVersion::Any, vec![event])
+            .await
+            .expect("append");
+        // Live: each event is folded in before the next is appended.
+        wait_until("the live event to be folded in", || {
+            let db = db.clone();
+            async move {
+                let models = dump(&db);
+                ["dice__rolls", "wasi-files__loot"]
+                    .iter()
+                    .all(|m| models.get(*m).is_some_and(|d| d.len() == i + 1))
+            }
+        })
+        .await;
+    }
+
+    let replay = sandbox.store("replay.db").await;
+    copy_log(live.as_ref(), replay.as_ref()).await;
+    let out = catch_up(&sandbox.uri("replay.db"), &folder, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let (live, replayed) = (dump(&db), dump(&sandbox.path("replay.db")));
+    for model in ["dice__rolls", "wasi-files__loot"] {
+        assert_eq!(live[model].len(), EVENTS, "{model}");
+        assert_eq!(live[model], replayed[model], "{model}: the replay differs");
+    }
+    let rolls = &live["dice__rolls"];
+    for (_, roll) in rolls {
+        let event_ms = roll["eventMs"].as_i64().expect("eventMs");
+        assert_eq!(roll["timeNs"], json!(event_ms * 1_000_000), "{roll}");
+        assert_eq!(roll["environment"], 0, "{roll}");
+    }
+    // Seeded per event, not constant: every event drew different numbers.
+    for field in ["random", "urandom", "uuid"] {
+        let mut seen: Vec<String> = rolls.iter().map(|(_, r)| r[field].to_string()).collect();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), EVENTS, "{field} repeats: {rolls:?}");
     }
 }

@@ -105,24 +105,37 @@ pub fn js_examples() -> &'static Path {
 /// sources did not change.
 pub fn python_examples() -> &'static Path {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
-    CELL.get_or_init(|| {
-        let out = profile_dir().join("e2e-components").join("python-examples");
-        let built = Command::new("python3")
-            .arg(repo_root().join("example-projections/python/build.py"))
-            .arg(&out)
-            .output()
-            .expect("run python3");
-        assert!(
-            built.status.success(),
-            "building the Python examples failed: {}",
-            text(&built.stderr)
-        );
-        out
-    })
+    CELL.get_or_init(|| python_components("python-examples", None))
 }
 
-/// The `wasi-files` fixture (`wasi_files.wasm`), built for wasm32-wasip2 so that it imports
-/// WASI files and sockets through the standard library (once per test run).
+/// The Python fixtures of `tests/fixtures/python` (`dice.wasm`), built like the examples.
+pub fn python_fixtures() -> &'static Path {
+    static CELL: OnceLock<PathBuf> = OnceLock::new();
+    CELL.get_or_init(|| python_components("python-fixtures", Some("tests/fixtures/python")))
+}
+
+/// Build the Python projections of `projects` (the examples when `None`) into `out` under the
+/// profile folder.
+fn python_components(out: &str, projects: Option<&str>) -> PathBuf {
+    let out = profile_dir().join("e2e-components").join(out);
+    let mut build = Command::new("python3");
+    build
+        .arg(repo_root().join("example-projections/python/build.py"))
+        .arg(&out);
+    if let Some(projects) = projects {
+        build.arg("--projects").arg(repo_root().join(projects));
+    }
+    let built = build.output().expect("run python3");
+    assert!(
+        built.status.success(),
+        "building the Python components failed: {}",
+        text(&built.stderr)
+    );
+    out
+}
+
+/// The fixtures built for wasm32-wasip2 (`wasi_files.wasm`, `dialer.wasm`), whose components
+/// import WASI through the standard library (once per test run).
 pub fn wasi_fixture() -> &'static Path {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
     CELL.get_or_init(|| {
@@ -148,11 +161,13 @@ pub fn wasi_fixture() -> &'static Path {
         );
         let out = profile_dir().join("e2e-components").join("wasi");
         std::fs::create_dir_all(&out).expect("create the wasi fixture folder");
-        std::fs::copy(
-            target.join("wasm32-wasip2/release/wasi_files.wasm"),
-            out.join("wasi_files.wasm"),
-        )
-        .expect("copy wasi_files.wasm");
+        for name in ["wasi_files", "dialer"] {
+            std::fs::copy(
+                target.join(format!("wasm32-wasip2/release/{name}.wasm")),
+                out.join(format!("{name}.wasm")),
+            )
+            .unwrap_or_else(|e| panic!("copy {name}.wasm: {e}"));
+        }
         out
     })
 }

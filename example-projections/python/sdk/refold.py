@@ -5,13 +5,13 @@ method; this module decodes events, offers the projection's collections and upda
 and turns failures into the contract's errors. Documents come out as the Rust SDK writes them.
 
 Time and randomness are deterministic: ``time.time()`` reads the timestamp of the event being
-handled, and ``os.urandom`` and the ``random`` module are seeded per projection and per event
-by the host, so a replay gives exactly what live processing gave.
+handled, ``os.urandom`` (and ``uuid4``) draw from a stream the host seeds per projection and
+event, and this layer seeds the ``random`` module per projection and event, so a replay gives
+exactly what live processing gave.
 """
 
 import json
 import math
-import os
 import random
 from datetime import datetime, timedelta, timezone
 
@@ -211,9 +211,9 @@ class Projection:
 
     def handle(self, events):
         for raw in events:
-            # The host seeds WASI randomness per event; the `random` module keeps its own state,
-            # so it is seeded from it here, for the same numbers live and on a replay.
-            random.seed(os.urandom(16))
+            # The `random` module keeps its own state across events: seeded per projection and
+            # event, it draws the same numbers live and on a replay, however events are batched.
+            random.seed(f"{self.manifest.name}/{raw.position}")
             try:
                 self.on_event(Event(raw))
             except ProjectionError as error:

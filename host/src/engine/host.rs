@@ -11,7 +11,8 @@ use super::Limits;
 use super::bindings::Projection;
 use super::bindings::refold::projection::collections::{self, CollectionError};
 use super::bindings::refold::projection::log::{self, Level};
-use super::bindings::refold::projection::types::{self, ErrorKind, HandleError};
+use super::bindings::refold::projection::types::{self, ErrorKind};
+pub(super) use super::bindings::refold::projection::types::{Event as WitEvent, HandleError};
 use super::sandbox::Sandbox;
 use crate::domain::RecordedEvent;
 use crate::projector::{BatchContext, CollectionFailure, HandleFailure};
@@ -38,10 +39,11 @@ pub(super) struct HostState {
 }
 
 impl HostState {
-    pub(super) fn new(context: BatchContext, projection: Arc<str>, limits: StoreLimits) -> Self {
+    /// The state of a guest call; the store sets `limits`.
+    pub(super) fn new(context: BatchContext, projection: Arc<str>) -> Self {
         Self {
             context,
-            limits,
+            limits: StoreLimits::default(),
             sandbox: Sandbox::new(&projection),
             projection,
             logs: 0,

@@ -14,7 +14,7 @@ mod sandbox;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::Config;
 use wasmtime::component::Linker;
@@ -110,7 +110,19 @@ impl Engine {
         context: BatchContext,
         manifest_name: Arc<str>,
     ) -> wasmtime::Store<host::HostState> {
-        let limits = wasmtime::StoreLimitsBuilder::new()
+        self.store_with(
+            host::HostState::new(context, manifest_name),
+            self.limits.deadline,
+        )
+    }
+
+    /// A store around `state` (fresh limits), whose guest calls trap after `deadline`.
+    fn store_with(
+        &self,
+        mut state: host::HostState,
+        deadline: Duration,
+    ) -> wasmtime::Store<host::HostState> {
+        state.limits = wasmtime::StoreLimitsBuilder::new()
             .memory_size(self.limits.memory_bytes)
             .table_elements(self.limits.table_elements)
             .instances(16)
@@ -118,12 +130,9 @@ impl Engine {
             .memories(4)
             .trap_on_grow_failure(true)
             .build();
-        let mut store = wasmtime::Store::new(
-            &self.engine,
-            host::HostState::new(context, manifest_name, limits),
-        );
+        let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        let ticks = (self.limits.deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
+        let ticks = (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
         store
@@ -157,6 +166,57 @@ impl std::fmt::Debug for PreparedProjection {
     }
 }
 
+impl PreparedProjection {
+    /// Call the guest once per event, its clocks reading the event's timestamp and its random
+    /// streams seeded for the event. A language runtime may keep random bytes it drew for
+    /// later (wasi-libc's `arc4random` does), so after an event that drew any, the next event
+    /// gets a fresh instance: what an event draws depends on that event alone, however the
+    /// events were batched.
+    fn handle_each(
+        &self,
+        events: &[RecordedEvent],
+        wit_events: &[host::WitEvent],
+        mut store: wasmtime::Store<host::HostState>,
+    ) -> (
+        wasmtime::Store<host::HostState>,
+        wasmtime::Result<Result<(), host::HandleError>>,
+    ) {
+        let started = Instant::now();
+        let mut instance = None;
+        for (event, wit_event) in events.iter().zip(wit_events) {
+            let current = match instance.take() {
+                Some(current) => current,
+                None => match self.pre.instantiate(&mut store) {
+                    Ok(fresh) => fresh,
+                    Err(error) => return (store, Err(error)),
+                },
+            };
+            store.data_mut().enter_event(event);
+            let outcome = current.call_handle(&mut store, std::slice::from_ref(wit_event));
+            store.data_mut().flush_output();
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(mut error)) => {
+                    error.position.get_or_insert(event.position);
+                    return (store, Ok(Err(error)));
+                }
+                Err(error) => return (store, Err(error)),
+            }
+            if store.data_mut().sandbox.take_drawn() {
+                let left = self
+                    .engine
+                    .limits
+                    .deadline
+                    .saturating_sub(started.elapsed());
+                store = self.engine.store_with(store.into_data(), left);
+            } else {
+                instance = Some(current);
+            }
+        }
+        (store, Ok(Ok(())))
+    }
+}
+
 impl Handler for PreparedProjection {
     fn manifest(&self) -> &Manifest {
         &self.manifest
@@ -176,23 +236,16 @@ impl Handler for PreparedProjection {
         }
         let mut store = self.engine.new_store(context, Arc::clone(&self.name));
         let wit_events: Vec<_> = events.iter().map(host::to_wit_event).collect();
-        let outcome = self.pre.instantiate(&mut store).and_then(|instance| {
-            if !self.per_event {
-                let outcome = instance.call_handle(&mut store, &wit_events);
-                store.data_mut().flush_output();
-                return outcome;
-            }
-            for (event, wit_event) in events.iter().zip(&wit_events) {
-                store.data_mut().enter_event(event);
-                let outcome = instance.call_handle(&mut store, std::slice::from_ref(wit_event));
-                store.data_mut().flush_output();
-                if let Err(mut error) = outcome? {
-                    error.position.get_or_insert(event.position);
-                    return Ok(Err(error));
-                }
-            }
-            Ok(Ok(()))
-        });
+        let (store, outcome) = if self.per_event {
+            self.handle_each(events, &wit_events, store)
+        } else {
+            let outcome = self
+                .pre
+                .instantiate(&mut store)
+                .and_then(|instance| instance.call_handle(&mut store, &wit_events));
+            store.data_mut().flush_output();
+            (store, outcome)
+        };
         let state = store.into_data();
         let panic = state.panic.as_deref();
         let result = match outcome {

@@ -15,7 +15,7 @@
 //! event (see [`Sandbox::enter_event`]).
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -103,6 +103,8 @@ struct EventState {
     timestamp_ms: AtomicI64,
     /// State of the two random streams (secure, insecure): SplitMix64.
     random: [AtomicU64; 2],
+    /// Whether the guest drew from either stream since the last `take_drawn`.
+    drawn: AtomicBool,
 }
 
 /// A guest's WASI state for one batch.
@@ -154,6 +156,11 @@ impl Sandbox {
         for (stream, state) in self.state.random.iter().enumerate() {
             state.store(event_seed.wrapping_add(stream as u64), Ordering::Relaxed);
         }
+    }
+
+    /// Whether the guest drew randomness since the last call (and forget it).
+    pub(super) fn take_drawn(&self) -> bool {
+        self.state.drawn.swap(false, Ordering::Relaxed)
     }
 
     /// Take what the guest wrote to stdout and stderr since the last call.
@@ -212,6 +219,7 @@ impl rand_core::TryRng for EventRandom {
     }
 
     fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        self.0.drawn.store(true, Ordering::Relaxed);
         let state = self.0.random[self.1].fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
         Ok(splitmix(state))
     }
