@@ -2,7 +2,9 @@
 //!
 //! Rust projections build for `wasm32-unknown-unknown` (no WASI at all) and are turned into
 //! components in-process with `wit-component`, so no extra tool is needed beyond cargo and the
-//! wasm target, which is installed on first use.
+//! wasm target, which is installed on first use. Python projections (a folder with `app.py` and
+//! `wit/`) build with componentize-py, JavaScript ones (`app.js` and `wit/`) with
+//! componentize-qjs; both tools come from their language's registry (pip, npm).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,9 +15,22 @@ pub const RUST_TARGET: &str = "wasm32-unknown-unknown";
 /// Why a build failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// The folder has no Cargo.toml.
-    #[error("{0} has no Cargo.toml: point at a Rust projection crate or workspace")]
-    NotACrate(PathBuf),
+    /// The folder is not a projection this command can build.
+    #[error(
+        "{0} has no Cargo.toml (Rust), app.py (Python) or app.js (JavaScript): point at a projection folder, e.g. one made by `refold new`"
+    )]
+    NotAProjection(PathBuf),
+    /// A Python or JavaScript projection without its copy of the contract.
+    #[error("{0} has no wit/ folder with the Refold contract (`refold new` writes one)")]
+    NoWit(PathBuf),
+    /// A language's build tool failed; its output was shown.
+    #[error("{tool} failed for {path} (see its output above)")]
+    Failed {
+        /// The tool.
+        tool: String,
+        /// The projection folder.
+        path: PathBuf,
+    },
     /// A tool could not be run.
     #[error("cannot run `{tool}`: {message}")]
     Tool {
@@ -101,7 +116,7 @@ fn target_dir(project: &Path) -> PathBuf {
 pub fn build_rust(project: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
     let manifest = project.join("Cargo.toml");
     if !manifest.is_file() {
-        return Err(BuildError::NotACrate(project.to_path_buf()));
+        return Err(BuildError::NotAProjection(project.to_path_buf()));
     }
     ensure_rust_target()?;
     let output = Command::new(cargo())
@@ -148,6 +163,104 @@ pub fn build_rust(project: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, BuildE
         .iter()
         .map(|module| componentize(module, out_dir))
         .collect()
+}
+
+/// Build the projection at `project`, whatever its language: Rust (`Cargo.toml`), Python
+/// (`app.py`) or JavaScript (`app.js`). Returns the component paths.
+pub fn build(project: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
+    if project.join("Cargo.toml").is_file() {
+        return build_rust(project, out_dir);
+    }
+    let script = if project.join("app.py").is_file() {
+        Script::Python
+    } else if project.join("app.js").is_file() {
+        Script::JavaScript
+    } else {
+        return Err(BuildError::NotAProjection(project.to_path_buf()));
+    };
+    build_script(project, out_dir, script).map(|component| vec![component])
+}
+
+/// A projection in an interpreted language, compiled with its interpreter into a component.
+#[derive(Debug, Clone, Copy)]
+enum Script {
+    Python,
+    JavaScript,
+}
+
+/// Build a Python or JavaScript projection into `out_dir/NAME.wasm`, NAME being the folder's
+/// name with `-` as `_`.
+fn build_script(project: &Path, out_dir: &Path, script: Script) -> Result<PathBuf, BuildError> {
+    let project = std::fs::canonicalize(project).map_err(io(project))?;
+    let wit = project.join("wit");
+    if !wit.is_dir() {
+        return Err(BuildError::NoWit(project));
+    }
+    let name = project
+        .file_name()
+        .map(|n| n.to_string_lossy().replace('-', "_"))
+        .unwrap_or_else(|| "projection".into());
+    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+    // The tool runs in the project folder: the output path must not be relative.
+    let out_dir = std::fs::canonicalize(out_dir).map_err(io(out_dir))?;
+    let target = out_dir.join(format!("{name}.wasm"));
+    let partial = target.with_extension("wasm.partial");
+    let (tool, mut command) = match script {
+        Script::Python => {
+            let mut command = Command::new("componentize-py");
+            command
+                .arg("-d")
+                .arg(&wit)
+                .args(["-w", "projection", "componentize", "-p"])
+                .arg(&project)
+                .arg("app")
+                .arg("-o")
+                .arg(&partial);
+            (
+                "componentize-py (pip install componentize-py==0.25.1)",
+                command,
+            )
+        }
+        Script::JavaScript => {
+            // The project's own pinned copy (`npm install`), else one on the PATH.
+            let local = project.join("node_modules/.bin/componentize-qjs");
+            let mut command = Command::new(if local.is_file() {
+                local.into_os_string()
+            } else {
+                "componentize-qjs".into()
+            });
+            command
+                .arg("--wit")
+                .arg(&wit)
+                .arg("--js")
+                .arg(project.join("app.js"))
+                .arg("--module-root")
+                .arg(&project)
+                .args(["-n", "projection", "--sync", "--stub-wasi", "-o"])
+                .arg(&partial);
+            (
+                "componentize-qjs (npm install in the projection folder)",
+                command,
+            )
+        }
+    };
+    let status = command
+        .current_dir(&project)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .map_err(|e| BuildError::Tool {
+            tool: tool.into(),
+            message: e.to_string(),
+        })?;
+    if !status.success() {
+        let _ = std::fs::remove_file(&partial);
+        return Err(BuildError::Failed {
+            tool: tool.into(),
+            path: project,
+        });
+    }
+    std::fs::rename(&partial, &target).map_err(io(&target))?;
+    Ok(target)
 }
 
 /// Turn a core module carrying wit-bindgen's component type into a component in `out_dir`,

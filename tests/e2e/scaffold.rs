@@ -19,7 +19,7 @@ fn payment(amount: f64) -> NewEvent {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_new_rust_projection_builds_deploys_and_folds() {
+async fn a_new_projection_in_each_language_builds_deploys_and_folds() {
     let sandbox = Sandbox::new();
     let project = sandbox.path("tally");
     // Guest builds and the scaffold's own test share a target folder kept between runs.
@@ -42,6 +42,10 @@ async fn a_new_rust_projection_builds_deploys_and_folds() {
             "exists and is not empty",
         ),
         (vec!["new", "cobol", "x"], "invalid value 'cobol'"),
+        (
+            vec!["build", &sandbox.path("nothing").to_string_lossy()],
+            "has no Cargo.toml (Rust), app.py (Python) or app.js (JavaScript)",
+        ),
     ] {
         let out = refold().args(&args).output().expect("refold new");
         assert!(!out.status.success(), "{args:?} must fail");
@@ -106,7 +110,7 @@ async fn a_new_rust_projection_builds_deploys_and_folds() {
         }
     })
     .await;
-    let totals = &dump(&db)["tally__totals"];
+    let totals = dump(&db)["tally__totals"].clone();
     assert_eq!(
         totals
             .iter()
@@ -119,4 +123,64 @@ async fn a_new_rust_projection_builds_deploys_and_folds() {
         4,
         "one document per stream, and `all`: {totals:?}"
     );
+
+    // The same in Python and JavaScript: new, build, the scaffold's own test, deploy into the
+    // running host; each replays the three events and gives the Rust scaffold's documents.
+    let js_tools = refold_tests::repo_root().join("example-projections/js/node_modules/.bin");
+    let path = std::env::join_paths(std::iter::once(js_tools).chain(std::env::split_paths(
+        &std::env::var_os("PATH").unwrap_or_default(),
+    )))
+    .expect("PATH");
+    for (language, name, test) in [
+        ("python", "tally-py", ["python3", "-m", "unittest"]),
+        ("js", "tally-js", ["node", "--test", "logic.test.js"]),
+    ] {
+        let project = sandbox.path(name);
+        let out = refold()
+            .args(["new", language, name])
+            .arg(&project)
+            .args(["--event-type", "PaymentProcessed"])
+            .output()
+            .expect("refold new");
+        assert!(out.status.success(), "{language}: {}", text(&out.stderr));
+        let out = refold()
+            .arg("build")
+            .arg(&project)
+            .arg("--out")
+            .arg(&dist)
+            .env("PATH", &path)
+            .output()
+            .expect("refold build");
+        assert!(out.status.success(), "{language}: {}", text(&out.stderr));
+        let file = format!("{}.wasm", name.replace('-', "_"));
+        assert!(dist.join(&file).is_file(), "{language}: no {file}");
+        let tested = Command::new(test[0])
+            .args(&test[1..])
+            .current_dir(&project)
+            .output()
+            .expect("the scaffold's test");
+        assert!(
+            tested.status.success(),
+            "{language}: {}{}",
+            text(&tested.stdout),
+            text(&tested.stderr)
+        );
+        std::fs::copy(dist.join(&file), folder.join(&file)).expect("deploy");
+        let model = format!("{name}__totals");
+        wait_until(&format!("the {language} scaffold's read model"), || {
+            let (db, model) = (db.clone(), model.clone());
+            async move {
+                dump(&db).get(&model).is_some_and(|docs| {
+                    docs.iter()
+                        .any(|(id, d)| id == "all" && d["count"] == json!(3))
+                })
+            }
+        })
+        .await;
+        assert_eq!(
+            dump(&db)[&model],
+            totals,
+            "{language}: the documents differ from Rust's"
+        );
+    }
 }

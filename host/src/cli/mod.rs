@@ -116,7 +116,13 @@ enum Command {
     /// test of its pure logic. The folder holds a copy of the SDK and of the WIT contract, so it
     /// builds offline with `refold build DIR`. Languages: rust.
     New(new::NewArgs),
-    /// Build a Rust projection crate (or workspace) into components.
+    /// Build a projection folder into components: Rust, Python or JavaScript.
+    ///
+    /// A folder with `Cargo.toml` is a Rust crate or workspace: every `cdylib` is built for
+    /// wasm32-unknown-unknown (the target is installed with rustup if missing) and written as
+    /// `OUT/<crate>.wasm`. A folder with `app.py` is built with componentize-py, one with
+    /// `app.js` with componentize-qjs (the folder's own `node_modules` first); both need the
+    /// contract in `wit/` (as `refold new` writes it) and write `OUT/<folder>.wasm`.
     Build(BuildArgs),
 }
 
@@ -130,7 +136,8 @@ pub struct StoreArgs {
 
 #[derive(Debug, Args)]
 struct BuildArgs {
-    /// The crate or workspace folder.
+    /// The projection folder (a Rust crate or workspace, or a folder with `app.py` or
+    /// `app.js`).
     #[arg(default_value = ".")]
     dir: PathBuf,
     /// Where to write the components.
@@ -190,7 +197,7 @@ fn init_tracing(filter: &str) {
 }
 
 fn build(args: BuildArgs) -> anyhow::Result<ExitCode> {
-    let components = crate::guest_build::build_rust(&args.dir, &args.out)?;
+    let components = crate::guest_build::build(&args.dir, &args.out)?;
     for component in components {
         println!("{}", component.display());
     }

@@ -1,8 +1,9 @@
 //! `refold new`: scaffold a projection that builds with one command.
 //!
-//! A Rust scaffold is self-contained and builds offline: the SDK and the WIT contract are
-//! copied into it from this binary, so it needs neither this repository nor a registry entry
-//! for the SDK.
+//! A scaffold is self-contained: the language's SDK layer and the WIT contract are copied into
+//! it from this binary, so it needs neither this repository nor a registry entry for the SDK.
+//! Each handles one event type, and keeps its logic in a pure function with a test of its own
+//! that runs natively (`cargo test`, `python3 -m unittest`, `node --test`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,6 +18,10 @@ use crate::domain::manifest::check_projection_name;
 pub enum Language {
     /// Rust, built for wasm32-unknown-unknown (no WASI).
     Rust,
+    /// Python, built with componentize-py (pip).
+    Python,
+    /// JavaScript, built with componentize-qjs (npm).
+    Js,
 }
 
 /// Arguments of `refold new` (documented on the subcommand).
@@ -70,6 +75,10 @@ const SDK_FILES: [(&str, &str); 8] = [
     ),
 ];
 const WIT: &str = include_str!("../../../wit/projection.wit");
+const PYTHON_SDK: &str = include_str!("../../../example-projections/python/sdk/refold.py");
+const JS_SDK: &str = include_str!("../../../example-projections/js/sdk/refold.js");
+/// The componentize-qjs a JavaScript scaffold pins.
+const COMPONENTIZE_QJS: &str = "0.4.5";
 
 const SDK_MANIFEST: &str = r#"[package]
 name = "refold-projections-sdk"
@@ -172,6 +181,180 @@ mod tests {{
     )
 }
 
+fn python_files(name: &str, event_type: &str) -> Vec<(String, String)> {
+    let app = format!(
+        r#""""The projection `{name}`: counts `{event_type}` events and sums their `amount`, per
+stream and in total."""
+
+from logic import amount
+from refold import Projection, ProjectionError, Update, collection, manifest
+
+
+class WitWorld(Projection):
+    # Raise the version when the logic changes: the new version is rebuilt from the first event
+    # beside the old one, and takes over once it has caught up.
+    manifest = manifest("{name}", 1, event_types=["{event_type}"], collections={{"totals": []}})
+
+    def on_event(self, event):
+        try:
+            value = amount(event.data)
+        except ValueError as error:
+            raise ProjectionError("invalid-event", str(error)) from None
+        add = Update().inc("count", 1).inc("amount", value)
+        collection("totals").update(event.aggregate_id, add)
+        collection("totals").update("all", add)
+"#
+    );
+    let logic = r#""""The pure logic of the projection: no host, so `python3 -m unittest` checks it."""
+
+
+def amount(data):
+    """The amount an event adds: its `amount` field, 0 when absent."""
+    value = data.get("amount")
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"amount is not a number: {value!r}")
+    return float(value)
+"#;
+    let test = r#"import unittest
+
+from logic import amount
+
+
+class AmountTest(unittest.TestCase):
+    def test_reads_the_amount(self):
+        self.assertEqual(amount({"amount": 2.5}), 2.5)
+        self.assertEqual(amount({}), 0.0)
+        with self.assertRaises(ValueError):
+            amount({"amount": "ten"})
+
+
+if __name__ == "__main__":
+    unittest.main()
+"#;
+    vec![
+        ("app.py".into(), app),
+        ("logic.py".into(), logic.into()),
+        ("test_logic.py".into(), test.into()),
+        ("refold.py".into(), PYTHON_SDK.into()),
+        (".gitignore".into(), "dist/\n__pycache__/\n".into()),
+    ]
+}
+
+fn js_files(name: &str, event_type: &str) -> Vec<(String, String)> {
+    let app = format!(
+        r#"// The projection `{name}`: counts `{event_type}` events and sums their `amount`, per stream
+// and in total.
+import {{ Float, ProjectionError, Update, collection, manifest }} from './refold.js';
+import {{ amount }} from './logic.js';
+
+export function describe() {{
+  // Raise the version when the logic changes: the new version is rebuilt from the first event
+  // beside the old one, and takes over once it has caught up.
+  return manifest({{ name: '{name}', version: 1, eventTypes: ['{event_type}'], collections: {{ totals: [] }} }});
+}}
+
+export function handle(events) {{
+  const totals = collection('totals');
+  for (const event of events) {{
+    let value;
+    try {{
+      value = amount(JSON.parse(event.data));
+    }} catch (error) {{
+      throw new ProjectionError('invalid-event', error.message);
+    }}
+    const add = () => new Update().inc('count', 1).inc('amount', new Float(value));
+    totals.update(event.aggregateId, add());
+    totals.update('all', add());
+  }}
+}}
+"#
+    );
+    let logic = r#"// The pure logic of the projection: no host, so `node --test` checks it.
+
+/** The amount an event adds: its `amount` field, 0 when absent. */
+export function amount(data) {
+  const value = data.amount;
+  if (value === undefined || value === null) return 0;
+  if (typeof value !== 'number') throw new Error(`amount is not a number: ${JSON.stringify(value)}`);
+  return value;
+}
+"#;
+    let test = r#"import assert from 'node:assert/strict';
+import test from 'node:test';
+import { amount } from './logic.js';
+
+test('reads the amount', () => {
+  assert.equal(amount({ amount: 2.5 }), 2.5);
+  assert.equal(amount({}), 0);
+  assert.throws(() => amount({ amount: 'ten' }));
+});
+"#;
+    let package = format!(
+        r#"{{
+  "name": "{name}",
+  "private": true,
+  "type": "module",
+  "scripts": {{
+    "build": "refold build . --out dist",
+    "test": "node --test"
+  }},
+  "devDependencies": {{
+    "componentize-qjs": "{COMPONENTIZE_QJS}"
+  }}
+}}
+"#
+    );
+    vec![
+        ("app.js".into(), app),
+        ("logic.js".into(), logic.into()),
+        ("logic.test.js".into(), test.into()),
+        ("refold.js".into(), JS_SDK.into()),
+        ("package.json".into(), package),
+        (".gitignore".into(), "dist/\nnode_modules/\n".into()),
+    ]
+}
+
+fn script_readme(name: &str, event_type: &str, language: Language) -> String {
+    let (title, made, setup, test, sdk) = match language {
+        Language::Python => (
+            "Python",
+            "python",
+            "`pip install componentize-py==0.25.1`",
+            "`python3 -m unittest` (the pure logic in `logic.py`)",
+            "`refold.py` is a copy of the Refold Python layer; `app.py` defines `WitWorld`.",
+        ),
+        _ => (
+            "JavaScript",
+            "js",
+            "Node.js and `npm install` here (componentize-qjs, pinned in `package.json`)",
+            "`node --test` (the pure logic in `logic.js`)",
+            "`refold.js` is a copy of the Refold JavaScript layer; `app.js` exports `describe` and `handle`.",
+        ),
+    };
+    format!(
+        r#"# {name}
+
+A Refold projection in {title}: it folds `{event_type}` events into the collection `totals`
+(per stream, and `all`). Made by `refold new {made} {name}`.
+
+- Needs: {setup}.
+- Build the component: `refold build . --out dist` (writes `dist/{file}.wasm`, named after
+  this folder).
+- Test the logic: {test}.
+- Deploy: copy `dist/{file}.wasm` into the folder a `refold run` watches. It replays the whole
+  history, then follows live events. Read the result with
+  `curl localhost:7070/api/projections/{name}/collections/totals/documents/all`.
+
+{sdk}
+`wit/` is a copy of the contract. Time and randomness are deterministic in a projection: the
+clock reads the timestamp of the event being handled.
+"#,
+        file = "FOLDER"
+    )
+}
+
 fn readme(name: &str, event_type: &str) -> String {
     format!(
         r#"# {name}
@@ -210,29 +393,52 @@ pub(super) fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
         "{} exists and is not empty: refold new writes into a new folder only",
         dir.display()
     );
-    let Language::Rust = args.language;
-    let files = [
-        ("Cargo.toml".to_owned(), cargo_toml(&args.name)),
-        (
-            "src/lib.rs".to_owned(),
-            lib_rs(&args.name, &args.event_type),
-        ),
-        ("README.md".to_owned(), readme(&args.name, &args.event_type)),
-        (".gitignore".to_owned(), "target/\ndist/\n".to_owned()),
-        ("sdk/Cargo.toml".to_owned(), SDK_MANIFEST.to_owned()),
-        ("wit/projection.wit".to_owned(), WIT.to_owned()),
-    ]
-    .into_iter()
-    .chain(
-        SDK_FILES
-            .iter()
-            .map(|(file, text)| (format!("sdk/src/{file}"), (*text).to_owned())),
-    );
+    let mut files = match args.language {
+        Language::Rust => {
+            let mut files = vec![
+                ("Cargo.toml".to_owned(), cargo_toml(&args.name)),
+                (
+                    "src/lib.rs".to_owned(),
+                    lib_rs(&args.name, &args.event_type),
+                ),
+                ("README.md".to_owned(), readme(&args.name, &args.event_type)),
+                (".gitignore".to_owned(), "target/\ndist/\n".to_owned()),
+                ("sdk/Cargo.toml".to_owned(), SDK_MANIFEST.to_owned()),
+            ];
+            files.extend(
+                SDK_FILES
+                    .iter()
+                    .map(|(file, text)| (format!("sdk/src/{file}"), (*text).to_owned())),
+            );
+            files
+        }
+        Language::Python | Language::Js => {
+            let mut files = if args.language == Language::Python {
+                python_files(&args.name, &args.event_type)
+            } else {
+                js_files(&args.name, &args.event_type)
+            };
+            let folder = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().replace('-', "_"))
+                .unwrap_or_else(|| args.name.replace('-', "_"));
+            let readme = script_readme(&args.name, &args.event_type, args.language)
+                .replace("FOLDER", &folder);
+            files.push(("README.md".to_owned(), readme));
+            files
+        }
+    };
+    files.push(("wit/projection.wit".to_owned(), WIT.to_owned()));
     for (file, text) in files {
         write(&dir.join(file), &text)?;
     }
+    let language = match args.language {
+        Language::Rust => "Rust",
+        Language::Python => "Python",
+        Language::Js => "JavaScript",
+    };
     println!(
-        "created the Rust projection `{}` in {}\nbuild it:  refold build {} --out {}",
+        "created the {language} projection `{}` in {}\nbuild it:  refold build {} --out {}",
         args.name,
         dir.display(),
         dir.display(),
