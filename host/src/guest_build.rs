@@ -4,10 +4,16 @@
 //! components in-process with `wit-component`, so no extra tool is needed beyond cargo and the
 //! wasm target, which is installed on first use. Python projections (a folder with `app.py` and
 //! `wit/`) build with componentize-py, JavaScript ones (`app.js` and `wit/`) with
-//! componentize-qjs; both tools come from their language's registry (pip, npm).
+//! componentize-qjs; both tools come from their language's registry (pip, npm). C projections
+//! (`app.c`) build with clang and wasi-libc; their bindings are generated here from the contract
+//! (wit-bindgen's C generator, in-process) and the component is made in-process too, with the
+//! WASI preview1 adapter when the code uses libc's I/O.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+/// The contract compiled into this binary: used for a C projection without a `wit/` folder.
+pub const CONTRACT: &str = include_str!("../../wit/projection.wit");
 
 /// The target Rust projections build for.
 pub const RUST_TARGET: &str = "wasm32-unknown-unknown";
@@ -17,7 +23,7 @@ pub const RUST_TARGET: &str = "wasm32-unknown-unknown";
 pub enum BuildError {
     /// The folder is not a projection this command can build.
     #[error(
-        "{0} has no Cargo.toml (Rust), app.py (Python) or app.js (JavaScript): point at a projection folder, e.g. one made by `refold new`"
+        "{0} has no Cargo.toml (Rust), app.py (Python), app.js (JavaScript) or app.c (C): point at a projection folder, e.g. one made by `refold new`"
     )]
     NotAProjection(PathBuf),
     /// A Python or JavaScript projection without its copy of the contract.
@@ -171,6 +177,9 @@ pub fn build(project: &Path, out_dir: &Path) -> Result<Vec<PathBuf>, BuildError>
     if project.join("Cargo.toml").is_file() {
         return build_rust(project, out_dir);
     }
+    if project.join("app.c").is_file() {
+        return build_c(project, out_dir).map(|component| vec![component]);
+    }
     let script = if project.join("app.py").is_file() {
         Script::Python
     } else if project.join("app.js").is_file() {
@@ -263,12 +272,129 @@ fn build_script(project: &Path, out_dir: &Path, script: Script) -> Result<PathBu
     Ok(target)
 }
 
+/// Write the C bindings of the contract (`projection.h`, `projection.c` and
+/// `projection_component_type.o`) into `dir`.
+pub fn c_bindings(contract: &str, dir: &Path) -> Result<(), BuildError> {
+    let generate = || -> anyhow::Result<wit_bindgen_core::Files> {
+        let mut resolve = wit_parser::Resolve::default();
+        let package = resolve.push_str("projection.wit", contract)?;
+        let world = resolve.select_world(&[package], Some("projection"))?;
+        let mut files = wit_bindgen_core::Files::default();
+        wit_bindgen_c::Opts::default()
+            .build()
+            .generate(&mut resolve, world, &mut files)?;
+        Ok(files)
+    };
+    let files = generate().map_err(|e| BuildError::Tool {
+        tool: "the C bindings generator".into(),
+        message: format!("{e:#}"),
+    })?;
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    for (name, bytes) in files.iter() {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).map_err(io(&path))?;
+    }
+    Ok(())
+}
+
+/// The clang that targets wasm: `$REFOLD_CLANG`, else `clang-19`, else `clang`.
+fn clang() -> String {
+    if let Ok(clang) = std::env::var("REFOLD_CLANG") {
+        return clang;
+    }
+    let found = |name: &str| {
+        Command::new(name)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if found("clang-19") {
+        "clang-19"
+    } else {
+        "clang"
+    }
+    .to_owned()
+}
+
+/// The wasi-libc sysroot: `$WASI_SYSROOT`, else Debian's (`/usr`, package `wasi-libc`), else
+/// wasi-sdk's.
+fn wasi_sysroot() -> PathBuf {
+    if let Some(root) = std::env::var_os("WASI_SYSROOT") {
+        return PathBuf::from(root);
+    }
+    if Path::new("/usr/include/wasm32-wasi").is_dir() {
+        return PathBuf::from("/usr");
+    }
+    PathBuf::from("/opt/wasi-sdk/share/wasi-sysroot")
+}
+
+/// Build a C projection: every `*.c` of the folder with the contract's bindings, into
+/// `out_dir/NAME.wasm`, NAME being the folder's name with `-` as `_`.
+fn build_c(project: &Path, out_dir: &Path) -> Result<PathBuf, BuildError> {
+    let project = std::fs::canonicalize(project).map_err(io(project))?;
+    let name = project
+        .file_name()
+        .map(|n| n.to_string_lossy().replace('-', "_"))
+        .unwrap_or_else(|| "projection".into());
+    let contract = match std::fs::read_to_string(project.join("wit/projection.wit")) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => CONTRACT.to_owned(),
+        Err(e) => return Err(io(&project.join("wit/projection.wit"))(e)),
+    };
+    let work = target_dir(&project).join("c").join(&name);
+    let bindings = work.join("bindings");
+    c_bindings(&contract, &bindings)?;
+    let mut sources: Vec<PathBuf> = std::fs::read_dir(&project)
+        .map_err(io(&project))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "c"))
+        .collect();
+    sources.sort();
+    let module = work.join(format!("{name}.wasm"));
+    let clang = clang();
+    let status = Command::new(&clang)
+        .arg("--target=wasm32-wasi")
+        .arg(format!("--sysroot={}", wasi_sysroot().display()))
+        .args(["-O2", "-std=c11", "-Wall", "-mexec-model=reactor"])
+        .arg("-I")
+        .arg(&project)
+        .arg("-I")
+        .arg(&bindings)
+        .args(["-Wl,--strip-all", "-Wl,--gc-sections", "-o"])
+        .arg(&module)
+        .args(&sources)
+        .arg(bindings.join("projection.c"))
+        .arg(bindings.join("projection_component_type.o"))
+        .status()
+        .map_err(|e| BuildError::Tool {
+            tool: format!(
+                "{clang} (apt install clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc)"
+            ),
+            message: e.to_string(),
+        })?;
+    if !status.success() {
+        return Err(BuildError::Failed {
+            tool: clang,
+            path: project,
+        });
+    }
+    std::fs::create_dir_all(out_dir).map_err(io(out_dir))?;
+    componentize(&module, out_dir)
+}
+
 /// Turn a core module carrying wit-bindgen's component type into a component in `out_dir`,
 /// written atomically (a watcher never sees half a file).
 pub fn componentize(module: &Path, out_dir: &Path) -> Result<PathBuf, BuildError> {
     let bytes = std::fs::read(module).map_err(io(module))?;
+    // A module that uses libc's I/O imports WASI preview1: the adapter maps it onto WASI 0.2.
     let component = wit_component::ComponentEncoder::default()
         .module(&bytes)
+        .and_then(|encoder| {
+            encoder.adapter(
+                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_ADAPTER_NAME,
+                wasi_preview1_component_adapter_provider::WASI_SNAPSHOT_PREVIEW1_REACTOR_ADAPTER,
+            )
+        })
         .and_then(|encoder| encoder.validate(true).encode())
         .map_err(|e| BuildError::Componentize {
             path: module.to_path_buf(),

@@ -6,8 +6,8 @@ use std::path::Path;
 use refold::cli::history;
 use refold::domain::{ExpectedVersion, NewEvent};
 use refold_tests::{
-    EXAMPLE_NAMES, Running, Sandbox, catch_up, copy_log, dump, examples, js_examples, projections,
-    python_examples, python_fixtures, text, wait_until, wasi_fixture,
+    EXAMPLE_NAMES, Running, Sandbox, c_examples, catch_up, copy_log, dump, examples, js_examples,
+    projections, python_examples, python_fixtures, text, wait_until, wasi_fixture,
 };
 use serde_json::json;
 
@@ -36,6 +36,7 @@ async fn the_examples_in_every_language_equal_the_examples_in_rust_byte_for_byte
         ("rust", examples()),
         ("javascript", js_examples()),
         ("python", python_examples()),
+        ("c", c_examples()),
     ];
     for (language, components) in languages {
         let store = sandbox.store(&format!("{language}.db")).await;

@@ -108,6 +108,23 @@ pub fn python_examples() -> &'static Path {
     CELL.get_or_init(|| python_components("python-examples", None))
 }
 
+/// The C example projections, built with clang and wasi-libc (installed by `scripts/setup`)
+/// through `refold build`'s own code, once per test run.
+pub fn c_examples() -> &'static Path {
+    static CELL: OnceLock<PathBuf> = OnceLock::new();
+    CELL.get_or_init(|| {
+        let out = profile_dir().join("e2e-components").join("c-examples");
+        for example in EXAMPLE_NAMES {
+            let project = repo_root()
+                .join("example-projections/c")
+                .join(example.replace('_', "-"));
+            refold::guest_build::build(&project, &out)
+                .unwrap_or_else(|e| panic!("building the C example {example} failed: {e}"));
+        }
+        out
+    })
+}
+
 /// The Python fixtures of `tests/fixtures/python` (`dice.wasm`), built like the examples.
 pub fn python_fixtures() -> &'static Path {
     static CELL: OnceLock<PathBuf> = OnceLock::new();

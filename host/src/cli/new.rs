@@ -74,7 +74,7 @@ const SDK_FILES: [(&str, &str); 8] = [
         include_str!("../../../projections-sdk/src/update.rs"),
     ),
 ];
-const WIT: &str = include_str!("../../../wit/projection.wit");
+const WIT: &str = crate::guest_build::CONTRACT;
 const PYTHON_SDK: &str = include_str!("../../../example-projections/python/sdk/refold.py");
 const JS_SDK: &str = include_str!("../../../example-projections/js/sdk/refold.js");
 /// The componentize-qjs a JavaScript scaffold pins.
