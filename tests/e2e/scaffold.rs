@@ -44,7 +44,7 @@ async fn a_new_projection_in_each_language_builds_deploys_and_folds() {
         (vec!["new", "cobol", "x"], "invalid value 'cobol'"),
         (
             vec!["build", &sandbox.path("nothing").to_string_lossy()],
-            "has no Cargo.toml (Rust), app.py (Python) or app.js (JavaScript)",
+            "has no Cargo.toml (Rust), app.py (Python), app.js (JavaScript) or app.c (C)",
         ),
     ] {
         let out = refold().args(&args).output().expect("refold new");
@@ -124,7 +124,7 @@ async fn a_new_projection_in_each_language_builds_deploys_and_folds() {
         "one document per stream, and `all`: {totals:?}"
     );
 
-    // The same in Python and JavaScript: new, build, the scaffold's own test, deploy into the
+    // The same in Python, JavaScript and C: new, build, the scaffold's own test, deploy into the
     // running host; each replays the three events and gives the Rust scaffold's documents.
     let js_tools = refold_tests::repo_root().join("example-projections/js/node_modules/.bin");
     let path = std::env::join_paths(std::iter::once(js_tools).chain(std::env::split_paths(
@@ -134,6 +134,7 @@ async fn a_new_projection_in_each_language_builds_deploys_and_folds() {
     for (language, name, test) in [
         ("python", "tally-py", ["python3", "-m", "unittest"]),
         ("js", "tally-js", ["node", "--test", "logic.test.js"]),
+        ("c", "tally-c", ["make", "-s", "test"]),
     ] {
         let project = sandbox.path(name);
         let out = refold()

@@ -11,8 +11,11 @@
  * into the contract's errors. Documents come out as the Rust SDK writes them. It uses no libc
  * I/O, so the component imports nothing but the Refold contract.
  *
- * Memory: strings returned by rf_string and rf_id live until the event is handled; updates and
- * documents are released by the call that writes them.
+ * Memory: strings returned by rf_string and rf_path live until the event is handled; updates
+ * and documents are released by the call that writes them.
+ *
+ * With REFOLD_NO_BINDINGS defined before the include, only the parts that need no host (JSON,
+ * buffers, updates, dates) are compiled, so pure logic can be tested natively.
  */
 #ifndef REFOLD_H
 #define REFOLD_H
@@ -23,10 +26,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef REFOLD_NO_BINDINGS
 #include "projection.h"
 
 typedef projection_manifest_t rf_manifest;
 typedef refold_projection_types_collection_spec_t rf_collection;
+#else
+typedef uint8_t refold_projection_types_error_kind_t;
+#define REFOLD_PROJECTION_TYPES_ERROR_KIND_INVALID_EVENT 0
+#define REFOLD_PROJECTION_TYPES_ERROR_KIND_INVALID_STATE 1
+#define REFOLD_PROJECTION_TYPES_ERROR_KIND_HOST 2
+#define REFOLD_PROJECTION_TYPES_ERROR_KIND_OTHER 3
+#endif
 
 /* ------------------------------------------------------------------------------------------ */
 /* Text buffers                                                                                */
@@ -447,6 +458,7 @@ static inline const char *rf_path(const char *a, const char *b) {
   return path;
 }
 
+#ifndef REFOLD_NO_BINDINGS
 /* ------------------------------------------------------------------------------------------ */
 /* Collections                                                                                 */
 
@@ -614,4 +626,5 @@ bool exports_projection_handle(projection_list_event_t *events, projection_handl
   return ok;
 }
 
+#endif /* REFOLD_NO_BINDINGS */
 #endif /* REFOLD_H */
