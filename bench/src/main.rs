@@ -15,7 +15,10 @@
 //!
 //! `--load` runs a different benchmark instead: a sustained append rate through the HTTP API
 //! for minutes, with ten projections following (lag and memory over time; see `load.rs`).
+//! `--languages` compares the payment example in Rust, C, JavaScript and Python (size, compile,
+//! instantiate, replay; see `languages.rs`).
 
+mod languages;
 mod load;
 mod mongo;
 mod native;
@@ -70,6 +73,11 @@ struct Args {
     /// Minutes the load lasts.
     #[arg(long, default_value_t = 5.0)]
     load_minutes: f64,
+    /// Run the language comparison instead: the payment example in Rust, C, JavaScript and
+    /// Python (build, size, compile cold and cached, instantiate, replay); 50,000 events unless
+    /// `--events` says otherwise.
+    #[arg(long)]
+    languages: bool,
 }
 
 /// The same allocator as the `refold` binary, so in-process figures match it.
@@ -182,6 +190,15 @@ async fn main() -> anyhow::Result<()> {
     let root = repo_root();
     if args.load {
         return sustained_load(&args, &bin, &root, dir).await;
+    }
+    if args.languages {
+        let figures = languages::compare(&root, dir, args.events.unwrap_or(50_000)).await?;
+        let results = json!({
+            "date": refold::domain::time::iso8601_millis(refold::domain::time::now_millis()),
+            "machine": machine(),
+            "languages": figures,
+        });
+        return write_results(&args.out, results);
     }
 
     steps.next("building the guest components");

@@ -68,15 +68,20 @@ async fn the_examples_in_every_language_equal_the_examples_in_rust_byte_for_byte
 }
 
 /// Guests that read the clock and draw random numbers (Python through `time`, `random`,
-/// `os.urandom` and `uuid4`; Rust through `SystemTime`) record the same values when the log is
+/// `os.urandom` and `uuid4`, or the clock and `random` alone; Rust through `SystemTime`) record the same values when the log is
 /// replayed in one go as they did live, event by event: the clock reads the event's timestamp,
 /// and randomness is seeded per projection and event.
 #[tokio::test(flavor = "multi_thread")]
 async fn clock_and_randomness_give_the_same_documents_live_and_on_a_replay() {
     const EVENTS: usize = 24;
+    const MODELS: [&str; 3] = ["dice__rolls", "sundial__readings", "wasi-files__loot"];
     let sandbox = Sandbox::new();
     let live = sandbox.store("live.db").await;
-    let folder = projections(python_fixtures(), &["dice"], &sandbox.path("projections"));
+    let folder = projections(
+        python_fixtures(),
+        &["dice", "sundial"],
+        &sandbox.path("projections"),
+    );
     projections(wasi_fixture(), &["wasi_files"], &folder);
     let _host = Running::start(&[
         "run",
@@ -103,7 +108,7 @@ async fn clock_and_randomness_give_the_same_documents_live_and_on_a_replay() {
             let db = db.clone();
             async move {
                 let models = dump(&db);
-                ["dice__rolls", "wasi-files__loot"]
+                MODELS
                     .iter()
                     .all(|m| models.get(*m).is_some_and(|d| d.len() == i + 1))
             }
@@ -117,7 +122,7 @@ async fn clock_and_randomness_give_the_same_documents_live_and_on_a_replay() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 
     let (live, replayed) = (dump(&db), dump(&sandbox.path("replay.db")));
-    for model in ["dice__rolls", "wasi-files__loot"] {
+    for model in MODELS {
         assert_eq!(live[model].len(), EVENTS, "{model}");
         assert_eq!(live[model], replayed[model], "{model}: the replay differs");
     }
@@ -126,6 +131,9 @@ async fn clock_and_randomness_give_the_same_documents_live_and_on_a_replay() {
         let event_ms = roll["eventMs"].as_i64().expect("eventMs");
         assert_eq!(roll["timeNs"], json!(event_ms * 1_000_000), "{roll}");
         assert_eq!(roll["environment"], 0, "{roll}");
+    }
+    for (_, reading) in &live["sundial__readings"] {
+        assert_eq!(reading["timeMs"], reading["eventMs"], "{reading}");
     }
     // Seeded per event, not constant: every event drew different numbers.
     for field in ["random", "urandom", "uuid"] {

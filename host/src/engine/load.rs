@@ -57,7 +57,7 @@ pub enum LoadError {
 }
 
 /// Reads nothing: `describe` has no collections to see.
-struct NoDocuments;
+pub(super) struct NoDocuments;
 
 impl DocumentReader for NoDocuments {
     fn get(

@@ -167,11 +167,31 @@ impl std::fmt::Debug for PreparedProjection {
 }
 
 impl PreparedProjection {
+    /// Instantiate the component in a fresh store and drop it: what each batch pays before the
+    /// guest runs (for the benchmarks).
+    pub fn instantiate_once(&self) -> Result<(), HandleFailure> {
+        let context = BatchContext::new(&self.manifest, Box::new(load::NoDocuments));
+        let mut store = self.engine.new_store(context, Arc::clone(&self.name));
+        self.pre
+            .instantiate(&mut store)
+            .map(drop)
+            .map_err(|e| host::classify_trap(&e, &self.engine.limits, None))
+    }
+
+    /// Whether the guest is called once per event (it imports clocks or randomness).
+    pub fn per_event(&self) -> bool {
+        self.per_event
+    }
+
     /// Call the guest once per event, its clocks reading the event's timestamp and its random
-    /// streams seeded for the event. A language runtime may keep random bytes it drew for
-    /// later (wasi-libc's `arc4random` does), so after an event that drew any, the next event
-    /// gets a fresh instance: what an event draws depends on that event alone, however the
+    /// streams seeded for the event, so what it reads depends on that event alone, however the
     /// events were batched.
+    ///
+    /// Language runtimes draw randomness of their own and may keep what they drew for later
+    /// (Python reseeds its `random` module when an instance first runs; wasi-libc's
+    /// `arc4random` buffers). So a fresh instance first gets a warm-up call with no events under
+    /// a seed of the projection's own, the same for every instance; and after an event that
+    /// drew randomness, the next event gets a fresh, warmed-up instance.
     fn handle_each(
         &self,
         events: &[RecordedEvent],
@@ -186,7 +206,7 @@ impl PreparedProjection {
         for (event, wit_event) in events.iter().zip(wit_events) {
             let current = match instance.take() {
                 Some(current) => current,
-                None => match self.pre.instantiate(&mut store) {
+                None => match self.warmed_up(&mut store) {
                     Ok(fresh) => fresh,
                     Err(error) => return (store, Err(error)),
                 },
@@ -214,6 +234,21 @@ impl PreparedProjection {
             }
         }
         (store, Ok(Ok(())))
+    }
+
+    /// A fresh instance, after its warm-up call (no events, the projection's own seed).
+    fn warmed_up(
+        &self,
+        store: &mut wasmtime::Store<host::HostState>,
+    ) -> wasmtime::Result<bindings::Projection> {
+        let instance = self.pre.instantiate(&mut *store)?;
+        store.data_mut().sandbox.enter_instance();
+        if let Err(error) = instance.call_handle(&mut *store, &[])? {
+            wasmtime::bail!("the warm-up call (no events) failed: {}", error.message);
+        }
+        store.data_mut().flush_output();
+        store.data_mut().sandbox.take_drawn();
+        Ok(instance)
     }
 }
 

@@ -143,8 +143,17 @@ impl Sandbox {
             stdout,
             stderr,
         };
-        sandbox.enter_event(0, 0);
+        sandbox.enter_instance();
         sandbox
+    }
+
+    /// Seed the random streams and the clocks for a fresh instance's warm-up call: the same for
+    /// every instance of the projection, whatever event comes next.
+    pub(super) fn enter_instance(&self) {
+        self.state.timestamp_ms.store(0, Ordering::Relaxed);
+        for (stream, state) in self.state.random.iter().enumerate() {
+            state.store(self.seed.wrapping_add(stream as u64), Ordering::Relaxed);
+        }
     }
 
     /// Point the clocks at this event's timestamp and reseed the random streams for it.
