@@ -4,7 +4,8 @@
 //! compiled, its imports checked, pre-instantiated and described once, giving a
 //! [`PreparedProjection`]. Each batch then runs in a fresh store and instance with a memory cap
 //! and an epoch deadline, so a guest that loops, allocates without bound or traps fails only its
-//! batch.
+//! batch. A guest that imports WASI gets it locked down (`sandbox`); one that imports clocks or
+//! randomness is called once per event, so what it reads depends on the event alone.
 
 mod bindings;
 mod cache;
