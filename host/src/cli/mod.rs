@@ -113,8 +113,10 @@ enum Command {
     ///
     /// Scaffold a projection that handles one event type (`--event-type`, `ItemAdded` by
     /// default): it counts those events and sums their `amount` per stream and in total, with a
-    /// test of its pure logic. The folder holds a copy of the SDK and of the WIT contract, so it
-    /// builds offline with `refold build DIR`. Languages: rust.
+    /// test of its pure logic that runs natively (`cargo test`, `python3 -m unittest`,
+    /// `node --test`, `make test`). The folder holds a copy of the language's SDK layer and of
+    /// the WIT contract, so it builds without this repository with `refold build DIR`.
+    /// Languages: rust, python, js, c (each needs its toolchain: see the README).
     New(new::NewArgs),
     /// Build a projection folder into components: Rust, Python or JavaScript.
     ///
