@@ -51,7 +51,7 @@ fn every_command_explains_itself() {
         ("append", "expected-version"),
         ("status", "refused to deploy"),
         ("build", "components"),
-        ("new", "copy of the SDK and of the WIT contract"),
+        ("new", "python3 -m unittest"),
         ("pause", "paused"),
         ("dead-letters", "re-drives"),
         ("rebuild", "generation"),
