@@ -245,7 +245,7 @@ fn build_script(project: &Path, out_dir: &Path, script: Script) -> Result<PathBu
                 .arg(project.join("app.js"))
                 .arg("--module-root")
                 .arg(&project)
-                .args(["-n", "projection", "--sync", "--stub-wasi", "-o"])
+                .args(["-n", "projection", "--sync", "-o"])
                 .arg(&partial);
             (
                 "componentize-qjs (npm install in the projection folder)",

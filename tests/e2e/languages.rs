@@ -7,7 +7,7 @@ use refold::cli::history;
 use refold::domain::{ExpectedVersion, NewEvent};
 use refold_tests::{
     EXAMPLE_NAMES, Running, Sandbox, c_examples, catch_up, copy_log, dump, examples, js_examples,
-    projections, python_examples, python_fixtures, text, wait_until, wasi_fixture,
+    js_fixtures, projections, python_examples, python_fixtures, text, wait_until, wasi_fixture,
 };
 use serde_json::json;
 
@@ -68,13 +68,19 @@ async fn the_examples_in_every_language_equal_the_examples_in_rust_byte_for_byte
 }
 
 /// Guests that read the clock and draw random numbers (Python through `time`, `random`,
-/// `os.urandom` and `uuid4`, or the clock and `random` alone; Rust through `SystemTime`) record the same values when the log is
+/// `os.urandom` and `uuid4`, or the clock and `random` alone; JavaScript through `Date` and
+/// `Math.random`; Rust through `SystemTime`) record the same values when the log is
 /// replayed in one go as they did live, event by event: the clock reads the event's timestamp,
 /// and randomness is seeded per projection and event.
 #[tokio::test(flavor = "multi_thread")]
 async fn clock_and_randomness_give_the_same_documents_live_and_on_a_replay() {
     const EVENTS: usize = 24;
-    const MODELS: [&str; 3] = ["dice__rolls", "sundial__readings", "wasi-files__loot"];
+    const MODELS: [&str; 4] = [
+        "dice__rolls",
+        "sundial__readings",
+        "hourglass__readings",
+        "wasi-files__loot",
+    ];
     let sandbox = Sandbox::new();
     let live = sandbox.store("live.db").await;
     let folder = projections(
@@ -83,6 +89,7 @@ async fn clock_and_randomness_give_the_same_documents_live_and_on_a_replay() {
         &sandbox.path("projections"),
     );
     projections(wasi_fixture(), &["wasi_files"], &folder);
+    projections(js_fixtures(), &["hourglass"], &folder);
     let _host = Running::start(&[
         "run",
         "--store",
@@ -132,9 +139,16 @@ async fn clock_and_randomness_give_the_same_documents_live_and_on_a_replay() {
         assert_eq!(roll["timeNs"], json!(event_ms * 1_000_000), "{roll}");
         assert_eq!(roll["environment"], 0, "{roll}");
     }
-    for (_, reading) in &live["sundial__readings"] {
-        assert_eq!(reading["timeMs"], reading["eventMs"], "{reading}");
+    for model in ["sundial__readings", "hourglass__readings"] {
+        for (_, reading) in &live[model] {
+            assert_eq!(reading["timeMs"], reading["eventMs"], "{model}: {reading}");
+        }
     }
+    let randoms: std::collections::BTreeSet<String> = live["hourglass__readings"]
+        .iter()
+        .map(|(_, r)| r["random"].to_string())
+        .collect();
+    assert_eq!(randoms.len(), EVENTS, "Math.random repeats across events");
     // Seeded per event, not constant: every event drew different numbers.
     for field in ["random", "urandom", "uuid"] {
         let mut seen: Vec<String> = rolls.iter().map(|(_, r)| r[field].to_string()).collect();

@@ -84,20 +84,13 @@ pub fn fixtures() -> &'static Path {
 /// `scripts/setup`), once per test run.
 pub fn js_examples() -> &'static Path {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
-    CELL.get_or_init(|| {
-        let out = profile_dir().join("e2e-components").join("js-examples");
-        let built = Command::new("node")
-            .arg(repo_root().join("example-projections/js/build.mjs"))
-            .arg(&out)
-            .output()
-            .expect("run node (scripts/setup installs it)");
-        assert!(
-            built.status.success(),
-            "building the JavaScript examples failed: {}",
-            text(&built.stderr)
-        );
-        out
-    })
+    CELL.get_or_init(|| js_components("js-examples", None))
+}
+
+/// The JavaScript fixtures of `tests/fixtures/js` (`hourglass.wasm`), built like the examples.
+pub fn js_fixtures() -> &'static Path {
+    static CELL: OnceLock<PathBuf> = OnceLock::new();
+    CELL.get_or_init(|| js_components("js-fixtures", Some("tests/fixtures/js")))
 }
 
 /// The Python example projections, built to components with componentize-py (installed by
@@ -106,6 +99,28 @@ pub fn js_examples() -> &'static Path {
 pub fn python_examples() -> &'static Path {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
     CELL.get_or_init(|| python_components("python-examples", None))
+}
+
+/// Build the JavaScript projections of `projects` (the examples when `None`) into `out` under
+/// the profile folder.
+fn js_components(out: &str, projects: Option<&str>) -> PathBuf {
+    let out = profile_dir().join("e2e-components").join(out);
+    let mut build = Command::new("node");
+    build
+        .arg(repo_root().join("example-projections/js/build.mjs"))
+        .arg(&out);
+    if let Some(projects) = projects {
+        build.arg("--projects").arg(repo_root().join(projects));
+    }
+    let built = build
+        .output()
+        .expect("run node (scripts/setup installs it)");
+    assert!(
+        built.status.success(),
+        "building the JavaScript components failed: {}",
+        text(&built.stderr)
+    );
+    out
 }
 
 /// The C example projections, built with clang and wasi-libc (installed by `scripts/setup`)

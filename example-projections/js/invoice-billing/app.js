@@ -1,6 +1,6 @@
 // Invoice billing view (seed 001), in JavaScript: one document per invoice through its
 // lifecycle (draft, sent, paid, cancelled).
-import { Float, ProjectionError, Update, collection, manifest, timestamp } from '../sdk/refold.js';
+import { Float, ProjectionError, Update, collection, each, manifest, timestamp } from '../sdk/refold.js';
 
 export function describe() {
   return manifest({
@@ -16,40 +16,39 @@ export function describe() {
   });
 }
 
-export function handle(events) {
-  const invoices = collection('invoices');
-  for (const event of events) {
-    const id = event.aggregateId;
-    let update;
-    if (event.eventType === 'InvoiceCreated') {
-      const data = JSON.parse(event.data);
-      update = new Update()
-        .set('invoiceId', id)
-        .set('organizationId', data.organizationId)
-        .set('customer', data.customer)
-        .set('amount', new Float(data.amount))
-        .set('currency', data.currency)
-        .set('lineCount', data.lines.length)
-        .set('dueDate', data.dueDate)
-        .set('status', 'draft')
-        .set('issuedAt', timestamp(event));
-      invoices.update(id, update);
-      continue;
-    } else if (event.eventType === 'InvoiceSent') {
-      update = new Update().set('status', 'sent').set('sentAt', timestamp(event));
-    } else if (event.eventType === 'InvoicePaid') {
-      update = new Update().set('status', 'paid').set('paidAt', timestamp(event));
-    } else if (event.eventType === 'InvoiceCancelled') {
-      const data = JSON.parse(event.data);
-      update = new Update()
-        .set('status', 'cancelled')
-        .set('cancelledAt', timestamp(event))
-        .set('cancellationReason', data.reason);
-    } else {
-      continue;
-    }
-    if (!invoices.updateExisting(id, update)) {
-      throw new ProjectionError('invalid-state', `${event.eventType} for unknown invoice ${id}`);
-    }
+const invoices = collection('invoices');
+
+export const handle = each((event) => {
+  const id = event.aggregateId;
+  let update;
+  if (event.eventType === 'InvoiceCreated') {
+    const data = JSON.parse(event.data);
+    update = new Update()
+      .set('invoiceId', id)
+      .set('organizationId', data.organizationId)
+      .set('customer', data.customer)
+      .set('amount', new Float(data.amount))
+      .set('currency', data.currency)
+      .set('lineCount', data.lines.length)
+      .set('dueDate', data.dueDate)
+      .set('status', 'draft')
+      .set('issuedAt', timestamp(event));
+    invoices.update(id, update);
+    return;
+  } else if (event.eventType === 'InvoiceSent') {
+    update = new Update().set('status', 'sent').set('sentAt', timestamp(event));
+  } else if (event.eventType === 'InvoicePaid') {
+    update = new Update().set('status', 'paid').set('paidAt', timestamp(event));
+  } else if (event.eventType === 'InvoiceCancelled') {
+    const data = JSON.parse(event.data);
+    update = new Update()
+      .set('status', 'cancelled')
+      .set('cancelledAt', timestamp(event))
+      .set('cancellationReason', data.reason);
+  } else {
+    return;
   }
-}
+  if (!invoices.updateExisting(id, update)) {
+    throw new ProjectionError('invalid-state', `${event.eventType} for unknown invoice ${id}`);
+  }
+});

@@ -1,6 +1,6 @@
 // Payment read model and per-organization payment statistics (seed 000), in JavaScript: the
 // same documents as the Rust example, byte for byte.
-import { Float, Update, cents, collection, manifest, timestamp } from '../sdk/refold.js';
+import { Float, Update, cents, collection, each, manifest, timestamp } from '../sdk/refold.js';
 
 export function describe() {
   return manifest({
@@ -17,41 +17,40 @@ export function describe() {
   });
 }
 
-export function handle(events) {
-  const payments = collection('payments');
-  const stats = collection('org_stats');
-  for (const event of events) {
-    const meta = JSON.parse(event.metadata);
-    const data = JSON.parse(event.data);
-    const payment = new Update()
-      .set('paymentId', event.aggregateId)
+const payments = collection('payments');
+const stats = collection('org_stats');
+
+export const handle = each((event) => {
+  const meta = JSON.parse(event.metadata);
+  const data = JSON.parse(event.data);
+  const payment = new Update()
+    .set('paymentId', event.aggregateId)
+    .set('organizationId', meta.organizationId)
+    .set('userId', meta.userId ?? null)
+    .set('updatedAt', timestamp(event))
+    .inc('attempts', 1);
+  if (event.eventType === 'PaymentProcessed') {
+    payment
+      .set('amount', new Float(data.amount))
+      .set('currency', data.currency)
+      .set('method', data.method ?? null)
+      .set('status', 'completed')
+      .set('processedAt', timestamp(event));
+    payments.update(event.aggregateId, payment);
+    stats.update(meta.organizationId, new Update()
       .set('organizationId', meta.organizationId)
-      .set('userId', meta.userId ?? null)
-      .set('updatedAt', timestamp(event))
-      .inc('attempts', 1);
-    if (event.eventType === 'PaymentProcessed') {
-      payment
-        .set('amount', new Float(data.amount))
-        .set('currency', data.currency)
-        .set('method', data.method ?? null)
-        .set('status', 'completed')
-        .set('processedAt', timestamp(event));
-      payments.update(event.aggregateId, payment);
-      stats.update(meta.organizationId, new Update()
-        .set('organizationId', meta.organizationId)
-        .inc('processedCount', 1)
-        .inc(`processedCents.${data.currency}`, cents(data.amount)));
-    } else if (event.eventType === 'PaymentFailed') {
-      payment
-        .set('amount', new Float(data.amount))
-        .set('currency', data.currency)
-        .set('status', 'failed')
-        .set('error', data.error);
-      payments.update(event.aggregateId, payment);
-      stats.update(meta.organizationId, new Update()
-        .set('organizationId', meta.organizationId)
-        .inc('failedCount', 1)
-        .inc(`failuresByReason.${data.error}`, 1));
-    }
+      .inc('processedCount', 1)
+      .inc(`processedCents.${data.currency}`, cents(data.amount)));
+  } else if (event.eventType === 'PaymentFailed') {
+    payment
+      .set('amount', new Float(data.amount))
+      .set('currency', data.currency)
+      .set('status', 'failed')
+      .set('error', data.error);
+    payments.update(event.aggregateId, payment);
+    stats.update(meta.organizationId, new Update()
+      .set('organizationId', meta.organizationId)
+      .inc('failedCount', 1)
+      .inc(`failuresByReason.${data.error}`, 1));
   }
-}
+});

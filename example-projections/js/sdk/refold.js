@@ -1,5 +1,9 @@
 // A small layer over the Refold contract for JavaScript projections (QuickJS): update
 // operators, collections, event decoding, dates. Documents come out as the Rust SDK writes them.
+//
+// Time and randomness are deterministic: `Date.now()` reads the timestamp of the event being
+// handled (the host's clock), and `each` seeds `Math.random` per event, so a replay gives exactly
+// what live processing gave.
 import * as collections from 'refold:projection/collections@0.1.0';
 
 /** A number kept a float when integral (`100` is written `100.0`), as Rust's `f64` is. */
@@ -106,4 +110,41 @@ export function manifest({ name, version, eventTypes = [], aggregateTypes = [], 
 /** Integer cents of an amount, rounded half away from zero as Rust's `f64::round`. */
 export function cents(amount) {
   return Math.sign(amount) * Math.round(Math.abs(amount) * 100);
+}
+
+/** A 32-bit hash of a string (FNV-1a). */
+function hash(text) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  }
+  return h;
+}
+
+/** `Math.random` as sfc32, seeded from `seed`. */
+function seedRandom(seed) {
+  let a = hash(`a:${seed}`), b = hash(`b:${seed}`), c = hash(`c:${seed}`), d = 1;
+  Math.random = () => {
+    const t = (((a + b) >>> 0) + d) >>> 0;
+    d = (d + 1) >>> 0;
+    a = b ^ (b >>> 9);
+    b = (c + (c << 3)) >>> 0;
+    c = ((c << 21) | (c >>> 11)) >>> 0;
+    c = (c + t) >>> 0;
+    return t / 4294967296;
+  };
+}
+
+/**
+ * The `handle` export from a function of one event: `export const handle = each((event) => ...)`.
+ * Before each event, `Math.random` is seeded from the event (its position and id): QuickJS keeps
+ * its own generator in memory, which would otherwise carry over from one event to the next.
+ */
+export function each(fold) {
+  return (events) => {
+    for (const event of events) {
+      seedRandom(`${event.position}:${event.id}`);
+      fold(event);
+    }
+  };
 }

@@ -1,5 +1,5 @@
 // User profiles (seed 002), in JavaScript: the state of each user as a left fold of its events.
-import { ProjectionError, Update, collection, manifest, timestamp } from '../sdk/refold.js';
+import { ProjectionError, Update, collection, each, manifest, timestamp } from '../sdk/refold.js';
 
 export function describe() {
   return manifest({
@@ -16,32 +16,31 @@ export function describe() {
   });
 }
 
-export function handle(events) {
-  const users = collection('users');
-  for (const event of events) {
-    const id = event.aggregateId;
-    const data = JSON.parse(event.data);
-    if (event.eventType === 'UserRegistered') {
-      users.put(id, {
-        userId: id,
-        name: data.name,
-        email: data.email,
-        organizationId: data.organizationId,
-        registeredAt: timestamp(event),
-        names: [data.name],
-        emailChanges: 0,
-        version: event.version,
-      });
-    } else if (event.eventType === 'UserRenamed') {
-      const update = new Update().set('name', data.name).push('names', data.name).set('version', event.version);
-      if (!users.updateExisting(id, update)) {
-        throw new ProjectionError('invalid-state', `UserRenamed for unknown user ${id}`);
-      }
-    } else if (event.eventType === 'UserEmailChanged') {
-      const update = new Update().set('email', data.email).inc('emailChanges', 1).set('version', event.version);
-      if (!users.updateExisting(id, update)) {
-        throw new ProjectionError('invalid-state', `UserEmailChanged for unknown user ${id}`);
-      }
+const users = collection('users');
+
+export const handle = each((event) => {
+  const id = event.aggregateId;
+  const data = JSON.parse(event.data);
+  if (event.eventType === 'UserRegistered') {
+    users.put(id, {
+      userId: id,
+      name: data.name,
+      email: data.email,
+      organizationId: data.organizationId,
+      registeredAt: timestamp(event),
+      names: [data.name],
+      emailChanges: 0,
+      version: event.version,
+    });
+  } else if (event.eventType === 'UserRenamed') {
+    const update = new Update().set('name', data.name).push('names', data.name).set('version', event.version);
+    if (!users.updateExisting(id, update)) {
+      throw new ProjectionError('invalid-state', `UserRenamed for unknown user ${id}`);
+    }
+  } else if (event.eventType === 'UserEmailChanged') {
+    const update = new Update().set('email', data.email).inc('emailChanges', 1).set('version', event.version);
+    if (!users.updateExisting(id, update)) {
+      throw new ProjectionError('invalid-state', `UserEmailChanged for unknown user ${id}`);
     }
   }
-}
+});

@@ -249,7 +249,7 @@ fn js_files(name: &str, event_type: &str) -> Vec<(String, String)> {
     let app = format!(
         r#"// The projection `{name}`: counts `{event_type}` events and sums their `amount`, per stream
 // and in total.
-import {{ Float, ProjectionError, Update, collection, manifest }} from './refold.js';
+import {{ Float, ProjectionError, Update, collection, each, manifest }} from './refold.js';
 import {{ amount }} from './logic.js';
 
 export function describe() {{
@@ -258,20 +258,19 @@ export function describe() {{
   return manifest({{ name: '{name}', version: 1, eventTypes: ['{event_type}'], collections: {{ totals: [] }} }});
 }}
 
-export function handle(events) {{
-  const totals = collection('totals');
-  for (const event of events) {{
-    let value;
-    try {{
-      value = amount(JSON.parse(event.data));
-    }} catch (error) {{
-      throw new ProjectionError('invalid-event', error.message);
-    }}
-    const add = () => new Update().inc('count', 1).inc('amount', new Float(value));
-    totals.update(event.aggregateId, add());
-    totals.update('all', add());
+const totals = collection('totals');
+
+export const handle = each((event) => {{
+  let value;
+  try {{
+    value = amount(JSON.parse(event.data));
+  }} catch (error) {{
+    throw new ProjectionError('invalid-event', error.message);
   }}
-}}
+  const add = () => new Update().inc('count', 1).inc('amount', new Float(value));
+  totals.update(event.aggregateId, add());
+  totals.update('all', add());
+}});
 "#
     );
     let logic = r#"// The pure logic of the projection: no host, so `node --test` checks it.
@@ -430,7 +429,7 @@ fn script_readme(name: &str, event_type: &str, language: Language) -> String {
             "js",
             "Node.js and `npm install` here (componentize-qjs, pinned in `package.json`)",
             "`node --test` (the pure logic in `logic.js`)",
-            "`refold.js` is a copy of the Refold JavaScript layer; `app.js` exports `describe` and `handle`.",
+            "`refold.js` is a copy of the Refold JavaScript layer; `app.js` exports `describe` and `handle` (made by `each`).",
         ),
     };
     format!(
