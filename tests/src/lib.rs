@@ -84,13 +84,15 @@ pub fn fixtures() -> &'static Path {
 /// `scripts/setup`), once per test run.
 pub fn js_examples() -> &'static Path {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
-    CELL.get_or_init(|| js_components("js-examples", None))
+    CELL.get_or_init(|| script_components(Script::JavaScript, "js-examples", None))
 }
 
 /// The JavaScript fixtures of `tests/fixtures/js` (`hourglass.wasm`), built like the examples.
 pub fn js_fixtures() -> &'static Path {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
-    CELL.get_or_init(|| js_components("js-fixtures", Some("tests/fixtures/js")))
+    CELL.get_or_init(|| {
+        script_components(Script::JavaScript, "js-fixtures", Some("tests/fixtures/js"))
+    })
 }
 
 /// The Python example projections, built to components with componentize-py (installed by
@@ -98,29 +100,20 @@ pub fn js_fixtures() -> &'static Path {
 /// sources did not change.
 pub fn python_examples() -> &'static Path {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
-    CELL.get_or_init(|| python_components("python-examples", None))
+    CELL.get_or_init(|| script_components(Script::Python, "python-examples", None))
 }
 
-/// Build the JavaScript projections of `projects` (the examples when `None`) into `out` under
-/// the profile folder.
-fn js_components(out: &str, projects: Option<&str>) -> PathBuf {
-    let out = profile_dir().join("e2e-components").join(out);
-    let mut build = Command::new("node");
-    build
-        .arg(repo_root().join("example-projections/js/build.mjs"))
-        .arg(&out);
-    if let Some(projects) = projects {
-        build.arg("--projects").arg(repo_root().join(projects));
-    }
-    let built = build
-        .output()
-        .expect("run node (scripts/setup installs it)");
-    assert!(
-        built.status.success(),
-        "building the JavaScript components failed: {}",
-        text(&built.stderr)
-    );
-    out
+/// The Python fixtures of `tests/fixtures/python` (`dice.wasm`, `sundial.wasm`), built like the
+/// examples.
+pub fn python_fixtures() -> &'static Path {
+    static CELL: OnceLock<PathBuf> = OnceLock::new();
+    CELL.get_or_init(|| {
+        script_components(
+            Script::Python,
+            "python-fixtures",
+            Some("tests/fixtures/python"),
+        )
+    })
 }
 
 /// The C example projections, built with clang and wasi-libc (installed by `scripts/setup`)
@@ -140,27 +133,32 @@ pub fn c_examples() -> &'static Path {
     })
 }
 
-/// The Python fixtures of `tests/fixtures/python` (`dice.wasm`), built like the examples.
-pub fn python_fixtures() -> &'static Path {
-    static CELL: OnceLock<PathBuf> = OnceLock::new();
-    CELL.get_or_init(|| python_components("python-fixtures", Some("tests/fixtures/python")))
+/// A language whose examples folder has a build script of its own.
+#[derive(Clone, Copy)]
+enum Script {
+    JavaScript,
+    Python,
 }
 
-/// Build the Python projections of `projects` (the examples when `None`) into `out` under the
-/// profile folder.
-fn python_components(out: &str, projects: Option<&str>) -> PathBuf {
+/// Build the projections of `projects` (the language's examples when `None`) with the
+/// language's build script, into `out` under the profile folder.
+fn script_components(script: Script, out: &str, projects: Option<&str>) -> PathBuf {
+    let (interpreter, file) = match script {
+        Script::JavaScript => ("node", "example-projections/js/build.mjs"),
+        Script::Python => ("python3", "example-projections/python/build.py"),
+    };
     let out = profile_dir().join("e2e-components").join(out);
-    let mut build = Command::new("python3");
-    build
-        .arg(repo_root().join("example-projections/python/build.py"))
-        .arg(&out);
+    let mut build = Command::new(interpreter);
+    build.arg(repo_root().join(file)).arg(&out);
     if let Some(projects) = projects {
         build.arg("--projects").arg(repo_root().join(projects));
     }
-    let built = build.output().expect("run python3");
+    let built = build
+        .output()
+        .unwrap_or_else(|e| panic!("run {interpreter} (scripts/setup installs it): {e}"));
     assert!(
         built.status.success(),
-        "building the Python components failed: {}",
+        "{file} failed: {}",
         text(&built.stderr)
     );
     out

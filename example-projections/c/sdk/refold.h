@@ -537,9 +537,16 @@ static inline void rf_log(refold_projection_log_level_t level, const char *messa
 /* ------------------------------------------------------------------------------------------ */
 /* The manifest                                                                                */
 
+/* `array` (of `len` elements of `size` bytes) grown by one zeroed element at index `len`. */
+static inline void *rf_grown(void *array, size_t len, size_t size) {
+  char *grown = realloc(array, (len + 1) * size);
+  if (!grown) abort();
+  memset(grown + len * size, 0, size);
+  return grown;
+}
+
 static inline void rf_strings_push(projection_list_string_t *list, const char *s) {
-  list->ptr = realloc(list->ptr, (list->len + 1) * sizeof *list->ptr);
-  if (!list->ptr) abort();
+  list->ptr = rf_grown(list->ptr, list->len, sizeof *list->ptr);
   projection_string_dup(&list->ptr[list->len++], s);
 }
 
@@ -556,10 +563,8 @@ static inline void rf_aggregate_type(rf_manifest *m, const char *type) { rf_stri
 /* Declare a collection. */
 static inline rf_collection *rf_collection_add(rf_manifest *m, const char *name) {
   refold_projection_types_list_collection_spec_t *list = &m->collections;
-  list->ptr = realloc(list->ptr, (list->len + 1) * sizeof *list->ptr);
-  if (!list->ptr) abort();
+  list->ptr = rf_grown(list->ptr, list->len, sizeof *list->ptr);
   rf_collection *c = &list->ptr[list->len++];
-  memset(c, 0, sizeof *c);
   projection_string_dup(&c->name, name);
   return c;
 }
@@ -567,10 +572,8 @@ static inline rf_collection *rf_collection_add(rf_manifest *m, const char *name)
 /* Declare an index: `fields` is NULL-terminated, `-field` sorts descending. */
 static inline void rf_index(rf_collection *c, const char *name, bool unique, const char *const *fields) {
   refold_projection_types_list_index_spec_t *list = &c->indexes;
-  list->ptr = realloc(list->ptr, (list->len + 1) * sizeof *list->ptr);
-  if (!list->ptr) abort();
+  list->ptr = rf_grown(list->ptr, list->len, sizeof *list->ptr);
   refold_projection_types_index_spec_t *index = &list->ptr[list->len++];
-  memset(index, 0, sizeof *index);
   projection_string_dup(&index->name, name);
   index->unique = unique;
   size_t n = 0;
