@@ -11,7 +11,7 @@ use refold_tests::{
 };
 use serde_json::{Value, json};
 
-use crate::api::support::{Host, free_port};
+use crate::api::support::{Host, listening};
 
 /// Events in the demo's history: enough that rebuilding one projection takes seconds.
 const EVENTS: &str = "200000";
@@ -34,9 +34,9 @@ async fn card(browser: &Browser, name: &str) -> Value {
 async fn the_dashboard_shows_progress_and_pauses_in_a_real_browser() {
     let sandbox = Sandbox::new();
     let dir = projections(examples(), &EXAMPLE_NAMES, &sandbox.path("projections"));
-    let address = format!("127.0.0.1:{}", free_port());
     let db = sandbox.path("demo.db");
-    let demo = Running::logged(
+    let log = sandbox.path("demo.log");
+    let mut demo = Running::logged(
         &[
             "demo",
             "--db",
@@ -46,12 +46,12 @@ async fn the_dashboard_shows_progress_and_pauses_in_a_real_browser() {
             "--projections",
             &dir.to_string_lossy(),
             "--http",
-            &address,
+            "127.0.0.1:0",
         ],
-        &[],
-        &sandbox.path("demo.log"),
+        &[("REFOLD_LOG", "info")],
+        &log,
     );
-    let base = format!("http://{address}");
+    let base = listening(&mut demo, &log).await;
     let host = Host::attach(demo, base.clone()).await;
 
     let browser = Browser::start().await;

@@ -1,6 +1,7 @@
 //! A real `refold run` with its HTTP API on a free loopback port, and a client for it.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use refold::store::Store;
 use refold_tests::{Running, Sandbox, wait_until};
@@ -14,12 +15,28 @@ pub struct Host {
     client: reqwest::Client,
 }
 
-/// A free loopback port (bound and released: the host binds it right after).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+/// The base URL (`http://127.0.0.1:PORT`) a host started with `--http 127.0.0.1:0` listens
+/// on, read from its log: the system picks the port when the host binds it, so two tests never
+/// race for one.
+pub async fn listening(running: &mut Running, log: &Path) -> String {
+    const SAYS: &str = "HTTP API on http://";
+    let mut base = None;
+    wait_until("the host to say where it listens", || {
+        let alive = running.alive();
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        base = text.find(SAYS).and_then(|at| {
+            let rest = &text[at + SAYS.len()..];
+            rest.find("/api")
+                .map(|end| format!("http://{}", &rest[..end]))
+        });
+        assert!(
+            alive || base.is_some(),
+            "the host exited before listening: {text}"
+        );
+        std::future::ready(base.is_some())
+    })
+    .await;
+    base.expect("address")
 }
 
 impl Host {
@@ -36,8 +53,6 @@ impl Host {
         projections: &Path,
         extra: &[&str],
     ) -> Self {
-        let port = free_port();
-        let address = format!("127.0.0.1:{port}");
         let dir = projections.to_string_lossy();
         let mut args = vec![
             "run",
@@ -46,15 +61,17 @@ impl Host {
             "--projections",
             &dir,
             "--http",
-            &address,
+            "127.0.0.1:0",
         ];
         args.extend_from_slice(extra);
-        let running = Running::logged(
-            &args,
-            &[("REFOLD_LOG", "info")],
-            &sandbox.path(&format!("host-{port}.log")),
-        );
-        Self::attach(running, format!("http://{address}")).await
+        static HOSTS: AtomicUsize = AtomicUsize::new(0);
+        let log = sandbox.path(&format!(
+            "host-{}.log",
+            HOSTS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut running = Running::logged(&args, &[("REFOLD_LOG", "info")], &log);
+        let base = listening(&mut running, &log).await;
+        Self::attach(running, base).await
     }
 
     /// Wait for a started host's API to be ready.
