@@ -9,8 +9,8 @@ use refold::cli::history;
 use refold::domain::ExpectedVersion;
 use refold_tests::mongo::{self, admin, database, fail_commands};
 use refold_tests::{
-    EXAMPLE_NAMES, Running, Sandbox, catch_up, copy_log, dump_uri, examples, fixtures, projections,
-    run, text, thing,
+    EXAMPLE_NAMES, Running, STALL, Sandbox, catch_up, copy_log, dump_uri, examples, fixtures,
+    projections, run, text, thing,
 };
 use serde_json::Value;
 
@@ -104,9 +104,11 @@ async fn example_read_models_are_identical_on_both_stores() {
     );
 }
 
-/// Poll `refold status` until the projection's checkpoint reaches `position`.
+/// Poll `refold status` until the projection's checkpoint reaches `position`; fails once the
+/// checkpoint has stood still for [`STALL`].
 fn wait_for_checkpoint(uri: &str, projection: &str, position: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = None;
+    let mut moved = Instant::now();
     loop {
         let out = run(&["status", "--store", uri, "--json"]);
         let status: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
@@ -118,9 +120,13 @@ fn wait_for_checkpoint(uri: &str, projection: &str, position: u64) {
         if checkpoint >= position {
             return;
         }
+        if last != Some(checkpoint) {
+            last = Some(checkpoint);
+            moved = Instant::now();
+        }
         assert!(
-            Instant::now() < deadline,
-            "{projection} stuck at {checkpoint}, waiting for {position}: {status}"
+            moved.elapsed() < STALL,
+            "{projection} stuck at {checkpoint} for {STALL:?}, waiting for {position}: {status}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }

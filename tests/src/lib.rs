@@ -276,19 +276,53 @@ pub fn fixture(name: &str) -> PathBuf {
     fixtures().join(format!("{}.wasm", name.replace('-', "_")))
 }
 
-/// Poll `condition` every 20 ms until it holds; panic naming `what` after 120 s. For waiting on
-/// a state (a checkpoint, a generation), not for timing.
+/// Poll `condition` every 20 ms until it holds; panic naming `what` after 300 s. For a state
+/// that follows from a step of the test within seconds (a log line, a health check); a wait on
+/// work whose length depends on the machine (a replay, a catch-up) uses [`wait_progressing`].
 pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     while !condition().await {
         assert!(
             std::time::Instant::now() < deadline,
             "timed out waiting for {what}"
         );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// How long the progress a [`wait_progressing`] probe reports may stand still before the wait
+/// fails: long enough for a slow or busy machine, short enough that a stuck host fails the test.
+pub const STALL: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Poll `probe` every 20 ms until it answers `Ok`. Each `Err` carries the progress seen so far
+/// (checkpoints, states); the wait fails, naming `what` and that progress, only once it has
+/// stood still for [`STALL`], so a slow machine takes longer but a stuck host still fails.
+pub async fn wait_progressing<F, Fut, P>(what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), P>>,
+    P: PartialEq + std::fmt::Debug,
+{
+    let mut last: Option<P> = None;
+    let mut moved = std::time::Instant::now();
+    loop {
+        match probe().await {
+            Ok(()) => return,
+            Err(progress) => {
+                if last.as_ref() != Some(&progress) {
+                    last = Some(progress);
+                    moved = std::time::Instant::now();
+                }
+                assert!(
+                    moved.elapsed() < STALL,
+                    "no progress towards {what} for {STALL:?}; stuck at {last:?}"
+                );
+            }
+        }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

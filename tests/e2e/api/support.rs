@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use refold::store::Store;
-use refold_tests::{Running, Sandbox, wait_until};
+use refold_tests::{Running, Sandbox, wait_progressing, wait_until};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -146,7 +146,8 @@ impl Host {
         body.as_str().expect("metrics are text").to_owned()
     }
 
-    /// Wait until a projection's status satisfies `condition`.
+    /// Wait until a projection's status satisfies `condition`, for as long as its checkpoint
+    /// or state keeps moving.
     pub async fn wait_for_projection(
         &self,
         name: &str,
@@ -154,27 +155,48 @@ impl Host {
         condition: impl Fn(&Value) -> bool,
     ) {
         let path = format!("/api/projections/{name}");
-        wait_until(what, || async {
+        wait_progressing(what, || async {
             let (status, body) = self.get(&path).await;
-            status == StatusCode::OK && condition(&body)
+            if status == StatusCode::OK && condition(&body) {
+                Ok(())
+            } else {
+                Err((status, progress(&body)))
+            }
         })
         .await;
     }
 
-    /// Wait until every projection is live at the store's head.
+    /// Wait until every projection is live at the store's head, for as long as their
+    /// checkpoints or states keep moving.
     pub async fn wait_live(&self, store: &dyn Store) {
         let head = store.head().await.expect("head");
-        wait_until("every projection to be live at the head", || async {
+        wait_progressing("every projection to be live at the head", || async {
             let (_, body) = self.get("/api/projections").await;
-            body["projections"].as_array().is_some_and(|ps| {
-                !ps.is_empty()
-                    && ps
-                        .iter()
-                        .all(|p| p["state"] == "live" && p["checkpoint"].as_u64() >= Some(head))
-            })
+            let projections = body["projections"].as_array().cloned().unwrap_or_default();
+            let live = !projections.is_empty()
+                && projections
+                    .iter()
+                    .all(|p| p["state"] == "live" && p["checkpoint"].as_u64() >= Some(head));
+            if live {
+                Ok(())
+            } else {
+                Err(projections.iter().map(progress).collect::<Vec<_>>())
+            }
         })
         .await;
     }
+}
+
+/// What says a projection is moving: its name, state, checkpoint and generations' checkpoints.
+fn progress(projection: &Value) -> String {
+    let generations: Vec<&Value> = projection["generations"]
+        .as_array()
+        .map(|g| g.iter().map(|g| &g["checkpoint"]).collect())
+        .unwrap_or_default();
+    format!(
+        "{} {} {} {generations:?}",
+        projection["name"], projection["state"], projection["checkpoint"]
+    )
 }
 
 /// A value of a metric line without labels or with these exact labels.

@@ -8,7 +8,8 @@ use refold::domain::{ExpectedVersion, Generation, GenerationState};
 use refold::engine::code_hash;
 use refold::store::{Refusal, Store, StreamAppend};
 use refold_tests::{
-    Running, Sandbox, catch_up, copy_log, dump, dump_uri, fixture, text, thing, wait_until,
+    Running, Sandbox, catch_up, copy_log, dump, dump_uri, fixture, text, thing, wait_progressing,
+    wait_until,
 };
 use serde_json::Value;
 
@@ -105,7 +106,8 @@ impl Host {
         assert!(self.process.alive(), "host exited:\n{}", self.log());
     }
 
-    /// Wait until a projection's generations satisfy `done`.
+    /// Wait until a projection's generations satisfy `done`, for as long as their checkpoints
+    /// and states keep moving.
     pub async fn wait_generations(
         &self,
         projection: &str,
@@ -113,8 +115,16 @@ impl Host {
         done: impl Fn(&[Generation]) -> bool,
     ) {
         let (store, done) = (&self.store, &done);
-        wait_until(what, || async move {
-            done(&store.generations(projection).await.expect("generations"))
+        wait_progressing(what, || async move {
+            let generations = store.generations(projection).await.expect("generations");
+            if done(&generations) {
+                Ok(())
+            } else {
+                Err(generations
+                    .iter()
+                    .map(|g| format!("g{} {:?} {}", g.number, g.state, g.checkpoint))
+                    .collect::<Vec<_>>())
+            }
         })
         .await;
     }
