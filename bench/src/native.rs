@@ -50,8 +50,8 @@ fn payment_updates(event: &RecordedEvent) -> Option<(Value, String, Value)> {
     let meta: Value = serde_json::from_str(&event.metadata).ok()?;
     let data: Value = serde_json::from_str(&event.data).ok()?;
     let organization = meta["organizationId"].as_str()?.to_owned();
-    let amount = data["amount"].as_f64()?;
-    let currency = data["currency"].as_str()?;
+    // A failure may carry its error alone (seed 000): amount and currency are kept when present.
+    let (amount, currency) = (data["amount"].as_f64(), data["currency"].as_str());
     let mut set = json!({
         "paymentId": event.aggregate_id, "organizationId": organization,
         "userId": meta.get("userId").cloned().unwrap_or(Value::Null),
@@ -60,6 +60,7 @@ fn payment_updates(event: &RecordedEvent) -> Option<(Value, String, Value)> {
     let fields = set.as_object_mut()?;
     let stats = match event.event_type.as_str() {
         "PaymentProcessed" => {
+            let (amount, currency) = (amount?, currency?);
             fields.insert("amount".into(), json!(amount));
             fields.insert("currency".into(), json!(currency));
             fields.insert(
@@ -72,8 +73,12 @@ fn payment_updates(event: &RecordedEvent) -> Option<(Value, String, Value)> {
         }
         "PaymentFailed" => {
             let error = data["error"].as_str()?;
-            fields.insert("amount".into(), json!(amount));
-            fields.insert("currency".into(), json!(currency));
+            if let Some(amount) = amount {
+                fields.insert("amount".into(), json!(amount));
+            }
+            if let Some(currency) = currency {
+                fields.insert("currency".into(), json!(currency));
+            }
             fields.insert("status".into(), json!("failed"));
             fields.insert("error".into(), json!(error));
             json!({ "$set": { "organizationId": organization }, "$inc": { "failedCount": 1, format!("failuresByReason.{error}"): 1 } })

@@ -25,7 +25,7 @@ const root = join(here, '..', '..');
 const wit = join(root, 'wit');
 const tool = join(here, 'node_modules', '.bin', 'componentize-qjs');
 if (!existsSync(tool)) {
-  console.error(`${tool} is missing: run \`npm install\` in ${here} (scripts/setup does)`);
+  console.error(`${tool} is missing: run \`npm ci\` in ${here} (scripts/setup does)`);
   process.exit(1);
 }
 mkdirSync(out, { recursive: true });

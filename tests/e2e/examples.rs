@@ -106,8 +106,20 @@ fn history() -> Vec<StreamAppend> {
                 "Payment",
                 "PaymentProcessed",
                 json!({ "amount": 10.0, "currency": "USD", "status": "completed" }),
-                org2,
+                org2.clone(),
                 T0 + 6 * MINUTE,
+            )],
+        ),
+        // As seed 000's PHP store writes a failure: the error alone.
+        append(
+            "payment-4",
+            ExpectedVersion::NoStream,
+            vec![event(
+                "Payment",
+                "PaymentFailed",
+                json!({ "error": "insufficient_funds" }),
+                org2.clone(),
+                T0 + 6 * MINUTE + 1,
             )],
         ),
         append(
@@ -210,6 +222,8 @@ async fn example_projections_build_the_expected_read_models() {
             json!({ "_id": "payment-3", "paymentId": "payment-3", "organizationId": "org-2", "userId": "user-2",
                 "updatedAt": date(T0 + 6 * MINUTE), "attempts": 1, "amount": 10.0, "currency": "USD", "method": null,
                 "status": "completed", "processedAt": date(T0 + 6 * MINUTE) }),
+            json!({ "_id": "payment-4", "paymentId": "payment-4", "organizationId": "org-2", "userId": "user-2",
+                "updatedAt": date(T0 + 6 * MINUTE + 1), "attempts": 1, "status": "failed", "error": "insufficient_funds" }),
         ]
     );
     assert_eq!(
@@ -217,7 +231,8 @@ async fn example_projections_build_the_expected_read_models() {
         vec![
             json!({ "_id": "org-1", "organizationId": "org-1", "processedCount": 2, "processedCents": { "EUR": 12550 },
                 "failedCount": 1, "failuresByReason": { "card_declined": 1 } }),
-            json!({ "_id": "org-2", "organizationId": "org-2", "processedCount": 1, "processedCents": { "USD": 1000 } }),
+            json!({ "_id": "org-2", "organizationId": "org-2", "processedCount": 1, "processedCents": { "USD": 1000 },
+                "failedCount": 1, "failuresByReason": { "insufficient_funds": 1 } }),
         ]
     );
     assert_eq!(
@@ -251,10 +266,10 @@ async fn example_projections_build_the_expected_read_models() {
     // `refold status` agrees: every projection active at the head.
     let out = run(&["status", "--store", &sandbox.uri("store.db"), "--json"]);
     let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-    assert_eq!(status["head"], 12);
+    assert_eq!(status["head"], 13);
     for generation in status["generations"].as_array().expect("generations") {
         assert_eq!(generation["state"], "active", "{generation}");
         assert_eq!(generation["lastError"], Value::Null, "{generation}");
-        assert_eq!(generation["checkpoint"], 12, "{generation}");
+        assert_eq!(generation["checkpoint"], 13, "{generation}");
     }
 }

@@ -10,4 +10,6 @@ mod hostile;
 mod hot_deploy;
 mod languages;
 mod mongo;
+mod prepare;
 mod scaffold;
+mod setup;

@@ -52,7 +52,7 @@ impl Server {
             .expect("free port")
             .port();
         let mut child = spawn(port);
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
@@ -61,7 +61,7 @@ impl Server {
             }
             assert!(
                 Instant::now() < deadline,
-                "SecantusDB did not listen on port {port} within 60 s"
+                "SecantusDB did not listen on port {port} within 120 s"
             );
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -40,7 +40,7 @@ impl Browser {
             );
         let base = format!("http://127.0.0.1:{port}");
         let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let ready = client.get(format!("{base}/status")).send().await;
             if let Ok(response) = ready
@@ -130,7 +130,7 @@ impl Browser {
 
     /// Click the element a CSS selector finds (retrying while the page re-renders it).
     pub async fn click(&self, selector: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let found = self
                 .session(

@@ -1,5 +1,7 @@
 /* Invoice billing view (seed 001), in C: one document per invoice through its lifecycle
- * (draft, sent, paid, cancelled). */
+ * (draft, sent, paid, cancelled). An InvoiceCreated needs only its amount and currency; lines may
+ * come as `lines` or `items`, the customer as `customer` and/or `customerId`, the organization
+ * from the data or the metadata. */
 #include "../sdk/refold.h"
 
 void refold_describe(rf_manifest *m) {
@@ -18,15 +20,22 @@ bool refold_on_event(const rf_event *event) {
   rf_update update = {0};
   if (rf_event_is(event, "InvoiceCreated")) {
     rf_json amount = rf_get(event->data, "amount"), lines = rf_get(event->data, "lines");
+    if (!rf_present(lines)) lines = rf_get(event->data, "items");
     if (amount.kind != RF_NUMBER) return rf_fail(RF_INVALID_EVENT, "data.amount is not a number", NULL, NULL);
-    if (lines.kind != RF_ARRAY) return rf_fail(RF_INVALID_EVENT, "data.lines is not an array", NULL, NULL);
+    if (rf_present(lines) && lines.kind != RF_ARRAY)
+      return rf_fail(RF_INVALID_EVENT, "data.lines is not an array", NULL, NULL);
+    rf_json organization = rf_get(event->data, "organizationId");
+    if (!rf_present(organization)) organization = rf_get(event->metadata, "organizationId");
+    rf_json customer = rf_get(event->data, "customer"), customer_id = rf_get(event->data, "customerId");
+    rf_json due_date = rf_get(event->data, "dueDate");
     rf_set_str(&update, "invoiceId", id);
-    rf_set_json(&update, "organizationId", rf_get(event->data, "organizationId"));
-    rf_set_json(&update, "customer", rf_get(event->data, "customer"));
+    if (rf_present(organization)) rf_set_json(&update, "organizationId", organization);
+    if (rf_present(customer)) rf_set_json(&update, "customer", customer);
+    if (rf_present(customer_id)) rf_set_json(&update, "customerId", customer_id);
     rf_set_float(&update, "amount", amount);
     rf_set_json(&update, "currency", rf_get(event->data, "currency"));
-    rf_set_i64(&update, "lineCount", (int64_t)rf_array_len(lines));
-    rf_set_json(&update, "dueDate", rf_get(event->data, "dueDate"));
+    rf_set_i64(&update, "lineCount", rf_present(lines) ? (int64_t)rf_array_len(lines) : 0);
+    if (rf_present(due_date)) rf_set_json(&update, "dueDate", due_date);
     rf_set_str(&update, "status", "draft");
     rf_set_date(&update, "issuedAt", event->timestamp_ms);
     return rf_update_doc("invoices", id, &update, true, NULL);

@@ -1,5 +1,6 @@
 /* Payment read model and per-organization payment statistics (seed 000), in C: the same
- * documents as the Rust example, byte for byte. */
+ * documents as the Rust example, byte for byte. A PaymentFailed needs only its error; its amount
+ * and currency are kept when present. */
 #include "../sdk/refold.h"
 
 void refold_describe(rf_manifest *m) {
@@ -20,8 +21,12 @@ bool refold_on_event(const rf_event *event) {
   rf_json amount = rf_get(event->data, "amount"), currency = rf_get(event->data, "currency");
   const char *currency_text = rf_string(currency);
   if (!org) return rf_fail(RF_INVALID_EVENT, "metadata.organizationId is not a string", NULL, NULL);
-  if (amount.kind != RF_NUMBER) return rf_fail(RF_INVALID_EVENT, "data.amount is not a number", NULL, NULL);
-  if (!currency_text) return rf_fail(RF_INVALID_EVENT, "data.currency is not a string", NULL, NULL);
+  /* A failed payment may leave out its amount and currency (or give them as null). */
+  bool has_amount = processed || rf_present(amount), has_currency = processed || rf_present(currency);
+  if (has_amount && amount.kind != RF_NUMBER)
+    return rf_fail(RF_INVALID_EVENT, "data.amount is not a number", NULL, NULL);
+  if (has_currency && !currency_text)
+    return rf_fail(RF_INVALID_EVENT, "data.currency is not a string", NULL, NULL);
 
   rf_update payment = {0}, stats = {0};
   rf_set_str(&payment, "paymentId", event->aggregate_id);
@@ -29,8 +34,8 @@ bool refold_on_event(const rf_event *event) {
   rf_set_json(&payment, "userId", rf_get(event->metadata, "userId"));
   rf_set_date(&payment, "updatedAt", event->timestamp_ms);
   rf_inc_i64(&payment, "attempts", 1);
-  rf_set_float(&payment, "amount", amount);
-  rf_set_json(&payment, "currency", currency);
+  if (has_amount) rf_set_float(&payment, "amount", amount);
+  if (has_currency) rf_set_json(&payment, "currency", currency);
   rf_set_json(&stats, "organizationId", organization);
   if (processed) {
     rf_set_json(&payment, "method", rf_get(event->data, "method"));

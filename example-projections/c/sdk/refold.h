@@ -293,6 +293,9 @@ static inline const char *rf_string(rf_json v) {
   return b.ptr;
 }
 
+/* Whether a value is there: neither absent nor null (an optional field). */
+static inline bool rf_present(rf_json v) { return v.kind != RF_MISSING && v.kind != RF_NULL; }
+
 /* The member `key` of an object; RF_MISSING when absent (or `object` is not an object). */
 static inline rf_json rf_get(rf_json object, const char *key) {
   rf_json missing = {NULL, 0, RF_MISSING};

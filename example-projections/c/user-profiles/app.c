@@ -1,4 +1,5 @@
-/* User profiles (seed 002), in C: the state of each user as a left fold of its events. */
+/* User profiles (seed 002), in C: the state of each user as a left fold of its events. The
+ * organization comes from the data, else the metadata, and is left out when neither has it. */
 #include "../sdk/refold.h"
 
 void refold_describe(rf_manifest *m) {
@@ -23,8 +24,12 @@ bool refold_on_event(const rf_event *event) {
     rf_buf_json(&doc, name);
     rf_buf_cstr(&doc, ",\"email\":");
     rf_buf_json(&doc, rf_get(event->data, "email"));
-    rf_buf_cstr(&doc, ",\"organizationId\":");
-    rf_buf_json(&doc, rf_get(event->data, "organizationId"));
+    rf_json organization = rf_get(event->data, "organizationId");
+    if (!rf_present(organization)) organization = rf_get(event->metadata, "organizationId");
+    if (rf_present(organization)) {
+      rf_buf_cstr(&doc, ",\"organizationId\":");
+      rf_buf_json(&doc, organization);
+    }
     rf_buf_cstr(&doc, ",\"registeredAt\":");
     rf_buf_date(&doc, event->timestamp_ms);
     rf_buf_cstr(&doc, ",\"names\":[");

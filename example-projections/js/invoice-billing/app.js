@@ -1,5 +1,7 @@
 // Invoice billing view (seed 001), in JavaScript: one document per invoice through its
-// lifecycle (draft, sent, paid, cancelled).
+// lifecycle (draft, sent, paid, cancelled). An InvoiceCreated needs only its amount and currency;
+// lines may come as `lines` or `items`, the customer as `customer` and/or `customerId`, the
+// organization from the data or the metadata.
 import { Float, ProjectionError, Update, collection, each, manifest, timestamp } from '../sdk/refold.js';
 
 export function describe() {
@@ -23,16 +25,18 @@ export const handle = each((event) => {
   let update;
   if (event.eventType === 'InvoiceCreated') {
     const data = JSON.parse(event.data);
-    update = new Update()
-      .set('invoiceId', id)
-      .set('organizationId', data.organizationId)
-      .set('customer', data.customer)
+    const meta = JSON.parse(event.metadata);
+    update = new Update().set('invoiceId', id);
+    const organization = data.organizationId ?? meta.organizationId;
+    if (organization != null) update.set('organizationId', organization);
+    if (data.customer != null) update.set('customer', data.customer);
+    if (data.customerId != null) update.set('customerId', data.customerId);
+    update
       .set('amount', new Float(data.amount))
       .set('currency', data.currency)
-      .set('lineCount', data.lines.length)
-      .set('dueDate', data.dueDate)
-      .set('status', 'draft')
-      .set('issuedAt', timestamp(event));
+      .set('lineCount', (data.lines ?? data.items ?? []).length);
+    if (data.dueDate != null) update.set('dueDate', data.dueDate);
+    update.set('status', 'draft').set('issuedAt', timestamp(event));
     invoices.update(id, update);
     return;
   } else if (event.eventType === 'InvoiceSent') {

@@ -1,5 +1,6 @@
 // Payment read model and per-organization payment statistics (seed 000), in JavaScript: the
-// same documents as the Rust example, byte for byte.
+// same documents as the Rust example, byte for byte. A PaymentFailed needs only its error; its
+// amount and currency are kept when present.
 import { Float, Update, cents, collection, each, manifest, timestamp } from '../sdk/refold.js';
 
 export function describe() {
@@ -42,11 +43,9 @@ export const handle = each((event) => {
       .inc('processedCount', 1)
       .inc(`processedCents.${data.currency}`, cents(data.amount)));
   } else if (event.eventType === 'PaymentFailed') {
-    payment
-      .set('amount', new Float(data.amount))
-      .set('currency', data.currency)
-      .set('status', 'failed')
-      .set('error', data.error);
+    if (data.amount != null) payment.set('amount', new Float(data.amount));
+    if (data.currency != null) payment.set('currency', data.currency);
+    payment.set('status', 'failed').set('error', data.error);
     payments.update(event.aggregateId, payment);
     stats.update(meta.organizationId, new Update()
       .set('organizationId', meta.organizationId)

@@ -1,4 +1,5 @@
 // User profiles (seed 002), in JavaScript: the state of each user as a left fold of its events.
+// The organization comes from the data, else the metadata, and is left out when neither has it.
 import { ProjectionError, Update, collection, each, manifest, timestamp } from '../sdk/refold.js';
 
 export function describe() {
@@ -22,16 +23,16 @@ export const handle = each((event) => {
   const id = event.aggregateId;
   const data = JSON.parse(event.data);
   if (event.eventType === 'UserRegistered') {
-    users.put(id, {
-      userId: id,
-      name: data.name,
-      email: data.email,
-      organizationId: data.organizationId,
+    const profile = { userId: id, name: data.name, email: data.email };
+    const organization = data.organizationId ?? JSON.parse(event.metadata).organizationId;
+    if (organization != null) profile.organizationId = organization;
+    Object.assign(profile, {
       registeredAt: timestamp(event),
       names: [data.name],
       emailChanges: 0,
       version: event.version,
     });
+    users.put(id, profile);
   } else if (event.eventType === 'UserRenamed') {
     const update = new Update().set('name', data.name).push('names', data.name).set('version', event.version);
     if (!users.updateExisting(id, update)) {

@@ -1,5 +1,7 @@
 """Invoice billing view (seed 001), in Python: one document per invoice through its lifecycle
-(draft, sent, paid, cancelled)."""
+(draft, sent, paid, cancelled). An InvoiceCreated needs only its amount and currency; lines may
+come as `lines` or `items`, the customer as `customer` and/or `customerId`, the organization
+from the data or the metadata."""
 
 from refold import Projection, ProjectionError, Update, collection, manifest
 
@@ -21,18 +23,24 @@ class WitWorld(Projection):
         invoices, id = collection("invoices"), event.aggregate_id
         if event.event_type == "InvoiceCreated":
             data = event.data
-            update = (
-                Update()
-                .set("invoiceId", id)
-                .set("organizationId", data["organizationId"])
-                .set("customer", data["customer"])
-                .set("amount", float(data["amount"]))
-                .set("currency", data["currency"])
-                .set("lineCount", len(data["lines"]))
-                .set("dueDate", data["dueDate"])
-                .set("status", "draft")
-                .set("issuedAt", event.timestamp)
-            )
+            update = Update().set("invoiceId", id)
+            organization = data.get("organizationId")
+            if organization is None:
+                organization = event.metadata.get("organizationId")
+            if organization is not None:
+                update.set("organizationId", organization)
+            if data.get("customer") is not None:
+                update.set("customer", data["customer"])
+            if data.get("customerId") is not None:
+                update.set("customerId", data["customerId"])
+            lines = data.get("lines")
+            if lines is None:
+                lines = data.get("items")
+            update.set("amount", float(data["amount"])).set("currency", data["currency"])
+            update.set("lineCount", len(lines or []))
+            if data.get("dueDate") is not None:
+                update.set("dueDate", data["dueDate"])
+            update.set("status", "draft").set("issuedAt", event.timestamp)
             invoices.update(id, update)
             return
         if event.event_type == "InvoiceSent":

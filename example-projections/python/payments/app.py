@@ -1,5 +1,6 @@
 """Payment read model and per-organization payment statistics (seed 000), in Python: the same
-documents as the Rust example, byte for byte."""
+documents as the Rust example, byte for byte. A PaymentFailed needs only its error; its amount
+and currency are kept when present."""
 
 from refold import Projection, Update, cents, collection, manifest
 
@@ -37,7 +38,10 @@ class WitWorld(Projection):
             stats = Update().set("organizationId", organization).inc("processedCount", 1)
             stats.inc(f"processedCents.{data['currency']}", cents(data["amount"]))
         elif event.event_type == "PaymentFailed":
-            payment.set("amount", float(data["amount"])).set("currency", data["currency"])
+            if data.get("amount") is not None:
+                payment.set("amount", float(data["amount"]))
+            if data.get("currency") is not None:
+                payment.set("currency", data["currency"])
             payment.set("status", "failed").set("error", data["error"])
             collection("payments").update(event.aggregate_id, payment)
             stats = Update().set("organizationId", organization).inc("failedCount", 1)

@@ -1,4 +1,5 @@
-"""User profiles (seed 002), in Python: the state of each user as a left fold of its events."""
+"""User profiles (seed 002), in Python: the state of each user as a left fold of its events. The
+organization comes from the data, else the metadata, and is left out when neither has it."""
 
 from refold import Projection, ProjectionError, Update, collection, manifest
 
@@ -20,16 +21,17 @@ class WitWorld(Projection):
     def on_event(self, event):
         users, id, data = collection("users"), event.aggregate_id, event.data
         if event.event_type == "UserRegistered":
-            users.put(id, {
-                "userId": id,
-                "name": data["name"],
-                "email": data["email"],
-                "organizationId": data["organizationId"],
-                "registeredAt": event.timestamp,
-                "names": [data["name"]],
-                "emailChanges": 0,
-                "version": event.version,
-            })
+            profile = {"userId": id, "name": data["name"], "email": data["email"]}
+            organization = data.get("organizationId")
+            if organization is None:
+                organization = event.metadata.get("organizationId")
+            if organization is not None:
+                profile["organizationId"] = organization
+            profile["registeredAt"] = event.timestamp
+            profile["names"] = [data["name"]]
+            profile["emailChanges"] = 0
+            profile["version"] = event.version
+            users.put(id, profile)
             return
         if event.event_type == "UserRenamed":
             update = Update().set("name", data["name"]).push("names", data["name"])

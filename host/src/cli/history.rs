@@ -182,7 +182,12 @@ impl History {
         let event = self.event(
             "User",
             "UserRegistered",
-            json!({ "userId": id, "name": name, "email": email, "organizationId": organization }),
+            // Every fifth registration names its organization in the metadata alone.
+            if self.counters[0] % 5 == 0 {
+                json!({ "userId": id, "name": name, "email": email })
+            } else {
+                json!({ "userId": id, "name": name, "email": email, "organizationId": organization })
+            },
             json!({ "organizationId": organization, "source": "signup" }),
         );
         self.push(id.clone(), ExpectedVersion::NoStream, vec![event]);
@@ -252,7 +257,13 @@ impl History {
             self.event(
                 "Payment",
                 "PaymentFailed",
-                json!({ "amount": amount, "currency": currency, "error": error }),
+                // A gateway time-out is written as seed 000's PHP store writes every failure:
+                // the error alone, no amount or currency.
+                if error == "gateway_timeout" {
+                    json!({ "error": error })
+                } else {
+                    json!({ "amount": amount, "currency": currency, "error": error })
+                },
                 metadata,
             )
         } else {
@@ -308,13 +319,25 @@ impl History {
         let amount = (amount * 100.0).round() / 100.0;
         let due = crate::domain::time::iso8601_millis(self.now_ms + 30 * 86_400_000);
         let metadata = json!({ "organizationId": organization });
-        let created = self.event(
-            "Invoice",
-            "InvoiceCreated",
-            json!({ "invoiceId": id, "organizationId": organization, "customer": { "name": format!("Customer of {organization}") },
-                    "amount": amount, "currency": currency, "lines": items, "dueDate": { "$date": due } }),
-            metadata.clone(),
-        );
+        // Every fifth invoice is written in seed 001's shape (a customer id, `items`, no due
+        // date, the organization only in the metadata), every tenth without the organization
+        // at all (seed 001's metadata has a user and a correlation id).
+        let (data, created_metadata) = match self.counters[2] % 10 {
+            0 => (
+                json!({ "customerId": format!("customer-{organization}"), "amount": amount, "currency": currency, "items": items }),
+                json!({ "userId": "user-000001", "correlationId": format!("correlation-{id}") }),
+            ),
+            5 => (
+                json!({ "customerId": format!("customer-{organization}"), "amount": amount, "currency": currency, "items": items }),
+                metadata.clone(),
+            ),
+            _ => (
+                json!({ "invoiceId": id, "organizationId": organization, "customer": { "name": format!("Customer of {organization}") },
+                        "amount": amount, "currency": currency, "lines": items, "dueDate": { "$date": due } }),
+                metadata.clone(),
+            ),
+        };
+        let created = self.event("Invoice", "InvoiceCreated", data, created_metadata);
         let mut events = vec![created];
         if self.rng.chance(70) {
             events.push(self.event(

@@ -118,20 +118,23 @@ enum Command {
     /// the WIT contract, so it builds without this repository with `refold build DIR`.
     /// Languages: rust, python, js, c (each needs its toolchain: see the README).
     New(new::NewArgs),
-    /// Build a projection folder into components: Rust, Python or JavaScript.
+    /// Build a projection folder into components: Rust, Python, JavaScript or C.
     ///
     /// A folder with `Cargo.toml` is a Rust crate or workspace: every `cdylib` is built for
     /// wasm32-unknown-unknown (the target is installed with rustup if missing) and written as
     /// `OUT/<crate>.wasm`. A folder with `app.py` is built with componentize-py, one with
-    /// `app.js` with componentize-qjs (the folder's own `node_modules` first); both need the
-    /// contract in `wit/` (as `refold new` writes it) and write `OUT/<folder>.wasm`.
+    /// `app.js` with componentize-qjs (the folder's own `node_modules` first), one with `app.c`
+    /// with clang-19 and wasi-libc (`REFOLD_CLANG`, `WASI_SYSROOT`); these need the contract in
+    /// `wit/` (as `refold new` writes it) and write `OUT/<folder>.wasm`.
     Build(BuildArgs),
 }
 
 /// Where the events and read models live.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
-    /// Store URI: `sqlite://PATH` for the embedded store (created if missing).
+    /// Store URI: `sqlite://PATH` for the embedded store (a file, created if missing), or
+    /// `mongodb://HOST:PORT/DATABASE?replicaSet=NAME` (also `mongodb+srv://`) for MongoDB, the
+    /// production store (a replica set; one node is enough).
     #[arg(long, env = "REFOLD_STORE", default_value = "sqlite://refold.db")]
     pub store: String,
 }

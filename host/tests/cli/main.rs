@@ -43,6 +43,37 @@ fn head(uri: &str) -> u64 {
 }
 
 #[test]
+fn every_command_with_a_store_names_both_uri_forms() {
+    for command in [
+        "run",
+        "append",
+        "status",
+        "rebuild",
+        "rollback",
+        "pause",
+        "resume",
+        "dead-letters list",
+        "dead-letters retry",
+        "dead-letters discard",
+    ] {
+        let mut args: Vec<&str> = command.split(' ').collect();
+        args.push("--help");
+        let out = refold(&args);
+        assert!(out.status.success(), "{command} --help failed");
+        let help = String::from_utf8_lossy(&out.stdout);
+        for form in [
+            "sqlite://PATH",
+            "mongodb://HOST:PORT/DATABASE?replicaSet=NAME",
+        ] {
+            assert!(
+                help.contains(form),
+                "{command} --help does not name {form}: {help}"
+            );
+        }
+    }
+}
+
+#[test]
 fn every_command_explains_itself() {
     for (command, words) in [
         // The long descriptions show in `--help`, not only the one-line summaries.

@@ -2,6 +2,8 @@
 //!
 //! - `payments`: one document per payment: amount, currency, status (`completed`/`failed`),
 //!   the organization and user, when it was processed, the last error and how many attempts.
+//!   A `PaymentFailed` needs only its `error` (seed 000's handler reads nothing else); its
+//!   `amount` and `currency` are kept when present, and otherwise left as they were.
 //! - `org_stats`: one document per organization: processed and failed counts, and the processed
 //!   amount per currency in cents (integers, so totals are exact).
 
@@ -27,8 +29,10 @@ struct Processed {
 
 #[derive(Deserialize)]
 struct Failed {
-    amount: f64,
-    currency: String,
+    #[serde(default)]
+    amount: Option<f64>,
+    #[serde(default)]
+    currency: Option<String>,
     error: String,
 }
 
@@ -72,9 +76,14 @@ impl Projection for Payments {
             }
             "PaymentFailed" => {
                 let data: Failed = event.data()?;
+                let mut payment = payment;
+                if let Some(amount) = data.amount {
+                    payment = payment.set("amount", amount);
+                }
+                if let Some(currency) = &data.currency {
+                    payment = payment.set("currency", currency);
+                }
                 let payment = payment
-                    .set("amount", data.amount)
-                    .set("currency", &data.currency)
                     .set("status", "failed")
                     .set("error", &data.error);
                 ctx.collection("payments").update(event.aggregate_id(), payment)?;

@@ -1,5 +1,6 @@
 //! User profiles (seed 002: state is a left fold of events): the current name and e-mail of each
-//! user, with the history of names and the number of e-mail changes.
+//! user, with the history of names and the number of e-mail changes. The organization comes from
+//! a `UserRegistered`'s data, else from its metadata, and is left out when neither has it.
 
 use refold_projections_sdk::{Context, Error, Event, Manifest, Projection, Result, Update, export_projection};
 use serde::Deserialize;
@@ -11,7 +12,15 @@ struct UserProfiles;
 struct Registered {
     name: String,
     email: String,
-    organization_id: String,
+    #[serde(default)]
+    organization_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Metadata {
+    #[serde(default)]
+    organization_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -40,16 +49,18 @@ impl Projection for UserProfiles {
         match event.event_type() {
             "UserRegistered" => {
                 let data: Registered = event.data()?;
-                let profile = serde_json::json!({
-                    "userId": id,
-                    "name": data.name,
-                    "email": data.email,
-                    "organizationId": data.organization_id,
-                    "registeredAt": event.timestamp(),
-                    "names": [data.name],
-                    "emailChanges": 0,
-                    "version": event.version(),
-                });
+                let organization = match data.organization_id {
+                    Some(organization) => Some(organization),
+                    None => event.metadata::<Metadata>()?.organization_id,
+                };
+                let mut profile = serde_json::json!({ "userId": id, "name": data.name, "email": data.email });
+                if let Some(organization) = organization {
+                    profile["organizationId"] = organization.into();
+                }
+                profile["registeredAt"] = event.timestamp();
+                profile["names"] = serde_json::json!([data.name]);
+                profile["emailChanges"] = 0.into();
+                profile["version"] = event.version().into();
                 users.put(id, &profile)?;
             }
             "UserRenamed" => {
