@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 /// 60 normal events with one poison event after the 40th, in a new store; returns the poison
 /// event's position.
-async fn poisoned_history(sandbox: &Sandbox, file: &str) -> i64 {
+async fn poisoned_history(sandbox: &Sandbox, file: &str) -> u64 {
     let store = sandbox.store(file).await;
     let mut poison = 0;
     for i in 0..61 {
