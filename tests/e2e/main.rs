@@ -10,6 +10,7 @@ mod hostile;
 mod hot_deploy;
 mod languages;
 mod mongo;
+mod one_build;
 mod prepare;
 mod scaffold;
 mod setup;

@@ -235,6 +235,13 @@ pub async fn admin(uri: &str, command: Document) -> Result<Document, mongodb::er
     client.database("admin").run_command(command).await
 }
 
+/// Fail points are global to the server (mongod keeps one `failCommand` configuration, which
+/// the next one replaces): a test that sets them holds this lock, so such tests run one at a time.
+pub async fn fail_points() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOCK.lock().await
+}
+
 /// Turn on the `failCommand` fail point for the next `times` calls of `commands` made by
 /// clients named `app` (`appName` in their URI), with `data` saying how they fail
 /// (`{"closeConnection": true}`, `{"errorCode": 91}`, `{"writeConcernError": {...}}`).

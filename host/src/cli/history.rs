@@ -183,7 +183,7 @@ impl History {
             "User",
             "UserRegistered",
             // Every fifth registration names its organization in the metadata alone.
-            if self.counters[0] % 5 == 0 {
+            if self.counters[0].is_multiple_of(5) {
                 json!({ "userId": id, "name": name, "email": email })
             } else {
                 json!({ "userId": id, "name": name, "email": email, "organizationId": organization })

@@ -115,7 +115,8 @@ pub struct HostArgs {
     /// Memory cap per projection instance, in MiB.
     #[arg(long, env = "REFOLD_MEMORY_MIB", default_value_t = 128)]
     pub memory_mib: usize,
-    /// Deadline of one batch, in milliseconds; a guest that runs longer fails its batch.
+    /// Deadline of one batch, in milliseconds; a guest that runs longer fails its batch. Time the
+    /// host spends waiting on the store for the guest's reads does not count.
     #[arg(long, env = "REFOLD_BATCH_DEADLINE_MS", default_value_t = 10_000)]
     pub batch_deadline_ms: u64,
     /// Folder of the compiled-code cache, shared by runs on this machine [default:

@@ -3,6 +3,7 @@
 //! batch context, log lines here.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::StoreLimits;
 use wasmtime::component::{HasSelf, Linker};
@@ -36,6 +37,35 @@ pub(super) struct HostState {
     pub(super) sandbox: Sandbox,
     /// The end of what the guest last wrote to stderr (a Python traceback, ...).
     pub(super) stderr_tail: Option<String>,
+    /// The guest's own time against its deadline; the store sets it.
+    pub(super) clock: GuestClock,
+}
+
+/// The time a guest has used of its deadline in one store: the wall time since the store was
+/// made, less the time the host spent waiting on the store for the guest's reads (a slow or
+/// failing-over store is the host's problem, never the guest's).
+pub(super) struct GuestClock {
+    budget: Duration,
+    started: Instant,
+    blocked_before: Duration,
+}
+
+impl GuestClock {
+    /// A clock with `budget` of guest time, starting now.
+    pub(super) fn start(budget: Duration, context: &BatchContext) -> Self {
+        Self {
+            budget,
+            started: Instant::now(),
+            blocked_before: context.blocked(),
+        }
+    }
+
+    /// The guest time left (zero once the deadline is passed).
+    pub(super) fn left(&self, context: &BatchContext) -> Duration {
+        let blocked = context.blocked().saturating_sub(self.blocked_before);
+        let used = self.started.elapsed().saturating_sub(blocked);
+        self.budget.saturating_sub(used)
+    }
 }
 
 impl HostState {
@@ -49,6 +79,11 @@ impl HostState {
             logs: 0,
             panic: None,
             stderr_tail: None,
+            clock: GuestClock {
+                budget: Duration::ZERO,
+                started: Instant::now(),
+                blocked_before: Duration::ZERO,
+            },
         }
     }
 

@@ -15,7 +15,7 @@ mod sandbox;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use wasmtime::Config;
 use wasmtime::component::Linker;
@@ -30,12 +30,18 @@ use bindings::ProjectionPre;
 /// How often the epoch advances; deadlines are counted in these ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// A duration in epoch ticks, at least one.
+fn ticks(duration: Duration) -> u64 {
+    (duration.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
 /// Limits applied to every instance.
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// Linear memory cap per instance, in bytes.
     pub memory_bytes: usize,
-    /// Wall-clock budget of one `handle` (or `describe`) call.
+    /// Budget of one `handle` (or `describe`) call: wall-clock time, less the time the host
+    /// spends waiting on the store for the guest's reads.
     pub deadline: Duration,
     /// Most table elements per table.
     pub table_elements: usize,
@@ -131,11 +137,21 @@ impl Engine {
             .memories(4)
             .trap_on_grow_failure(true)
             .build();
+        state.clock = host::GuestClock::start(deadline, &state.context);
         let mut store = wasmtime::Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        let ticks = (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        // The epoch deadline is a first check; when it passes, the guest's own time decides:
+        // the time the host spent waiting on the store for the guest's reads is added back.
+        store.set_epoch_deadline(ticks(deadline));
+        store.epoch_deadline_callback(|context| {
+            let state = context.data();
+            let left = state.clock.left(&state.context);
+            Ok(if left.is_zero() {
+                wasmtime::UpdateDeadline::Interrupt
+            } else {
+                wasmtime::UpdateDeadline::Continue(ticks(left))
+            })
+        });
         store
     }
 }
@@ -202,7 +218,6 @@ impl PreparedProjection {
         wasmtime::Store<host::HostState>,
         wasmtime::Result<Result<(), host::HandleError>>,
     ) {
-        let started = Instant::now();
         let mut instance = None;
         for (event, wit_event) in events.iter().zip(wit_events) {
             let current = match instance.take() {
@@ -224,11 +239,8 @@ impl PreparedProjection {
                 Err(error) => return (store, Err(error)),
             }
             if store.data_mut().sandbox.take_drawn() {
-                let left = self
-                    .engine
-                    .limits
-                    .deadline
-                    .saturating_sub(started.elapsed());
+                let state = store.data();
+                let left = state.clock.left(&state.context);
                 store = self.engine.store_with(store.into_data(), left);
             } else {
                 instance = Some(current);

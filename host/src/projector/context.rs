@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::domain::document::{self, Document, MAX_DOCUMENT_BYTES};
 use crate::domain::{Manifest, Position};
@@ -79,6 +80,9 @@ pub struct BatchContext {
     position: Position,
     violation: Option<(Position, CollectionFailure)>,
     store_failure: Option<String>,
+    /// Time spent waiting on the store for reads, over the context's life: the host's time, not
+    /// the guest's, so the guest's deadline does not count it.
+    blocked: Duration,
 }
 
 impl BatchContext {
@@ -98,7 +102,14 @@ impl BatchContext {
             position: 0,
             violation: None,
             store_failure: None,
+            blocked: Duration::ZERO,
         }
+    }
+
+    /// Time spent waiting on the store for reads so far (it only grows): subtracted from a
+    /// guest's time so that a slow store never makes a guest miss its deadline.
+    pub fn blocked(&self) -> Duration {
+        self.blocked
     }
 
     /// Position of the event being handled, as far as the host knows (the first of the batch
@@ -146,9 +157,10 @@ impl BatchContext {
         if let Some(entry) = self.entries.get(collection).and_then(|c| c.get(id)) {
             return Ok(entry.document.clone());
         }
-        let document = self
-            .reader
-            .get(collection, id)
+        let asked = Instant::now();
+        let read = self.reader.get(collection, id);
+        self.blocked += asked.elapsed();
+        let document = read
             .map_err(|e| CollectionFailure::Store(e.to_string()))?
             .map(Arc::new);
         self.entries

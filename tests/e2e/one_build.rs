@@ -1,0 +1,78 @@
+//! The demo (`cargo run --release`), the suite (`cargo test --release --workspace`) and the
+//! guest-component step of `scripts/test` compile the host's dependencies with one set of
+//! features and one profile, so that on a fresh machine the tests reuse the demo's build instead
+//! of compiling wasmtime and cranelift a second time. A crate whose features differ between two
+//! builds is compiled twice, with everything that depends on it: a dev-dependency that turned on
+//! `fnv/std` once did that to gimli, cranelift and wasmtime.
+//!
+//! Cargo prints the units a command would compile with `--unit-graph`, which stable cargo takes
+//! only with `RUSTC_BOOTSTRAP=1`; nothing is compiled. (Run the e2e tests alone with
+//! `--workspace --test e2e`, not `-p refold-tests`: that resolves other features.)
+
+use std::collections::BTreeSet;
+use std::process::Command;
+
+use refold_tests::{repo_root, text};
+use serde_json::Value;
+
+/// One compiled library: package, target, features and profile, as cargo would build it.
+type Unit = (String, String, String, String);
+
+/// The library units (no binaries, tests or build scripts) that `cargo ARGS` would compile.
+fn units(args: &[&str]) -> BTreeSet<Unit> {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .args(["-Z", "unstable-options", "--unit-graph"])
+        .current_dir(repo_root())
+        .env("RUSTC_BOOTSTRAP", "1")
+        .output()
+        .expect("run cargo");
+    assert!(
+        out.status.success(),
+        "cargo {args:?}: {}",
+        text(&out.stderr)
+    );
+    let graph: Value = serde_json::from_slice(&out.stdout).expect("unit graph JSON");
+    graph["units"]
+        .as_array()
+        .expect("units")
+        .iter()
+        .filter(|u| u["mode"] == "build")
+        .filter(|u| {
+            u["target"]["kind"]
+                .as_array()
+                .is_some_and(|k| k.iter().any(|k| k == "lib" || k == "proc-macro"))
+        })
+        .map(|u| {
+            (
+                u["pkg_id"].as_str().unwrap_or_default().to_owned(),
+                u["target"]["name"].as_str().unwrap_or_default().to_owned(),
+                u["features"].to_string(),
+                u["profile"].to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_demo_the_suite_and_the_component_step_share_one_build() {
+    // `cargo run --release` compiles what `cargo build --release` does (the default members);
+    // cargo cannot print a unit graph for `run`.
+    let demo = units(&["build", "--release"]);
+    let suite = units(&["test", "--release", "--workspace", "--no-run"]);
+    let components = units(&["test", "--release", "--workspace", "--test", "e2e"]);
+    assert!(
+        demo.iter().any(|u| u.1 == "wasmtime"),
+        "the demo build has no wasmtime: {demo:?}"
+    );
+    let missing: Vec<&Unit> = demo.difference(&suite).collect();
+    assert!(
+        missing.is_empty(),
+        "the suite would compile these demo units again with other features or settings: {missing:?}"
+    );
+    let missing: Vec<&Unit> = components.difference(&suite).collect();
+    assert!(
+        missing.is_empty(),
+        "the component step would compile these again: {missing:?}"
+    );
+}
