@@ -179,6 +179,42 @@ fn history() -> Vec<StreamAppend> {
                 ),
             ],
         ),
+        // A registration naming its organization in the metadata alone.
+        append(
+            "user-2",
+            ExpectedVersion::NoStream,
+            vec![event(
+                "User",
+                "UserRegistered",
+                json!({ "name": "Grace Hopper", "email": "grace@org-2.example" }),
+                json!({ "organizationId": "org-2" }),
+                T0 + 22 * 1440 * MINUTE,
+            )],
+        ),
+        // An invoice as seed 001 writes it (a customer id, `items`, no due date, metadata with a
+        // user and a correlation id but no organization), paid without restating its amount.
+        append(
+            "invoice-3",
+            ExpectedVersion::NoStream,
+            vec![
+                event(
+                    "Invoice",
+                    "InvoiceCreated",
+                    json!({ "customerId": "cust_456", "amount": 1500.0, "currency": "EUR", "items": [
+                        { "description": "Cloud Resources", "amount": 1200.0 },
+                        { "description": "Support", "amount": 300.0 }] }),
+                    json!({ "userId": "user_789", "correlationId": "corr_abc" }),
+                    T0 + 22 * 1440 * MINUTE,
+                ),
+                event(
+                    "Invoice",
+                    "InvoicePaid",
+                    json!({}),
+                    json!({ "userId": "user_789", "correlationId": "corr_abd" }),
+                    T0 + 23 * 1440 * MINUTE,
+                ),
+            ],
+        ),
     ]
 }
 
@@ -246,11 +282,16 @@ async fn example_projections_build_the_expected_read_models() {
                 "amount": 50.0, "currency": "EUR", "lineCount": 0, "dueDate": { "$date": "2025-03-01T00:00:00.000Z" },
                 "status": "cancelled", "issuedAt": date(T0 + 20 * 1440 * MINUTE),
                 "cancelledAt": date(T0 + 21 * 1440 * MINUTE), "cancellationReason": "duplicate" }),
+            json!({ "_id": "invoice-3", "invoiceId": "invoice-3", "customerId": "cust_456", "amount": 1500.0,
+                "currency": "EUR", "lineCount": 2, "status": "paid", "issuedAt": date(T0 + 22 * 1440 * MINUTE),
+                "paidAt": date(T0 + 23 * 1440 * MINUTE) }),
         ]
     );
     assert_eq!(
         docs("invoice-analytics__monthly"),
         vec![
+            // Without an organization, counted under its month alone.
+            json!({ "_id": "2025-02", "month": "2025-02", "created": 1, "invoicedCents": { "EUR": 150000 }, "paid": 1 }),
             json!({ "_id": "org-1:2025-01", "organizationId": "org-1", "month": "2025-01", "created": 1, "invoicedCents": { "EUR": 30000 } }),
             json!({ "_id": "org-1:2025-02", "organizationId": "org-1", "month": "2025-02", "paid": 1, "paidCents": { "EUR": 30000 },
                 "created": 1, "invoicedCents": { "EUR": 5000 }, "cancelled": 1 }),
@@ -258,18 +299,23 @@ async fn example_projections_build_the_expected_read_models() {
     );
     assert_eq!(
         docs("user-profiles__users"),
-        vec![json!({
+        vec![
+            json!({
         "_id": "user-1", "userId": "user-1", "name": "Ada King", "email": "ada.king@org-1.example", "organizationId": "org-1",
-        "registeredAt": date(T0), "names": ["Ada Lovelace", "Ada King"], "emailChanges": 1, "version": 3 })]
+        "registeredAt": date(T0), "names": ["Ada Lovelace", "Ada King"], "emailChanges": 1, "version": 3 }),
+            json!({
+        "_id": "user-2", "userId": "user-2", "name": "Grace Hopper", "email": "grace@org-2.example", "organizationId": "org-2",
+        "registeredAt": date(T0 + 22 * 1440 * MINUTE), "names": ["Grace Hopper"], "emailChanges": 0, "version": 1 })
+        ]
     );
 
     // `refold status` agrees: every projection active at the head.
     let out = run(&["status", "--store", &sandbox.uri("store.db"), "--json"]);
     let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-    assert_eq!(status["head"], 13);
+    assert_eq!(status["head"], 16);
     for generation in status["generations"].as_array().expect("generations") {
         assert_eq!(generation["state"], "active", "{generation}");
         assert_eq!(generation["lastError"], Value::Null, "{generation}");
-        assert_eq!(generation["checkpoint"], 13, "{generation}");
+        assert_eq!(generation["checkpoint"], 16, "{generation}");
     }
 }

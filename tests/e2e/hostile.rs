@@ -53,7 +53,7 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
     let out = catch_up(
         &sandbox.uri("store.db"),
         &dir,
-        &["--batch-deadline-ms", "600000", "--memory-mib", "32"],
+        &["--batch-deadline-ms", "60000", "--memory-mib", "32"],
     );
     assert!(
         !out.status.success(),

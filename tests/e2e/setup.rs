@@ -129,18 +129,21 @@ fn on_a_bare_machine_setup_says_what_it_installs_and_exits_0() {
 fn a_failing_step_stops_setup_naming_the_step_and_the_command() {
     let sandbox = Sandbox::new();
     let bare = bare(&sandbox);
-    // Nothing listens on port 9 of the loopback: pip fails at once.
-    let out = setup(
-        &bare,
-        &[],
-        &[
-            ("REFOLD_SETUP_SKIP_APT", "1"),
-            ("PIP_INDEX_URL", "http://127.0.0.1:9/simple"),
-            ("PIP_RETRIES", "0"),
-            ("PIP_TIMEOUT", "2"),
-            ("PIP_NO_CACHE_DIR", "1"),
-        ],
-    );
+    // Nothing listens on port 9 of the loopback: pip fails at once. Rust is the machine's own
+    // (its targets installed by the suite's set-up), wherever rustup keeps it.
+    let homes: Vec<(&str, String)> = ["RUSTUP_HOME", "CARGO_HOME", "RUSTUP_TOOLCHAIN"]
+        .into_iter()
+        .filter_map(|name| std::env::var(name).ok().map(|value| (name, value)))
+        .collect();
+    let mut env: Vec<(&str, &str)> = homes.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    env.extend([
+        ("REFOLD_SETUP_SKIP_APT", "1"),
+        ("PIP_INDEX_URL", "http://127.0.0.1:9/simple"),
+        ("PIP_RETRIES", "0"),
+        ("PIP_TIMEOUT", "2"),
+        ("PIP_NO_CACHE_DIR", "1"),
+    ]);
+    let out = setup(&bare, &[], &env);
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
     let expected = "setup: step 'SecantusDB 0.7.0b3 (pip)' failed: python3 -m pip install --quiet --disable-pip-version-check SecantusDB==0.7.0b3 (see the output above)";

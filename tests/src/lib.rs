@@ -298,6 +298,9 @@ where
 /// fails: long enough for a slow or busy machine, short enough that a stuck host fails the test.
 pub const STALL: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// The longest any [`wait_progressing`] may take, however its probe's answers move.
+pub const CEILING: std::time::Duration = std::time::Duration::from_secs(1800);
+
 /// Poll `probe` every 20 ms until it answers `Ok`. Each `Err` carries the progress seen so far
 /// (checkpoints, states); the wait fails, naming `what` and that progress, only once it has
 /// stood still for [`STALL`], so a slow machine takes longer but a stuck host still fails.
@@ -308,7 +311,8 @@ where
     P: PartialEq + std::fmt::Debug,
 {
     let mut last: Option<P> = None;
-    let mut moved = std::time::Instant::now();
+    let started = std::time::Instant::now();
+    let mut moved = started;
     loop {
         match probe().await {
             Ok(()) => return,
@@ -320,6 +324,11 @@ where
                 assert!(
                     moved.elapsed() < STALL,
                     "no progress towards {what} for {STALL:?}; stuck at {last:?}"
+                );
+                // A host that goes round in circles (a restart loop) moves without progressing.
+                assert!(
+                    started.elapsed() < CEILING,
+                    "no {what} after {CEILING:?}; at {last:?}"
                 );
             }
         }

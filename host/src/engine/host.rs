@@ -43,12 +43,19 @@ pub(super) struct HostState {
 
 /// The time a guest has used of its deadline in one store: the wall time since the store was
 /// made, less the time the host spent waiting on the store for the guest's reads (a slow or
-/// failing-over store is the host's problem, never the guest's).
+/// failing-over store is the host's problem, never the guest's). The wall time is still capped
+/// at [`WALL_FACTOR`] times the budget, and at least [`WALL_FLOOR`]: a guest that reads without
+/// end cannot hold its thread for ever by waiting on the store.
 pub(super) struct GuestClock {
     budget: Duration,
     started: Instant,
     blocked_before: Duration,
 }
+
+/// A call's wall time may be this many times its deadline, waiting on the store included.
+const WALL_FACTOR: u32 = 10;
+/// ... and at least this long, for store fail-overs under short deadlines.
+const WALL_FLOOR: Duration = Duration::from_secs(60);
 
 impl GuestClock {
     /// A clock with `budget` of guest time, starting now.
@@ -62,9 +69,12 @@ impl GuestClock {
 
     /// The guest time left (zero once the deadline is passed).
     pub(super) fn left(&self, context: &BatchContext) -> Duration {
+        let wall = self.started.elapsed();
+        if wall >= (self.budget * WALL_FACTOR).max(WALL_FLOOR) {
+            return Duration::ZERO;
+        }
         let blocked = context.blocked().saturating_sub(self.blocked_before);
-        let used = self.started.elapsed().saturating_sub(blocked);
-        self.budget.saturating_sub(used)
+        self.budget.saturating_sub(wall.saturating_sub(blocked))
     }
 }
 
