@@ -1,6 +1,6 @@
-//! The demo (`cargo run --release`), the suite (`cargo test --release --workspace`) and the
-//! guest-component step of `scripts/test` compile the host's dependencies with one set of
-//! features and one profile, so that on a fresh machine the tests reuse the demo's build instead
+//! The demo (`cargo run --release`), the suite (`cargo test --release --workspace`), the
+//! guest-component step of `scripts/test` and the benchmarks' build (`scripts/bench`) compile
+//! the host's dependencies with one set of features and one profile, so that on a fresh machine the tests reuse the demo's build instead
 //! of compiling wasmtime and cranelift a second time. A crate whose features differ between two
 //! builds is compiled twice, with everything that depends on it: a dev-dependency that turned on
 //! `fnv/std` once did that to gimli, cranelift and wasmtime.
@@ -55,12 +55,13 @@ fn units(args: &[&str]) -> BTreeSet<Unit> {
 }
 
 #[test]
-fn the_demo_the_suite_and_the_component_step_share_one_build() {
+fn the_demo_the_suite_the_component_step_and_the_benchmarks_share_one_build() {
     // `cargo run --release` compiles what `cargo build --release` does (the default members);
     // cargo cannot print a unit graph for `run`.
     let demo = units(&["build", "--release"]);
     let suite = units(&["test", "--release", "--workspace", "--no-run"]);
     let components = units(&["test", "--release", "--workspace", "--test", "e2e"]);
+    let bench = units(&["build", "--release", "--workspace"]);
     assert!(
         demo.iter().any(|u| u.1 == "wasmtime"),
         "the demo build has no wasmtime: {demo:?}"
@@ -74,5 +75,10 @@ fn the_demo_the_suite_and_the_component_step_share_one_build() {
     assert!(
         missing.is_empty(),
         "the component step would compile these again: {missing:?}"
+    );
+    let missing: Vec<&Unit> = bench.difference(&suite).collect();
+    assert!(
+        missing.is_empty(),
+        "the benchmarks' build would compile these again: {missing:?}"
     );
 }
