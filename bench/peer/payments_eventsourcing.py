@@ -49,8 +49,9 @@ class PaymentFailed(DomainEvent):
     payment_id: str
     organization_id: str
     user_id: str | None
-    amount: float
-    currency: str
+    # A failure may carry its error alone (seed 000): amount and currency are kept when present.
+    amount: float | None
+    currency: str | None
     error: str
 
 
@@ -101,9 +102,11 @@ class PaymentsView(SQLiteTrackingRecorder):
                 organizationId=event.organization_id,
                 userId=event.user_id,
                 updatedAt=iso(event.timestamp),
-                amount=event.amount,
-                currency=event.currency,
             )
+            if event.amount is not None:
+                payment["amount"] = event.amount
+            if event.currency is not None:
+                payment["currency"] = event.currency
             payment["attempts"] = payment.get("attempts", 0) + 1
             stats["organizationId"] = event.organization_id
             if isinstance(event, PaymentProcessed):
@@ -149,8 +152,8 @@ def load(refold_db: str, app: PaymentsApp) -> int:
             payment_id=aggregate_id,
             organization_id=metadata["organizationId"],
             user_id=metadata.get("userId"),
-            amount=data["amount"],
-            currency=data["currency"],
+            amount=data.get("amount"),
+            currency=data.get("currency"),
         )
         if event_type == "PaymentProcessed":
             event = PaymentProcessed(**common, method=data.get("method"))
