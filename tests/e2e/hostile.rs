@@ -1,6 +1,8 @@
 //! Hostile guests (built as real components): each fails cleanly with an error naming the
 //! projection and the position, while a healthy projection beside them reaches the head.
 
+use std::path::Path;
+
 use refold::domain::ExpectedVersion;
 use refold_tests::{
     Sandbox, catch_up, dump, fixtures, projections, run, text, thing, wasi_fixture,
@@ -29,6 +31,30 @@ async fn poisoned_history(sandbox: &Sandbox, file: &str) -> u64 {
     poison
 }
 
+/// Run the projections of `dir` over the store `file` until every one is live or parked, under a
+/// batch deadline of `deadline_ms` and a 32 MiB memory cap; a parked one must make `run` fail.
+/// Returns `refold status --json`.
+fn parked(sandbox: &Sandbox, file: &str, dir: &Path, deadline_ms: u64) -> Value {
+    let uri = sandbox.uri(file);
+    let deadline = deadline_ms.to_string();
+    let out = catch_up(
+        &uri,
+        dir,
+        &["--batch-deadline-ms", &deadline, "--memory-mib", "32"],
+    );
+    assert!(
+        !out.status.success(),
+        "stopped projections in {file} must make `run` fail"
+    );
+    let out = run(&["status", "--store", &uri, "--json"]);
+    assert!(
+        text(&out.stderr).is_empty(),
+        "status wrote to stderr: {}",
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("status JSON")
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_guests_fail_alone_and_name_the_position() {
     let sandbox = Sandbox::new();
@@ -50,34 +76,12 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
     names.extend(hostile);
     let dir = projections(fixtures(), &names, &sandbox.path("projections"));
     projections(wasi_fixture(), &["wasi_files", "dialer"], &dir);
-    let out = catch_up(
-        &sandbox.uri("store.db"),
-        &dir,
-        &["--batch-deadline-ms", "60000", "--memory-mib", "32"],
-    );
-    assert!(
-        !out.status.success(),
-        "stopped projections must make `run` fail"
-    );
+    let status = parked(&sandbox, "store.db", &dir, 60_000);
     // The looper never returns, so it misses any deadline by any margin: it runs alone, in a
     // store of its own, under a short one.
-    let looper_poison = poisoned_history(&sandbox, "looper.db").await;
-    assert_eq!(looper_poison, poison);
+    assert_eq!(poisoned_history(&sandbox, "looper.db").await, poison);
     let looper_dir = projections(fixtures(), &["looper"], &sandbox.path("looper"));
-    let looper_out = catch_up(
-        &sandbox.uri("looper.db"),
-        &looper_dir,
-        &["--batch-deadline-ms", "300", "--memory-mib", "32"],
-    );
-    assert!(
-        !looper_out.status.success(),
-        "the parked looper must make `run` fail"
-    );
-    let out = run(&["status", "--store", &sandbox.uri("looper.db"), "--json"]);
-    let looper_status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-
-    let out = run(&["status", "--store", &sandbox.uri("store.db"), "--json"]);
-    let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let looper_status = parked(&sandbox, "looper.db", &looper_dir, 300);
     let generation = |name: &str| {
         let status = if name == "looper" {
             &looper_status
@@ -195,11 +199,6 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
         assert_eq!(attempt["arguments"], 0, "{attempt}");
         assert_eq!(attempt["nowMs"], attempt["eventMs"], "{attempt}");
     }
-    assert!(
-        text(&out.stderr).is_empty(),
-        "status wrote to stderr: {}",
-        text(&out.stderr)
-    );
 }
 
 /// On MongoDB a document past 16 MB cannot even be stored: one grown there by many small updates
