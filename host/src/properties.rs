@@ -6,14 +6,14 @@
 //! PROPTEST_CASES=100000 cargo test --release -p refold --lib properties
 //! ```
 
-use mongodb::bson::Document;
+use bson::Document;
 use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
 use crate::domain::document::{UpdateError, apply_update};
-use crate::store::Query;
-use crate::store::mongo::convert;
+use crate::domain::extjson;
+use crate::domain::query::{Filter, Query};
 
 // ---------------------------------------------------------------------------------------------
 // Generators
@@ -106,7 +106,7 @@ fn small() -> impl Strategy<Value = Value> {
 
 fn small_document() -> impl Strategy<Value = Document> {
     btree_map("[abc]", small(), 0..4)
-        .prop_map(|m| convert::to_document(&m.into_iter().collect()).expect("small values convert"))
+        .prop_map(|m| extjson::to_document(&m.into_iter().collect()).expect("small values convert"))
 }
 
 fn path() -> impl Strategy<Value = String> {
@@ -146,7 +146,7 @@ fn filter() -> impl Strategy<Value = Value> {
     })
 }
 
-fn parsed(filter: &Value) -> crate::store::query::Filter {
+fn parsed(filter: &Value) -> Filter {
     Query::parse(Some(filter), None, None, None)
         .unwrap_or_else(|e| panic!("generated filter {filter} refused: {e}"))
         .filter
@@ -162,12 +162,12 @@ proptest! {
     /// Extended JSON reads a small `$numberLong` back as a plain number, as mongosh does.)
     #[test]
     fn json_to_bson_is_total_consistent_and_stable(value in json_value()) {
-        let converted = convert::to_bson(&value);
-        prop_assert_eq!(convert::check(&value).is_ok(), converted.is_ok());
+        let converted = extjson::to_bson(&value);
+        prop_assert_eq!(extjson::check(&value).is_ok(), converted.is_ok());
         if let Ok(bson) = converted {
-            let read = convert::to_json(&bson);
-            let again = convert::to_bson(&read).expect("what was read back converts");
-            prop_assert_eq!(convert::to_json(&again), read);
+            let read = extjson::to_json(&bson);
+            let again = extjson::to_bson(&read).expect("what was read back converts");
+            prop_assert_eq!(extjson::to_json(&again), read);
         }
     }
 
@@ -249,7 +249,7 @@ proptest! {
         documents in vec(small_document(), 1..8),
     ) {
         let parsed = parsed(&filter);
-        let rendered = Value::Object(convert::to_map(&parsed.to_document()));
+        let rendered = Value::Object(extjson::to_map(&parsed.to_document()));
         let again = parsed_value(&rendered)?;
         for document in &documents {
             prop_assert_eq!(parsed.matches(document), again.matches(document), "{} / {} on {:?}", filter, rendered, document);
@@ -281,7 +281,7 @@ proptest! {
     }
 }
 
-fn parsed_value(filter: &Value) -> Result<crate::store::query::Filter, TestCaseError> {
+fn parsed_value(filter: &Value) -> Result<Filter, TestCaseError> {
     Query::parse(Some(filter), None, None, None)
         .map(|q| q.filter)
         .map_err(|e| TestCaseError::fail(format!("rendered filter {filter} refused: {e}")))

@@ -4,8 +4,10 @@
 
 pub mod document;
 pub mod event;
+pub mod extjson;
 pub mod generation;
 pub mod manifest;
+pub mod query;
 pub mod time;
 
 pub use document::{DocumentError, UpdateError};

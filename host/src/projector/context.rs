@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::domain::document::{self, Document, MAX_DOCUMENT_BYTES};
-use crate::domain::{Manifest, Position};
-use crate::store::mongo::convert;
+use crate::domain::{Manifest, Position, extjson};
 use crate::store::{BatchWrites, DocumentReader};
 
 /// Most documents one batch may touch.
@@ -241,7 +240,7 @@ impl BatchContext {
             .map_err(|e| self.refuse(CollectionFailure::InvalidDocument(e.to_string())))?;
         // Both stores take what MongoDB can store: no malformed `$date`, `$numberLong`...
         for (field, value) in &document {
-            convert::check(value).map_err(|e| {
+            extjson::check(value).map_err(|e| {
                 self.refuse(CollectionFailure::InvalidDocument(format!(
                     "`{field}`: {e}"
                 )))
@@ -277,7 +276,7 @@ impl BatchContext {
         let update = document::parse_update(update)
             .map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
         for fields in update.values() {
-            convert::check(fields).map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
+            extjson::check(fields).map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
         }
         let current = self.load(collection, id)?;
         let existed = current.is_some();

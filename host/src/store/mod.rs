@@ -9,8 +9,8 @@
 //!   source of truth: a woken reader reads by position, so a missed ring loses nothing.
 
 pub mod batch;
+#[cfg(feature = "mongodb")]
 pub mod mongo;
-pub mod query;
 pub mod sqlite;
 
 use std::collections::BTreeSet;
@@ -20,12 +20,13 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
+use crate::domain::extjson;
 use crate::domain::{
     AppendResult, EventFilter, ExpectedVersion, Generation, GenerationState, Manifest, NewEvent,
     Position, RecordedEvent, StreamVersion,
 };
 pub use batch::BatchWrites;
-pub use query::{Query, QueryError};
+pub use crate::domain::query::{Query, QueryError};
 
 /// Errors from a store, for callers to branch on.
 #[derive(Debug, thiserror::Error)]
@@ -173,7 +174,7 @@ impl StreamAppend {
                 ("eventData", &event.event_data),
                 ("metadata", &event.metadata),
             ] {
-                mongo::convert::check(value).map_err(|e| {
+                extjson::check(value).map_err(|e| {
                     StoreError::InvalidInput(format!(
                         "stream `{}`: {}: {field}: {e}",
                         self.aggregate_id, event.event_type
@@ -455,7 +456,13 @@ pub async fn open(uri: &str) -> StoreResult<Arc<dyn Store>> {
         return Ok(Arc::new(store));
     }
     if uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://") {
+        #[cfg(feature = "mongodb")]
         return Ok(Arc::new(mongo::MongoStore::open(uri).await?));
+        #[cfg(not(feature = "mongodb"))]
+        return Err(StoreError::InvalidInput(format!(
+            "`{uri}` names a MongoDB store, but this build of refold has no MongoDB support: \
+             build it with the `mongodb` feature (on by default)"
+        )));
     }
     Err(StoreError::UnsupportedUri(uri.to_owned()))
 }

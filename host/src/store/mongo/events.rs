@@ -8,7 +8,8 @@ use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::options::{ReadConcern, ReturnDocument};
 use tokio::sync::watch;
 
-use super::{MongoStore, convert, errors, transaction};
+use super::{MongoStore, errors, transaction};
+use crate::domain::extjson;
 use crate::domain::{
     AppendResult, EventFilter, ExpectedVersion, Position, RecordedEvent, StreamVersion, time,
 };
@@ -33,7 +34,7 @@ fn text(doc: &Document, key: &str) -> StoreResult<String> {
 
 fn object_text(doc: &Document, key: &str) -> String {
     match doc.get_document(key) {
-        Ok(inner) => convert::to_json_text(inner),
+        Ok(inner) => extjson::to_json_text(inner),
         Err(_) => "{}".to_owned(),
     }
 }
@@ -80,15 +81,15 @@ impl MongoStore {
             .iter()
             .enumerate()
             .map(|(i, event)| {
-                let invalid = |e: convert::ConvertError| {
+                let invalid = |e: extjson::ConvertError| {
                     StoreError::InvalidInput(format!("{}: {e}", event.event_type))
                 };
                 let data = match &event.event_data {
-                    serde_json::Value::Object(map) => convert::to_document(map).map_err(invalid)?,
+                    serde_json::Value::Object(map) => extjson::to_document(map).map_err(invalid)?,
                     _ => Document::new(),
                 };
                 let metadata = match &event.metadata {
-                    serde_json::Value::Object(map) => convert::to_document(map).map_err(invalid)?,
+                    serde_json::Value::Object(map) => extjson::to_document(map).map_err(invalid)?,
                     _ => Document::new(),
                 };
                 Ok(doc! {

@@ -14,7 +14,6 @@
 //! - `<projection>__g<n>__<collection>`: read collections, and `<projection>__<collection>`,
 //!   views on the active generation.
 
-pub(crate) mod convert;
 mod errors;
 mod events;
 mod feed;

@@ -14,7 +14,8 @@ use mongodb::options::{IndexOptions, ReadConcern};
 use mongodb::{Collection, IndexModel};
 use serde_json::{Map, Value};
 
-use super::{MongoStore, backend, convert, errors, transaction};
+use super::{MongoStore, backend, errors, transaction};
+use crate::domain::extjson;
 use crate::domain::generation::stable_name;
 use crate::domain::{Generation, GenerationState, Manifest, Position, time};
 use crate::store::{
@@ -207,7 +208,7 @@ impl DocumentReader for MongoReader {
                     .await
             })
             .map_err(|e| StoreError::backend(format!("read {}/{id}", coll.name()), e))?;
-        Ok(found.as_ref().map(convert::to_map))
+        Ok(found.as_ref().map(extjson::to_map))
     }
 }
 
@@ -349,7 +350,7 @@ impl ReadModelStore for MongoStore {
             let entry = by_collection.entry(collection.clone()).or_default();
             entry.0.push(id.clone());
             if let Some(map) = document {
-                let doc = convert::to_document(map)
+                let doc = extjson::to_document(map)
                     .map_err(|e| StoreError::InvalidInput(format!("{collection}/{id}: {e}")))?;
                 entry.1.push(doc);
             }
@@ -515,7 +516,7 @@ impl ReadModelStore for MongoStore {
             .find_one(doc! { "_id": id })
             .await
             .map_err(|e| StoreError::backend(format!("read {view}/{id}"), e))?;
-        Ok(found.as_ref().map(|d| Value::Object(convert::to_map(d))))
+        Ok(found.as_ref().map(|d| Value::Object(extjson::to_map(d))))
     }
 
     async fn find_documents(
@@ -542,7 +543,7 @@ impl ReadModelStore for MongoStore {
             .map_err(|e| StoreError::backend(format!("query {view}"), e))?;
         Ok(docs
             .iter()
-            .map(|d| Value::Object(convert::to_map(d)))
+            .map(|d| Value::Object(extjson::to_map(d)))
             .collect())
     }
 
@@ -688,7 +689,7 @@ impl ReadModelStore for MongoStore {
             .map_err(|e| StoreError::backend(format!("list {view}"), e))?;
         Ok(docs
             .iter()
-            .map(|d| Value::Object(convert::to_map(d)))
+            .map(|d| Value::Object(extjson::to_map(d)))
             .collect())
     }
 }

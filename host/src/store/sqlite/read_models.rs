@@ -13,11 +13,10 @@ use serde_json::{Map, Value};
 
 use super::{SqliteStore, quoted};
 use crate::domain::generation::{physical_name, stable_name};
-use crate::domain::{Generation, GenerationState, Manifest, Position, time};
-use crate::store::mongo::convert;
+use crate::domain::{Generation, GenerationState, Manifest, Position, extjson, query, time};
 use crate::store::{
     BatchWrites, DeadLetter, DocumentReader, Query, ReadModelStore, Refusal, StoreError,
-    StoreResult, query,
+    StoreResult,
 };
 
 const GENERATION_COLUMNS: &str =
@@ -520,7 +519,7 @@ impl ReadModelStore for SqliteStore {
                 let Value::Object(map) = &body else {
                     continue;
                 };
-                match convert::to_document(map) {
+                match extjson::to_document(map) {
                     Ok(document) => documents.push((document, body)),
                     Err(error) => {
                         tracing::warn!(collection = %view, %id, %error, "document left out of a query: it is not valid Extended JSON");

@@ -8,7 +8,7 @@
 
 use std::str::FromStr;
 
-use mongodb::bson::{Bson, DateTime, Decimal128, Document, oid::ObjectId};
+use bson::{Bson, DateTime, Decimal128, Document, oid::ObjectId};
 use serde_json::{Map, Number, Value};
 
 use crate::domain::event::MAX_TIMESTAMP_MS;

@@ -1,0 +1,149 @@
+use serde_json::json;
+
+use super::*;
+use crate::domain::extjson;
+
+fn document(value: Value) -> Document {
+    let Value::Object(map) = value else {
+        unreachable!("test documents are objects")
+    };
+    extjson::to_document(&map).expect("document")
+}
+
+fn matches(filter: Value, doc: Value) -> bool {
+    Query::parse(Some(&filter), None, None, None)
+        .expect("valid filter")
+        .filter
+        .matches(&document(doc))
+}
+
+fn refused(filter: Value) -> String {
+    Query::parse(Some(&filter), None, None, None)
+        .expect_err("refused")
+        .to_string()
+}
+
+#[test]
+fn comparisons_stay_within_a_type_class() {
+    let doc =
+        json!({ "_id": "a", "n": 5, "s": "5", "d": { "$date": "2025-01-02T00:00:00.000Z" } });
+    assert!(matches(json!({ "n": { "$gt": 4.5 } }), doc.clone()));
+    assert!(matches(json!({ "n": 5.0 }), doc.clone()));
+    assert!(!matches(json!({ "s": { "$gt": 4 } }), doc.clone()));
+    assert!(matches(json!({ "s": { "$gte": "4" } }), doc.clone()));
+    assert!(matches(
+        json!({ "d": { "$lt": { "$date": "2025-02-01T00:00:00.000Z" } } }),
+        doc.clone()
+    ));
+    assert!(!matches(json!({ "d": { "$lt": "2025-02-01" } }), doc));
+}
+
+#[test]
+fn null_matches_missing_fields_and_arrays_match_by_element() {
+    let doc = json!({ "_id": "a", "tags": ["x", "y"], "lines": [{ "sku": "k1", "qty": 2 }, { "sku": "k2" }] });
+    assert!(matches(json!({ "missing": null }), doc.clone()));
+    assert!(!matches(
+        json!({ "missing": { "$exists": true } }),
+        doc.clone()
+    ));
+    assert!(matches(json!({ "tags": "y" }), doc.clone()));
+    assert!(matches(json!({ "tags": ["x", "y"] }), doc.clone()));
+    assert!(matches(
+        json!({ "tags": { "$in": ["z", "x"] } }),
+        doc.clone()
+    ));
+    assert!(matches(json!({ "tags": { "$nin": ["z"] } }), doc.clone()));
+    assert!(matches(json!({ "lines.sku": "k2" }), doc.clone()));
+    assert!(matches(json!({ "lines.qty": { "$gte": 2 } }), doc.clone()));
+    assert!(matches(json!({ "lines.qty": null }), doc.clone()));
+    assert!(matches(json!({ "lines.0.sku": "k1" }), doc.clone()));
+    assert!(matches(json!({ "tags": { "$ne": "z" } }), doc.clone()));
+    assert!(!matches(json!({ "tags": { "$ne": "x" } }), doc));
+}
+
+#[test]
+fn logical_operators_combine() {
+    let doc = json!({ "_id": "a", "n": 5, "s": "x" });
+    assert!(matches(
+        json!({ "$or": [{ "n": 1 }, { "s": "x" }] }),
+        doc.clone()
+    ));
+    assert!(!matches(
+        json!({ "$and": [{ "n": 5 }, { "s": "y" }] }),
+        doc.clone()
+    ));
+    assert!(matches(
+        json!({ "$nor": [{ "n": 1 }, { "s": "y" }] }),
+        doc.clone()
+    ));
+    assert!(matches(json!({ "n": { "$gt": 1, "$lt": 6 } }), doc));
+}
+
+#[test]
+fn refuses_code_and_unknown_operators_by_name() {
+    assert!(refused(json!({ "$where": "sleep(1000)" })).contains("`$where` is not allowed"));
+    assert!(
+        refused(json!({ "n": { "$function": {} } })).contains("`$function` is not allowed")
+    );
+    assert!(refused(json!({ "$expr": {} })).contains("`$expr` is not allowed"));
+    assert!(
+        refused(json!({ "n": { "$regex": "a" } })).contains("unsupported operator `$regex`")
+    );
+    assert!(refused(json!({ "n": { "$gt": 1, "x": 2 } })).contains("mixes operators"));
+    assert!(refused(json!({ "a..b": 1 })).contains("empty part"));
+    assert!(refused(json!({ "$or": [] })).contains("at least one"));
+    assert!(refused(json!({ "n": { "$in": 3 } })).contains("needs an array"));
+    assert!(refused(json!([1])).contains("must be a JSON object"));
+    let mut deep = json!({ "n": 1 });
+    for _ in 0..20 {
+        deep = json!({ "$and": [deep] });
+    }
+    assert!(refused(deep).contains("deeper"));
+}
+
+#[test]
+fn sorts_by_type_class_then_value_with_the_id_tie_break() {
+    let docs = [
+        json!({ "_id": "d", "v": "text" }),
+        json!({ "_id": "c", "v": 2 }),
+        json!({ "_id": "b" }),
+        json!({ "_id": "a", "v": 2.0 }),
+        json!({ "_id": "e", "v": [10, 1] }),
+    ];
+    let ids = |sort: &str| {
+        let query = Query::parse(None, Some(&json!(sort)), None, None).expect("query");
+        run(
+            &query,
+            docs.iter().map(|d| (document(d.clone()), d["_id"].clone())),
+        )
+    };
+    assert_eq!(
+        ids("v"),
+        [json!("b"), json!("e"), json!("a"), json!("c"), json!("d")]
+    );
+    assert_eq!(
+        ids("-v"),
+        [json!("d"), json!("e"), json!("a"), json!("c"), json!("b")]
+    );
+}
+
+#[test]
+fn renders_the_filter_for_mongodb() {
+    let query = Query::parse(
+        Some(&json!({ "n": { "$gte": 1 }, "$or": [{ "s": "x" }] })),
+        Some(&json!({ "n": -1 })),
+        None,
+        Some(5),
+    )
+    .expect("query");
+    assert_eq!(
+        Bson::Document(query.filter.to_document()).into_relaxed_extjson(),
+        json!({ "$and": [{ "n": { "$gte": 1 } }, { "$or": [{ "s": { "$eq": "x" } }] }] })
+    );
+    assert_eq!(
+        Bson::Document(query.sort_document()).into_relaxed_extjson(),
+        json!({ "n": -1, "_id": 1 })
+    );
+    assert!(Query::parse(None, None, None, Some(0)).is_err());
+    assert!(Query::parse(None, None, None, Some(5_000)).is_err());
+}
