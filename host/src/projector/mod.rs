@@ -5,15 +5,23 @@
 //! same code path: nothing is skipped and nothing is applied twice. Each batch's writes and the
 //! new checkpoint commit in one store transaction. Knows no wasmtime: it drives a [`Handler`].
 
+mod backoff;
 mod context;
+mod cursor;
+mod failure;
 mod handler;
 mod plan;
+mod redrive;
 mod runner;
+mod status;
 mod supervisor;
+#[cfg(test)]
+mod tests;
 
 pub use context::{BatchContext, CollectionFailure};
 pub use handler::{HandleFailure, Handler};
-pub use runner::{DropReason, Projector, ProjectorState, ProjectorStatus};
+pub use runner::{Projector, ProjectorPorts};
+pub use status::{DropReason, ProjectorState, ProjectorStatus};
 pub use supervisor::{CodeSource, HostView, Supervisor, SupervisorError};
 
 /// Events per batch when the manifest does not say.

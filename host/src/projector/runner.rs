@@ -1,104 +1,80 @@
-//! One projector's loop.
+//! One projector's loop: read a page of the log after the cursor, fold it through the handler,
+//! commit its writes with the checkpoint, and at the head wait for the change feed. The pieces
+//! live beside it: the cursor ([`super::cursor`]), the failure policy ([`super::failure`]) and
+//! dead-letter re-drive ([`super::redrive`]).
 
+use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use serde::Serialize;
 use tokio::sync::watch;
 
-use super::{BatchContext, DEFAULT_BATCH_SIZE, HandleFailure, Handler};
+use super::cursor::Cursor;
+use super::failure::{Failures, Verdict};
+use super::redrive::REDRIVE_POLL;
+use super::{
+    BatchContext, DEFAULT_BATCH_SIZE, DropReason, HandleFailure, Handler, ProjectorState,
+    ProjectorStatus,
+};
 use crate::domain::{
-    EventFilter, FailurePolicy, Generation, GenerationState, OnFailure, Position, RecordedEvent,
+    EventFilter, FailurePolicy, Generation, GenerationState, Manifest, Position, RecordedEvent,
 };
 use crate::metrics;
-use crate::store::{DeadLetter, Page, Store, StoreError};
+use crate::store::{
+    BatchWrites, Checkpoints, DeadLetter, DeadLetters, EventLog, Generations, Page, Store,
+    StoreError,
+};
 
-/// A non-matching stretch of the log this long is checkpointed even with nothing to write, so a
-/// restart does not rescan it.
-const IDLE_CHECKPOINT_DISTANCE: Position = 10_000;
-/// At the head, a checkpoint that ran ahead over unsubscribed events is persisted at most this
-/// often, so `refold status` shows no lag without a commit per unrelated append.
-const IDLE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
-/// How often a projector looks for dead letters an operator asked to re-drive.
-const REDRIVE_POLL: Duration = Duration::from_secs(1);
-/// Longest pause between retries of a failing store call.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// What a projector is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ProjectorState {
-    /// Loading; nothing read yet.
-    Starting,
-    /// Catching up with history.
-    Replaying,
-    /// At the head, following appends.
-    Live,
-    /// Stopped; see the drop reason.
-    Stopped,
+/// The store ports a projector uses, and nothing else of the store.
+#[derive(Clone)]
+pub struct ProjectorPorts {
+    /// Reads the log and rings at appends.
+    pub log: Arc<dyn EventLog>,
+    /// Commits batches with their checkpoint; reads the generation's documents.
+    pub checkpoints: Arc<dyn Checkpoints>,
+    /// Activates the generation when it catches up; records the error it stopped on.
+    pub generations: Arc<dyn Generations>,
+    /// Records skipped events and finds those to re-drive.
+    pub dead_letters: Arc<dyn DeadLetters>,
 }
 
-/// A projector's progress, published on every batch.
-#[derive(Debug, Clone, Serialize)]
-pub struct ProjectorStatus {
-    /// Projection name.
-    pub projection: String,
-    /// Generation number.
-    pub generation: u32,
-    /// Declared version.
-    pub version: u32,
-    /// The generation's life-cycle state, as this projector last set it.
-    pub generation_state: GenerationState,
-    /// What it is doing.
-    pub state: ProjectorState,
-    /// Last position folded in.
-    pub checkpoint: Position,
-    /// Head when last looked at.
-    pub head: Position,
-    /// Events handed to the projection since start.
-    pub handled: u64,
-    /// Why it stopped, if it did.
-    pub error: Option<String>,
-}
-
-/// Why a projector stopped.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DropReason {
-    /// Asked to stop.
-    #[error("shut down")]
-    Shutdown,
-    /// The projection failed on an event; the failure policy parked it.
-    #[error("{projection}: handle failed at position {position}: {failure}")]
-    Failed {
-        /// Projection name.
-        projection: String,
-        /// The failing event.
-        position: Position,
-        /// What failed.
-        failure: HandleFailure,
-    },
-    /// Another writer moved the checkpoint: two hosts are running the same generation.
-    #[error("{0}")]
-    CheckpointMoved(String),
-    /// The store could not give the projector what it needs to start.
-    #[error("store: {0}")]
-    Store(String),
+impl ProjectorPorts {
+    /// The ports of one store.
+    pub fn of(store: &Arc<dyn Store>) -> Self {
+        Self {
+            log: store.clone(),
+            checkpoints: store.clone(),
+            generations: store.clone(),
+            dead_letters: store.clone(),
+        }
+    }
 }
 
 /// One projection generation's loop.
 pub struct Projector {
-    store: Arc<dyn Store>,
+    pub(super) ports: ProjectorPorts,
     handler: Arc<dyn Handler>,
-    generation: Generation,
+    pub(super) generation: Generation,
     status: watch::Sender<ProjectorStatus>,
     shutdown: watch::Receiver<bool>,
     policy: FailurePolicy,
 }
 
+/// The loop's state that outlives one batch.
+pub(super) struct Run {
+    manifest: Manifest,
+    filter: EventFilter,
+    batch_size: usize,
+    feed: watch::Receiver<Position>,
+    pub(super) cursor: Cursor,
+    failures: Failures,
+    pub(super) last_redrive: Instant,
+}
+
 impl Projector {
     /// A projector for a generation; `shutdown` turning true stops it at a batch boundary.
     pub fn new(
-        store: Arc<dyn Store>,
+        ports: ProjectorPorts,
         handler: Arc<dyn Handler>,
         generation: Generation,
         shutdown: watch::Receiver<bool>,
@@ -118,7 +94,7 @@ impl Projector {
         (
             Self {
                 policy: handler.manifest().failure_policy.unwrap_or_default(),
-                store,
+                ports,
                 handler,
                 generation,
                 status: tx,
@@ -134,6 +110,10 @@ impl Projector {
         self
     }
 
+    pub(super) fn name(&self) -> &str {
+        &self.generation.projection
+    }
+
     fn publish(&self, f: impl FnOnce(&mut ProjectorStatus)) {
         self.status.send_modify(f);
     }
@@ -144,14 +124,22 @@ impl Projector {
 
     /// Run until shut down or stopped by a failure.
     pub async fn run(mut self) -> DropReason {
-        let reason = self.run_inner().await;
+        let reason = match self.run_loop().await {
+            Err(reason) => reason,
+            Ok(never) => match never {},
+        };
         let error = match &reason {
             DropReason::Shutdown => None,
             other => Some(other.to_string()),
         };
         if let Some(message) = &error {
             tracing::error!(projection = %self.generation.projection, generation = self.generation.number, error = %message, "projector stopped");
-            if let Err(e) = self.store.set_error(&self.generation, Some(message)).await {
+            if let Err(e) = self
+                .ports
+                .generations
+                .set_error(&self.generation, Some(message))
+                .await
+            {
                 tracing::warn!(error = %e, "cannot record the projector's error");
             }
         }
@@ -162,256 +150,193 @@ impl Projector {
         reason
     }
 
-    async fn run_inner(&mut self) -> DropReason {
+    /// The loop; it ends only with the reason it stopped.
+    async fn run_loop(&mut self) -> Result<Infallible, DropReason> {
         let manifest = self.handler.manifest().clone();
-        let filter = manifest.filter();
-        let batch_size = manifest.batch_size.unwrap_or(DEFAULT_BATCH_SIZE) as usize;
-        let mut feed = self.store.feed();
-        let mut context = match self.open_context() {
-            Ok(context) => context,
-            Err(error) => return DropReason::Store(error.to_string()),
+        let mut run = Run {
+            filter: manifest.filter(),
+            batch_size: manifest.batch_size.unwrap_or(DEFAULT_BATCH_SIZE) as usize,
+            feed: self.ports.log.feed(),
+            cursor: Cursor::at(self.generation.checkpoint),
+            failures: Failures::new(self.policy),
+            last_redrive: Instant::now(),
+            manifest,
         };
+        let mut context = self
+            .open_context()
+            .map_err(|error| DropReason::Store(error.to_string()))?;
         if self.generation.last_error.is_some() {
-            let _ = self.store.set_error(&self.generation, None).await;
+            let _ = self
+                .ports
+                .generations
+                .set_error(&self.generation, None)
+                .await;
         }
-        // `stored` is the checkpoint in the store; `scanned` may run ahead of it over events
-        // the projection does not subscribe to.
-        let mut stored = self.generation.checkpoint;
-        let mut scanned = stored;
-        // After a failed batch, go one event at a time up to its end to name the failing event
-        // and keep the effect of the good ones before it.
-        let mut careful_until: Position = 0;
-        let mut last_flush = Instant::now();
-        let mut host_backoff = Backoff::new();
-        // The event failing in careful mode, and the attempts made at it.
-        let mut failing: (Position, u32) = (0, 0);
-        let mut failure_backoff = Backoff::new();
-        let mut last_redrive = Instant::now();
         loop {
             if self.stopping() {
-                self.flush_checkpoint(stored, scanned).await;
-                return DropReason::Shutdown;
+                self.flush_checkpoint(&mut run.cursor).await;
+                return Err(DropReason::Shutdown);
             }
-            if last_redrive.elapsed() >= REDRIVE_POLL && scanned >= careful_until {
-                last_redrive = Instant::now();
-                context = match self.redrive(context, stored).await {
-                    Ok(context) => context,
-                    Err(reason) => return reason,
-                };
-            }
-            let limit = if scanned < careful_until {
-                1
-            } else {
-                batch_size
-            };
-            let mut backoff = Backoff::new();
-            let page = loop {
-                match self.store.read_all(scanned, limit, &filter).await {
-                    Ok(page) => break page,
-                    Err(error) => {
-                        if !self.pause(&mut backoff, "read events", &error).await {
-                            return DropReason::Shutdown;
-                        }
-                    }
-                }
-            };
-            self.publish(|s| {
-                s.head = s.head.max(page.scanned_to);
-                if s.state == ProjectorState::Starting {
-                    s.state = ProjectorState::Replaying;
-                }
-            });
-            if page.scanned_to == scanned {
-                if scanned > stored && last_flush.elapsed() >= IDLE_CHECKPOINT_INTERVAL {
-                    stored = self.flush_checkpoint(stored, scanned).await;
-                    last_flush = Instant::now();
-                }
-                context.release_cache();
-                if let Some(reason) = self.at_head(&manifest, scanned, &mut feed).await {
-                    self.flush_checkpoint(stored, scanned).await;
-                    return reason;
-                }
-                continue;
-            }
-            let Page { events, scanned_to } = page;
-            if events.is_empty() {
-                scanned = scanned_to;
-                if scanned - stored >= IDLE_CHECKPOINT_DISTANCE {
-                    match self.commit(&mut context, stored, scanned).await {
-                        Ok(()) => stored = scanned,
-                        Err(reason) => return reason,
-                    }
-                }
-                continue;
-            }
-            let count = events.len();
-            let single = match events.as_slice() {
-                [event] => Some(FailedEvent::of(event)),
-                _ => None,
-            };
-            let started = Instant::now();
-            let (returned, result) = match self.handle(events, context).await {
-                Ok(outcome) => outcome,
-                Err(reason) => return reason,
-            };
-            context = returned;
-            match result {
-                Ok(()) => match self.commit(&mut context, stored, scanned_to).await {
-                    Ok(()) => {
-                        metrics::global().batch(&manifest.name, count as u64, started.elapsed());
-                        stored = scanned_to;
-                        scanned = scanned_to;
-                        host_backoff = Backoff::new();
-                        self.publish(|s| {
-                            s.checkpoint = scanned_to;
-                            s.handled += count as u64;
-                        });
-                    }
-                    Err(reason) => return reason,
-                },
-                Err(failure) if failure.is_transient() => {
-                    metrics::global().error(&manifest.name);
-                    context.discard();
-                    tracing::warn!(projection = %manifest.name, %failure, "batch failed on the host side; retrying it");
-                    if self.stopping() {
-                        return DropReason::Shutdown;
-                    }
-                    host_backoff.wait().await;
-                }
-                Err(failure) => {
-                    metrics::global().error(&manifest.name);
-                    context.discard();
-                    let Some(event) = single else {
-                        tracing::warn!(projection = %manifest.name, %failure, "batch failed; retrying it one event at a time");
-                        careful_until = scanned_to;
-                        continue;
-                    };
-                    let position = event.position;
-                    failing = match failing {
-                        (p, n) if p == position => (p, n + 1),
-                        _ => {
-                            failure_backoff = Backoff::new();
-                            (position, 1)
-                        }
-                    };
-                    if failing.1 < self.policy.attempts {
-                        tracing::warn!(projection = %manifest.name, position, attempt = failing.1, attempts = self.policy.attempts, %failure, "event failed; trying it again");
-                        failure_backoff.wait().await;
-                        if self.stopping() {
-                            return DropReason::Shutdown;
-                        }
-                        continue;
-                    }
-                    match self.policy.on_failure {
-                        OnFailure::Stop => {
-                            return DropReason::Failed {
-                                projection: manifest.name.clone(),
-                                position,
-                                failure,
-                            };
-                        }
-                        OnFailure::Skip => {
-                            if !self.dead_letter(event, failing.1, &failure).await {
-                                return DropReason::Shutdown;
-                            }
-                            match self.commit(&mut context, stored, scanned_to).await {
-                                Ok(()) => {
-                                    stored = scanned_to;
-                                    scanned = scanned_to;
-                                    self.publish(|s| s.checkpoint = scanned_to);
-                                }
-                                Err(reason) => return reason,
-                            }
-                        }
-                    }
-                }
-            }
+            context = self.redrive_due(context, &mut run).await?;
+            let page = self.read_page(&run).await?;
+            context = self.on_page(page, context, &mut run).await?;
         }
     }
 
-    /// Re-drive the generation's dead letters an operator asked for, in position order, with the
-    /// code running now: each one's writes commit together with the deletion of its dead letter
-    /// (the checkpoint stays at `at`), so it is applied exactly once. One that fails again stays
-    /// a dead letter with the new error and one more attempt. Runs at a batch boundary.
-    async fn redrive(
-        &mut self,
-        mut context: BatchContext,
-        at: Position,
-    ) -> Result<BatchContext, DropReason> {
-        let letters = match self
-            .store
-            .dead_letters(Some(&self.generation.projection))
-            .await
-        {
-            Ok(letters) => letters,
-            Err(error) => {
-                tracing::warn!(projection = %self.generation.projection, %error, "cannot read dead letters; trying again later");
-                return Ok(context);
-            }
-        };
-        let wanted = letters
-            .into_iter()
-            .filter(|l| l.generation == self.generation.number && l.retry_requested);
-        for mut letter in wanted {
-            let page = match self
-                .store
-                .read_all(letter.position - 1, 1, &EventFilter::default())
+    /// The next page after the cursor, retrying store failures.
+    async fn read_page(&self, run: &Run) -> Result<Page, DropReason> {
+        let limit = run.cursor.limit(run.batch_size);
+        let mut backoff = super::backoff::Backoff::new();
+        let page = loop {
+            match self
+                .ports
+                .log
+                .read_all(run.cursor.scanned, limit, &run.filter)
                 .await
             {
-                Ok(page) => page,
+                Ok(page) => break page,
                 Err(error) => {
-                    tracing::warn!(projection = %letter.projection, %error, "cannot read a dead letter's event; trying again later");
-                    return Ok(context);
-                }
-            };
-            let error: String = match page
-                .events
-                .into_iter()
-                .find(|e| e.position == letter.position)
-            {
-                None => format!("event {} is not in the log", letter.position),
-                Some(event) => {
-                    let (returned, result) = self.handle(vec![event], context).await?;
-                    context = returned;
-                    match result {
-                        Ok(()) => {
-                            let mut writes = context.take_writes();
-                            writes.resolved_dead_letters.push(letter.position);
-                            self.commit_writes(&mut context, writes, at, at).await?;
-                            metrics::global().batch(&letter.projection, 1, Duration::ZERO);
-                            tracing::info!(projection = %letter.projection, generation = letter.generation, position = letter.position, "dead letter re-driven");
-                            continue;
-                        }
-                        Err(failure) if failure.is_transient() => {
-                            context.discard();
-                            return Ok(context);
-                        }
-                        Err(failure) => {
-                            context.discard();
-                            failure.to_string()
-                        }
+                    if !self.pause(&mut backoff, "read events", &error).await {
+                        return Err(DropReason::Shutdown);
                     }
                 }
-            };
-            tracing::warn!(projection = %letter.projection, position = letter.position, %error, "re-driven dead letter failed again");
-            letter.error = error;
-            letter.attempts += 1;
-            letter.retry_requested = false;
-            letter.at_ms = crate::domain::time::now_millis();
-            if let Err(error) = self.store.record_dead_letter(&letter).await {
-                tracing::warn!(projection = %letter.projection, %error, "cannot record the failed re-drive");
+            }
+        };
+        self.publish(|s| {
+            s.head = s.head.max(page.scanned_to);
+            if s.state == ProjectorState::Starting {
+                s.state = ProjectorState::Replaying;
+            }
+        });
+        Ok(page)
+    }
+
+    /// Act on a page: nothing new (the head), a stretch without matching events, or events to
+    /// fold.
+    async fn on_page(
+        &mut self,
+        page: Page,
+        mut context: BatchContext,
+        run: &mut Run,
+    ) -> Result<BatchContext, DropReason> {
+        if page.scanned_to == run.cursor.scanned {
+            if run.cursor.flush_due() {
+                self.flush_checkpoint(&mut run.cursor).await;
+            }
+            context.release_cache();
+            if let Some(reason) = self.at_head(run).await {
+                self.flush_checkpoint(&mut run.cursor).await;
+                return Err(reason);
+            }
+            return Ok(context);
+        }
+        let Page { events, scanned_to } = page;
+        if events.is_empty() {
+            if run.cursor.passed_over(scanned_to) {
+                let (from, to) = (run.cursor.stored, run.cursor.scanned);
+                self.commit(&mut context, from, to).await?;
+                run.cursor.committed(to);
+            }
+            return Ok(context);
+        }
+        self.fold(events, scanned_to, context, run).await
+    }
+
+    /// Fold a batch of events and commit it with the checkpoint at `scanned_to`, or apply the
+    /// failure policy.
+    async fn fold(
+        &mut self,
+        events: Vec<RecordedEvent>,
+        scanned_to: Position,
+        context: BatchContext,
+        run: &mut Run,
+    ) -> Result<BatchContext, DropReason> {
+        let count = events.len();
+        let single = match events.as_slice() {
+            [event] => Some(FailedEvent::of(event)),
+            _ => None,
+        };
+        let started = Instant::now();
+        let (mut context, result) = self.handle(events, context).await?;
+        match result {
+            Ok(()) => {
+                self.commit(&mut context, run.cursor.stored, scanned_to)
+                    .await?;
+                metrics::global().batch(&run.manifest.name, count as u64, started.elapsed());
+                run.cursor.committed(scanned_to);
+                run.failures.batch_committed();
+                self.publish(|s| {
+                    s.checkpoint = scanned_to;
+                    s.handled += count as u64;
+                });
+            }
+            Err(failure) => {
+                metrics::global().error(&run.manifest.name);
+                context.discard();
+                self.failed(failure, single, scanned_to, &mut context, run)
+                    .await?;
             }
         }
         Ok(context)
     }
 
-    /// Record a skipped event, retrying store failures; false when shutting down.
+    /// A batch failed: retry it on the host's failure, go carefully through a batch of several
+    /// events, and apply the failure policy to a single event.
+    async fn failed(
+        &mut self,
+        failure: HandleFailure,
+        single: Option<FailedEvent>,
+        scanned_to: Position,
+        context: &mut BatchContext,
+        run: &mut Run,
+    ) -> Result<(), DropReason> {
+        let name = &run.manifest.name;
+        if failure.is_transient() {
+            tracing::warn!(projection = %name, %failure, "batch failed on the host side; retrying it");
+            if self.stopping() {
+                return Err(DropReason::Shutdown);
+            }
+            run.failures.wait_for_host().await;
+            return Ok(());
+        }
+        let Some(event) = single else {
+            tracing::warn!(projection = %name, %failure, "batch failed; retrying it one event at a time");
+            run.cursor.go_carefully_until(scanned_to);
+            return Ok(());
+        };
+        let position = event.position;
+        match run.failures.event_failed(position) {
+            Verdict::Retry { attempt } => {
+                let attempts = run.failures.policy().attempts;
+                tracing::warn!(projection = %name, position, attempt, attempts, %failure, "event failed; trying it again");
+                run.failures.wait_for_event().await;
+                if self.stopping() {
+                    return Err(DropReason::Shutdown);
+                }
+                Ok(())
+            }
+            Verdict::Stop => Err(DropReason::Failed {
+                projection: name.clone(),
+                position,
+                failure,
+            }),
+            Verdict::Skip { attempts } => {
+                self.dead_letter(event, attempts, &failure).await?;
+                self.commit(context, run.cursor.stored, scanned_to).await?;
+                run.cursor.committed(scanned_to);
+                self.publish(|s| s.checkpoint = scanned_to);
+                Ok(())
+            }
+        }
+    }
+
+    /// Record a skipped event, retrying store failures.
     async fn dead_letter(
         &self,
         event: FailedEvent,
         attempts: u32,
         failure: &HandleFailure,
-    ) -> bool {
+    ) -> Result<(), DropReason> {
         let letter = DeadLetter {
             projection: self.generation.projection.clone(),
             generation: self.generation.number,
@@ -425,29 +350,29 @@ impl Projector {
             at_ms: crate::domain::time::now_millis(),
             retry_requested: false,
         };
-        let mut backoff = Backoff::new();
-        while let Err(error) = self.store.record_dead_letter(&letter).await {
+        let mut backoff = super::backoff::Backoff::new();
+        while let Err(error) = self.ports.dead_letters.record_dead_letter(&letter).await {
             if !self
                 .pause(&mut backoff, "record a dead letter", &error)
                 .await
             {
-                return false;
+                return Err(DropReason::Shutdown);
             }
         }
         metrics::global().dead_letter(&letter.projection);
         tracing::warn!(projection = %letter.projection, generation = letter.generation, position = letter.position, event_type = %letter.event_type, error = %letter.error, "event skipped after {attempts} attempts: recorded as a dead letter");
-        true
+        Ok(())
     }
 
     fn open_context(&self) -> Result<BatchContext, StoreError> {
-        let reader = self.store.reader(&self.generation)?;
+        let reader = self.ports.checkpoints.reader(&self.generation)?;
         Ok(BatchContext::new(self.handler.manifest(), reader))
     }
 
     /// Run the handler off the async threads. If the handler's task itself fails (a panic in
     /// the host), its context is lost with it: a fresh one is opened, and the batch fails as a
     /// host failure so it is retried.
-    async fn handle(
+    pub(super) async fn handle(
         &self,
         events: Vec<RecordedEvent>,
         context: BatchContext,
@@ -480,17 +405,18 @@ impl Projector {
     }
 
     /// Commit writes taken from the context (see [`Self::commit`]).
-    async fn commit_writes(
+    pub(super) async fn commit_writes(
         &self,
         context: &mut BatchContext,
-        writes: crate::store::BatchWrites,
+        writes: BatchWrites,
         from: Position,
         to: Position,
     ) -> Result<(), DropReason> {
-        let mut backoff = Backoff::new();
+        let mut backoff = super::backoff::Backoff::new();
         loop {
             match self
-                .store
+                .ports
+                .checkpoints
                 .commit(&self.generation, writes.clone(), from, to)
                 .await
             {
@@ -515,42 +441,28 @@ impl Projector {
         }
     }
 
-    /// Persist a checkpoint that ran ahead over unsubscribed events, best effort; returns the
-    /// checkpoint now stored.
-    async fn flush_checkpoint(&self, stored: Position, scanned: Position) -> Position {
-        if scanned > stored
+    /// Persist a checkpoint that ran ahead over unsubscribed events, best effort.
+    async fn flush_checkpoint(&self, cursor: &mut Cursor) {
+        let (stored, scanned) = (cursor.stored, cursor.scanned);
+        let moved = scanned > stored
             && self
-                .store
-                .commit(&self.generation, Default::default(), stored, scanned)
+                .ports
+                .checkpoints
+                .commit(&self.generation, BatchWrites::default(), stored, scanned)
                 .await
-                .is_ok()
-        {
-            return scanned;
-        }
-        stored
+                .is_ok();
+        cursor.flushed(if moved { scanned } else { stored });
     }
 
-    /// Caught up: activate a building generation, then wait for the feed to ring.
-    async fn at_head(
-        &mut self,
-        manifest: &crate::domain::Manifest,
-        scanned: Position,
-        feed: &mut watch::Receiver<Position>,
-    ) -> Option<DropReason> {
+    /// Caught up: activate a building generation, then wait for the feed to ring (or for the
+    /// time to look for dead letters to re-drive).
+    async fn at_head(&mut self, run: &mut Run) -> Option<DropReason> {
+        let scanned = run.cursor.scanned;
         if self.generation.state == GenerationState::Building {
-            let generation = self.generation.clone();
-            let mut backoff = Backoff::new();
-            while let Err(error) = self
-                .store
-                .activate(&generation, GenerationState::Retired)
-                .await
-            {
-                if !self.pause(&mut backoff, "activate", &error).await {
-                    return Some(DropReason::Shutdown);
-                }
+            if let Some(reason) = self.activate().await {
+                return Some(reason);
             }
-            self.generation.state = GenerationState::Active;
-            tracing::info!(projection = %manifest.name, generation = generation.number, checkpoint = scanned, "generation caught up and is now active");
+            tracing::info!(projection = %run.manifest.name, generation = self.generation.number, checkpoint = scanned, "generation caught up and is now active");
         }
         let generation_state = self.generation.state;
         self.publish(|s| {
@@ -559,24 +471,54 @@ impl Projector {
             s.generation_state = generation_state;
         });
         loop {
-            if *feed.borrow_and_update() > scanned {
+            if *run.feed.borrow_and_update() > scanned {
                 return None;
             }
             tokio::select! {
-                changed = feed.changed() => {
+                changed = run.feed.changed() => {
                     if changed.is_err() {
                         return Some(DropReason::Shutdown);
                     }
                 }
                 _ = self.shutdown.changed() => return Some(DropReason::Shutdown),
-                // Back to the loop now and then, to pick up dead letters to re-drive.
                 _ = tokio::time::sleep(REDRIVE_POLL) => return None,
             }
         }
     }
 
+    /// Make the building generation the active one, retrying store failures; a generation the
+    /// policy will not activate (abandoned meanwhile, or gone) stops the projector.
+    async fn activate(&mut self) -> Option<DropReason> {
+        let mut backoff = super::backoff::Backoff::new();
+        loop {
+            match self
+                .ports
+                .generations
+                .activate(&self.generation, GenerationState::Retired)
+                .await
+            {
+                Ok(()) => break,
+                Err(error @ (StoreError::InvalidInput(_) | StoreError::NotFound(_))) => {
+                    return Some(DropReason::Store(error.to_string()));
+                }
+                Err(error) => {
+                    if !self.pause(&mut backoff, "activate", &error).await {
+                        return Some(DropReason::Shutdown);
+                    }
+                }
+            }
+        }
+        self.generation.state = GenerationState::Active;
+        None
+    }
+
     /// Log a failed store call and wait before the next try; false when shutting down.
-    async fn pause(&self, backoff: &mut Backoff, what: &str, error: &StoreError) -> bool {
+    async fn pause(
+        &self,
+        backoff: &mut super::backoff::Backoff,
+        what: &str,
+        error: &StoreError,
+    ) -> bool {
         tracing::warn!(projection = %self.generation.projection, %error, "{what} failed; retrying");
         if self.stopping() {
             return false;
@@ -602,19 +544,5 @@ impl FailedEvent {
             event_type: event.event_type.clone(),
             aggregate_id: event.aggregate_id.clone(),
         }
-    }
-}
-
-/// Exponential backoff between retries of a store call, capped at [`MAX_BACKOFF`].
-struct Backoff(Duration);
-
-impl Backoff {
-    fn new() -> Self {
-        Self(Duration::from_millis(50))
-    }
-
-    async fn wait(&mut self) {
-        tokio::time::sleep(self.0).await;
-        self.0 = (self.0 * 2).min(MAX_BACKOFF);
     }
 }

@@ -16,9 +16,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::plan::{Code, Refused, plan};
-use super::{DropReason, Handler, Projector, ProjectorState, ProjectorStatus};
+use super::{DropReason, Handler, Projector, ProjectorPorts, ProjectorState, ProjectorStatus};
 use crate::domain::{FailurePolicy, Generation, GenerationState, Position};
-use crate::store::{Store, StoreError};
+use crate::store::{Generations, OperatorState, Store, StoreError};
 
 /// Why deployed code does not run.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +92,10 @@ pub struct HostView {
 
 /// The set of running projectors.
 pub struct Supervisor {
-    store: Arc<dyn Store>,
+    generations: Arc<dyn Generations>,
+    operator: Arc<dyn OperatorState>,
+    /// What each projector is given of the store.
+    ports: ProjectorPorts,
     code: Arc<dyn CodeSource>,
     /// Code deployed per projection name.
     deployed: BTreeMap<String, Arc<dyn Handler>>,
@@ -110,7 +113,9 @@ impl Supervisor {
     /// An empty supervisor over a store.
     pub fn new(store: Arc<dyn Store>, code: Arc<dyn CodeSource>) -> Self {
         Self {
-            store,
+            generations: store.clone(),
+            operator: store.clone(),
+            ports: ProjectorPorts::of(&store),
             code,
             deployed: BTreeMap::new(),
             handlers: HashMap::new(),
@@ -158,8 +163,8 @@ impl Supervisor {
 
     /// Bring one projection's projectors in line with its deployed code and its generations.
     pub async fn reconcile(&mut self, name: &str) -> Result<(), SupervisorError> {
-        let paused = self.store.paused().await?.contains(name);
-        let generations = self.store.generations(name).await?;
+        let paused = self.operator.paused().await?.contains(name);
+        let generations = self.generations.generations(name).await?;
         let deployed = self.deployed.get(name).cloned();
         let plan = plan(
             &generations,
@@ -170,7 +175,9 @@ impl Supervisor {
         for number in &plan.abandon {
             if let Some(g) = generations.iter().find(|g| g.number == *number) {
                 tracing::info!(projection = %name, generation = number, "abandoning a building generation: different code was deployed");
-                self.store.set_state(g, GenerationState::Abandoned).await?;
+                self.generations
+                    .set_state(g, GenerationState::Abandoned)
+                    .await?;
             }
         }
         let mut wanted: BTreeMap<u32, Arc<dyn Handler>> = BTreeMap::new();
@@ -188,7 +195,7 @@ impl Supervisor {
         }
         if let (true, Some(handler)) = (plan.create, &deployed) {
             let generation = self
-                .store
+                .generations
                 .create_generation(handler.manifest(), handler.code_hash())
                 .await?;
             tracing::info!(projection = %name, generation = generation.number, version = generation.version, "new generation: building from the origin");
@@ -224,9 +231,9 @@ impl Supervisor {
     /// reconciled (a cut-over, or a rebuild or rollback from another process). Returns each
     /// projection reconciled, with its outcome.
     pub async fn sync(&mut self) -> Result<Vec<(String, Result<(), SupervisorError>)>, StoreError> {
-        let paused = self.store.paused().await?;
+        let paused = self.operator.paused().await?;
         let mut by_projection: BTreeMap<String, Vec<Generation>> = BTreeMap::new();
-        for generation in self.store.all_generations().await? {
+        for generation in self.generations.all_generations().await? {
             by_projection
                 .entry(generation.projection.clone())
                 .or_default()
@@ -300,7 +307,7 @@ impl Supervisor {
                 tracing::info!(projection = %key.0, generation = key.1, reason = ?reason.ok(), "projector stopped");
             }
         }
-        let generations = self.store.generations(name).await?;
+        let generations = self.generations.generations(name).await?;
         for (number, handler) in wanted {
             if self.running.contains_key(&(name.to_owned(), number)) {
                 continue;
@@ -320,7 +327,7 @@ impl Supervisor {
     ) -> Result<(), SupervisorError> {
         let manifest = handler.manifest();
         if generation.code_hash != handler.code_hash() {
-            self.store
+            self.generations
                 .set_code(&generation, handler.code_hash())
                 .await?;
             tracing::info!(projection = %manifest.name, generation = generation.number, "new code for the same version: swapped in place, continuing from the checkpoint");
@@ -331,12 +338,12 @@ impl Supervisor {
             .iter()
             .map(|c| c.name.clone())
             .collect();
-        self.store
+        self.generations
             .prepare_collections(&generation, manifest)
             .await?;
         let (stop, stopped) = watch::channel(false);
         let (projector, status) = Projector::new(
-            Arc::clone(&self.store),
+            self.ports.clone(),
             Arc::clone(&handler),
             generation.clone(),
             stopped,

@@ -13,7 +13,7 @@ use crate::domain::extjson;
 use crate::domain::{
     AppendResult, EventFilter, ExpectedVersion, Position, RecordedEvent, StreamVersion, time,
 };
-use crate::store::{EventStore, Page, StoreError, StoreResult, StoredId, StreamAppend};
+use crate::store::{EventLog, Page, StoreError, StoreResult, StoredId, StreamAppend};
 
 fn int(doc: &Document, key: &str) -> StoreResult<i64> {
     match doc.get(key) {
@@ -128,7 +128,7 @@ fn duplicate(error: &mongodb::error::Error, appends: &[StreamAppend]) -> StoreEr
 }
 
 #[async_trait]
-impl EventStore for MongoStore {
+impl EventLog for MongoStore {
     async fn append_all(&self, appends: Vec<StreamAppend>) -> StoreResult<Vec<AppendResult>> {
         for append in &appends {
             append.validate()?;

@@ -14,10 +14,13 @@
 //! - `<projection>__g<n>__<collection>`: read collections, and `<projection>__<collection>`,
 //!   views on the active generation.
 
+mod checkpoints;
+mod documents;
 mod errors;
 mod events;
 mod feed;
-mod read_models;
+mod generations;
+mod operator;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +40,7 @@ const TRANSACTION_BUDGET: Duration = Duration::from_secs(60);
 const COMMIT_ATTEMPTS: u32 = 20;
 
 /// The MongoDB store.
+#[derive(Clone)]
 pub struct MongoStore {
     client: Client,
     db: Database,
@@ -211,7 +215,7 @@ macro_rules! transaction {
                 }
                 Err(e) => {
                     let _ = $session.abort_transaction().await;
-                    if !errors::is_transient_transaction(&e)
+                    if !crate::store::mongo::errors::is_transient_transaction(&e)
                         || started.elapsed() > crate::store::mongo::TRANSACTION_BUDGET
                     {
                         break Err(StoreError::backend(context, e));

@@ -9,7 +9,7 @@ use crate::domain::{
     AppendResult, EventFilter, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamVersion,
     time,
 };
-use crate::store::{EventStore, Page, StoreError, StoreResult, StoredId, StreamAppend};
+use crate::store::{EventLog, Page, StoreError, StoreResult, StoredId, StreamAppend};
 
 const COLUMNS: &str =
     "position, id, aggregate_id, aggregate_type, event_type, version, timestamp_ms, data, metadata";
@@ -197,7 +197,7 @@ fn read_all_blocking(
 }
 
 #[async_trait]
-impl EventStore for SqliteStore {
+impl EventLog for SqliteStore {
     async fn append_all(&self, appends: Vec<StreamAppend>) -> StoreResult<Vec<AppendResult>> {
         for append in &appends {
             append.validate()?;

@@ -5,9 +5,12 @@
 //! assigned inside the single writer's transaction, they become visible strictly in order.
 //! Blocking SQLite calls run on tokio's blocking pool.
 
+mod checkpoints;
+mod documents;
 mod events;
 mod feed;
-mod read_models;
+mod generations;
+mod operator;
 mod schema;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,377 @@
+//! The projector loop with a scripted [`Handler`] over a real temporary embedded store: retry,
+//! skip to dead letters, stop, careful one-event-at-a-time mode, re-drive, and a checkpoint
+//! moved by another writer. Each event the handler accepts appends its position to the
+//! document of its stream, so a document shows exactly which events took effect, and how often.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::{
+    BatchContext, DropReason, HandleFailure, Handler, Projector, ProjectorPorts, ProjectorStatus,
+};
+use crate::domain::{
+    ExpectedVersion, FailurePolicy, Generation, Manifest, NewEvent, OnFailure, Position,
+    RecordedEvent,
+};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{BatchWrites, Store};
+
+/// Bound on waiting for a projector: only reached when it stops making progress.
+const STALL: Duration = Duration::from_secs(60);
+
+/// A handler that fails at chosen positions a chosen number of times, and otherwise records
+/// each event's position in its stream's document.
+struct Scripted {
+    manifest: Manifest,
+    /// Position -> (failures left, the failure to report).
+    failures: Mutex<HashMap<Position, (u32, HandleFailure)>>,
+    /// Each call: the first position and the number of events.
+    calls: Mutex<Vec<(Position, usize)>>,
+}
+
+impl Scripted {
+    fn new() -> Self {
+        Self {
+            manifest: Manifest::new("scripted", 1, ["seen"]),
+            failures: Mutex::new(HashMap::new()),
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Fail at `position`, `times` times, as the guest reporting an error.
+    fn failing(self, position: Position, times: u32) -> Self {
+        let failure = HandleFailure::Guest {
+            position: Some(position),
+            kind: "invalid-event".into(),
+            message: format!("scripted failure at {position}"),
+        };
+        self.failing_with(position, times, failure)
+    }
+
+    fn failing_with(self, position: Position, times: u32, failure: HandleFailure) -> Self {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.insert(position, (times, failure));
+        }
+        self
+    }
+
+    fn calls(&self) -> Vec<(Position, usize)> {
+        self.calls.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+}
+
+impl Handler for Scripted {
+    fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    fn code_hash(&self) -> &str {
+        "scripted"
+    }
+
+    fn handle(
+        &self,
+        events: &[RecordedEvent],
+        mut context: BatchContext,
+    ) -> (BatchContext, Result<(), HandleFailure>) {
+        if let (Ok(mut calls), Some(first)) = (self.calls.lock(), events.first()) {
+            calls.push((first.position, events.len()));
+        }
+        for event in events {
+            let scripted = self.failures.lock().ok().and_then(|mut failures| {
+                let (left, failure) = failures.get_mut(&event.position)?;
+                (*left > 0).then(|| {
+                    *left -= 1;
+                    failure.clone()
+                })
+            });
+            if let Some(failure) = scripted {
+                return (context, Err(failure));
+            }
+            context.set_position(event.position);
+            let update = json!({ "$push": { "positions": event.position } }).to_string();
+            if let Err(failure) = context.update("seen", &event.aggregate_id, &update, true) {
+                return (context, Err(HandleFailure::Host(failure.to_string())));
+            }
+        }
+        (context, Ok(()))
+    }
+}
+
+/// A store in a temporary folder with `events` events in stream `s`, and a building generation
+/// of the scripted projection.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<dyn Store>,
+    generation: Generation,
+}
+
+async fn fixture(events: usize) -> Fixture {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("refold.db"))
+            .await
+            .expect("open store"),
+    );
+    let events = (0..events)
+        .map(|i| NewEvent {
+            id: None,
+            aggregate_type: "Thing".into(),
+            event_type: "ThingHappened".into(),
+            event_data: json!({ "i": i }),
+            metadata: json!({}),
+            timestamp_ms: None,
+        })
+        .collect();
+    store
+        .append("s", ExpectedVersion::Any, events)
+        .await
+        .expect("append");
+    let generation = store
+        .create_generation(&Manifest::new("scripted", 1, ["seen"]), "scripted")
+        .await
+        .expect("create generation");
+    Fixture {
+        _dir: dir,
+        store,
+        generation,
+    }
+}
+
+/// A running projector: its status, the switch that stops it, and its end.
+struct Running {
+    status: watch::Receiver<ProjectorStatus>,
+    stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<DropReason>,
+}
+
+fn start(fixture: &Fixture, handler: &Arc<Scripted>, policy: FailurePolicy) -> Running {
+    let (stop, stopped) = watch::channel(false);
+    let (projector, status) = Projector::new(
+        ProjectorPorts::of(&fixture.store),
+        Arc::clone(handler) as Arc<dyn Handler>,
+        fixture.generation.clone(),
+        stopped,
+    );
+    let done = tokio::spawn(projector.with_failure_policy(policy).run());
+    Running { status, stop, done }
+}
+
+impl Running {
+    /// Wait until the checkpoint reaches `position`.
+    async fn reaches(&mut self, position: Position) {
+        tokio::time::timeout(STALL, self.status.wait_for(|s| s.checkpoint >= position))
+            .await
+            .expect("the projector stalled")
+            .expect("the projector is gone");
+    }
+
+    async fn stop(self) -> DropReason {
+        let _ = self.stop.send(true);
+        self.done.await.expect("projector task")
+    }
+
+    async fn end(self) -> DropReason {
+        tokio::time::timeout(STALL, self.done)
+            .await
+            .expect("the projector did not stop")
+            .expect("projector task")
+    }
+}
+
+/// The positions that took effect in stream `s`'s document, as committed.
+async fn seen(store: &Arc<dyn Store>, generation: &Generation) -> Vec<Position> {
+    let mut reader = store.reader(generation).expect("reader");
+    let document = tokio::task::spawn_blocking(move || reader.get("seen", "s"))
+        .await
+        .expect("read task")
+        .expect("read");
+    match document.and_then(|d| d.get("positions").cloned()) {
+        Some(Value::Array(positions)) => positions.iter().filter_map(Value::as_u64).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn policy(attempts: u32, on_failure: OnFailure) -> FailurePolicy {
+    FailurePolicy {
+        attempts,
+        on_failure,
+    }
+}
+
+#[tokio::test]
+async fn a_failed_batch_is_replayed_one_event_at_a_time_and_the_failing_event_skipped() {
+    let fixture = fixture(5).await;
+    let handler = Arc::new(Scripted::new().failing(3, u32::MAX));
+    let mut running = start(&fixture, &handler, policy(2, OnFailure::Skip));
+    running.reaches(5).await;
+    assert_eq!(running.stop().await, DropReason::Shutdown);
+    assert_eq!(
+        seen(&fixture.store, &fixture.generation).await,
+        [1, 2, 4, 5]
+    );
+    // The whole batch, then one event at a time through its end: 3 twice (its two attempts).
+    assert_eq!(
+        handler.calls(),
+        [(1, 5), (1, 1), (2, 1), (3, 1), (3, 1), (4, 1), (5, 1)]
+    );
+    let letters = fixture
+        .store
+        .dead_letters(None)
+        .await
+        .expect("dead letters");
+    assert_eq!(letters.len(), 1);
+    assert_eq!((letters[0].position, letters[0].attempts), (3, 2));
+    assert!(
+        letters[0].error.contains("scripted failure at 3"),
+        "{letters:?}"
+    );
+}
+
+#[tokio::test]
+async fn stop_parks_the_projection_on_the_failing_event_and_keeps_the_events_before_it() {
+    let fixture = fixture(4).await;
+    let handler = Arc::new(Scripted::new().failing(2, u32::MAX));
+    let running = start(&fixture, &handler, policy(1, OnFailure::Stop));
+    let reason = running.end().await;
+    assert!(
+        matches!(reason, DropReason::Failed { position: 2, .. }),
+        "{reason:?}"
+    );
+    assert_eq!(seen(&fixture.store, &fixture.generation).await, [1]);
+    let stored = fixture.store.generations("scripted").await.expect("read");
+    assert_eq!(stored[0].checkpoint, 1);
+    let error = stored[0].last_error.as_deref().unwrap_or_default();
+    assert!(error.contains("position 2"), "{error}");
+    assert!(
+        fixture
+            .store
+            .dead_letters(None)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn an_event_that_fails_fewer_times_than_its_attempts_is_applied_once() {
+    let fixture = fixture(3).await;
+    let handler = Arc::new(Scripted::new().failing(2, 2));
+    let mut running = start(&fixture, &handler, policy(3, OnFailure::Stop));
+    running.reaches(3).await;
+    assert_eq!(running.stop().await, DropReason::Shutdown);
+    assert_eq!(seen(&fixture.store, &fixture.generation).await, [1, 2, 3]);
+    assert!(
+        fixture
+            .store
+            .dead_letters(None)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn host_failures_are_retried_beyond_the_policys_attempts_and_never_skipped() {
+    let fixture = fixture(3).await;
+    let outage = HandleFailure::Host("store unreachable".into());
+    let handler = Arc::new(Scripted::new().failing_with(2, 4, outage));
+    let mut running = start(&fixture, &handler, policy(1, OnFailure::Skip));
+    running.reaches(3).await;
+    assert_eq!(running.stop().await, DropReason::Shutdown);
+    assert_eq!(seen(&fixture.store, &fixture.generation).await, [1, 2, 3]);
+    assert!(
+        fixture
+            .store
+            .dead_letters(None)
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    // The batch is retried whole: a host failure says nothing about one event.
+    assert!(
+        handler.calls().iter().all(|(_, n)| *n == 3),
+        "{:?}",
+        handler.calls()
+    );
+}
+
+#[tokio::test]
+async fn a_re_driven_dead_letter_is_applied_once_and_deleted_with_its_writes() {
+    let fixture = fixture(4).await;
+    // Fails the batch and its two attempts alone, then works: the re-drive succeeds.
+    let handler = Arc::new(Scripted::new().failing(3, 3));
+    let mut running = start(&fixture, &handler, policy(2, OnFailure::Skip));
+    running.reaches(4).await;
+    assert_eq!(seen(&fixture.store, &fixture.generation).await, [1, 2, 4]);
+    let marked = fixture
+        .store
+        .request_dead_letter_retry("scripted", None)
+        .await
+        .expect("request a re-drive");
+    assert_eq!(marked, 1);
+    let store = Arc::clone(&fixture.store);
+    tokio::time::timeout(STALL, async {
+        while !store.dead_letters(None).await.expect("read").is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the dead letter was not re-driven");
+    assert_eq!(running.stop().await, DropReason::Shutdown);
+    assert_eq!(
+        seen(&fixture.store, &fixture.generation).await,
+        [1, 2, 4, 3]
+    );
+    let stored = fixture.store.generations("scripted").await.expect("read");
+    assert_eq!(stored[0].checkpoint, 4);
+}
+
+#[tokio::test]
+async fn a_checkpoint_moved_by_another_writer_stops_the_projector_without_writing() {
+    let fixture = fixture(3).await;
+    // Another host folded the first two events and moved the checkpoint.
+    fixture
+        .store
+        .commit(&fixture.generation, BatchWrites::default(), 0, 2)
+        .await
+        .expect("the other writer's commit");
+    let handler = Arc::new(Scripted::new());
+    let running = start(&fixture, &handler, policy(1, OnFailure::Stop));
+    let reason = running.end().await;
+    assert!(
+        matches!(reason, DropReason::CheckpointMoved(_)),
+        "{reason:?}"
+    );
+    assert!(seen(&fixture.store, &fixture.generation).await.is_empty());
+    let stored = fixture.store.generations("scripted").await.expect("read");
+    assert_eq!(stored[0].checkpoint, 2);
+}
+
+#[tokio::test]
+async fn a_building_generation_becomes_active_at_the_head() {
+    let fixture = fixture(2).await;
+    let handler = Arc::new(Scripted::new());
+    let mut running = start(&fixture, &handler, policy(1, OnFailure::Stop));
+    running.reaches(2).await;
+    tokio::time::timeout(
+        STALL,
+        running
+            .status
+            .wait_for(|s| s.generation_state == crate::domain::GenerationState::Active),
+    )
+    .await
+    .expect("the generation was not activated")
+    .expect("the projector is gone");
+    assert_eq!(running.stop().await, DropReason::Shutdown);
+    let served = fixture
+        .store
+        .get_document("scripted", "seen", "s")
+        .await
+        .expect("served through the stable name");
+    assert_eq!(served, Some(json!({ "_id": "s", "positions": [1, 2] })));
+}

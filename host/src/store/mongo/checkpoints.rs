@@ -1,0 +1,127 @@
+//! Checkpoint-guarded batch commits on MongoDB, and the point reads guests make of their
+//! generation's collections.
+//!
+//! A batch commits in one transaction: for each collection it touched, the documents it changed
+//! are deleted and the surviving ones inserted again (two round trips per collection instead of
+//! one per document), then the generation's checkpoint moves, guarded by its previous value.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use mongodb::bson::{Document, doc};
+use mongodb::options::ReadConcern;
+use serde_json::{Map, Value};
+
+use super::generations::{generation_id, to_generation};
+use super::{MongoStore, transaction};
+use crate::domain::{Generation, Position, extjson};
+use crate::store::generations::guard_checkpoint;
+use crate::store::{BatchWrites, Checkpoints, DocumentReader, StoreError, StoreResult};
+
+/// Point reads of one generation for host calls. Runs on a blocking thread (the handler's), so
+/// it drives the async driver with the runtime handle it was created on.
+struct MongoReader {
+    runtime: tokio::runtime::Handle,
+    store: MongoStore,
+    generation: Generation,
+}
+
+impl DocumentReader for MongoReader {
+    fn get(&mut self, collection: &str, id: &str) -> StoreResult<Option<Map<String, Value>>> {
+        let coll = self.store.physical(&self.generation, collection);
+        let found = self
+            .runtime
+            .block_on(async {
+                coll.find_one(doc! { "_id": id })
+                    .read_concern(ReadConcern::majority())
+                    .await
+            })
+            .map_err(|e| StoreError::backend(format!("read {}/{id}", coll.name()), e))?;
+        Ok(found.as_ref().map(extjson::to_map))
+    }
+}
+
+#[async_trait]
+impl Checkpoints for MongoStore {
+    async fn commit(
+        &self,
+        generation: &Generation,
+        writes: BatchWrites,
+        from: Position,
+        to: Position,
+    ) -> StoreResult<()> {
+        // Group by collection; convert before the transaction so bad documents fail early.
+        let mut by_collection: BTreeMap<String, (Vec<String>, Vec<Document>)> = BTreeMap::new();
+        for (collection, id, document) in &writes.documents {
+            let entry = by_collection.entry(collection.clone()).or_default();
+            entry.0.push(id.clone());
+            if let Some(map) = document {
+                let doc = extjson::to_document(map)
+                    .map_err(|e| StoreError::InvalidInput(format!("{collection}/{id}: {e}")))?;
+                entry.1.push(doc);
+            }
+        }
+        let generations = self.generations_collection();
+        let key = generation_id(&generation.projection, generation.number);
+        transaction!(self, "commit batch", |session| async {
+            let moved = generations
+                .update_one(
+                    doc! { "_id": &key, "checkpoint": from as i64 },
+                    doc! { "$set": { "checkpoint": to as i64 } },
+                )
+                .session(&mut session)
+                .await?;
+            if moved.matched_count == 0 {
+                let found = generations
+                    .find_one(doc! { "_id": &key })
+                    .session(&mut session)
+                    .await?;
+                let stored = found.map(|doc| {
+                    to_generation(&doc)
+                        .map(|g| g.checkpoint)
+                        .unwrap_or_default()
+                });
+                let decision = guard_checkpoint(generation, stored, from)
+                    .err()
+                    .unwrap_or_else(|| {
+                        StoreError::backend(
+                            "commit batch",
+                            "the checkpoint guard matched no generation",
+                        )
+                    });
+                return Ok(Err(decision));
+            }
+            for (collection, (ids, documents)) in &by_collection {
+                let coll = self.physical(generation, collection);
+                coll.delete_many(doc! { "_id": { "$in": ids } })
+                    .session(&mut session)
+                    .await?;
+                if !documents.is_empty() {
+                    coll.insert_many(documents).session(&mut session).await?;
+                }
+            }
+            if !writes.resolved_dead_letters.is_empty() {
+                let ids: Vec<String> = writes
+                    .resolved_dead_letters
+                    .iter()
+                    .map(|p| format!("{}:{}:{p}", generation.projection, generation.number))
+                    .collect();
+                self.dead_letters_collection()
+                    .delete_many(doc! { "_id": { "$in": ids } })
+                    .session(&mut session)
+                    .await?;
+            }
+            Ok(Ok(()))
+        })
+    }
+
+    fn reader(&self, generation: &Generation) -> StoreResult<Box<dyn DocumentReader>> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| StoreError::backend("create a document reader", e))?;
+        Ok(Box::new(MongoReader {
+            runtime,
+            store: self.clone(),
+            generation: generation.clone(),
+        }))
+    }
+}

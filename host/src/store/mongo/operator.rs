@@ -1,0 +1,189 @@
+//! Dead letters, refused components and paused projections on MongoDB: the collections
+//! operators act on through the API and the CLI.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use futures_util::TryStreamExt;
+use mongodb::bson::{Document, doc};
+
+use super::{MongoStore, backend};
+use crate::domain::{Position, time};
+use crate::store::{DeadLetter, DeadLetters, OperatorState, Refusal, StoreResult};
+
+/// A projection's dead letters at `positions`, or all of them.
+fn dead_letters_filter(projection: &str, positions: Option<&[Position]>) -> Document {
+    match positions {
+        None => doc! { "projection": projection },
+        Some(positions) => doc! {
+            "projection": projection,
+            "position": { "$in": positions.iter().map(|p| *p as i64).collect::<Vec<_>>() },
+        },
+    }
+}
+
+#[async_trait]
+impl DeadLetters for MongoStore {
+    async fn record_dead_letter(&self, l: &DeadLetter) -> StoreResult<()> {
+        let id = format!("{}:{}:{}", l.projection, l.generation, l.position);
+        self.dead_letters_collection()
+            .replace_one(
+                doc! { "_id": &id },
+                doc! {
+                    "_id": &id, "projection": &l.projection, "generation": i64::from(l.generation),
+                    "position": l.position as i64, "version": i64::from(l.version), "eventId": &l.event_id,
+                    "eventType": &l.event_type, "aggregateId": &l.aggregate_id, "error": &l.error,
+                    "attempts": i64::from(l.attempts), "at": mongodb::bson::DateTime::from_millis(l.at_ms),
+                    "retry": l.retry_requested,
+                },
+            )
+            .upsert(true)
+            .await
+            .map(drop)
+            .map_err(backend("record a dead letter"))
+    }
+
+    async fn dead_letters(&self, projection: Option<&str>) -> StoreResult<Vec<DeadLetter>> {
+        let filter = match projection {
+            Some(name) => doc! { "projection": name },
+            None => doc! {},
+        };
+        let docs: Vec<Document> = self
+            .dead_letters_collection()
+            .find(filter)
+            .sort(doc! { "projection": 1, "generation": 1, "position": 1 })
+            .await
+            .map_err(backend("read dead letters"))?
+            .try_collect()
+            .await
+            .map_err(backend("read dead letters"))?;
+        let int = |d: &Document, key: &str| d.get_i64(key).unwrap_or_default();
+        let text = |d: &Document, key: &str| d.get_str(key).unwrap_or_default().to_owned();
+        Ok(docs
+            .iter()
+            .map(|d| DeadLetter {
+                projection: text(d, "projection"),
+                generation: int(d, "generation") as u32,
+                version: int(d, "version") as u32,
+                position: int(d, "position") as Position,
+                event_id: text(d, "eventId"),
+                event_type: text(d, "eventType"),
+                aggregate_id: text(d, "aggregateId"),
+                error: text(d, "error"),
+                attempts: int(d, "attempts") as u32,
+                at_ms: d
+                    .get_datetime("at")
+                    .map(|t| t.timestamp_millis())
+                    .unwrap_or_default(),
+                retry_requested: d.get_bool("retry").unwrap_or(false),
+            })
+            .collect())
+    }
+
+    async fn request_dead_letter_retry(
+        &self,
+        projection: &str,
+        positions: Option<&[Position]>,
+    ) -> StoreResult<u64> {
+        self.dead_letters_collection()
+            .update_many(
+                dead_letters_filter(projection, positions),
+                doc! { "$set": { "retry": true } },
+            )
+            .await
+            .map(|r| r.matched_count)
+            .map_err(backend("request a retry of dead letters"))
+    }
+
+    async fn discard_dead_letters(
+        &self,
+        projection: &str,
+        positions: Option<&[Position]>,
+    ) -> StoreResult<u64> {
+        self.dead_letters_collection()
+            .delete_many(dead_letters_filter(projection, positions))
+            .await
+            .map(|r| r.deleted_count)
+            .map_err(backend("discard dead letters"))
+    }
+}
+
+#[async_trait]
+impl OperatorState for MongoStore {
+    async fn record_refusal(&self, component: &str, error: Option<&str>) -> StoreResult<()> {
+        let refusals = self.refusals_collection();
+        match error {
+            Some(error) => refusals
+                .replace_one(
+                    doc! { "_id": component },
+                    doc! { "_id": component, "error": error, "at": mongodb::bson::DateTime::from_millis(time::now_millis()) },
+                )
+                .upsert(true)
+                .await
+                .map(drop),
+            None => refusals
+                .delete_one(doc! { "_id": component })
+                .await
+                .map(drop),
+        }
+        .map_err(backend("record refusal"))
+    }
+
+    async fn refusals(&self) -> StoreResult<Vec<Refusal>> {
+        let docs: Vec<Document> = self
+            .refusals_collection()
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .await
+            .map_err(backend("read refusals"))?
+            .try_collect()
+            .await
+            .map_err(backend("read refusals"))?;
+        Ok(docs
+            .iter()
+            .map(|d| Refusal {
+                component: d.get_str("_id").unwrap_or_default().to_owned(),
+                error: d.get_str("error").unwrap_or_default().to_owned(),
+                at_ms: d
+                    .get_datetime("at")
+                    .map(|t| t.timestamp_millis())
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn set_paused(&self, projection: &str, paused: bool) -> StoreResult<()> {
+        let collection = self.paused_collection();
+        if paused {
+            collection
+                .update_one(
+                    doc! { "_id": projection },
+                    doc! { "$setOnInsert": { "at": mongodb::bson::DateTime::from_millis(time::now_millis()) } },
+                )
+                .upsert(true)
+                .await
+                .map(drop)
+        } else {
+            collection
+                .delete_one(doc! { "_id": projection })
+                .await
+                .map(drop)
+        }
+        .map_err(backend("pause or resume"))
+    }
+
+    async fn paused(&self) -> StoreResult<BTreeSet<String>> {
+        let docs: Vec<Document> = self
+            .paused_collection()
+            .find(doc! {})
+            .await
+            .map_err(backend("read paused projections"))?
+            .try_collect()
+            .await
+            .map_err(backend("read paused projections"))?;
+        Ok(docs
+            .iter()
+            .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
+            .collect())
+    }
+}

@@ -1,0 +1,271 @@
+//! The store's ports: one narrow trait per concern, each stating its contract, so a caller
+//! holds only what it uses (the projector holds the log, checkpoints, dead letters and the
+//! generation registry; the API's reads hold documents). Both backends implement every port;
+//! [`super::Store`] is all of them, for the wiring that opens a store and hands ports out.
+//!
+//! Rules that every backend must follow (which generation number comes next, what a moved
+//! checkpoint means, which names a cut-over repoints) are not written here or in a backend but
+//! once, in [`super::generations`]; a backend only performs the storage operations.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+
+use super::{BatchWrites, StoreError, StoreResult, StreamAppend};
+use crate::domain::query::Query;
+use crate::domain::{
+    AppendResult, EventFilter, ExpectedVersion, Generation, GenerationState, Manifest, NewEvent,
+    Position, RecordedEvent, StreamVersion,
+};
+
+/// A component file the host refused to deploy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Refusal {
+    /// The file, relative to the projections folder.
+    pub component: String,
+    /// Why it was refused.
+    pub error: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+}
+
+/// An event a projection generation skipped after its failure policy's last attempt.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// Projection.
+    pub projection: String,
+    /// Generation that skipped it.
+    pub generation: u32,
+    /// Declared version of the code that failed.
+    pub version: u32,
+    /// Position of the event.
+    pub position: Position,
+    /// Event id.
+    pub event_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// Stream of the event.
+    pub aggregate_id: String,
+    /// The last failure.
+    pub error: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it was recorded, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// An operator asked for it to be re-driven; the projector of its generation will.
+    pub retry_requested: bool,
+}
+
+/// One page of the global log.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    /// Matching events after the requested position, in position order.
+    pub events: Vec<RecordedEvent>,
+    /// Every position up to this one has been looked at (matching or not). A reader that
+    /// resumes after it skips nothing.
+    pub scanned_to: Position,
+}
+
+/// The event log: append-only streams with a global, gap-free position, and a change feed.
+#[async_trait]
+pub trait EventLog: Send + Sync {
+    /// Append to several streams in one transaction: every event of every stream, or none
+    /// (a conflict on any stream refuses all). Positions are assigned in commit order, so a
+    /// reader paging by position can never skip one. A part whose events carry ids that are
+    /// stored already, as the same events of the same stream, is a retry: it writes nothing and
+    /// answers its first result, whatever its expected version.
+    async fn append_all(&self, appends: Vec<StreamAppend>) -> StoreResult<Vec<AppendResult>>;
+
+    /// Append events to one stream atomically.
+    async fn append(
+        &self,
+        aggregate_id: &str,
+        expected: ExpectedVersion,
+        events: Vec<NewEvent>,
+    ) -> StoreResult<AppendResult> {
+        let append = StreamAppend {
+            aggregate_id: aggregate_id.to_owned(),
+            expected,
+            events,
+        };
+        let mut results = self.append_all(vec![append]).await?;
+        results
+            .pop()
+            .ok_or_else(|| StoreError::backend("append", "no result"))
+    }
+
+    /// Events of one stream with version >= `from_version`, in order, at most `limit`.
+    async fn read_stream(
+        &self,
+        aggregate_id: &str,
+        from_version: StreamVersion,
+        limit: usize,
+    ) -> StoreResult<Vec<RecordedEvent>>;
+
+    /// Events with position > `after` that match `filter`, in order, at most `limit`.
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> StoreResult<Page>;
+
+    /// The highest committed position.
+    async fn head(&self) -> StoreResult<Position>;
+
+    /// The change feed: a receiver of the head, rung after appends (this process's and, within
+    /// a short polling interval, other processes').
+    fn feed(&self) -> watch::Receiver<Position>;
+}
+
+/// Synchronous point reads of a generation's documents, for host calls made from inside a
+/// guest. Each projector owns one.
+pub trait DocumentReader: Send {
+    /// The document with this id in the generation's collection, if any.
+    fn get(&mut self, collection: &str, id: &str) -> StoreResult<Option<Map<String, Value>>>;
+}
+
+/// Checkpoint-guarded commits: the only way a generation's documents change.
+#[async_trait]
+pub trait Checkpoints: Send + Sync {
+    /// Commit a batch: apply its writes to the generation's collections, delete the dead letters
+    /// it re-drove, and move its checkpoint from `from` to `to` (or keep it, `from == to`), in
+    /// one transaction. When the stored checkpoint is not `from`, nothing changes and the error
+    /// is the one [`super::generations::guard_checkpoint`] gives
+    /// ([`StoreError::CheckpointMoved`], or [`StoreError::NotFound`] for a generation that is
+    /// gone).
+    async fn commit(
+        &self,
+        generation: &Generation,
+        writes: BatchWrites,
+        from: Position,
+        to: Position,
+    ) -> StoreResult<()>;
+
+    /// A synchronous reader of the generation's documents, as committed.
+    fn reader(&self, generation: &Generation) -> StoreResult<Box<dyn DocumentReader>>;
+}
+
+/// The generation registry: each projection's generations, their code, state and last error,
+/// and the cut-over that makes one of them the served one.
+#[async_trait]
+pub trait Generations: Send + Sync {
+    /// The generations of a projection, oldest first.
+    async fn generations(&self, projection: &str) -> StoreResult<Vec<Generation>>;
+
+    /// Every generation of every projection, by projection then number.
+    async fn all_generations(&self) -> StoreResult<Vec<Generation>>;
+
+    /// Register the projection's next generation ([`super::generations::next`]: the number after
+    /// the highest ever registered, even by another host at the same moment) in state
+    /// `building` with checkpoint 0, create its collections and indexes, and return it.
+    async fn create_generation(
+        &self,
+        manifest: &Manifest,
+        code_hash: &str,
+    ) -> StoreResult<Generation>;
+
+    /// Make the physical collections and indexes of a generation exist and record them as its
+    /// collections; for an active generation, also make their stable names exist (idempotent).
+    async fn prepare_collections(
+        &self,
+        generation: &Generation,
+        manifest: &Manifest,
+    ) -> StoreResult<()>;
+
+    /// Record the code a generation now runs (same version, new code swapped in place).
+    async fn set_code(&self, generation: &Generation, code_hash: &str) -> StoreResult<()>;
+
+    /// Make a generation the active one, as [`super::generations::cut_over`] plans it: the
+    /// stable names point at its collections, those of collections it lacks are removed, and
+    /// the previously active generation moves to `previous` (retired after a cut-over, rolled
+    /// back after a rollback). On SQLite this is one transaction; on MongoDB each stable name
+    /// switches atomically. A generation in a state that may not be activated is refused with
+    /// [`StoreError::InvalidInput`].
+    async fn activate(&self, generation: &Generation, previous: GenerationState)
+    -> StoreResult<()>;
+
+    /// Set a generation's life-cycle state (to abandon a building one).
+    async fn set_state(&self, generation: &Generation, state: GenerationState) -> StoreResult<()>;
+
+    /// Record (or clear) the error a generation's projector stopped on.
+    async fn set_error(&self, generation: &Generation, error: Option<&str>) -> StoreResult<()>;
+}
+
+/// Reads of the served documents: the active generation's collections, by stable name.
+#[async_trait]
+pub trait Documents: Send + Sync {
+    /// A document of the active generation, through the stable name.
+    async fn get_document(
+        &self,
+        projection: &str,
+        collection: &str,
+        id: &str,
+    ) -> StoreResult<Option<Value>>;
+
+    /// The documents of the active generation's collection that match a query, in its order.
+    /// [`StoreError::NotFound`] when the collection is not served (yet).
+    async fn find_documents(
+        &self,
+        projection: &str,
+        collection: &str,
+        query: &Query,
+    ) -> StoreResult<Vec<Value>>;
+
+    /// The documents of the active generation's collection, ordered by id, at most `limit`.
+    async fn list_documents(
+        &self,
+        projection: &str,
+        collection: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<Value>>;
+}
+
+/// Events a failure policy skipped, and the operator's requests to re-drive them.
+#[async_trait]
+pub trait DeadLetters: Send + Sync {
+    /// Record a dead letter; recording the same (projection, generation, position) again
+    /// replaces it, so a crash between recording and moving the checkpoint duplicates nothing.
+    async fn record_dead_letter(&self, letter: &DeadLetter) -> StoreResult<()>;
+
+    /// Dead letters of one projection (or all), by projection, generation and position.
+    async fn dead_letters(&self, projection: Option<&str>) -> StoreResult<Vec<DeadLetter>>;
+
+    /// Delete a projection's dead letters at these positions (all of them for `None`); returns
+    /// how many were deleted.
+    async fn discard_dead_letters(
+        &self,
+        projection: &str,
+        positions: Option<&[Position]>,
+    ) -> StoreResult<u64>;
+
+    /// Ask for a projection's dead letters at these positions (all for `None`) to be re-driven
+    /// by the projectors of their generations; returns how many were marked.
+    async fn request_dead_letter_retry(
+        &self,
+        projection: &str,
+        positions: Option<&[Position]>,
+    ) -> StoreResult<u64>;
+}
+
+/// What operators and deploys leave for every host to see: refused component files and paused
+/// projections.
+#[async_trait]
+pub trait OperatorState: Send + Sync {
+    /// Record why a component file was refused (`Some`), or that it deployed (`None`).
+    async fn record_refusal(&self, component: &str, error: Option<&str>) -> StoreResult<()>;
+
+    /// The component files currently refused, by name.
+    async fn refusals(&self) -> StoreResult<Vec<Refusal>>;
+
+    /// Pause a projection (`true`: its projectors stop at a batch boundary on every host, its
+    /// read collections keep serving) or resume it (`false`: it continues from its checkpoints).
+    async fn set_paused(&self, projection: &str, paused: bool) -> StoreResult<()>;
+
+    /// The paused projections.
+    async fn paused(&self) -> StoreResult<BTreeSet<String>>;
+}

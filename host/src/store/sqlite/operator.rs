@@ -1,0 +1,186 @@
+//! Dead letters, refused components and paused projections on SQLite: the tables operators act
+//! on through the API and the CLI.
+
+use std::collections::BTreeSet;
+
+use async_trait::async_trait;
+use rusqlite::params;
+
+use super::SqliteStore;
+use crate::domain::{Position, time};
+use crate::store::{DeadLetter, DeadLetters, OperatorState, Refusal, StoreError, StoreResult};
+
+#[async_trait]
+impl DeadLetters for SqliteStore {
+    async fn record_dead_letter(&self, letter: &DeadLetter) -> StoreResult<()> {
+        let l = letter.clone();
+        self.with_writer(move |conn| {
+            conn.execute(
+                "INSERT OR REPLACE INTO dead_letters (projection, generation, position, version, event_id, event_type, aggregate_id, error, attempts, at_ms, retry) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![l.projection, l.generation, l.position as i64, l.version, l.event_id, l.event_type, l.aggregate_id, l.error, l.attempts, l.at_ms, l.retry_requested],
+            )
+            .map(drop)
+            .map_err(|e| StoreError::backend("record a dead letter", e))
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, projection: Option<&str>) -> StoreResult<Vec<DeadLetter>> {
+        let projection = projection.map(str::to_owned);
+        self.with_reader(move |conn| {
+            conn.prepare(
+                "SELECT projection, generation, position, version, event_id, event_type, aggregate_id, error, attempts, at_ms, retry FROM dead_letters WHERE ?1 IS NULL OR projection = ?1 ORDER BY projection, generation, position",
+            )
+            .and_then(|mut s| {
+                s.query_map([projection], |r| {
+                    Ok(DeadLetter {
+                        projection: r.get(0)?,
+                        generation: r.get(1)?,
+                        position: r.get::<_, i64>(2)? as Position,
+                        version: r.get(3)?,
+                        event_id: r.get(4)?,
+                        event_type: r.get(5)?,
+                        aggregate_id: r.get(6)?,
+                        error: r.get(7)?,
+                        attempts: r.get(8)?,
+                        at_ms: r.get(9)?,
+                        retry_requested: r.get(10)?,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(|e| StoreError::backend("read dead letters", e))
+        })
+        .await
+    }
+
+    async fn discard_dead_letters(
+        &self,
+        projection: &str,
+        positions: Option<&[Position]>,
+    ) -> StoreResult<u64> {
+        self.change_dead_letters(
+            "DELETE FROM dead_letters",
+            "discard dead letters",
+            projection,
+            positions,
+        )
+        .await
+    }
+
+    async fn request_dead_letter_retry(
+        &self,
+        projection: &str,
+        positions: Option<&[Position]>,
+    ) -> StoreResult<u64> {
+        self.change_dead_letters(
+            "UPDATE dead_letters SET retry = 1",
+            "request a retry of dead letters",
+            projection,
+            positions,
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl OperatorState for SqliteStore {
+    async fn record_refusal(&self, component: &str, error: Option<&str>) -> StoreResult<()> {
+        let (component, error) = (component.to_owned(), error.map(str::to_owned));
+        self.with_writer(move |conn| {
+            match error {
+                Some(error) => conn.execute(
+                    "INSERT INTO refusals (component, error, at_ms) VALUES (?1, ?2, ?3) ON CONFLICT (component) DO UPDATE SET error = excluded.error, at_ms = excluded.at_ms",
+                    params![component, error, time::now_millis()],
+                ),
+                None => conn.execute("DELETE FROM refusals WHERE component = ?1", [component]),
+            }
+            .map(drop)
+            .map_err(|e| StoreError::backend("record refusal", e))
+        })
+        .await
+    }
+
+    async fn refusals(&self) -> StoreResult<Vec<Refusal>> {
+        self.with_reader(|conn| {
+            conn.prepare("SELECT component, error, at_ms FROM refusals ORDER BY component")
+                .and_then(|mut s| {
+                    s.query_map([], |r| {
+                        Ok(Refusal {
+                            component: r.get(0)?,
+                            error: r.get(1)?,
+                            at_ms: r.get(2)?,
+                        })
+                    })?
+                    .collect()
+                })
+                .map_err(|e| StoreError::backend("read refusals", e))
+        })
+        .await
+    }
+
+    async fn set_paused(&self, projection: &str, paused: bool) -> StoreResult<()> {
+        let projection = projection.to_owned();
+        self.with_writer(move |conn| {
+            if paused {
+                conn.execute(
+                    "INSERT INTO paused (projection, at_ms) VALUES (?1, ?2) ON CONFLICT (projection) DO NOTHING",
+                    params![projection, time::now_millis()],
+                )
+            } else {
+                conn.execute("DELETE FROM paused WHERE projection = ?1", [projection])
+            }
+            .map(drop)
+            .map_err(|e| StoreError::backend("pause or resume", e))
+        })
+        .await
+    }
+
+    async fn paused(&self) -> StoreResult<BTreeSet<String>> {
+        self.with_reader(|conn| {
+            conn.prepare("SELECT projection FROM paused")
+                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                .map_err(|e| StoreError::backend("read paused projections", e))
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// Run `statement` (a DELETE or UPDATE of `dead_letters`) on a projection's dead letters at
+    /// `positions` (all for `None`), in one transaction; returns the rows changed.
+    async fn change_dead_letters(
+        &self,
+        statement: &'static str,
+        what: &'static str,
+        projection: &str,
+        positions: Option<&[Position]>,
+    ) -> StoreResult<u64> {
+        let projection = projection.to_owned();
+        let positions = positions.map(<[Position]>::to_vec);
+        self.with_writer(move |conn| {
+            let failed = |e| StoreError::backend(what, e);
+            let tx = conn.transaction().map_err(failed)?;
+            let changed = match positions {
+                None => tx
+                    .execute(&format!("{statement} WHERE projection = ?1"), [&projection])
+                    .map_err(failed)?,
+                Some(positions) => {
+                    let mut changed = 0;
+                    for position in positions {
+                        changed += tx
+                            .execute(
+                                &format!("{statement} WHERE projection = ?1 AND position = ?2"),
+                                params![projection, position as i64],
+                            )
+                            .map_err(failed)?;
+                    }
+                    changed
+                }
+            };
+            tx.commit().map_err(failed)?;
+            Ok(changed as u64)
+        })
+        .await
+    }
+}
