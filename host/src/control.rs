@@ -8,7 +8,7 @@
 use crate::domain::Position;
 use crate::domain::generation::rollback_target;
 use crate::domain::{Generation, GenerationState, Manifest};
-use crate::store::{DeadLetter, Store, StoreError};
+use crate::store::{DeadLetter, DeadLetters, Generations, OperatorState, StoreError};
 
 /// Why an operator command was refused.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +31,8 @@ pub enum ControlError {
 
 /// A projection's generations, oldest first; an error naming the known projections when it has
 /// none.
-pub async fn generations_of(
-    store: &dyn Store,
+pub async fn generations_of<S: Generations + ?Sized>(
+    store: &S,
     name: &str,
 ) -> Result<Vec<Generation>, ControlError> {
     let generations = store.generations(name).await?;
@@ -64,8 +64,8 @@ fn active(generations: &[Generation]) -> Option<&Generation> {
 
 /// Register a new generation that builds from position 0 with the active generation's code.
 /// Returns it and the active generation, which keeps serving until the new one has caught up.
-pub async fn rebuild(
-    store: &dyn Store,
+pub async fn rebuild<S: Generations + ?Sized>(
+    store: &S,
     name: &str,
 ) -> Result<(Generation, Generation), ControlError> {
     let generations = generations_of(store, name).await?;
@@ -94,8 +94,8 @@ pub async fn rebuild(
 
 /// Make the previous generation active again and mark the current one rolled back. Returns the
 /// restored generation and the one rolled back.
-pub async fn rollback(
-    store: &dyn Store,
+pub async fn rollback<S: Generations + ?Sized>(
+    store: &S,
     name: &str,
 ) -> Result<(Generation, Generation), ControlError> {
     let generations = generations_of(store, name).await?;
@@ -117,21 +117,28 @@ pub async fn rollback(
 /// Pause (`true`) or resume (`false`) a projection that exists. Pausing stops its projectors at
 /// a batch boundary on every host; its read collections keep serving. Resuming continues from
 /// the checkpoints. Either is idempotent.
-pub async fn set_paused(store: &dyn Store, name: &str, paused: bool) -> Result<(), ControlError> {
+pub async fn set_paused<S: Generations + OperatorState + ?Sized>(
+    store: &S,
+    name: &str,
+    paused: bool,
+) -> Result<(), ControlError> {
     generations_of(store, name).await?;
     store.set_paused(name, paused).await?;
     Ok(())
 }
 
 /// The dead letters of a projection that exists, by generation and position.
-pub async fn dead_letters(store: &dyn Store, name: &str) -> Result<Vec<DeadLetter>, ControlError> {
+pub async fn dead_letters<S: Generations + DeadLetters + ?Sized>(
+    store: &S,
+    name: &str,
+) -> Result<Vec<DeadLetter>, ControlError> {
     generations_of(store, name).await?;
     Ok(store.dead_letters(Some(name)).await?)
 }
 
 /// Check that each position names a dead letter of the projection, so a typo changes nothing.
-async fn check_positions(
-    store: &dyn Store,
+async fn check_positions<S: Generations + DeadLetters + ?Sized>(
+    store: &S,
     name: &str,
     positions: Option<&[Position]>,
 ) -> Result<(), ControlError> {
@@ -150,8 +157,8 @@ async fn check_positions(
 
 /// Delete a projection's dead letters at these positions (all for `None`); returns how many
 /// went. A position that has no dead letter is refused, and nothing is deleted.
-pub async fn discard_dead_letters(
-    store: &dyn Store,
+pub async fn discard_dead_letters<S: Generations + DeadLetters + ?Sized>(
+    store: &S,
     name: &str,
     positions: Option<&[Position]>,
 ) -> Result<u64, ControlError> {
@@ -163,8 +170,8 @@ pub async fn discard_dead_letters(
 /// with the code that runs now; returns how many were marked. The projector of each dead
 /// letter's generation re-drives it within about a second, in position order, if a host runs
 /// it; one that succeeds disappears, one that fails again stays with the new error.
-pub async fn retry_dead_letters(
-    store: &dyn Store,
+pub async fn retry_dead_letters<S: Generations + DeadLetters + ?Sized>(
+    store: &S,
     name: &str,
     positions: Option<&[Position]>,
 ) -> Result<u64, ControlError> {

@@ -82,3 +82,31 @@ fn the_demo_the_suite_the_component_step_and_the_benchmarks_share_one_build() {
         "the benchmarks' build would compile these again: {missing:?}"
     );
 }
+
+#[test]
+fn the_host_builds_without_the_mongodb_driver_when_its_feature_is_off() {
+    let with = units(&["build", "--release", "-p", "refold"]);
+    let without = units(&[
+        "build",
+        "--release",
+        "-p",
+        "refold",
+        "--no-default-features",
+    ]);
+    assert!(
+        with.iter().any(|u| u.1 == "mongodb"),
+        "the default build has no MongoDB driver"
+    );
+    let driver: Vec<&Unit> = without
+        .iter()
+        .filter(|u| u.1 == "mongodb" || u.1.starts_with("mongocrypt"))
+        .collect();
+    assert!(
+        driver.is_empty(),
+        "without the `mongodb` feature the host still compiles {driver:?}"
+    );
+    assert!(
+        without.iter().any(|u| u.1 == "bson"),
+        "the document rules need the bson crate in every build"
+    );
+}

@@ -3,7 +3,7 @@
 //! store, a lost handler task) are not the event's fault: they are retried without limit.
 
 use super::backoff::Backoff;
-use crate::domain::{FailurePolicy, OnFailure, Position};
+use crate::domain::{FailurePolicy, OnFailure, Position, RecordedEvent};
 
 /// What to do about an event that failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,6 +79,25 @@ impl Failures {
     /// A batch committed: the host works again.
     pub(super) fn batch_committed(&mut self) {
         self.host_backoff = Backoff::new();
+    }
+}
+
+/// What a dead letter records of the event it stands for.
+pub(super) struct FailedEvent {
+    pub(super) position: Position,
+    pub(super) id: String,
+    pub(super) event_type: String,
+    pub(super) aggregate_id: String,
+}
+
+impl FailedEvent {
+    pub(super) fn of(event: &RecordedEvent) -> Self {
+        Self {
+            position: event.position,
+            id: event.id.clone(),
+            event_type: event.event_type.clone(),
+            aggregate_id: event.aggregate_id.clone(),
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! new checkpoint commit in one store transaction. Knows no wasmtime: it drives a [`Handler`].
 
 mod backoff;
+mod commit;
 mod context;
 mod cursor;
 mod failure;

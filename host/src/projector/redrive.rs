@@ -3,14 +3,11 @@
 
 use std::time::Duration;
 
-use super::runner::{Projector, Run};
+use super::runner::{Projector, REDRIVE_POLL, Run};
 use super::{BatchContext, DropReason};
 use crate::domain::{EventFilter, Position, RecordedEvent};
 use crate::metrics;
 use crate::store::DeadLetter;
-
-/// How often a projector looks for dead letters an operator asked to re-drive.
-pub(super) const REDRIVE_POLL: Duration = Duration::from_secs(1);
 
 impl Projector {
     /// Re-drive the generation's dead letters an operator asked for, if it is time to look

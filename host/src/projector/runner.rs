@@ -5,13 +5,12 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::cursor::Cursor;
-use super::failure::{Failures, Verdict};
-use super::redrive::REDRIVE_POLL;
+use super::failure::{FailedEvent, Failures, Verdict};
 use super::{
     BatchContext, DEFAULT_BATCH_SIZE, DropReason, HandleFailure, Handler, ProjectorState,
     ProjectorStatus,
@@ -20,10 +19,10 @@ use crate::domain::{
     EventFilter, FailurePolicy, Generation, GenerationState, Manifest, Position, RecordedEvent,
 };
 use crate::metrics;
-use crate::store::{
-    BatchWrites, Checkpoints, DeadLetter, DeadLetters, EventLog, Generations, Page, Store,
-    StoreError,
-};
+use crate::store::{Checkpoints, DeadLetters, EventLog, Generations, Page, Store, StoreError};
+
+/// How often the loop looks for dead letters an operator asked to re-drive.
+pub(super) const REDRIVE_POLL: Duration = Duration::from_secs(1);
 
 /// The store ports a projector uses, and nothing else of the store.
 #[derive(Clone)]
@@ -114,11 +113,11 @@ impl Projector {
         &self.generation.projection
     }
 
-    fn publish(&self, f: impl FnOnce(&mut ProjectorStatus)) {
+    pub(super) fn publish(&self, f: impl FnOnce(&mut ProjectorStatus)) {
         self.status.send_modify(f);
     }
 
-    fn stopping(&self) -> bool {
+    pub(super) fn stopping(&self) -> bool {
         *self.shutdown.borrow()
     }
 
@@ -330,40 +329,6 @@ impl Projector {
         }
     }
 
-    /// Record a skipped event, retrying store failures.
-    async fn dead_letter(
-        &self,
-        event: FailedEvent,
-        attempts: u32,
-        failure: &HandleFailure,
-    ) -> Result<(), DropReason> {
-        let letter = DeadLetter {
-            projection: self.generation.projection.clone(),
-            generation: self.generation.number,
-            version: self.generation.version,
-            position: event.position,
-            event_id: event.id,
-            event_type: event.event_type,
-            aggregate_id: event.aggregate_id,
-            error: failure.to_string(),
-            attempts,
-            at_ms: crate::domain::time::now_millis(),
-            retry_requested: false,
-        };
-        let mut backoff = super::backoff::Backoff::new();
-        while let Err(error) = self.ports.dead_letters.record_dead_letter(&letter).await {
-            if !self
-                .pause(&mut backoff, "record a dead letter", &error)
-                .await
-            {
-                return Err(DropReason::Shutdown);
-            }
-        }
-        metrics::global().dead_letter(&letter.projection);
-        tracing::warn!(projection = %letter.projection, generation = letter.generation, position = letter.position, event_type = %letter.event_type, error = %letter.error, "event skipped after {attempts} attempts: recorded as a dead letter");
-        Ok(())
-    }
-
     fn open_context(&self) -> Result<BatchContext, StoreError> {
         let reader = self.ports.checkpoints.reader(&self.generation)?;
         Ok(BatchContext::new(self.handler.manifest(), reader))
@@ -390,68 +355,6 @@ impl Projector {
                 Ok((context, Err(failure)))
             }
         }
-    }
-
-    /// Commit the context's writes and move the checkpoint from `from` to `to`, retrying store
-    /// failures. A moved checkpoint stops the projector.
-    async fn commit(
-        &self,
-        context: &mut BatchContext,
-        from: Position,
-        to: Position,
-    ) -> Result<(), DropReason> {
-        let writes = context.take_writes();
-        self.commit_writes(context, writes, from, to).await
-    }
-
-    /// Commit writes taken from the context (see [`Self::commit`]).
-    pub(super) async fn commit_writes(
-        &self,
-        context: &mut BatchContext,
-        writes: BatchWrites,
-        from: Position,
-        to: Position,
-    ) -> Result<(), DropReason> {
-        let mut backoff = super::backoff::Backoff::new();
-        loop {
-            match self
-                .ports
-                .checkpoints
-                .commit(&self.generation, writes.clone(), from, to)
-                .await
-            {
-                Ok(()) => return Ok(()),
-                Err(StoreError::CheckpointMoved { .. }) | Err(StoreError::NotFound(_)) => {
-                    context.discard();
-                    let message = format!(
-                        "{}: generation {} was changed by another writer; stopping this projector",
-                        self.generation.projection, self.generation.number
-                    );
-                    return Err(DropReason::CheckpointMoved(message));
-                }
-                Err(error) => {
-                    if self.stopping() {
-                        context.discard();
-                        return Err(DropReason::Shutdown);
-                    }
-                    tracing::warn!(projection = %self.generation.projection, %error, "commit failed; retrying");
-                    backoff.wait().await;
-                }
-            }
-        }
-    }
-
-    /// Persist a checkpoint that ran ahead over unsubscribed events, best effort.
-    async fn flush_checkpoint(&self, cursor: &mut Cursor) {
-        let (stored, scanned) = (cursor.stored, cursor.scanned);
-        let moved = scanned > stored
-            && self
-                .ports
-                .checkpoints
-                .commit(&self.generation, BatchWrites::default(), stored, scanned)
-                .await
-                .is_ok();
-        cursor.flushed(if moved { scanned } else { stored });
     }
 
     /// Caught up: activate a building generation, then wait for the feed to ring (or for the
@@ -513,7 +416,7 @@ impl Projector {
     }
 
     /// Log a failed store call and wait before the next try; false when shutting down.
-    async fn pause(
+    pub(super) async fn pause(
         &self,
         backoff: &mut super::backoff::Backoff,
         what: &str,
@@ -525,24 +428,5 @@ impl Projector {
         }
         backoff.wait().await;
         !self.stopping()
-    }
-}
-
-/// What a dead letter records of the event it stands for.
-struct FailedEvent {
-    position: Position,
-    id: String,
-    event_type: String,
-    aggregate_id: String,
-}
-
-impl FailedEvent {
-    fn of(event: &RecordedEvent) -> Self {
-        Self {
-            position: event.position,
-            id: event.id.clone(),
-            event_type: event.event_type.clone(),
-            aggregate_id: event.aggregate_id.clone(),
-        }
     }
 }

@@ -1,7 +1,9 @@
 //! The store's ports: one narrow trait per concern, each stating its contract, so a caller
-//! holds only what it uses (the projector holds the log, checkpoints, dead letters and the
-//! generation registry; the API's reads hold documents). Both backends implement every port;
-//! [`super::Store`] is all of them, for the wiring that opens a store and hands ports out.
+//! holds only what it uses: a projector the log, checkpoints, dead letters and the generation
+//! registry; the supervisor the registry and operator state; operator commands the registry,
+//! dead letters and operator state. Both backends implement every port; [`super::Store`] is all
+//! of them, for the wiring that opens a store and hands ports out (the command line, the HTTP
+//! API, which serves every concern, and the deploy loop).
 //!
 //! Rules that every backend must follow (which generation number comes next, what a moved
 //! checkpoint means, which names a cut-over repoints) are not written here or in a backend but
