@@ -1,6 +1,7 @@
 //! The dashboard in a real headless browser (Debian's Chromium through chromedriver), served by
-//! `refold demo`: it shows the demo's projections, the progress bar moves during a rebuild, and
-//! a click on Pause pauses the projection. A screenshot taken mid-rebuild is kept in
+//! `refold demo` with an API token: the page asks for the token, then shows the demo's
+//! projections, the progress bar moves during a rebuild, and a click on Pause pauses the
+//! projection. A screenshot taken mid-rebuild is kept in
 //! `target/release/e2e-artifacts/dashboard.png`.
 
 use std::time::{Duration, Instant};
@@ -15,6 +16,8 @@ use crate::api::support::{Host, listening};
 
 /// Events in the demo's history: enough that rebuilding one projection takes seconds.
 const EVENTS: &str = "200000";
+/// The host's API token.
+const TOKEN: &str = "dashboard-test-token-42";
 
 /// What the page shows for one projection: state text, progress value, and whether it is
 /// rebuilding.
@@ -48,14 +51,28 @@ async fn the_dashboard_shows_progress_and_pauses_in_a_real_browser() {
             "--http",
             "127.0.0.1:0",
         ],
-        &[("REFOLD_LOG", "info")],
+        &[("REFOLD_LOG", "info"), ("REFOLD_API_TOKEN", TOKEN)],
         &log,
     );
     let base = listening(&mut demo, &log).await;
-    let host = Host::attach(demo, base.clone()).await;
+    let host = Host::attach(demo, base.clone()).await.with_token(TOKEN);
 
     let browser = Browser::start().await;
     browser.open(&format!("{base}/")).await;
+    wait_until("the page to ask for the API token", || async {
+        browser
+            .eval(r#"return !document.getElementById('login').hidden && document.querySelectorAll('[data-projection]').length === 0;"#)
+            .await
+            == json!(true)
+    })
+    .await;
+    browser
+        .eval(&format!(
+            r#"document.getElementById('token').value = '{TOKEN}';
+               document.getElementById('login').requestSubmit();
+               return true;"#
+        ))
+        .await;
     wait_until("the dashboard to show the demo's projections, live", || async {
         let shown = browser
             .eval(r#"return [...document.querySelectorAll('[data-projection]')].map(c => [c.dataset.projection, c.querySelector('[data-field="state"]').textContent]);"#)

@@ -6,9 +6,13 @@
 //! - read collections: a document by id, and queries (filter, sort, skip, limit);
 //! - operations: `/metrics` (Prometheus), `/healthz`, `/readyz`, and the dashboard at `/`.
 //!
+//! Who may call it is checked first ([`access`]): the `Host`, a browser's `Origin`, JSON bodies
+//! only, and the token when one is configured.
+//!
 //! Every error is JSON, `{"error": {"code": "...", "message": "..."}}`, with a stable code;
 //! unknown routes get 404 and known routes with another method 405, in the same shape.
 
+pub mod access;
 mod collections;
 mod error;
 mod ops;
@@ -28,6 +32,7 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+pub use access::{Access, AccessError};
 pub use error::ApiError;
 
 use crate::metrics;
@@ -174,8 +179,8 @@ async fn json_errors(response: Response) -> Response {
     response
 }
 
-/// The router over a store and a host's view.
-pub(crate) fn router(shared: Shared) -> Router {
+/// The router over a store and a host's view, behind the access checks.
+pub(crate) fn router(shared: Shared, access: Arc<Access>) -> Router {
     Router::new()
         .route("/", get(ops::dashboard))
         .route("/healthz", get(ops::healthz))
@@ -228,6 +233,7 @@ pub(crate) fn router(shared: Shared) -> Router {
             post(collections::query),
         )
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(access, access::guard))
         .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(shared)
@@ -238,6 +244,7 @@ pub async fn serve(
     listener: TcpListener,
     store: Arc<dyn Store>,
     view: watch::Receiver<HostView>,
+    access: Access,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let shared = Shared {
@@ -255,7 +262,7 @@ pub async fn serve(
             }
         })
     };
-    let served = axum::serve(listener, router(shared))
+    let served = axum::serve(listener, router(shared, Arc::new(access)))
         .with_graceful_shutdown(shutdown)
         .await;
     sampler.abort();

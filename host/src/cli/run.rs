@@ -43,14 +43,37 @@ pub struct RunArgs {
 /// Settings of the HTTP API.
 #[derive(Debug, Clone, Args)]
 pub struct HttpArgs {
-    /// Address of the HTTP API and dashboard. Loopback by default; `0.0.0.0:7070` serves other
-    /// machines (the API has no authentication: put it behind a proxy that has); port 0 picks a
-    /// free port.
+    /// Address of the HTTP API and dashboard. Loopback by default; another address (such as
+    /// `0.0.0.0:7070`, to serve other machines) needs an API token. Port 0 picks a free port.
     #[arg(long, env = "REFOLD_HTTP", default_value = "127.0.0.1:7070")]
     pub http: SocketAddr,
     /// Serve no HTTP API.
     #[arg(long)]
     pub no_http: bool,
+    /// API token, at least 16 characters: every route but the dashboard page, `/healthz`,
+    /// `/readyz` and `/openapi.json` then needs `Authorization: Bearer TOKEN` (the dashboard
+    /// asks for it once). Prefer the environment variable or --api-token-file to keep it out of
+    /// the process list.
+    #[arg(
+        long,
+        env = "REFOLD_API_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "api_token_file"
+    )]
+    pub api_token: Option<String>,
+    /// File whose first line is the API token.
+    #[arg(long, env = "REFOLD_API_TOKEN_FILE", value_name = "PATH")]
+    pub api_token_file: Option<PathBuf>,
+    /// A host name clients use to reach the API (repeat, or separate with commas). Requests
+    /// whose `Host` is not an IP address, `localhost` or one of these are refused, so a web page
+    /// cannot reach the API through a name it controls (DNS rebinding).
+    #[arg(
+        long = "api-host",
+        value_name = "NAME",
+        env = "REFOLD_API_HOSTS",
+        value_delimiter = ','
+    )]
+    pub api_hosts: Vec<String>,
 }
 
 /// A running HTTP API: publishes what the host runs, stops with the host.
@@ -63,10 +86,37 @@ pub(super) struct Api {
 }
 
 impl HttpArgs {
+    /// The access settings these arguments give.
+    fn access(&self) -> anyhow::Result<crate::api::Access> {
+        let token = match &self.api_token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("cannot read the API token file {}", path.display())
+                })?;
+                Some(text.lines().next().unwrap_or_default().trim().to_owned())
+            }
+            None => self.api_token.clone(),
+        };
+        crate::api::Access::new(token, &self.api_hosts).map_err(|e| match &self.api_token_file {
+            Some(path) => anyhow::anyhow!("{e} (token from {})", path.display()),
+            None => anyhow::anyhow!("{e}"),
+        })
+    }
+
     /// Bind the address and serve, unless `--no-http`.
     pub(super) async fn start(&self, store: Arc<dyn Store>) -> anyhow::Result<Option<Api>> {
         if self.no_http {
             return Ok(None);
+        }
+        let access = self.access()?;
+        if !self.http.ip().is_loopback() && !access.has_token() {
+            anyhow::bail!(
+                "refusing to serve the HTTP API on {} without a token: anyone who can reach that \
+                 address could append events and change projections. Give one with --api-token, \
+                 REFOLD_API_TOKEN or --api-token-file, or listen on a loopback address such as \
+                 127.0.0.1:7070",
+                self.http
+            );
         }
         let listener = tokio::net::TcpListener::bind(self.http)
             .await
@@ -79,9 +129,15 @@ impl HttpArgs {
         let address = listener.local_addr()?;
         let (view, watching) = watch::channel(HostView::default());
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(crate::api::serve(listener, store, watching, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(crate::api::serve(
+            listener,
+            store,
+            watching,
+            access,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         tracing::info!(%address, "HTTP API on http://{address}/api, dashboard on http://{address}/");
         Ok(Some(Api {
             view,

@@ -4,6 +4,7 @@
 //! hostile filters, metrics that move, pause, resume, rebuild and rollback, and the OpenAPI
 //! document checked against what the server answers.
 
+mod access;
 mod openapi;
 pub mod support;
 

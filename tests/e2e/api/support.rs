@@ -92,6 +92,19 @@ impl Host {
         }
     }
 
+    /// The same host, its requests sent with `Authorization: Bearer TOKEN`.
+    pub fn with_token(mut self, token: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+            .expect("a token fits in a header");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        self.client = reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("HTTP client");
+        self
+    }
+
     async fn send(&self, request: reqwest::RequestBuilder) -> (StatusCode, Value) {
         let response = request.send().await.expect("HTTP request");
         let status = response.status();
