@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use refold::cli::history;
+use refold::cli::demo_data;
 use refold::domain::{ExpectedVersion, GenerationState, NewEvent};
 use refold::store::{self, Store, StreamAppend};
 use serde_json::{Value, json};
@@ -104,7 +104,7 @@ fn free_port() -> anyhow::Result<u16> {
 /// Run the load and return its figures.
 pub async fn sustained(load: Load<'_>) -> anyhow::Result<Value> {
     let total = (f64::from(load.rate) * load.duration.as_secs_f64()) as usize;
-    let mut appends = history::generate(load.history + total * 3, 1234);
+    let mut appends = demo_data::generate(load.history + total * 3, 1234);
     // The first `history` events are the log before the load; the rest arrive over HTTP.
     let mut counted = 0;
     let split = appends

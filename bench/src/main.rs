@@ -127,7 +127,7 @@ fn load(engine: &Arc<Engine>, file: &Path) -> anyhow::Result<Arc<dyn Handler>> {
 }
 
 async fn fill(store: &Arc<dyn Store>, events: usize, seed: u64) -> anyhow::Result<f64> {
-    let history = refold::cli::history::generate(events, seed);
+    let history = refold::cli::demo_data::generate(events, seed);
     let started = Instant::now();
     let mut batch = Vec::new();
     let mut size = 0;

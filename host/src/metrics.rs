@@ -5,7 +5,7 @@
 //! are read when `/metrics` is scraped and passed to [`render`].
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -111,6 +111,102 @@ pub struct StoreGauges {
     pub lag_seconds: Vec<(String, f64)>,
 }
 
+/// A metric family. Its name (`refold_<noun>_<unit>`) is written once, here, and both its
+/// `# HELP`/`# TYPE` header and every sample take it from the constant, so they cannot drift.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+}
+
+const EVENTS_APPENDED_TOTAL: Family = Family {
+    name: "refold_events_appended_total",
+    kind: "counter",
+    help: "Events appended through this host.",
+};
+const COMPONENTS_REFUSED_TOTAL: Family = Family {
+    name: "refold_components_refused_total",
+    kind: "counter",
+    help: "Component files this host refused to deploy.",
+};
+const HEAD_POSITION: Family = Family {
+    name: "refold_head_position",
+    kind: "gauge",
+    help: "Position of the last event in the store.",
+};
+const EVENTS_HANDLED_TOTAL: Family = Family {
+    name: "refold_events_handled_total",
+    kind: "counter",
+    help: "Events handed to a projection by this host.",
+};
+const PROJECTION_ERRORS_TOTAL: Family = Family {
+    name: "refold_projection_errors_total",
+    kind: "counter",
+    help: "Failed batches of a projection (guest or host side).",
+};
+const BATCH_DURATION_SECONDS: Family = Family {
+    name: "refold_batch_duration_seconds",
+    kind: "histogram",
+    help: "Time from reading a batch to committing it.",
+};
+const GENERATION_CHECKPOINT: Family = Family {
+    name: "refold_generation_checkpoint",
+    kind: "gauge",
+    help: "Last position a generation has folded in.",
+};
+const GENERATION_LAG_EVENTS: Family = Family {
+    name: "refold_generation_lag_events",
+    kind: "gauge",
+    help: "Events between a generation's checkpoint and the head.",
+};
+const PROJECTION_LAG_SECONDS: Family = Family {
+    name: "refold_projection_lag_seconds",
+    kind: "gauge",
+    help: "Age of the oldest event the serving generation has not folded in (0 when caught up).",
+};
+const GENERATIONS: Family = Family {
+    name: "refold_generations",
+    kind: "gauge",
+    help: "Generations per projection and state.",
+};
+const PROJECTION_PAUSED: Family = Family {
+    name: "refold_projection_paused",
+    kind: "gauge",
+    help: "1 for a paused projection.",
+};
+
+impl Family {
+    fn header(&self, out: &mut String) {
+        let Self { name, kind, help } = self;
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// One sample of the family itself.
+    fn sample(&self, out: &mut String, labels: &[(&str, &dyn Display)], value: impl Display) {
+        self.series(out, "", labels, value);
+    }
+
+    /// One sample of the series `name` + `suffix` (a histogram's `_bucket`, `_sum`, `_count`).
+    fn series(
+        &self,
+        out: &mut String,
+        suffix: &str,
+        labels: &[(&str, &dyn Display)],
+        value: impl Display,
+    ) {
+        out.push_str(self.name);
+        out.push_str(suffix);
+        for (i, (key, text)) in labels.iter().enumerate() {
+            let open = if i == 0 { '{' } else { ',' };
+            let _ = write!(out, "{open}{key}=\"{}\"", label(&text.to_string()));
+        }
+        if !labels.is_empty() {
+            out.push('}');
+        }
+        let _ = writeln!(out, " {value}");
+    }
+}
+
 fn label(value: &str) -> String {
     value
         .replace('\\', "\\\\")
@@ -118,179 +214,203 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
-
 /// The registry and the store's values, as Prometheus text.
 pub fn render(gauges: &StoreGauges) -> String {
-    let metrics = global();
+    render_from(global(), gauges)
+}
+
+fn render_from(metrics: &Metrics, gauges: &StoreGauges) -> String {
     let projections = metrics
         .projections
         .lock()
         .map(|m| m.clone())
         .unwrap_or_default();
-    let mut out = String::new();
-    header(
-        &mut out,
-        "refold_events_appended_total",
-        "counter",
-        "Events appended through this host.",
-    );
-    let _ = writeln!(
-        out,
-        "refold_events_appended_total {}",
-        metrics.appended.load(Ordering::Relaxed)
-    );
-    header(
-        &mut out,
-        "refold_components_refused_total",
-        "counter",
-        "Component files this host refused to deploy.",
-    );
-    let _ = writeln!(
-        out,
-        "refold_components_refused_total {}",
-        metrics.refused.load(Ordering::Relaxed)
-    );
-    header(
-        &mut out,
-        "refold_head_position",
-        "gauge",
-        "Position of the last event in the store.",
-    );
-    let _ = writeln!(out, "refold_head_position {}", gauges.head);
+    let mut text = String::new();
+    let out = &mut text;
+    EVENTS_APPENDED_TOTAL.header(out);
+    EVENTS_APPENDED_TOTAL.sample(out, &[], metrics.appended.load(Ordering::Relaxed));
+    COMPONENTS_REFUSED_TOTAL.header(out);
+    COMPONENTS_REFUSED_TOTAL.sample(out, &[], metrics.refused.load(Ordering::Relaxed));
+    HEAD_POSITION.header(out);
+    HEAD_POSITION.sample(out, &[], gauges.head);
 
-    header(
-        &mut out,
-        "refold_events_handled_total",
-        "counter",
-        "Events handed to a projection by this host.",
-    );
+    EVENTS_HANDLED_TOTAL.header(out);
     for (name, p) in &projections {
-        let _ = writeln!(
-            out,
-            "refold_events_handled_total{{projection=\"{}\"}} {}",
-            label(name),
-            p.handled
-        );
+        EVENTS_HANDLED_TOTAL.sample(out, &[("projection", name)], p.handled);
     }
-    header(
-        &mut out,
-        "refold_projection_errors_total",
-        "counter",
-        "Failed batches of a projection (guest or host side).",
-    );
+    PROJECTION_ERRORS_TOTAL.header(out);
     for (name, p) in &projections {
-        let _ = writeln!(
-            out,
-            "refold_projection_errors_total{{projection=\"{}\"}} {}",
-            label(name),
-            p.errors
-        );
+        PROJECTION_ERRORS_TOTAL.sample(out, &[("projection", name)], p.errors);
     }
-    header(
-        &mut out,
-        "refold_batch_duration_seconds",
-        "histogram",
-        "Time from reading a batch to committing it.",
-    );
+    BATCH_DURATION_SECONDS.header(out);
     for (name, p) in &projections {
-        let name = label(name);
         let mut cumulative = 0;
         for (bound, count) in BUCKETS.iter().zip(p.buckets.iter()) {
             cumulative += count;
-            let _ = writeln!(
+            BATCH_DURATION_SECONDS.series(
                 out,
-                "refold_batch_duration_seconds_bucket{{projection=\"{name}\",le=\"{bound}\"}} {cumulative}"
+                "_bucket",
+                &[("projection", name), ("le", bound)],
+                cumulative,
             );
         }
-        let _ = writeln!(
+        BATCH_DURATION_SECONDS.series(
             out,
-            "refold_batch_duration_seconds_bucket{{projection=\"{name}\",le=\"+Inf\"}} {}",
-            p.batches
+            "_bucket",
+            &[("projection", name), ("le", &"+Inf")],
+            p.batches,
         );
-        let _ = writeln!(
-            out,
-            "refold_batch_duration_seconds_sum{{projection=\"{name}\"}} {}",
-            p.seconds
-        );
-        let _ = writeln!(
-            out,
-            "refold_batch_duration_seconds_count{{projection=\"{name}\"}} {}",
-            p.batches
-        );
+        BATCH_DURATION_SECONDS.series(out, "_sum", &[("projection", name)], p.seconds);
+        BATCH_DURATION_SECONDS.series(out, "_count", &[("projection", name)], p.batches);
     }
 
-    header(
-        &mut out,
-        "refold_generation_checkpoint",
-        "gauge",
-        "Last position a generation has folded in.",
-    );
+    GENERATION_CHECKPOINT.header(out);
     for (name, number, state, checkpoint) in &gauges.generations {
-        let _ = writeln!(
+        GENERATION_CHECKPOINT.sample(
             out,
-            "refold_generation_checkpoint{{projection=\"{}\",generation=\"{number}\",state=\"{state}\"}} {checkpoint}",
-            label(name)
+            &[
+                ("projection", name),
+                ("generation", number),
+                ("state", state),
+            ],
+            checkpoint,
         );
     }
-    header(
-        &mut out,
-        "refold_generation_lag_events",
-        "gauge",
-        "Events between a generation's checkpoint and the head.",
-    );
+    GENERATION_LAG_EVENTS.header(out);
     for (name, number, state, checkpoint) in &gauges.generations {
-        let _ = writeln!(
+        GENERATION_LAG_EVENTS.sample(
             out,
-            "refold_generation_lag_events{{projection=\"{}\",generation=\"{number}\",state=\"{state}\"}} {}",
-            label(name),
-            gauges.head.saturating_sub(*checkpoint)
+            &[
+                ("projection", name),
+                ("generation", number),
+                ("state", state),
+            ],
+            gauges.head.saturating_sub(*checkpoint),
         );
     }
-    header(
-        &mut out,
-        "refold_projection_lag_seconds",
-        "gauge",
-        "Age of the oldest event the serving generation has not folded in (0 when caught up).",
-    );
+    PROJECTION_LAG_SECONDS.header(out);
     for (name, seconds) in &gauges.lag_seconds {
-        let _ = writeln!(
-            out,
-            "refold_projection_lag_seconds{{projection=\"{}\"}} {seconds}",
-            label(name)
-        );
+        PROJECTION_LAG_SECONDS.sample(out, &[("projection", name)], seconds);
     }
-    header(
-        &mut out,
-        "refold_generations",
-        "gauge",
-        "Generations per projection and state.",
-    );
+    GENERATIONS.header(out);
     let mut counts: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for (name, _, state, _) in &gauges.generations {
         *counts.entry((name, state)).or_default() += 1;
     }
     for ((name, state), count) in counts {
-        let _ = writeln!(
-            out,
-            "refold_generations{{projection=\"{}\",state=\"{state}\"}} {count}",
-            label(name)
-        );
+        GENERATIONS.sample(out, &[("projection", &name), ("state", &state)], count);
     }
-    header(
-        &mut out,
-        "refold_projection_paused",
-        "gauge",
-        "1 for a paused projection.",
-    );
+    PROJECTION_PAUSED.header(out);
     for name in &gauges.paused {
-        let _ = writeln!(
-            out,
-            "refold_projection_paused{{projection=\"{}\"}} 1",
-            label(name)
-        );
+        PROJECTION_PAUSED.sample(out, &[("projection", name)], 1);
     }
-    out
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+
+    use super::{Metrics, StoreGauges, render_from};
+
+    /// The `/metrics` text for the registry and store below, byte for byte: scrapers and
+    /// dashboards read it, so a change here is a change of the API.
+    const EXPECTED: &str = r#"# HELP refold_events_appended_total Events appended through this host.
+# TYPE refold_events_appended_total counter
+refold_events_appended_total 7
+# HELP refold_components_refused_total Component files this host refused to deploy.
+# TYPE refold_components_refused_total counter
+refold_components_refused_total 1
+# HELP refold_head_position Position of the last event in the store.
+# TYPE refold_head_position gauge
+refold_head_position 20
+# HELP refold_events_handled_total Events handed to a projection by this host.
+# TYPE refold_events_handled_total counter
+refold_events_handled_total{projection="a\"b\\c\nd"} 0
+refold_events_handled_total{projection="payments"} 15
+# HELP refold_projection_errors_total Failed batches of a projection (guest or host side).
+# TYPE refold_projection_errors_total counter
+refold_projection_errors_total{projection="a\"b\\c\nd"} 0
+refold_projection_errors_total{projection="payments"} 1
+# HELP refold_batch_duration_seconds Time from reading a batch to committing it.
+# TYPE refold_batch_duration_seconds histogram
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.0005"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.001"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.0025"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.005"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.01"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.025"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.05"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.1"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.25"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.5"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="1"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="5"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="+Inf"} 0
+refold_batch_duration_seconds_sum{projection="a\"b\\c\nd"} 0
+refold_batch_duration_seconds_count{projection="a\"b\\c\nd"} 0
+refold_batch_duration_seconds_bucket{projection="payments",le="0.0005"} 0
+refold_batch_duration_seconds_bucket{projection="payments",le="0.001"} 0
+refold_batch_duration_seconds_bucket{projection="payments",le="0.0025"} 0
+refold_batch_duration_seconds_bucket{projection="payments",le="0.005"} 1
+refold_batch_duration_seconds_bucket{projection="payments",le="0.01"} 1
+refold_batch_duration_seconds_bucket{projection="payments",le="0.025"} 1
+refold_batch_duration_seconds_bucket{projection="payments",le="0.05"} 1
+refold_batch_duration_seconds_bucket{projection="payments",le="0.1"} 1
+refold_batch_duration_seconds_bucket{projection="payments",le="0.25"} 1
+refold_batch_duration_seconds_bucket{projection="payments",le="0.5"} 1
+refold_batch_duration_seconds_bucket{projection="payments",le="1"} 1
+refold_batch_duration_seconds_bucket{projection="payments",le="5"} 1
+refold_batch_duration_seconds_bucket{projection="payments",le="+Inf"} 2
+refold_batch_duration_seconds_sum{projection="payments"} 9.003
+refold_batch_duration_seconds_count{projection="payments"} 2
+# HELP refold_generation_checkpoint Last position a generation has folded in.
+# TYPE refold_generation_checkpoint gauge
+refold_generation_checkpoint{projection="payments",generation="1",state="active"} 15
+refold_generation_checkpoint{projection="payments",generation="2",state="building"} 4
+refold_generation_checkpoint{projection="a\"b\\c\nd",generation="1",state="active"} 20
+# HELP refold_generation_lag_events Events between a generation's checkpoint and the head.
+# TYPE refold_generation_lag_events gauge
+refold_generation_lag_events{projection="payments",generation="1",state="active"} 5
+refold_generation_lag_events{projection="payments",generation="2",state="building"} 16
+refold_generation_lag_events{projection="a\"b\\c\nd",generation="1",state="active"} 0
+# HELP refold_projection_lag_seconds Age of the oldest event the serving generation has not folded in (0 when caught up).
+# TYPE refold_projection_lag_seconds gauge
+refold_projection_lag_seconds{projection="payments"} 1.5
+# HELP refold_generations Generations per projection and state.
+# TYPE refold_generations gauge
+refold_generations{projection="a\"b\\c\nd",state="active"} 1
+refold_generations{projection="payments",state="active"} 1
+refold_generations{projection="payments",state="building"} 1
+# HELP refold_projection_paused 1 for a paused projection.
+# TYPE refold_projection_paused gauge
+refold_projection_paused{projection="a\"b\\c\nd"} 1
+"#;
+
+    #[test]
+    fn renders_the_prometheus_text() {
+        let metrics = Metrics {
+            appended: AtomicU64::new(7),
+            refused: AtomicU64::new(1),
+            projections: Mutex::new(BTreeMap::new()),
+        };
+        metrics.batch("payments", 10, Duration::from_millis(3));
+        metrics.batch("payments", 5, Duration::from_secs(9));
+        metrics.error("payments");
+        metrics.dead_letter("a\"b\\c\nd");
+        let gauges = StoreGauges {
+            head: 20,
+            generations: vec![
+                ("payments".into(), 1, "active", 15),
+                ("payments".into(), 2, "building", 4),
+                ("a\"b\\c\nd".into(), 1, "active", 20),
+            ],
+            paused: vec!["a\"b\\c\nd".into()],
+            lag_seconds: vec![("payments".into(), 1.5)],
+        };
+        assert_eq!(render_from(&metrics, &gauges), EXPECTED);
+    }
 }

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use refold::cli::history;
+use refold::cli::demo_data;
 use refold::domain::{ExpectedVersion, NewEvent};
 use refold::store::StreamAppend;
 use refold_tests::{
@@ -114,7 +114,7 @@ async fn crash_cycles(crashed: &str, clean: &str, events: usize) {
     let mut build = String::from("counter-v1");
     deploy_counter(&dir, &build);
     let store = refold::store::open(crashed).await.expect("open store");
-    for chunk in history::generate(events, seed).chunks(500) {
+    for chunk in demo_data::generate(events, seed).chunks(500) {
         store
             .append_all(chunk.to_vec())
             .await

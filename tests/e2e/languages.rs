@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use refold::cli::history;
+use refold::cli::demo_data;
 use refold::domain::{ExpectedVersion, NewEvent};
 use refold_tests::{
     EXAMPLE_NAMES, Running, Sandbox, c_examples, catch_up, copy_log, dump, examples, js_examples,
@@ -31,7 +31,7 @@ const VIEWS: [&str; 5] = [
 #[tokio::test(flavor = "multi_thread")]
 async fn the_examples_in_every_language_equal_the_examples_in_rust_byte_for_byte() {
     let sandbox = Sandbox::new();
-    let appends = history::generate(6_000, 17);
+    let appends = demo_data::generate(6_000, 17);
     let languages = [
         ("rust", examples()),
         ("javascript", js_examples()),

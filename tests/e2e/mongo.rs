@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{DateTime, Document, doc};
-use refold::cli::history;
+use refold::cli::demo_data;
 use refold::domain::ExpectedVersion;
 use refold_tests::mongo::{self, admin, database, fail_commands};
 use refold_tests::{
@@ -20,7 +20,7 @@ async fn example_read_models_are_identical_on_both_stores() {
     let dir = projections(examples(), &EXAMPLE_NAMES, &sandbox.path("p"));
     let (embedded, mongodb) = (sandbox.uri("store.db"), mongo::fresh_uri("same"));
     let source = refold::store::open(&embedded).await.expect("open");
-    for chunk in history::generate(3_000, 11).chunks(500) {
+    for chunk in demo_data::generate(3_000, 11).chunks(500) {
         source.append_all(chunk.to_vec()).await.expect("append");
     }
     let target = refold::store::open(&mongodb).await.expect("open MongoDB");

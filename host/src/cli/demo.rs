@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::run::{HostArgs, HttpArgs, apply_changes, start_folder, stop_signal, sync};
-use super::{history, progress};
+use super::{demo_data, progress};
 use crate::deploy::FolderWatcher;
 use crate::domain::{ExpectedVersion, NewEvent, time};
 use crate::guest_build;
@@ -62,7 +62,7 @@ fn remove_store_files(db: &Path) -> anyhow::Result<()> {
 }
 
 async fn import(store: &Arc<dyn Store>, events: usize, seed: u64) -> anyhow::Result<()> {
-    let appends = history::generate(events, seed);
+    let appends = demo_data::generate(events, seed);
     let bar = ProgressBar::new(events as u64);
     bar.set_style(
         ProgressStyle::with_template("{prefix:>20} [{bar:40}] {pos:>9}/{len} {per_sec:>12}")

@@ -2,8 +2,8 @@
 
 mod append;
 mod demo;
+pub mod demo_data;
 mod generations;
-pub mod history;
 mod new;
 mod progress;
 mod run;

@@ -4,6 +4,13 @@
 //! it from this binary, so it needs neither this repository nor a registry entry for the SDK.
 //! Each handles one event type, and keeps its logic in a pure function with a test of its own
 //! that runs natively (`cargo test`, `python3 -m unittest`, `node --test`).
+//!
+//! The files a scaffold writes are real files under `host/templates/new/<language>/`, as Spin
+//! keeps its templates, compiled in with `include_str!`. A template's path is the path it is
+//! written to plus `.tmpl`: the suffix keeps cargo, git, `node --test` and `unittest` discovery
+//! from treating a template as a file of this repository. A template names its placeholders
+//! `{{name}}`, `{{event_type}}`, `{{crate_name}}` (the Rust component's file name) and
+//! `{{folder}}` (a script component's file name, after its folder); `render` fills them in.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -80,398 +87,154 @@ const WIT: &str = crate::guest_build::CONTRACT;
 const PYTHON_SDK: &str = include_str!("../../../example-projections/python/sdk/refold.py");
 const JS_SDK: &str = include_str!("../../../example-projections/js/sdk/refold.js");
 const C_SDK: &str = include_str!("../../../example-projections/c/sdk/refold.h");
-/// The componentize-qjs a JavaScript scaffold pins.
-const COMPONENTIZE_QJS: &str = "0.4.5";
 
-const SDK_MANIFEST: &str = r#"[package]
-name = "refold-projections-sdk"
-description = "Write Refold projections in Rust (copied by `refold new`)"
-version = "0.1.0"
-edition = "2024"
-publish = false
+/// A template: the path it is written to in a scaffold, and its text.
+type Template = (&'static str, &'static str);
 
-[dependencies]
-serde = { version = "1.0", features = ["derive"] }
-serde_json = { version = "1.0", features = ["preserve_order"] }
-wit-bindgen = { version = "0.61", default-features = false, features = ["macros", "realloc"] }
-"#;
-
-fn cargo_toml(name: &str) -> String {
-    format!(
-        r#"# The projection `{name}`. Build it with `refold build . --out dist` (or
-# `cargo build --release --target wasm32-unknown-unknown` and `refold build` to make the
-# component); test its pure logic with `cargo test`.
-[package]
-name = "{name}"
-version = "0.1.0"
-edition = "2024"
-publish = false
-
-[lib]
-crate-type = ["cdylib"]
-
-[dependencies]
-refold-projections-sdk = {{ path = "sdk" }}
-serde_json = "1.0"
-
-[workspace]
-members = ["sdk"]
-
-[profile.release]
-opt-level = 3
-lto = true
-codegen-units = 1
-panic = "abort"
-strip = true
-"#
-    )
-}
-
-fn lib_rs(name: &str, event_type: &str) -> String {
-    format!(
-        r#"//! The projection `{name}`: counts `{event_type}` events and sums their `amount`, per
-//! stream and in total.
-
-use refold_projections_sdk::{{
-    Context, Error, Event, Manifest, Projection, Result, Update, export_projection,
-}};
-use serde_json::Value;
-
-struct Tally;
-
-impl Projection for Tally {{
-    fn manifest() -> Manifest {{
-        // Raise the version when the logic changes: the new version is rebuilt from the first
-        // event beside the old one, and takes over once it has caught up.
-        Manifest::new("{name}", 1)
-            .event_types(&["{event_type}"])
-            .collection("totals")
-    }}
-
-    fn handle(ctx: &mut Context, event: &Event) -> Result<()> {{
-        let amount = amount(&event.data::<Value>()?)?;
-        let add = Update::new().inc("count", 1).inc_f64("amount", amount);
-        ctx.collection("totals").update(event.aggregate_id(), add.clone())?;
-        ctx.collection("totals").update("all", add)
-    }}
-}}
-
-/// The amount an event adds: its `amount` field, 0 when absent. Pure, so `cargo test` checks it
-/// without a host.
-pub fn amount(data: &Value) -> Result<f64> {{
-    match data.get("amount") {{
-        None | Some(Value::Null) => Ok(0.0),
-        Some(value) => value
-            .as_f64()
-            .ok_or_else(|| Error::invalid_event(format!("amount is not a number: {{value}}"))),
-    }}
-}}
-
-export_projection!(Tally);
-
-#[cfg(test)]
-mod tests {{
-    use serde_json::json;
-
-    #[test]
-    fn reads_the_amount() {{
-        assert_eq!(super::amount(&json!({{ "amount": 2.5 }})).ok(), Some(2.5));
-        assert_eq!(super::amount(&json!({{}})).ok(), Some(0.0));
-        assert!(super::amount(&json!({{ "amount": "ten" }})).is_err());
-    }}
-}}
-"#
-    )
-}
-
-fn python_files(name: &str, event_type: &str) -> Vec<(String, String)> {
-    let app = format!(
-        r#""""The projection `{name}`: counts `{event_type}` events and sums their `amount`, per
-stream and in total."""
-
-from logic import amount
-from refold import Projection, ProjectionError, Update, collection, manifest
-
-
-class WitWorld(Projection):
-    # Raise the version when the logic changes: the new version is rebuilt from the first event
-    # beside the old one, and takes over once it has caught up.
-    manifest = manifest("{name}", 1, event_types=["{event_type}"], collections={{"totals": []}})
-
-    def on_event(self, event):
-        try:
-            value = amount(event.data)
-        except ValueError as error:
-            raise ProjectionError("invalid-event", str(error)) from None
-        add = Update().inc("count", 1).inc("amount", value)
-        collection("totals").update(event.aggregate_id, add)
-        collection("totals").update("all", add)
-"#
-    );
-    let logic = r#""""The pure logic of the projection: no host, so `python3 -m unittest` checks it."""
-
-
-def amount(data):
-    """The amount an event adds: its `amount` field, 0 when absent."""
-    value = data.get("amount")
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"amount is not a number: {value!r}")
-    return float(value)
-"#;
-    let test = r#"import unittest
-
-from logic import amount
-
-
-class AmountTest(unittest.TestCase):
-    def test_reads_the_amount(self):
-        self.assertEqual(amount({"amount": 2.5}), 2.5)
-        self.assertEqual(amount({}), 0.0)
-        with self.assertRaises(ValueError):
-            amount({"amount": "ten"})
-
-
-if __name__ == "__main__":
-    unittest.main()
-"#;
-    vec![
-        ("app.py".into(), app),
-        ("logic.py".into(), logic.into()),
-        ("test_logic.py".into(), test.into()),
-        ("refold.py".into(), PYTHON_SDK.into()),
-        (".gitignore".into(), "dist/\n__pycache__/\n".into()),
-    ]
-}
-
-fn js_files(name: &str, event_type: &str) -> Vec<(String, String)> {
-    let app = format!(
-        r#"// The projection `{name}`: counts `{event_type}` events and sums their `amount`, per stream
-// and in total.
-import {{ Float, ProjectionError, Update, collection, each, manifest }} from './refold.js';
-import {{ amount }} from './logic.js';
-
-export function describe() {{
-  // Raise the version when the logic changes: the new version is rebuilt from the first event
-  // beside the old one, and takes over once it has caught up.
-  return manifest({{ name: '{name}', version: 1, eventTypes: ['{event_type}'], collections: {{ totals: [] }} }});
-}}
-
-const totals = collection('totals');
-
-export const handle = each((event) => {{
-  let value;
-  try {{
-    value = amount(JSON.parse(event.data));
-  }} catch (error) {{
-    throw new ProjectionError('invalid-event', error.message);
-  }}
-  const add = () => new Update().inc('count', 1).inc('amount', new Float(value));
-  totals.update(event.aggregateId, add());
-  totals.update('all', add());
-}});
-"#
-    );
-    let logic = r#"// The pure logic of the projection: no host, so `node --test` checks it.
-
-/** The amount an event adds: its `amount` field, 0 when absent. */
-export function amount(data) {
-  const value = data.amount;
-  if (value === undefined || value === null) return 0;
-  if (typeof value !== 'number') throw new Error(`amount is not a number: ${JSON.stringify(value)}`);
-  return value;
-}
-"#;
-    let test = r#"import assert from 'node:assert/strict';
-import test from 'node:test';
-import { amount } from './logic.js';
-
-test('reads the amount', () => {
-  assert.equal(amount({ amount: 2.5 }), 2.5);
-  assert.equal(amount({}), 0);
-  assert.throws(() => amount({ amount: 'ten' }));
-});
-"#;
-    let package = format!(
-        r#"{{
-  "name": "{name}",
-  "private": true,
-  "type": "module",
-  "scripts": {{
-    "build": "refold build . --out dist",
-    "test": "node --test"
-  }},
-  "devDependencies": {{
-    "componentize-qjs": "{COMPONENTIZE_QJS}"
-  }}
-}}
-"#
-    );
-    vec![
-        ("app.js".into(), app),
-        ("logic.js".into(), logic.into()),
-        ("logic.test.js".into(), test.into()),
-        ("refold.js".into(), JS_SDK.into()),
-        ("package.json".into(), package),
-        (".gitignore".into(), "dist/\nnode_modules/\n".into()),
-    ]
-}
-
-fn c_files(name: &str, event_type: &str) -> Vec<(String, String)> {
-    let app = format!(
-        r#"/* The projection `{name}`: counts `{event_type}` events and sums their `amount`, per stream
- * and in total. */
-#include "refold.h"
-#include "logic.h"
-
-void refold_describe(rf_manifest *m) {{
-  /* Raise the version when the logic changes: the new version is rebuilt from the first event
-   * beside the old one, and takes over once it has caught up. */
-  rf_manifest_init(m, "{name}", 1);
-  rf_event_type(m, "{event_type}");
-  rf_collection_add(m, "totals");
-}}
-
-static bool add(const char *id, rf_json amount) {{
-  rf_update update = {{0}};
-  rf_inc_i64(&update, "count", 1);
-  rf_inc_float(&update, "amount", amount);
-  return rf_update_doc("totals", id, &update, true, NULL);
-}}
-
-bool refold_on_event(const rf_event *event) {{
-  rf_json amount;
-  if (!tally_amount(event->data, &amount)) {{
-    return rf_fail(RF_INVALID_EVENT, "amount is not a number", NULL, NULL);
-  }}
-  return add(event->aggregate_id, amount) && add("all", amount);
-}}
-"#
-    );
-    let logic = r#"/* The pure logic of the projection: no host, so `make test` checks it natively. */
-#ifndef LOGIC_H
-#define LOGIC_H
-
-/* The amount an event adds: its `amount` field, 0 when absent; false if it is not a number. */
-static inline bool tally_amount(rf_json data, rf_json *amount) {
-  static const rf_json zero = {"0.0", 3, RF_NUMBER};
-  rf_json value = rf_get(data, "amount");
-  if (value.kind == RF_MISSING || value.kind == RF_NULL) value = zero;
-  *amount = value;
-  return value.kind == RF_NUMBER;
-}
-
-#endif
-"#;
-    let test = r#"/* Native test of the pure logic: `make test`. */
-#include <stdio.h>
-
-#define REFOLD_NO_BINDINGS
-#include "refold.h"
-#include "logic.h"
-
-static int failures;
-
-static void expect(const char *data, int ok, const char *amount) {
-  rf_json value;
-  int got = tally_amount(rf_parse(data, strlen(data)), &value);
-  if (got != ok || (ok && (value.len != strlen(amount) || memcmp(value.ptr, amount, value.len)))) {
-    printf("FAIL: %s\n", data);
-    failures++;
-  }
-}
-
-int main(void) {
-  expect("{\"amount\": 2.5}", 1, "2.5");
-  expect("{}", 1, "0.0");
-  expect("{\"amount\": \"ten\"}", 0, "");
-  printf("%s\n", failures ? "tests failed" : "1 passed, 0 failed");
-  return failures != 0;
-}
-"#;
-    let makefile =
-        "# `make` builds dist/<folder>.wasm with `refold build`; `make test` runs the native test.
-.PHONY: build test
-build:
-	refold build . --out dist
-test:
-	cc -std=c11 -Wall -o logic_test logic_test.c -lm && ./logic_test
-";
-    vec![
-        ("app.c".into(), app),
-        ("logic.h".into(), logic.into()),
-        ("logic_test.c".into(), test.into()),
-        ("refold.h".into(), C_SDK.into()),
-        ("Makefile".into(), makefile.into()),
-        (".gitignore".into(), "dist/\nlogic_test\n".into()),
-    ]
-}
-
-fn script_readme(name: &str, event_type: &str, language: Language) -> String {
-    let (title, made, setup, test, sdk) = match language {
-        Language::Python => (
-            "Python",
-            "python",
-            "`pip install componentize-py==0.25.1`",
-            "`python3 -m unittest` (the pure logic in `logic.py`)",
-            "`refold.py` is a copy of the Refold Python layer; `app.py` defines `WitWorld`.",
-        ),
-        Language::C => (
-            "C",
-            "c",
-            "clang 19 and wasi-libc (`apt install clang-19 lld-19 libclang-rt-19-dev-wasm32 wasi-libc`; or set `REFOLD_CLANG` and `WASI_SYSROOT`)",
-            "`make test` (the pure logic in `logic.h`, compiled natively)",
-            "`refold.h` is a copy of the Refold C layer; `app.c` defines `refold_describe` and `refold_on_event`. The bindings are generated by `refold build`.",
-        ),
-        _ => (
-            "JavaScript",
-            "js",
-            "Node.js and `npm install` here (componentize-qjs, pinned in `package.json`)",
-            "`node --test` (the pure logic in `logic.js`)",
-            "`refold.js` is a copy of the Refold JavaScript layer; `app.js` exports `describe` and `handle` (made by `each`).",
-        ),
+/// The [`Template`] for the file `$file` of `$language`'s scaffold.
+macro_rules! template {
+    ($language:literal, $file:literal) => {
+        (
+            $file,
+            include_str!(concat!(
+                "../../templates/new/",
+                $language,
+                "/",
+                $file,
+                ".tmpl"
+            )),
+        )
     };
-    format!(
-        r#"# {name}
-
-A Refold projection in {title}: it folds `{event_type}` events into the collection `totals`
-(per stream, and `all`). Made by `refold new {made} {name}`.
-
-- Needs: {setup}.
-- Build the component: `refold build . --out dist` (writes `dist/{file}.wasm`, named after
-  this folder).
-- Test the logic: {test}.
-- Deploy: copy `dist/{file}.wasm` into the folder a `refold run` watches. It replays the whole
-  history, then follows live events. Read the result with
-  `curl localhost:7070/api/projections/{name}/collections/totals/documents/all`.
-
-{sdk}
-`wit/` is a copy of the contract. Time and randomness are deterministic in a projection: the
-clock reads the timestamp of the event being handled.
-"#,
-        file = "FOLDER"
-    )
 }
 
-fn readme(name: &str, event_type: &str) -> String {
-    format!(
-        r#"# {name}
+const RUST_TEMPLATES: [Template; 5] = [
+    template!("rust", "Cargo.toml"),
+    template!("rust", "src/lib.rs"),
+    template!("rust", "README.md"),
+    template!("rust", ".gitignore"),
+    template!("rust", "sdk/Cargo.toml"),
+];
+const PYTHON_TEMPLATES: [Template; 5] = [
+    template!("python", "app.py"),
+    template!("python", "logic.py"),
+    template!("python", "test_logic.py"),
+    template!("python", ".gitignore"),
+    template!("python", "README.md"),
+];
+const JS_TEMPLATES: [Template; 6] = [
+    template!("js", "app.js"),
+    template!("js", "logic.js"),
+    template!("js", "logic.test.js"),
+    template!("js", "package.json"),
+    template!("js", ".gitignore"),
+    template!("js", "README.md"),
+];
+const C_TEMPLATES: [Template; 6] = [
+    template!("c", "app.c"),
+    template!("c", "logic.h"),
+    template!("c", "logic_test.c"),
+    template!("c", "Makefile"),
+    template!("c", ".gitignore"),
+    template!("c", "README.md"),
+];
 
-A Refold projection in Rust: it folds `{event_type}` events into the collection `totals`
-(per stream, and `all`). Made by `refold new rust {name}`.
+/// A template names a placeholder `refold new` does not define: a bug in the template, which
+/// the unit tests find by rendering every language.
+#[derive(Debug, thiserror::Error)]
+#[error("template {file}: unknown placeholder `{{{{{placeholder}}}}}`")]
+pub struct UnknownPlaceholder {
+    /// The file the template renders.
+    file: &'static str,
+    /// The placeholder's name.
+    placeholder: String,
+}
 
-- Build the component: `refold build . --out dist` (writes `dist/{file}.wasm`; needs the
-  `wasm32-unknown-unknown` target, which `refold build` installs with rustup if missing).
-- Test the pure logic: `cargo test`.
-- Deploy: copy `dist/{file}.wasm` into the folder a `refold run` watches. It replays the whole
-  history, then follows live events. Read the result with
-  `curl localhost:7070/api/projections/{name}/collections/totals/documents/all`.
+/// What a scaffold's placeholders stand for.
+struct Values<'a> {
+    name: &'a str,
+    event_type: &'a str,
+    crate_name: String,
+    folder: String,
+}
 
-`sdk/` and `wit/` are copies of the Refold SDK and contract this scaffold was made with.
-"#,
-        file = name.replace('-', "_")
-    )
+impl Values<'_> {
+    fn get(&self, placeholder: &str) -> Option<&str> {
+        match placeholder {
+            "name" => Some(self.name),
+            "event_type" => Some(self.event_type),
+            "crate_name" => Some(&self.crate_name),
+            "folder" => Some(&self.folder),
+            _ => None,
+        }
+    }
+}
+
+/// Fill in a template's `{{placeholder}}`s in one pass, so a value is never read as a
+/// placeholder. `{{` not followed by a lower-case name and `}}` is kept as written.
+fn render(
+    file: &'static str,
+    template: &str,
+    values: &Values,
+) -> Result<String, UnknownPlaceholder> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let placeholder = after.find("}}").map(|end| &after[..end]).filter(|key| {
+            !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        });
+        match placeholder {
+            Some(key) => {
+                let value = values.get(key).ok_or_else(|| UnknownPlaceholder {
+                    file,
+                    placeholder: key.to_owned(),
+                })?;
+                out.push_str(value);
+                rest = &after[key.len() + 2..];
+            }
+            None => {
+                out.push_str("{{");
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The files of a scaffold, as `(path in the scaffold, content)`.
+fn scaffold(
+    language: Language,
+    values: &Values,
+) -> Result<Vec<(String, String)>, UnknownPlaceholder> {
+    let templates: &[Template] = match language {
+        Language::Rust => &RUST_TEMPLATES,
+        Language::Python => &PYTHON_TEMPLATES,
+        Language::Js => &JS_TEMPLATES,
+        Language::C => &C_TEMPLATES,
+    };
+    // The SDK layer is copied as it is: it has no placeholders.
+    let copies: Vec<(String, &str)> = match language {
+        Language::Rust => SDK_FILES
+            .iter()
+            .map(|(file, text)| (format!("sdk/src/{file}"), *text))
+            .collect(),
+        Language::Python => vec![("refold.py".to_owned(), PYTHON_SDK)],
+        Language::Js => vec![("refold.js".to_owned(), JS_SDK)],
+        Language::C => vec![("refold.h".to_owned(), C_SDK)],
+    };
+    let mut files = templates
+        .iter()
+        .map(|(file, template)| Ok(((*file).to_owned(), render(file, template, values)?)))
+        .collect::<Result<Vec<_>, UnknownPlaceholder>>()?;
+    files.extend(
+        copies
+            .into_iter()
+            .map(|(file, text)| (file, text.to_owned())),
+    );
+    files.push(("wit/projection.wit".to_owned(), WIT.to_owned()));
+    Ok(files)
 }
 
 pub(super) fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
@@ -492,43 +255,18 @@ pub(super) fn new(args: NewArgs) -> anyhow::Result<ExitCode> {
         "{} exists and is not empty: refold new writes into a new folder only",
         dir.display()
     );
-    let mut files = match args.language {
-        Language::Rust => {
-            let mut files = vec![
-                ("Cargo.toml".to_owned(), cargo_toml(&args.name)),
-                (
-                    "src/lib.rs".to_owned(),
-                    lib_rs(&args.name, &args.event_type),
-                ),
-                ("README.md".to_owned(), readme(&args.name, &args.event_type)),
-                (".gitignore".to_owned(), "target/\ndist/\n".to_owned()),
-                ("sdk/Cargo.toml".to_owned(), SDK_MANIFEST.to_owned()),
-            ];
-            files.extend(
-                SDK_FILES
-                    .iter()
-                    .map(|(file, text)| (format!("sdk/src/{file}"), (*text).to_owned())),
-            );
-            files
-        }
-        Language::Python | Language::Js | Language::C => {
-            let mut files = match args.language {
-                Language::Python => python_files(&args.name, &args.event_type),
-                Language::Js => js_files(&args.name, &args.event_type),
-                _ => c_files(&args.name, &args.event_type),
-            };
-            let folder = dir
-                .file_name()
-                .map(|n| n.to_string_lossy().replace('-', "_"))
-                .unwrap_or_else(|| args.name.replace('-', "_"));
-            let readme = script_readme(&args.name, &args.event_type, args.language)
-                .replace("FOLDER", &folder);
-            files.push(("README.md".to_owned(), readme));
-            files
-        }
+    // A Rust component is named after its crate; `refold build` names a script component after
+    // its folder.
+    let values = Values {
+        name: &args.name,
+        event_type: &args.event_type,
+        crate_name: args.name.replace('-', "_"),
+        folder: dir
+            .file_name()
+            .map(|n| n.to_string_lossy().replace('-', "_"))
+            .unwrap_or_else(|| args.name.replace('-', "_")),
     };
-    files.push(("wit/projection.wit".to_owned(), WIT.to_owned()));
-    for (file, text) in files {
+    for (file, text) in scaffold(args.language, &values)? {
         write(&dir.join(file), &text)?;
     }
     let language = match args.language {
@@ -553,4 +291,71 @@ fn write(path: &Path, text: &str) -> anyhow::Result<()> {
             .with_context(|| format!("creating {}", parent.display()))?;
     }
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Language, Values, render, scaffold};
+
+    fn values() -> Values<'static> {
+        Values {
+            name: "my-proj",
+            event_type: "ItemAdded",
+            crate_name: "my_proj".into(),
+            folder: "the_folder".into(),
+        }
+    }
+
+    /// The scaffold's file at `path`.
+    fn file(language: Language, path: &str) -> String {
+        let files = scaffold(language, &values()).expect("every template renders");
+        let found = files.into_iter().find(|(file, _)| file == path);
+        found.map(|(_, text)| text).unwrap_or_default()
+    }
+
+    #[test]
+    fn every_language_renders_every_placeholder() {
+        for language in [Language::Rust, Language::Python, Language::Js, Language::C] {
+            let files = scaffold(language, &values()).expect("every template renders");
+            for (path, text) in files {
+                assert!(!text.contains("{{"), "{language:?} {path}: {{{{ left");
+            }
+        }
+    }
+
+    #[test]
+    fn fills_in_the_arguments() {
+        let rust = |path| file(Language::Rust, path);
+        assert!(rust("Cargo.toml").contains("\nname = \"my-proj\"\n"));
+        assert!(rust("Cargo.toml").contains("refold-projections-sdk = { path = \"sdk\" }"));
+        assert!(rust("src/lib.rs").contains("Manifest::new(\"my-proj\", 1)"));
+        assert!(rust("src/lib.rs").contains(".event_types(&[\"ItemAdded\"])"));
+        assert!(rust("src/lib.rs").contains("format!(\"amount is not a number: {value}\")"));
+        assert!(rust("README.md").contains("writes `dist/my_proj.wasm`"));
+        assert_eq!(rust(".gitignore"), "target/\ndist/\n");
+        assert!(rust("sdk/src/lib.rs").starts_with("//!"));
+        assert!(file(Language::Python, "app.py").contains(
+            "manifest(\"my-proj\", 1, event_types=[\"ItemAdded\"], collections={\"totals\": []})"
+        ));
+        assert!(file(Language::Js, "package.json").contains("\"componentize-qjs\": \"0.4.5\""));
+        assert!(file(Language::Js, "README.md").contains("writes `dist/the_folder.wasm`"));
+        assert!(file(Language::C, "app.c").contains("rf_manifest_init(m, \"my-proj\", 1);"));
+        assert!(file(Language::C, "Makefile").contains("\ntest:\n\tcc -std=c11"));
+        assert!(file(Language::C, "wit/projection.wit").contains("package "));
+    }
+
+    #[test]
+    fn renders_in_one_pass() {
+        let values = Values {
+            folder: "{{name}}".into(),
+            ..values()
+        };
+        let text = render("t", "{{folder}} {{ x }} {{event_type}}}", &values);
+        assert_eq!(text.ok().as_deref(), Some("{{name}} {{ x }} ItemAdded}"));
+        let unknown = render("t", "a {{nme}} b", &values).err();
+        assert_eq!(
+            unknown.map(|e| e.to_string()).as_deref(),
+            Some("template t: unknown placeholder `{{nme}}`")
+        );
+    }
 }

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::document::encoded_len;
+use crate::domain::time::iso8601_millis;
 
 /// Global order of an event. 0 is the origin, before the first event.
 pub type Position = u64;
@@ -144,8 +145,9 @@ impl NewEvent {
     }
 }
 
-/// 9999-12-31T23:59:59.999Z, the last instant an Extended JSON `$date` string can hold.
-pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+// The range belongs to `time`, which owns what a time may be; re-exported because the MongoDB
+// backend's Extended JSON conversion still names it here.
+pub use crate::domain::time::MAX_TIMESTAMP_MS;
 
 /// An event as stored, in the seeds' shape plus its global position. Data and metadata stay as
 /// JSON text: the replay path hands them to guests without re-encoding.
@@ -181,7 +183,7 @@ impl RecordedEvent {
             "aggregateType": self.aggregate_type,
             "eventType": self.event_type,
             "version": self.version,
-            "timestamp": crate::domain::time::iso8601_millis(self.timestamp_ms),
+            "timestamp": iso8601_millis(self.timestamp_ms),
             "eventData": serde_json::from_str::<serde_json::Value>(&self.data).unwrap_or(serde_json::Value::Null),
             "metadata": serde_json::from_str::<serde_json::Value>(&self.metadata).unwrap_or(serde_json::Value::Null),
         })

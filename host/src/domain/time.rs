@@ -1,12 +1,17 @@
-//! Timestamps as text: the RFC 3339 form used in documents (`$date`) and in output.
+//! Timestamps: the range a recorded time may take, and its text form, the RFC 3339 form used in
+//! documents (`$date`) and in output.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// 9999-12-31T23:59:59.999Z, the last instant an Extended JSON `$date` string can hold. Event
+/// times are validated into `0..=MAX_TIMESTAMP_MS` so that each one has a text form.
+pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
 
 /// Format ms since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`. The text holds 1970 to 9999
 /// only: a time outside is clamped to the nearest bound (event times are validated into that
 /// range; a document's other dates take the canonical Extended JSON form instead).
 pub fn iso8601_millis(ms: i64) -> String {
-    let ms = ms.clamp(0, crate::domain::event::MAX_TIMESTAMP_MS);
+    let ms = ms.clamp(0, MAX_TIMESTAMP_MS);
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs()))
         .to_string()
 }

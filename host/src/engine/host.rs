@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wasmtime::StoreLimits;
 use wasmtime::component::{HasSelf, Linker};
+use wasmtime_wasi::{WasiCtxView, WasiView};
 
 use super::Limits;
 use super::bindings::Projection;
@@ -14,6 +14,7 @@ use super::bindings::refold::projection::collections::{self, CollectionError};
 use super::bindings::refold::projection::log::{self, Level};
 use super::bindings::refold::projection::types::{self, ErrorKind};
 pub(super) use super::bindings::refold::projection::types::{Event as WitEvent, HandleError};
+use super::limiter::GuestLimiter;
 use super::sandbox::Sandbox;
 use crate::domain::RecordedEvent;
 use crate::projector::{BatchContext, CollectionFailure, HandleFailure};
@@ -28,7 +29,8 @@ const MAX_LOGS_PER_BATCH: u32 = 1000;
 /// What a store carries while a guest runs.
 pub(super) struct HostState {
     pub(super) context: BatchContext,
-    pub(super) limits: StoreLimits,
+    /// Caps memories and tables, and records a refused growth; the store sets it.
+    pub(super) limiter: GuestLimiter,
     projection: Arc<str>,
     logs: u32,
     /// The last panic message the guest logged (the Rust SDK logs one before aborting).
@@ -79,11 +81,11 @@ impl GuestClock {
 }
 
 impl HostState {
-    /// The state of a guest call; the store sets `limits`.
+    /// The state of a guest call; the store sets `limiter` and `clock`.
     pub(super) fn new(context: BatchContext, projection: Arc<str>) -> Self {
         Self {
             context,
-            limits: StoreLimits::default(),
+            limiter: GuestLimiter::default(),
             sandbox: Sandbox::new(&projection),
             projection,
             logs: 0,
@@ -126,6 +128,13 @@ impl HostState {
     }
 }
 
+/// The guest's WASI works on its sandbox alone.
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        self.sandbox.ctx()
+    }
+}
+
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Projection::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
     super::sandbox::add_to_linker(linker)
@@ -161,17 +170,18 @@ pub(super) fn guest_failure(error: HandleError) -> HandleFailure {
 }
 
 /// Tell a deadline and a memory cap from other traps; a trap after a logged panic says what
-/// panicked.
+/// panicked. `limiter` is the failed store's: a refused growth ends the call, so a store whose
+/// limiter refused one failed on its memory cap, whatever the error says.
 pub(super) fn classify_trap(
     error: &wasmtime::Error,
     limits: &Limits,
+    limiter: &GuestLimiter,
     panic: Option<&str>,
 ) -> HandleFailure {
     if let Some(wasmtime::Trap::Interrupt) = error.downcast_ref::<wasmtime::Trap>() {
         return HandleFailure::Deadline(limits.deadline);
     }
-    let text = format!("{error:?}");
-    if text.contains("forcing trap when growing memory") || text.contains("memory limit") {
+    if limiter.memory_refused().is_some() {
         return HandleFailure::Memory(limits.memory_bytes);
     }
     match error.downcast_ref::<wasmtime::Trap>() {

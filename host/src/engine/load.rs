@@ -136,8 +136,14 @@ pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProject
         .and_then(|instance| instance.call_describe(&mut store))
         .inspect(|_| store.data_mut().flush_output())
         .map_err(|e| {
-            let panic = store.data().panic.as_deref();
-            LoadError::Describe(host::classify_trap(&e, &engine.limits, panic))
+            let state = store.data();
+            let panic = state.panic.as_deref();
+            LoadError::Describe(host::classify_trap(
+                &e,
+                &engine.limits,
+                &state.limiter,
+                panic,
+            ))
         })?;
     let manifest = from_wit(described);
     manifest.validate()?;

@@ -10,6 +10,7 @@
 mod bindings;
 mod cache;
 mod host;
+mod limiter;
 mod load;
 mod sandbox;
 
@@ -123,23 +124,17 @@ impl Engine {
         )
     }
 
-    /// A store around `state` (fresh limits), whose guest calls trap after `deadline`.
+    /// A store around `state` (a fresh limiter), whose guest calls trap after `deadline`.
     fn store_with(
         &self,
         mut state: host::HostState,
         deadline: Duration,
     ) -> wasmtime::Store<host::HostState> {
-        state.limits = wasmtime::StoreLimitsBuilder::new()
-            .memory_size(self.limits.memory_bytes)
-            .table_elements(self.limits.table_elements)
-            .instances(16)
-            .tables(16)
-            .memories(4)
-            .trap_on_grow_failure(true)
-            .build();
+        state.limiter =
+            limiter::GuestLimiter::new(self.limits.memory_bytes, self.limits.table_elements);
         state.clock = host::GuestClock::start(deadline, &state.context);
         let mut store = wasmtime::Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limits);
+        store.limiter(|state| &mut state.limiter);
         // The epoch deadline is a first check; when it passes, the guest's own time decides:
         // the time the host spent waiting on the store for the guest's reads is added back.
         store.set_epoch_deadline(ticks(deadline));
@@ -192,7 +187,7 @@ impl PreparedProjection {
         self.pre
             .instantiate(&mut store)
             .map(drop)
-            .map_err(|e| host::classify_trap(&e, &self.engine.limits, None))
+            .map_err(|e| host::classify_trap(&e, &self.engine.limits, &store.data().limiter, None))
     }
 
     /// Whether the guest is called once per event (it imports clocks or randomness).
@@ -306,7 +301,7 @@ impl Handler for PreparedProjection {
             },
             Ok(Err(error)) => Err(host::guest_failure(error)),
             Err(error) => Err(
-                match host::classify_trap(&error, &self.engine.limits, panic) {
+                match host::classify_trap(&error, &self.engine.limits, &state.limiter, panic) {
                     HandleFailure::Trap(trap) => match state.stderr_tail.as_deref() {
                         Some(stderr) => {
                             HandleFailure::Trap(format!("{trap}; its stderr ends: {stderr}"))

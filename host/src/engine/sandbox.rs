@@ -13,6 +13,10 @@
 //! So a guest that reads the clock or draws random numbers gives the same documents on a replay
 //! as it gave live, whatever the batch boundaries were. The host calls such a guest once per
 //! event (see [`Sandbox::enter_event`]).
+//!
+//! WASI works on the [`Sandbox`] alone (it is a `WasiView`), as wasmtime-wasi's own host
+//! implementations work on a `WasiCtxView`: this module knows nothing of the rest of a store's
+//! state, which hands its sandbox over.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -26,8 +30,6 @@ use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::clocks::{HostMonotonicClock, HostWallClock};
 use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamError, subscribe};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
-
-use super::host::HostState;
 
 /// The WASI interfaces the host provides (WASI 0.2, any patch version). A component importing
 /// any other interface is refused at load.
@@ -61,7 +63,7 @@ pub(super) fn per_event(import: &str) -> bool {
 }
 
 /// Add WASI 0.2 to the linker, with sleeps that return at once.
-pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+pub(super) fn add_to_linker<T: WasiView + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
     // Virtual time: a pollable for a duration or an instant is ready at once, so a guest that
     // sleeps neither blocks a thread of the host nor sees time pass.
@@ -69,14 +71,14 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     let mut clock = linker.instance("wasi:clocks/monotonic-clock@0.2.12")?;
     clock.func_wrap(
         "subscribe-duration",
-        |mut store: wasmtime::StoreContextMut<'_, HostState>, (_,): (u64,)| {
-            Ok((ready(&mut store.data_mut().sandbox.table)?,))
+        |mut store: wasmtime::StoreContextMut<'_, T>, (_,): (u64,)| {
+            Ok((ready(store.data_mut().ctx().table)?,))
         },
     )?;
     clock.func_wrap(
         "subscribe-instant",
-        |mut store: wasmtime::StoreContextMut<'_, HostState>, (_,): (u64,)| {
-            Ok((ready(&mut store.data_mut().sandbox.table)?,))
+        |mut store: wasmtime::StoreContextMut<'_, T>, (_,): (u64,)| {
+            Ok((ready(store.data_mut().ctx().table)?,))
         },
     )?;
     linker.allow_shadowing(false);
@@ -178,11 +180,11 @@ impl Sandbox {
     }
 }
 
-impl WasiView for HostState {
+impl WasiView for Sandbox {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView {
-            ctx: &mut self.sandbox.ctx,
-            table: &mut self.sandbox.table,
+            ctx: &mut self.ctx,
+            table: &mut self.table,
         }
     }
 }

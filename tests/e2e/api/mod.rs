@@ -8,7 +8,7 @@ mod access;
 mod openapi;
 pub mod support;
 
-use refold::cli::history;
+use refold::cli::demo_data;
 use refold::store::{self, Store};
 use refold_tests::{EXAMPLE_NAMES, Sandbox, dump_uri, examples, mongo, projections, wait_until};
 use reqwest::StatusCode;
@@ -33,7 +33,7 @@ pub async fn host_with_history(
     events: usize,
 ) -> (std::sync::Arc<dyn Store>, Host) {
     let store = store::open(uri).await.expect("open store");
-    for chunk in history::generate(events, 7).chunks(500) {
+    for chunk in demo_data::generate(events, 7).chunks(500) {
         store
             .append_all(chunk.to_vec())
             .await

@@ -1,6 +1,7 @@
-//! A deterministic, realistic history in the seeds' domain: organizations whose users make
-//! payments (processed, failed, retried) and receive invoices (created, sent, paid, cancelled),
-//! and users who register, get renamed and change their e-mail.
+//! The demo's data generator: a deterministic, realistic history in the seeds' domain:
+//! organizations whose users make payments (processed, failed, retried) and receive invoices
+//! (created, sent, paid, cancelled), and users who register, get renamed and change their e-mail.
+//! `refold demo`, the end-to-end tests and the benchmarks append it.
 //!
 //! The same seed always gives the same events (ids and timestamps included), so tests can
 //! compare read models built from it.
