@@ -11,7 +11,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::document::encoded_len;
-use crate::domain::time::iso8601_millis;
+use crate::domain::time::{MAX_TIMESTAMP_MS, iso8601_millis};
 
 /// Global order of an event. 0 is the origin, before the first event.
 pub type Position = u64;
@@ -144,10 +144,6 @@ impl NewEvent {
         Ok(())
     }
 }
-
-// The range belongs to `time`, which owns what a time may be; re-exported because the MongoDB
-// backend's Extended JSON conversion still names it here.
-pub use crate::domain::time::MAX_TIMESTAMP_MS;
 
 /// An event as stored, in the seeds' shape plus its global position. Data and metadata stay as
 /// JSON text: the replay path hands them to guests without re-encoding.

@@ -11,8 +11,7 @@ use std::str::FromStr;
 use bson::{Bson, DateTime, Decimal128, Document, oid::ObjectId};
 use serde_json::{Map, Number, Value};
 
-use crate::domain::event::MAX_TIMESTAMP_MS;
-use crate::domain::time::iso8601_millis;
+use crate::domain::time::{MAX_TIMESTAMP_MS, iso8601_millis};
 
 /// Why a JSON value cannot become BSON.
 #[derive(Debug, thiserror::Error)]
