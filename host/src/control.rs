@@ -110,6 +110,16 @@ pub async fn rollback<S: Generations + ?Sized>(
             active.number, active.version
         )));
     };
+    // A generation still building (a rebuild, or a newer version) would take over once caught
+    // up and undo the rollback: it is abandoned first, so its activation is refused.
+    for building in generations
+        .iter()
+        .filter(|g| g.state == GenerationState::Building)
+    {
+        store
+            .set_state(building, GenerationState::Abandoned)
+            .await?;
+    }
     store.activate(target, GenerationState::RolledBack).await?;
     Ok((target.clone(), active.clone()))
 }
@@ -177,4 +187,52 @@ pub async fn retry_dead_letters<S: Generations + DeadLetters + ?Sized>(
 ) -> Result<u64, ControlError> {
     check_positions(store, name, positions).await?;
     Ok(store.request_dead_letter_retry(name, positions).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+    use crate::store::sqlite::SqliteStore;
+
+    async fn store(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(&dir.path().join("refold.db"))
+            .await
+            .expect("open store")
+    }
+
+    #[tokio::test]
+    async fn a_rollback_abandons_a_building_generation_so_it_cannot_undo_the_rollback() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let store = store(&dir).await;
+        let manifest = Manifest::new("p", 1, ["docs"]);
+        for _ in 0..2 {
+            let generation = store
+                .create_generation(&manifest, "h")
+                .await
+                .expect("create");
+            store
+                .activate(&generation, GenerationState::Retired)
+                .await
+                .expect("cut over");
+        }
+        let (rebuilding, _) = rebuild(&store, "p").await.expect("rebuild");
+        let (restored, rolled_back) = rollback(&store, "p").await.expect("rollback");
+        assert_eq!((restored.number, rolled_back.number), (1, 2));
+        // The rebuild's projector reaches the head and tries to take over.
+        let refused = store.activate(&rebuilding, GenerationState::Retired).await;
+        assert!(
+            matches!(refused, Err(StoreError::InvalidInput(_))),
+            "{refused:?}"
+        );
+        let states: Vec<GenerationState> = store
+            .generations("p")
+            .await
+            .expect("generations")
+            .iter()
+            .map(|g| g.state)
+            .collect();
+        use GenerationState::{Abandoned, Active, RolledBack};
+        assert_eq!(states, [Active, RolledBack, Abandoned]);
+    }
 }

@@ -549,6 +549,44 @@ async fn filled_generation(store: &Arc<dyn Store>, manifest: &Manifest) -> Gener
     generation
 }
 
+/// A generation abandoned while it was building is never served: its activation is refused, and
+/// the stable names keep pointing at the active generation. (Its projector may still reach the
+/// head after the supervisor abandoned it.)
+async fn abandoned_generations_are_never_activated(store: Arc<dyn Store>) {
+    let manifest = ledger(&["entries"]);
+    let first = filled_generation(&store, &manifest).await;
+    store
+        .activate(&first, GenerationState::Retired)
+        .await
+        .expect("first cut-over");
+    let second = filled_generation(&store, &manifest).await;
+    store
+        .set_state(&second, GenerationState::Abandoned)
+        .await
+        .expect("abandon");
+    let refused = store.activate(&second, GenerationState::Retired).await;
+    assert!(
+        matches!(refused, Err(StoreError::InvalidInput(ref m)) if m.contains("abandoned")),
+        "{refused:?}"
+    );
+    let states: Vec<GenerationState> = store
+        .generations("ledger")
+        .await
+        .expect("generations")
+        .iter()
+        .map(|g| g.state)
+        .collect();
+    assert_eq!(
+        states,
+        [GenerationState::Active, GenerationState::Abandoned]
+    );
+    let served = store
+        .get_document("ledger", "entries", "a")
+        .await
+        .expect("read");
+    assert_eq!(served.map(|d| d["gen"].clone()), Some(json!(first.number)));
+}
+
 /// Cut-overs and rollbacks move the stable names and the states together; stable names of
 /// collections the new active generation lacks disappear; refusals are recorded and cleared.
 async fn generations_cut_over_and_roll_back(store: Arc<dyn Store>) {
@@ -793,6 +831,7 @@ macro_rules! contract_suite {
             case!(concurrent_appenders_never_leave_gaps);
             case!(batch_commits_are_guarded_by_the_checkpoint);
             case!(generations_cut_over_and_roll_back);
+            case!(abandoned_generations_are_never_activated);
             case!(queries_follow_mongodb_semantics_and_pauses_are_recorded);
         }
     };
