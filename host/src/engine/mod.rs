@@ -312,14 +312,15 @@ impl Handler for PreparedProjection {
                 },
             ),
         };
-        // A store failure during the batch outranks what the guest made of it (it is the
-        // host's, and transient); a contract violation outranks the guest's own report.
+        // A store failure during the batch outranks what the guest made of it, even success (it
+        // may have taken the failed read for a missing document): it is the host's, and
+        // transient. A contract violation outranks the guest's own report.
         let result = match (
             result,
             state.context.store_failure(),
             state.context.violation(),
         ) {
-            (Err(_), Some(store), _) => Err(HandleFailure::Host(store.to_owned())),
+            (_, Some(store), _) => Err(HandleFailure::Host(store.to_owned())),
             (Err(HandleFailure::Guest { .. }), None, Some((position, failure))) => {
                 Err(HandleFailure::Contract {
                     position: *position,

@@ -159,9 +159,16 @@ impl BatchContext {
         let asked = Instant::now();
         let read = self.reader.get(collection, id);
         self.blocked += asked.elapsed();
-        let document = read
-            .map_err(|e| CollectionFailure::Store(e.to_string()))?
-            .map(Arc::new);
+        let document = match read {
+            Ok(document) => document.map(Arc::new),
+            Err(error) => {
+                // The host's failure, whatever the guest makes of the error it is given: the
+                // batch is retried as a host failure, never charged to the event.
+                let message = format!("reading {collection}/{id}: {error}");
+                self.store_failure.get_or_insert_with(|| message.clone());
+                return Err(CollectionFailure::Store(message));
+            }
+        };
         self.entries
             .entry(collection.to_owned())
             .or_default()
