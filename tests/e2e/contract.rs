@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use refold::domain::{
     CollectionSpec, EventFilter, ExpectedVersion, Generation, GenerationState, Manifest, NewEvent,
 };
-use refold::store::{BatchWrites, Query, Store, StoreError, StreamAppend};
+use refold::store::{BatchWrites, DeadLetter, Query, Store, StoreError, StreamAppend};
 use refold_tests::Sandbox;
 use serde_json::json;
 
@@ -549,6 +549,43 @@ async fn filled_generation(store: &Arc<dyn Store>, manifest: &Manifest) -> Gener
     generation
 }
 
+/// A skipped event's dead letter commits in the batch that moves the checkpoint past it, or not
+/// at all: a commit the checkpoint guard refuses records none.
+async fn dead_letters_commit_with_their_checkpoint(store: Arc<dyn Store>) {
+    let generation = store
+        .create_generation(&ledger(&["entries"]), "hash")
+        .await
+        .expect("create generation");
+    let letter = |position| DeadLetter {
+        projection: "ledger".into(),
+        generation: generation.number,
+        version: 1,
+        position,
+        event_id: format!("event-{position}"),
+        event_type: "Tick".into(),
+        aggregate_id: "thing-1".into(),
+        error: "projection reported invalid-event error".into(),
+        attempts: 3,
+        at_ms: 1_740_000_000_000,
+        retry_requested: false,
+    };
+    let writes = |position| BatchWrites {
+        dead_letters: vec![letter(position)],
+        ..BatchWrites::default()
+    };
+    store
+        .commit(&generation, writes(1), 0, 1)
+        .await
+        .expect("commit with a dead letter");
+    let refused = store.commit(&generation, writes(2), 0, 2).await;
+    assert!(
+        matches!(refused, Err(StoreError::CheckpointMoved { .. })),
+        "{refused:?}"
+    );
+    let letters = store.dead_letters(Some("ledger")).await.expect("read");
+    assert_eq!(letters, [letter(1)]);
+}
+
 /// A generation abandoned while it was building is never served: its activation is refused, and
 /// the stable names keep pointing at the active generation. (Its projector may still reach the
 /// head after the supervisor abandoned it.)
@@ -832,6 +869,7 @@ macro_rules! contract_suite {
             case!(batch_commits_are_guarded_by_the_checkpoint);
             case!(generations_cut_over_and_roll_back);
             case!(abandoned_generations_are_never_activated);
+            case!(dead_letters_commit_with_their_checkpoint);
             case!(queries_follow_mongodb_semantics_and_pauses_are_recorded);
         }
     };

@@ -12,12 +12,17 @@ use crate::metrics;
 use crate::store::{BatchWrites, DeadLetter, StoreError};
 
 impl Projector {
-    /// Record a skipped event, retrying store failures.
-    pub(super) async fn dead_letter(
+    /// Skip an event: record its dead letter and move the checkpoint from `from` past it, to
+    /// `to`, in one commit (retrying store failures), so the dead letter exists exactly when the
+    /// checkpoint passed the event.
+    pub(super) async fn skip(
         &self,
+        context: &mut BatchContext,
         event: FailedEvent,
         attempts: u32,
         failure: &HandleFailure,
+        from: Position,
+        to: Position,
     ) -> Result<(), DropReason> {
         let letter = DeadLetter {
             projection: self.generation.projection.clone(),
@@ -32,15 +37,9 @@ impl Projector {
             at_ms: crate::domain::time::now_millis(),
             retry_requested: false,
         };
-        let mut backoff = Backoff::new();
-        while let Err(error) = self.ports.dead_letters.record_dead_letter(&letter).await {
-            if !self
-                .pause(&mut backoff, "record a dead letter", &error)
-                .await
-            {
-                return Err(DropReason::Shutdown);
-            }
-        }
+        let mut writes = context.take_writes();
+        writes.dead_letters.push(letter.clone());
+        self.commit_writes(context, writes, from, to).await?;
         metrics::global().dead_letter(&letter.projection);
         tracing::warn!(projection = %letter.projection, generation = letter.generation, position = letter.position, event_type = %letter.event_type, error = %letter.error, "event skipped after {attempts} attempts: recorded as a dead letter");
         Ok(())

@@ -320,8 +320,15 @@ impl Projector {
                 failure,
             }),
             Verdict::Skip { attempts } => {
-                self.dead_letter(event, attempts, &failure).await?;
-                self.commit(context, run.cursor.stored, scanned_to).await?;
+                self.skip(
+                    context,
+                    event,
+                    attempts,
+                    &failure,
+                    run.cursor.stored,
+                    scanned_to,
+                )
+                .await?;
                 run.cursor.committed(scanned_to);
                 self.publish(|s| s.checkpoint = scanned_to);
                 Ok(())

@@ -31,6 +31,9 @@ struct Scripted {
     failures: Mutex<HashMap<Position, (u32, HandleFailure)>>,
     /// Each call: the first position and the number of events.
     calls: Mutex<Vec<(Position, usize)>>,
+    /// Another writer that, at the last scripted failure, moves the generation's checkpoint
+    /// past the failing event: the window between a failure and its commit, made certain.
+    interloper: Mutex<Option<(Arc<dyn Store>, Generation)>>,
 }
 
 impl Scripted {
@@ -39,7 +42,16 @@ impl Scripted {
             manifest: Manifest::new("scripted", 1, ["seen"]),
             failures: Mutex::new(HashMap::new()),
             calls: Mutex::new(Vec::new()),
+            interloper: Mutex::new(None),
         }
+    }
+
+    /// At the last scripted failure, another writer moves the checkpoint past the event.
+    fn with_interloper(self, store: &Arc<dyn Store>, generation: &Generation) -> Self {
+        if let Ok(mut interloper) = self.interloper.lock() {
+            *interloper = Some((Arc::clone(store), generation.clone()));
+        }
+        self
     }
 
     /// Fail at `position`, `times` times, as the guest reporting an error.
@@ -86,10 +98,33 @@ impl Handler for Scripted {
                 let (left, failure) = failures.get_mut(&event.position)?;
                 (*left > 0).then(|| {
                     *left -= 1;
-                    failure.clone()
+                    (failure.clone(), *left == 0)
                 })
             });
-            if let Some(failure) = scripted {
+            if let Some((failure, last)) = scripted {
+                let interloper = match last {
+                    true => self.interloper.lock().ok().and_then(|mut i| i.take()),
+                    false => None,
+                };
+                if let Some((store, generation)) = interloper {
+                    let position = event.position;
+                    // On a thread and runtime of its own: another writer, unrelated to this one.
+                    let moved = std::thread::spawn(move || {
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .expect("runtime");
+                        runtime.block_on(async {
+                            let stored = store.generations("scripted").await?[0].checkpoint;
+                            store
+                                .commit(&generation, BatchWrites::default(), stored, position)
+                                .await
+                        })
+                    })
+                    .join()
+                    .expect("the other writer's thread");
+                    moved.expect("the other writer's commit");
+                }
                 return (context, Err(failure));
             }
             context.set_position(event.position);
@@ -374,4 +409,27 @@ async fn a_building_generation_becomes_active_at_the_head() {
         .await
         .expect("served through the stable name");
     assert_eq!(served, Some(json!({ "_id": "s", "positions": [1, 2] })));
+}
+
+#[tokio::test]
+async fn a_skipped_events_dead_letter_commits_with_the_checkpoint_or_not_at_all() {
+    let fixture = fixture(4).await;
+    // Event 3 fails its batch and its one attempt alone; at that last failure another writer
+    // moves the checkpoint past it, so the skip's commit is refused.
+    let handler = Arc::new(
+        Scripted::new()
+            .failing(3, 2)
+            .with_interloper(&fixture.store, &fixture.generation),
+    );
+    let running = start(&fixture, &handler, policy(1, OnFailure::Skip));
+    let reason = running.end().await;
+    assert!(
+        matches!(reason, DropReason::CheckpointMoved(_)),
+        "{reason:?}"
+    );
+    // Had the dead letter been recorded apart from its checkpoint, it would stay behind for an
+    // event the checkpoint never passed, and a re-drive would apply the event a second time.
+    let letters = fixture.store.dead_letters(None).await.expect("read");
+    assert!(letters.is_empty(), "{letters:?}");
+    assert_eq!(seen(&fixture.store, &fixture.generation).await, [1, 2]);
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::domain::document::Document;
+use crate::store::DeadLetter;
 
 /// The final state of every document a batch touched.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -14,12 +15,18 @@ pub struct BatchWrites {
     /// Positions of the generation's dead letters that this batch re-drove: deleted in the same
     /// transaction, so a re-driven event is applied exactly once.
     pub resolved_dead_letters: Vec<crate::domain::Position>,
+    /// Events this batch skipped under a `skip` failure policy: recorded in the same
+    /// transaction as the checkpoint that moves past them, so a crash can never leave a dead
+    /// letter for an event the checkpoint did not pass (which a re-drive would apply twice).
+    pub dead_letters: Vec<DeadLetter>,
 }
 
 impl BatchWrites {
     /// No writes.
     pub fn is_empty(&self) -> bool {
-        self.documents.is_empty() && self.resolved_dead_letters.is_empty()
+        self.documents.is_empty()
+            && self.resolved_dead_letters.is_empty()
+            && self.dead_letters.is_empty()
     }
 
     /// Number of documents written or deleted.

@@ -100,6 +100,14 @@ impl Checkpoints for MongoStore {
                     coll.insert_many(documents).session(&mut session).await?;
                 }
             }
+            for letter in &writes.dead_letters {
+                let (id, document) = super::operator::dead_letter_document(letter);
+                self.dead_letters_collection()
+                    .replace_one(doc! { "_id": &id }, document)
+                    .upsert(true)
+                    .session(&mut session)
+                    .await?;
+            }
             if !writes.resolved_dead_letters.is_empty() {
                 let ids: Vec<String> = writes
                     .resolved_dead_letters

@@ -22,21 +22,25 @@ fn dead_letters_filter(projection: &str, positions: Option<&[Position]>) -> Docu
     }
 }
 
+/// A dead letter's `_id` (projection, generation, position) and document.
+pub(super) fn dead_letter_document(l: &DeadLetter) -> (String, Document) {
+    let id = format!("{}:{}:{}", l.projection, l.generation, l.position);
+    let document = doc! {
+        "_id": &id, "projection": &l.projection, "generation": i64::from(l.generation),
+        "position": l.position as i64, "version": i64::from(l.version), "eventId": &l.event_id,
+        "eventType": &l.event_type, "aggregateId": &l.aggregate_id, "error": &l.error,
+        "attempts": i64::from(l.attempts), "at": mongodb::bson::DateTime::from_millis(l.at_ms),
+        "retry": l.retry_requested,
+    };
+    (id, document)
+}
+
 #[async_trait]
 impl DeadLetters for MongoStore {
     async fn record_dead_letter(&self, l: &DeadLetter) -> StoreResult<()> {
-        let id = format!("{}:{}:{}", l.projection, l.generation, l.position);
+        let (id, document) = dead_letter_document(l);
         self.dead_letters_collection()
-            .replace_one(
-                doc! { "_id": &id },
-                doc! {
-                    "_id": &id, "projection": &l.projection, "generation": i64::from(l.generation),
-                    "position": l.position as i64, "version": i64::from(l.version), "eventId": &l.event_id,
-                    "eventType": &l.event_type, "aggregateId": &l.aggregate_id, "error": &l.error,
-                    "attempts": i64::from(l.attempts), "at": mongodb::bson::DateTime::from_millis(l.at_ms),
-                    "retry": l.retry_requested,
-                },
-            )
+            .replace_one(doc! { "_id": &id }, document)
             .upsert(true)
             .await
             .map(drop)

@@ -62,6 +62,10 @@ fn commit_blocking(
         })
         .map_err(|e| StoreError::backend("resolve a dead letter", e))?;
     }
+    for letter in &writes.dead_letters {
+        super::operator::insert_dead_letter(&tx, letter)
+            .map_err(|e| StoreError::backend("record a dead letter", e))?;
+    }
     tx.execute(
         "UPDATE generations SET checkpoint = ?3 WHERE projection = ?1 AND number = ?2",
         params![generation.projection, generation.number, to as i64],

@@ -4,23 +4,28 @@
 use std::collections::BTreeSet;
 
 use async_trait::async_trait;
-use rusqlite::params;
+use rusqlite::{Connection, params};
 
 use super::SqliteStore;
 use crate::domain::{Position, time};
 use crate::store::{DeadLetter, DeadLetters, OperatorState, Refusal, StoreError, StoreResult};
 
+/// Record a dead letter, replacing the one at the same (projection, generation, position).
+pub(super) fn insert_dead_letter(conn: &Connection, l: &DeadLetter) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO dead_letters (projection, generation, position, version, event_id, event_type, aggregate_id, error, attempts, at_ms, retry) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![l.projection, l.generation, l.position as i64, l.version, l.event_id, l.event_type, l.aggregate_id, l.error, l.attempts, l.at_ms, l.retry_requested])
+    .map(drop)
+}
+
 #[async_trait]
 impl DeadLetters for SqliteStore {
     async fn record_dead_letter(&self, letter: &DeadLetter) -> StoreResult<()> {
-        let l = letter.clone();
+        let letter = letter.clone();
         self.with_writer(move |conn| {
-            conn.execute(
-                "INSERT OR REPLACE INTO dead_letters (projection, generation, position, version, event_id, event_type, aggregate_id, error, attempts, at_ms, retry) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![l.projection, l.generation, l.position as i64, l.version, l.event_id, l.event_type, l.aggregate_id, l.error, l.attempts, l.at_ms, l.retry_requested],
-            )
-            .map(drop)
-            .map_err(|e| StoreError::backend("record a dead letter", e))
+            insert_dead_letter(conn, &letter)
+                .map_err(|e| StoreError::backend("record a dead letter", e))
         })
         .await
     }
