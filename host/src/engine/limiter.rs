@@ -1,6 +1,7 @@
-//! The limiter every guest store runs under: it caps each linear memory and each table, bounds
-//! how many instances, tables and memories a store may create, and records that it refused a
-//! memory growth.
+//! The limiter every guest store runs under: it caps the linear memories of a store together
+//! (a component has several core modules, each may have memories: the cap is on their sum, not
+//! on each) and each table, bounds how many instances, tables and memories a store may create,
+//! and records that it refused a memory growth.
 //!
 //! The record is what tells a memory cap from other traps (see `host::classify_trap`): wasmtime
 //! reports a refused growth as an ordinary error, and its text (or a guest's own message, or a
@@ -19,11 +20,14 @@ const MAX_MEMORIES: usize = 4;
 /// A store's resource limiter; a new one for every store.
 #[derive(Debug, Default)]
 pub(super) struct GuestLimiter {
-    /// The cap on each linear memory, in bytes.
+    /// The cap on the store's linear memories together, in bytes.
     memory_bytes: usize,
+    /// The bytes its linear memories hold now, together.
+    memory_total: usize,
     /// The cap on each table, in elements.
     table_elements: usize,
-    /// The size, in bytes, a memory was refused growth to (the first refusal).
+    /// The bytes the store's memories would have held together when a growth was refused (the
+    /// first refusal).
     memory_refused: Option<usize>,
 }
 
@@ -32,6 +36,7 @@ impl GuestLimiter {
     pub(super) fn new(memory_bytes: usize, table_elements: usize) -> Self {
         Self {
             memory_bytes,
+            memory_total: 0,
             table_elements,
             memory_refused: None,
         }
@@ -51,14 +56,20 @@ impl GuestLimiter {
 impl ResourceLimiter for GuestLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes || maximum.is_some_and(|max| desired > max) {
-            self.memory_refused.get_or_insert(desired);
+        // A new memory comes with `current` 0: its initial size counts like a growth.
+        let total = self
+            .memory_total
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.memory_bytes || maximum.is_some_and(|max| desired > max) {
+            self.memory_refused.get_or_insert(total);
             wasmtime::bail!("forcing trap when growing memory to {desired} bytes");
         }
+        self.memory_total = total;
         Ok(true)
     }
 
@@ -162,6 +173,21 @@ mod tests {
             .and_then(|grow| grow.call(&mut store, ()));
         assert!(grown.is_err(), "{grown:?}");
         assert_eq!(store.data().memory_refused(), Some(5 * PAGE));
+    }
+
+    /// The cap holds for the memories of a store together: instances whose memories each fit
+    /// cannot add up past it.
+    #[test]
+    fn the_cap_is_on_the_sum_of_a_stores_memories() {
+        let engine = wasmtime::Engine::default();
+        let mut store = store(&engine);
+        let module = module(&engine, false).expect("module");
+        for _ in 0..2 {
+            wasmtime::Instance::new(&mut store, &module, &[]).expect("one page each fits");
+        }
+        let third = wasmtime::Instance::new(&mut store, &module, &[]);
+        assert!(third.is_err(), "a third page went past the two-page cap");
+        assert_eq!(store.data().memory_refused(), Some(3 * PAGE));
     }
 
     /// ... and a memory that starts above the cap fails instantiation.
