@@ -18,6 +18,11 @@ use crate::store::{BatchWrites, DocumentReader};
 pub const MAX_DOCUMENTS_PER_BATCH: usize = 100_000;
 /// Most bytes of document JSON one batch may write.
 pub const MAX_BYTES_PER_BATCH: usize = 64 * 1024 * 1024;
+/// Most documents one batch may read from the store (ids that exist or not): each one read is
+/// kept for the rest of the batch, so a guest reading without bound would exhaust the host.
+pub const MAX_READS_PER_BATCH: usize = 100_000;
+/// Most bytes of document JSON one batch may read from the store.
+pub const MAX_READ_BYTES_PER_BATCH: usize = 256 * 1024 * 1024;
 /// Most clean documents kept cached between batches.
 const CACHE_LIMIT: usize = 50_000;
 /// Most clean documents kept cached by a projector that reached the head.
@@ -76,6 +81,9 @@ pub struct BatchContext {
     entries: HashMap<String, HashMap<String, Entry>>,
     dirty: usize,
     written_bytes: usize,
+    /// Documents and bytes read from the store during this batch.
+    reads: usize,
+    read_bytes: usize,
     position: Position,
     violation: Option<(Position, CollectionFailure)>,
     store_failure: Option<String>,
@@ -98,6 +106,8 @@ impl BatchContext {
             entries: HashMap::new(),
             dirty: 0,
             written_bytes: 0,
+            reads: 0,
+            read_bytes: 0,
             position: 0,
             violation: None,
             store_failure: None,
@@ -156,6 +166,11 @@ impl BatchContext {
         if let Some(entry) = self.entries.get(collection).and_then(|c| c.get(id)) {
             return Ok(entry.document.clone());
         }
+        if self.reads >= MAX_READS_PER_BATCH {
+            return Err(self.refuse(CollectionFailure::LimitExceeded(format!(
+                "a batch may read at most {MAX_READS_PER_BATCH} documents"
+            ))));
+        }
         let asked = Instant::now();
         let read = self.reader.get(collection, id);
         self.blocked += asked.elapsed();
@@ -169,6 +184,7 @@ impl BatchContext {
                 return Err(CollectionFailure::Store(message));
             }
         };
+        let size = document.as_deref().map_or(0, document::encoded_len);
         self.entries
             .entry(collection.to_owned())
             .or_default()
@@ -177,9 +193,16 @@ impl BatchContext {
                 Entry {
                     document: document.clone(),
                     dirty: false,
-                    size: None,
+                    size: Some(size),
                 },
             );
+        self.reads += 1;
+        self.read_bytes += size;
+        if self.read_bytes > MAX_READ_BYTES_PER_BATCH {
+            return Err(self.refuse(CollectionFailure::LimitExceeded(format!(
+                "a batch may read at most {MAX_READ_BYTES_PER_BATCH} bytes of documents"
+            ))));
+        }
         Ok(document)
     }
 
@@ -357,6 +380,8 @@ impl BatchContext {
     fn end_batch(&mut self) {
         self.dirty = 0;
         self.written_bytes = 0;
+        self.reads = 0;
+        self.read_bytes = 0;
         self.violation = None;
         self.store_failure = None;
     }
@@ -405,6 +430,56 @@ mod tests {
         let refused = context.put("docs", "b", r#"{"n": [{"$numberLong": "1.5"}]}"#);
         assert!(
             matches!(&refused, Err(CollectionFailure::InvalidDocument(m)) if m.starts_with("`n`: invalid $numberLong")),
+            "{refused:?}"
+        );
+    }
+
+    /// A reader of documents that all exist, each `bytes` long as JSON.
+    struct Everything {
+        bytes: usize,
+    }
+
+    impl DocumentReader for Everything {
+        fn get(&mut self, _: &str, id: &str) -> StoreResult<Option<Map<String, Value>>> {
+            let mut document = Map::new();
+            document.insert("_id".into(), Value::String(id.into()));
+            document.insert("pad".into(), Value::String("x".repeat(self.bytes)));
+            Ok(Some(document))
+        }
+    }
+
+    /// A guest that reads without bound fails its batch (as its own failure) instead of filling
+    /// the host's memory with what it read; misses count like hits.
+    #[test]
+    fn reads_are_bounded_per_batch_in_documents_and_bytes() {
+        let mut context = context();
+        for i in 0..MAX_READS_PER_BATCH {
+            assert_eq!(context.get("docs", &format!("id-{i}")), Ok(None));
+        }
+        let refused = context.get("docs", "one-more");
+        assert!(
+            matches!(&refused, Err(CollectionFailure::LimitExceeded(m)) if m.contains("documents")),
+            "{refused:?}"
+        );
+        assert!(
+            context.violation().is_some(),
+            "the batch fails as the guest's"
+        );
+        // The next batch starts counting again.
+        context.discard();
+        assert_eq!(context.get("docs", "again"), Ok(None));
+
+        let reader = Everything { bytes: 1024 * 1024 };
+        let mut context = BatchContext::new(&Manifest::new("p", 1, ["docs"]), Box::new(reader));
+        let mut refused = None;
+        for i in 0..(MAX_READ_BYTES_PER_BATCH / (1024 * 1024) + 1) {
+            if let Err(failure) = context.get("docs", &format!("id-{i}")) {
+                refused = Some(failure);
+                break;
+            }
+        }
+        assert!(
+            matches!(&refused, Some(CollectionFailure::LimitExceeded(m)) if m.contains("bytes")),
             "{refused:?}"
         );
     }
