@@ -172,6 +172,23 @@ async fn refuses_malformed_events(store: Arc<dyn Store>) {
             .await,
         Err(StoreError::InvalidInput(_))
     ));
+    for long in [
+        event(&"E".repeat(257), 1),
+        NewEvent {
+            aggregate_type: "A".repeat(257),
+            ..event("Opened", 1)
+        },
+    ] {
+        match store
+            .append("acc-1", ExpectedVersion::Any, vec![long])
+            .await
+        {
+            Err(StoreError::InvalidInput(message)) => {
+                assert!(message.contains("at most 256 are allowed"), "{message}")
+            }
+            other => panic!("a type name of 257 bytes must be refused: {other:?}"),
+        }
+    }
     assert_eq!(store.head().await.expect("head"), 0);
 }
 
@@ -250,6 +267,31 @@ async fn retried_appends_are_recognised_by_their_event_ids(store: Arc<dyn Store>
         (
             "acc-1",
             vec![with_id("Closed", "e-1"), with_id("Deposited", "e-2")],
+        ),
+        // The same ids, types and order with another payload: not the append that was stored.
+        (
+            "acc-1",
+            vec![
+                with_id("Opened", "e-1"),
+                NewEvent {
+                    event_data: json!({ "amount": 999 }),
+                    ..with_id("Deposited", "e-2")
+                },
+            ],
+        ),
+        (
+            "acc-1",
+            vec![NewEvent {
+                metadata: json!({ "userId": "someone-else" }),
+                ..with_id("Opened", "e-1")
+            }],
+        ),
+        (
+            "acc-1",
+            vec![NewEvent {
+                aggregate_type: "Other".into(),
+                ..with_id("Opened", "e-1")
+            }],
         ),
     ] {
         match store.append(stream, ExpectedVersion::Any, events).await {

@@ -94,17 +94,28 @@ fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(serde_json::Map::new())
 }
 
+/// Longest `eventType` or `aggregateType`, in bytes.
+pub const MAX_TYPE_BYTES: usize = 256;
+
 /// Largest payload (data plus metadata, as JSON text) a single event may carry.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 
 impl NewEvent {
     /// Check the event before it is stored: names non-empty, payloads JSON objects, size bounded.
     pub fn validate(&self) -> Result<(), String> {
-        if self.aggregate_type.trim().is_empty() {
-            return Err("aggregateType is empty".into());
-        }
-        if self.event_type.trim().is_empty() {
-            return Err("eventType is empty".into());
+        for (field, name) in [
+            ("aggregateType", &self.aggregate_type),
+            ("eventType", &self.event_type),
+        ] {
+            if name.trim().is_empty() {
+                return Err(format!("{field} is empty"));
+            }
+            if name.len() > MAX_TYPE_BYTES {
+                return Err(format!(
+                    "{field} has {} bytes; at most {MAX_TYPE_BYTES} are allowed",
+                    name.len()
+                ));
+            }
         }
         if !self.event_data.is_object() {
             return Err(format!(

@@ -55,9 +55,34 @@ impl StreamAppend {
 pub(crate) struct StoredId {
     pub id: String,
     pub aggregate_id: String,
+    pub aggregate_type: String,
     pub event_type: String,
     pub version: StreamVersion,
     pub position: Position,
+    pub timestamp_ms: i64,
+    pub data: serde_json::Value,
+    pub metadata: serde_json::Value,
+}
+
+impl StoredId {
+    /// Whether `event`, sent again in an append to `aggregate_id`, is this stored event: the
+    /// same stream, types, payloads (compared as the store keeps them: `100` and
+    /// `{"$numberInt": "100"}` are one value) and, when the writer gave one, time.
+    fn is(&self, aggregate_id: &str, event: &NewEvent) -> bool {
+        self.aggregate_id == aggregate_id
+            && self.aggregate_type == event.aggregate_type
+            && self.event_type == event.event_type
+            && event.timestamp_ms.is_none_or(|ms| ms == self.timestamp_ms)
+            && canonical(&self.data) == canonical(&event.event_data)
+            && canonical(&self.metadata) == canonical(&event.metadata)
+    }
+}
+
+/// A payload as a store keeps it: read through BSON, the way MongoDB stores it, and back.
+fn canonical(value: &serde_json::Value) -> serde_json::Value {
+    extjson::to_bson(value)
+        .map(|bson| extjson::to_json(&bson))
+        .unwrap_or_else(|_| value.clone())
 }
 
 impl StreamAppend {
@@ -92,7 +117,7 @@ impl StreamAppend {
             let same = found
                 .iter()
                 .zip(&self.events)
-                .all(|(s, e)| s.aggregate_id == self.aggregate_id && s.event_type == e.event_type);
+                .all(|(s, e)| s.is(&self.aggregate_id, e));
             let in_order = found
                 .windows(2)
                 .all(|w| w[1].version == w[0].version + 1 && w[1].position == w[0].position + 1);
@@ -108,7 +133,8 @@ impl StreamAppend {
         }
         Err(StoreError::InvalidInput(format!(
             "event id `{}` already exists (stream `{}`, version {}, type `{}`): an append sent \
-             again must repeat the same events, in the same order, with the same ids",
+             again must repeat the same events (types, data, metadata), in the same order, with \
+             the same ids",
             first_found.id, first_found.aggregate_id, first_found.version, first_found.event_type
         )))
     }

@@ -147,19 +147,31 @@ impl EventLog for MongoStore {
                 } else {
                     let mut cursor = events
                         .find(doc! { "_id": { "$in": ids } })
-                        .projection(
-                            doc! { "aggregateId": 1, "eventType": 1, "version": 1, "position": 1 },
-                        )
                         .session(&mut session)
                         .await?;
                     let mut stored = Vec::new();
                     while let Some(doc) = cursor.next(&mut session).await.transpose()? {
+                        let object = |key: &str| {
+                            doc.get_document(key)
+                                .map(|d| serde_json::Value::Object(extjson::to_map(d)))
+                                .unwrap_or_default()
+                        };
                         stored.push(StoredId {
                             id: doc.get_str("_id").unwrap_or_default().to_owned(),
                             aggregate_id: doc.get_str("aggregateId").unwrap_or_default().to_owned(),
+                            aggregate_type: doc
+                                .get_str("aggregateType")
+                                .unwrap_or_default()
+                                .to_owned(),
                             event_type: doc.get_str("eventType").unwrap_or_default().to_owned(),
                             version: int(&doc, "version").unwrap_or_default() as u64,
                             position: int(&doc, "position").unwrap_or_default() as u64,
+                            timestamp_ms: doc
+                                .get_datetime("timestamp")
+                                .map(|d| d.timestamp_millis())
+                                .unwrap_or_default(),
+                            data: object("eventData"),
+                            metadata: object("metadata"),
                         });
                     }
                     match append.already_written(&stored) {

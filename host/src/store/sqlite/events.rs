@@ -63,19 +63,24 @@ fn already_written(tx: &Connection, append: &StreamAppend) -> StoreResult<Option
     }
     let mut find = tx
         .prepare_cached(
-            "SELECT id, aggregate_id, event_type, version, position FROM events WHERE id = ?1",
+            "SELECT id, aggregate_id, aggregate_type, event_type, version, position, timestamp_ms, data, metadata FROM events WHERE id = ?1",
         )
         .map_err(|e| StoreError::backend("prepare the id lookup", e))?;
     let mut stored = Vec::new();
     for id in ids {
         let found = find
             .query_map([id], |r| {
+                let json = |text: String| serde_json::from_str(&text).unwrap_or_default();
                 Ok(StoredId {
                     id: r.get(0)?,
                     aggregate_id: r.get(1)?,
-                    event_type: r.get(2)?,
-                    version: r.get::<_, i64>(3)? as StreamVersion,
-                    position: r.get::<_, i64>(4)? as Position,
+                    aggregate_type: r.get(2)?,
+                    event_type: r.get(3)?,
+                    version: r.get::<_, i64>(4)? as StreamVersion,
+                    position: r.get::<_, i64>(5)? as Position,
+                    timestamp_ms: r.get(6)?,
+                    data: json(r.get(7)?),
+                    metadata: json(r.get(8)?),
                 })
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
