@@ -111,13 +111,15 @@ pub async fn rollback<S: Generations + ?Sized>(
         )));
     };
     // A generation still building (a rebuild, or a newer version) would take over once caught
-    // up and undo the rollback: it is abandoned first, so its activation is refused.
+    // up and undo the rollback: it is rolled back first, so its activation is refused and its
+    // code is not built again until different code is deployed. (One that caught up meanwhile
+    // is active now, and the cut-over below rolls it back with the active one.)
     for building in generations
         .iter()
         .filter(|g| g.state == GenerationState::Building)
     {
         store
-            .set_state(building, GenerationState::Abandoned)
+            .set_state(building, GenerationState::RolledBack)
             .await?;
     }
     store.activate(target, GenerationState::RolledBack).await?;
@@ -202,7 +204,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_rollback_abandons_a_building_generation_so_it_cannot_undo_the_rollback() {
+    async fn a_rollback_also_rolls_back_a_building_generation_so_it_cannot_undo_the_rollback() {
         let dir = tempfile::tempdir().expect("temporary folder");
         let store = store(&dir).await;
         let manifest = Manifest::new("p", 1, ["docs"]);
@@ -232,7 +234,7 @@ mod tests {
             .iter()
             .map(|g| g.state)
             .collect();
-        use GenerationState::{Abandoned, Active, RolledBack};
-        assert_eq!(states, [Active, RolledBack, Abandoned]);
+        use GenerationState::{Active, RolledBack};
+        assert_eq!(states, [Active, RolledBack, RolledBack]);
     }
 }

@@ -13,6 +13,8 @@
 //! - **Token**: when one is configured, every route but the dashboard page, `/healthz`,
 //!   `/readyz` and `/openapi.json` needs `Authorization: Bearer TOKEN` (`401`). `refold run`
 //!   refuses to listen on a non-loopback address without one.
+//! - **No framing**: every answer forbids being shown in another site's frame, so a page cannot
+//!   trick the operator into clicking the dashboard's buttons (whose requests are same-origin).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -94,21 +96,29 @@ impl Access {
         let Some(token) = &self.token else {
             return true;
         };
+        // The scheme's name is case-insensitive (RFC 9110).
         let given = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .unwrap_or_default();
         constant_time_eq(given.as_bytes(), token.as_bytes())
     }
 
     /// Refuse the request, or `None` to let it through.
     fn check(&self, method: &Method, path: &str, headers: &HeaderMap) -> Option<ApiError> {
-        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
-        if let Some(host) = host
-            && !self.host_allowed(host)
-        {
+        // Every HTTP/1.1 request names its host, and browsers always do: one without a readable
+        // `Host` is refused rather than let through unchecked.
+        let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+            return Some(ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "host_not_allowed",
+                "the request has no readable Host header",
+            ));
+        };
+        if !self.host_allowed(host) {
             return Some(ApiError::new(
                 StatusCode::MISDIRECTED_REQUEST,
                 "host_not_allowed",
@@ -118,6 +128,7 @@ impl Access {
                 ),
             ));
         }
+        let host = Some(host);
         let mutating = !matches!(*method, Method::GET | Method::HEAD);
         if mutating && let Some(reason) = cross_site(headers, host) {
             return Some(ApiError::new(
@@ -151,7 +162,8 @@ pub(crate) async fn guard(
     request: Request,
     next: Next,
 ) -> Response {
-    match access.check(request.method(), request.uri().path(), request.headers()) {
+    let mut response = match access.check(request.method(), request.uri().path(), request.headers())
+    {
         None => next.run(request).await,
         Some(error) => {
             let unauthorized = error.status() == StatusCode::UNAUTHORIZED;
@@ -164,7 +176,14 @@ pub(crate) async fn guard(
             }
             response
         }
-    }
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    response
 }
 
 /// The host part of a `Host` header: without the port, and without the brackets of an IPv6
@@ -391,6 +410,25 @@ mod tests {
         assert_eq!(
             code(&access, Method::POST, "/healthz", &[host]).as_deref(),
             Some("unauthorized")
+        );
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive_and_a_request_without_host_is_refused() {
+        let access = Access::new(Some("s3cret-token-0123456789".into()), &[]).expect("access");
+        let host = ("host", "127.0.0.1:7070");
+        assert_eq!(
+            code(
+                &access,
+                Method::GET,
+                "/api/events",
+                &[host, ("authorization", "bearer s3cret-token-0123456789")]
+            ),
+            None
+        );
+        assert_eq!(
+            code(&access, Method::GET, "/healthz", &[]).as_deref(),
+            Some("host_not_allowed")
         );
     }
 

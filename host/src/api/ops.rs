@@ -29,11 +29,14 @@ pub(super) async fn readyz(State(shared): State<Shared>) -> Result<Json<Value>, 
             "the host is still loading its projections",
         ));
     }
-    let head = shared.store.head().await.map_err(|e| {
+    // The route needs no token: the store's own error (which may name its servers) goes to
+    // the log, not to the caller.
+    let head = shared.store.head().await.map_err(|error| {
+        tracing::warn!(%error, "readiness: the store does not answer");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
-            format!("the store does not answer: {e}"),
+            "the store does not answer (the host's log says why)",
         )
     })?;
     Ok(Json(json!({ "status": "ready", "head": head })))

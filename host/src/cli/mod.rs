@@ -84,9 +84,10 @@ enum Command {
     /// Make a projection's previous generation active again.
     ///
     /// Make the previous generation of a projection active again (its stable names point back at
-    /// it at once) and mark the current one rolled back: its code is not built again until
-    /// different code is deployed. The restored generation resumes from its own checkpoint, so
-    /// until it catches up, reads show its data as of when it was replaced.
+    /// it at once) and mark the current one, and any still building, rolled back: their code is
+    /// not built again until different code is deployed. The restored generation resumes from
+    /// its own checkpoint, so until it catches up, reads show its data as of when it was
+    /// replaced.
     Rollback(generations::RollbackArgs),
     /// Pause a projection: its projectors stop; its read collections keep serving.
     ///

@@ -54,14 +54,9 @@ pub struct HttpArgs {
     /// `/readyz` and `/openapi.json` then needs `Authorization: Bearer TOKEN` (the dashboard
     /// asks for it once). Prefer the environment variable or --api-token-file to keep it out of
     /// the process list.
-    #[arg(
-        long,
-        env = "REFOLD_API_TOKEN",
-        hide_env_values = true,
-        conflicts_with = "api_token_file"
-    )]
+    #[arg(long, env = "REFOLD_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
-    /// File whose first line is the API token.
+    /// File whose first line is the API token; it wins over --api-token and REFOLD_API_TOKEN.
     #[arg(long, env = "REFOLD_API_TOKEN_FILE", value_name = "PATH")]
     pub api_token_file: Option<PathBuf>,
     /// A host name clients use to reach the API (repeat, or separate with commas). Requests
@@ -368,7 +363,10 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let mut failed = false;
     for (name, reason) in deployer.supervisor.shutdown().await {
-        if reason != crate::projector::DropReason::Shutdown {
+        if !matches!(
+            reason,
+            crate::projector::DropReason::Shutdown | crate::projector::DropReason::Superseded(_)
+        ) {
             failed = true;
             eprintln!("{name}: {reason}");
         }

@@ -23,8 +23,8 @@ pub enum GenerationState {
     /// Left unfinished: its code was replaced by a different version before it caught up.
     /// Never served; kept until dropped.
     Abandoned,
-    /// Was active, then an operator rolled back to the generation before it. Its code is not
-    /// built again automatically.
+    /// Was active, or still building, when an operator rolled back to an older generation. Its
+    /// code is not built again automatically.
     RolledBack,
 }
 

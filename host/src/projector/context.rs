@@ -25,6 +25,10 @@ pub const MAX_READS_PER_BATCH: usize = 100_000;
 pub const MAX_READ_BYTES_PER_BATCH: usize = 256 * 1024 * 1024;
 /// Most clean documents kept cached between batches.
 const CACHE_LIMIT: usize = 50_000;
+/// Most bytes of documents kept cached between batches (as JSON, measured on read and write).
+const CACHE_BYTES_LIMIT: usize = 256 * 1024 * 1024;
+/// Most bytes of documents kept cached by a projector that reached the head.
+const LIVE_CACHE_BYTES_LIMIT: usize = 16 * 1024 * 1024;
 /// Most clean documents kept cached by a projector that reached the head.
 const LIVE_CACHE_LIMIT: usize = 1_024;
 
@@ -342,10 +346,11 @@ impl BatchContext {
     /// cached as clean; call [`BatchContext::discard`] instead if the batch failed.
     pub fn take_writes(&mut self) -> BatchWrites {
         let mut documents = Vec::with_capacity(self.dirty);
-        let mut cached = 0;
+        let (mut cached, mut cached_bytes) = (0, 0);
         for (collection, entries) in self.entries.iter_mut() {
             cached += entries.len();
             for (id, entry) in entries.iter_mut() {
+                cached_bytes += entry.size.unwrap_or(0);
                 if entry.dirty {
                     entry.dirty = false;
                     documents.push((collection.clone(), id.clone(), entry.document.clone()));
@@ -353,7 +358,7 @@ impl BatchContext {
             }
         }
         self.end_batch();
-        if cached > CACHE_LIMIT {
+        if cached > CACHE_LIMIT || cached_bytes > CACHE_BYTES_LIMIT {
             self.entries.clear();
         }
         BatchWrites {
@@ -366,7 +371,13 @@ impl BatchContext {
     /// small one, which is what following live appends reads from.
     pub fn release_cache(&mut self) {
         let cached: usize = self.entries.values().map(HashMap::len).sum();
-        if self.dirty == 0 && cached > LIVE_CACHE_LIMIT {
+        let bytes: usize = self
+            .entries
+            .values()
+            .flat_map(HashMap::values)
+            .map(|e| e.size.unwrap_or(0))
+            .sum();
+        if self.dirty == 0 && (cached > LIVE_CACHE_LIMIT || bytes > LIVE_CACHE_BYTES_LIMIT) {
             self.entries = HashMap::new();
         }
     }
@@ -434,13 +445,16 @@ mod tests {
         );
     }
 
-    /// A reader of documents that all exist, each `bytes` long as JSON.
+    /// A reader of documents that all exist, each `bytes` long as JSON; counts its reads.
     struct Everything {
         bytes: usize,
+        reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     }
 
     impl DocumentReader for Everything {
         fn get(&mut self, _: &str, id: &str) -> StoreResult<Option<Map<String, Value>>> {
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let mut document = Map::new();
             document.insert("_id".into(), Value::String(id.into()));
             document.insert("pad".into(), Value::String("x".repeat(self.bytes)));
@@ -469,7 +483,10 @@ mod tests {
         context.discard();
         assert_eq!(context.get("docs", "again"), Ok(None));
 
-        let reader = Everything { bytes: 1024 * 1024 };
+        let reader = Everything {
+            bytes: 1024 * 1024,
+            reads: Default::default(),
+        };
         let mut context = BatchContext::new(&Manifest::new("p", 1, ["docs"]), Box::new(reader));
         let mut refused = None;
         for i in 0..(MAX_READ_BYTES_PER_BATCH / (1024 * 1024) + 1) {
@@ -482,5 +499,33 @@ mod tests {
             matches!(&refused, Some(CollectionFailure::LimitExceeded(m)) if m.contains("bytes")),
             "{refused:?}"
         );
+    }
+
+    /// What stays cached between batches is bounded in bytes, not only in documents: large
+    /// documents read in one batch are read from the store again in the next.
+    #[test]
+    fn the_cache_between_batches_is_bounded_in_bytes() {
+        let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reader = Everything {
+            bytes: 1024 * 1024,
+            reads: std::sync::Arc::clone(&reads),
+        };
+        let mut context = BatchContext::new(&Manifest::new("p", 1, ["docs"]), Box::new(reader));
+        let count = || reads.load(std::sync::atomic::Ordering::Relaxed);
+        for i in 0..8 {
+            assert!(context.get("docs", &format!("small-{i}")).is_ok());
+        }
+        context.take_writes();
+        assert!(context.get("docs", "small-0").is_ok());
+        assert_eq!(count(), 8, "a small cache is kept between batches");
+        for batch in 0..2 {
+            for i in 0..200 {
+                assert!(context.get("docs", &format!("big-{batch}-{i}")).is_ok());
+            }
+            context.take_writes();
+        }
+        let before = count();
+        assert!(context.get("docs", "big-0-0").is_ok());
+        assert_eq!(count(), before + 1, "400 MiB of documents were not kept");
     }
 }

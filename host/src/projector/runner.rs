@@ -128,7 +128,7 @@ impl Projector {
             Ok(never) => match never {},
         };
         let error = match &reason {
-            DropReason::Shutdown => None,
+            DropReason::Shutdown | DropReason::Superseded(_) => None,
             other => Some(other.to_string()),
         };
         if let Some(message) = &error {
@@ -409,7 +409,8 @@ impl Projector {
             {
                 Ok(()) => break,
                 Err(error @ (StoreError::InvalidInput(_) | StoreError::NotFound(_))) => {
-                    return Some(DropReason::Store(error.to_string()));
+                    tracing::info!(projection = %self.generation.projection, generation = self.generation.number, %error, "the generation left building before it caught up; its projector stops");
+                    return Some(DropReason::Superseded(error.to_string()));
                 }
                 Err(error) => {
                     if !self.pause(&mut backoff, "activate", &error).await {

@@ -62,6 +62,10 @@ pub enum DropReason {
     /// Another writer moved the checkpoint: two hosts are running the same generation.
     #[error("{0}")]
     CheckpointMoved(String),
+    /// The generation left building before it caught up (abandoned for different code, or
+    /// rolled back): its projector has nothing left to do. Not a failure.
+    #[error("{0}")]
+    Superseded(String),
     /// The store could not give the projector what it needs to start.
     #[error("store: {0}")]
     Store(String),

@@ -175,9 +175,16 @@ impl Supervisor {
         for number in &plan.abandon {
             if let Some(g) = generations.iter().find(|g| g.number == *number) {
                 tracing::info!(projection = %name, generation = number, "abandoning a building generation: different code was deployed");
-                self.generations
+                let abandoned = self
+                    .generations
                     .set_state(g, GenerationState::Abandoned)
                     .await?;
+                if !abandoned {
+                    // It left building meanwhile (it caught up and took over): this plan was
+                    // made from an older view. The next sync plans again from the store.
+                    tracing::info!(projection = %name, generation = number, "the generation left building before it could be abandoned; planning again");
+                    return Ok(());
+                }
             }
         }
         let mut wanted: BTreeMap<u32, Arc<dyn Handler>> = BTreeMap::new();

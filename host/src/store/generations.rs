@@ -62,6 +62,27 @@ pub fn may_activate(state: GenerationState) -> bool {
     )
 }
 
+/// Whether a building generation may leave building for `to` through
+/// [`super::Generations::set_state`]: abandoned (different code was deployed) or rolled back
+/// (an operator rolled back while it was building). Only a building generation changes state
+/// that way, so a generation activated meanwhile is never taken out of service by it.
+pub fn may_leave_building(to: GenerationState) -> bool {
+    matches!(to, GenerationState::Abandoned | GenerationState::RolledBack)
+}
+
+/// Refuse a state [`super::Generations::set_state`] does not set, naming it.
+pub fn leaving_building(generation: &Generation, to: GenerationState) -> StoreResult<()> {
+    if may_leave_building(to) {
+        return Ok(());
+    }
+    Err(StoreError::InvalidInput(format!(
+        "{} generation {}: a building generation can be abandoned or rolled back, not made {}",
+        generation.projection,
+        generation.number,
+        to.as_str()
+    )))
+}
+
 /// What a cut-over to one generation does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CutOver {
@@ -77,7 +98,8 @@ pub struct CutOver {
 /// Plan the cut-over of `target`'s projection to it, from the projection's generations as
 /// registered (`registered`, read inside the cut-over's transaction where there is one). The
 /// target's registered record is authoritative: its state decides whether it may be
-/// activated, and its collections are the names pointed.
+/// activated, and its collections are the names pointed. (The caller's copy of the target may
+/// be older than the store's record: only the record counts.)
 pub fn cut_over(registered: &[Generation], target: &Generation) -> StoreResult<CutOver> {
     let stored = registered
         .iter()

@@ -134,9 +134,9 @@ pub trait DocumentReader: Send {
 /// Checkpoint-guarded commits: the only way a generation's documents change.
 #[async_trait]
 pub trait Checkpoints: Send + Sync {
-    /// Commit a batch: apply its writes to the generation's collections, delete the dead letters
-    /// it re-drove, and move its checkpoint from `from` to `to` (or keep it, `from == to`), in
-    /// one transaction. When the stored checkpoint is not `from`, nothing changes and the error
+    /// Commit a batch: apply its writes to the generation's collections, record the dead letters
+    /// of the events it skipped, delete those it re-drove, and move its checkpoint from `from`
+    /// to `to` (or keep it, `from == to`), in one transaction. When the stored checkpoint is not `from`, nothing changes and the error
     /// is the one [`super::generations::guard_checkpoint`] gives
     /// ([`StoreError::CheckpointMoved`], or [`StoreError::NotFound`] for a generation that is
     /// gone).
@@ -191,8 +191,13 @@ pub trait Generations: Send + Sync {
     async fn activate(&self, generation: &Generation, previous: GenerationState)
     -> StoreResult<()>;
 
-    /// Set a generation's life-cycle state (to abandon a building one).
-    async fn set_state(&self, generation: &Generation, state: GenerationState) -> StoreResult<()>;
+    /// Take a building generation out of building, to `state` (abandoned or rolled back, see
+    /// [`super::generations::may_leave_building`]): a compare-and-set, true when the generation
+    /// was still building and now is `state`, false when it had left building meanwhile (it
+    /// caught up and was activated, for instance). Another target state is refused with
+    /// [`StoreError::InvalidInput`].
+    async fn set_state(&self, generation: &Generation, state: GenerationState)
+    -> StoreResult<bool>;
 
     /// Record (or clear) the error a generation's projector stopped on.
     async fn set_error(&self, generation: &Generation, error: Option<&str>) -> StoreResult<()>;
@@ -230,8 +235,9 @@ pub trait Documents: Send + Sync {
 /// Events a failure policy skipped, and the operator's requests to re-drive them.
 #[async_trait]
 pub trait DeadLetters: Send + Sync {
-    /// Record a dead letter; recording the same (projection, generation, position) again
-    /// replaces it, so a crash between recording and moving the checkpoint duplicates nothing.
+    /// Record a dead letter, outside a batch (a re-drive that failed again); recording the same
+    /// (projection, generation, position) again replaces it. A skipped event's dead letter is
+    /// not recorded here but committed with its batch ([`BatchWrites::dead_letters`]).
     async fn record_dead_letter(&self, letter: &DeadLetter) -> StoreResult<()>;
 
     /// Dead letters of one projection (or all), by projection, generation and position.

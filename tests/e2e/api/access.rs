@@ -80,6 +80,24 @@ async fn a_web_page_cannot_append_or_act_on_a_local_host() {
         .expect("request");
     assert_eq!(response.status(), StatusCode::MISDIRECTED_REQUEST);
 
+    // The dashboard cannot be framed by another site (to make the operator click its buttons).
+    let page = client
+        .get(format!("{}/", host.base))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(page.status(), StatusCode::OK);
+    assert_eq!(
+        page.headers().get("x-frame-options").map(|v| v.as_bytes()),
+        Some(&b"DENY"[..])
+    );
+    assert_eq!(
+        page.headers()
+            .get("content-security-policy")
+            .map(|v| v.as_bytes()),
+        Some(&b"frame-ancestors 'none'"[..])
+    );
+
     let (status, events) = host.get("/api/events").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(

@@ -271,22 +271,78 @@ impl Generations for MongoStore {
     ) -> StoreResult<()> {
         let registered = self.generations(&generation.projection).await?;
         let plan = generations::cut_over(&registered, generation)?;
+        let seen = registered
+            .iter()
+            .find(|g| g.number == generation.number)
+            .map(|g| g.state)
+            .unwrap_or(generation.state);
+        // Stable names first, as readers expect of an active generation; then the state, guarded
+        // by what the plan was made from. An abandon that landed in between makes the claim
+        // match nothing: the names go back to the generation that is active, and the
+        // activation is refused.
         self.point_views(generation, &plan).await?;
-        let demoted: Vec<i64> = plan.demote.iter().map(|n| i64::from(*n)).collect();
+        let claimed = self
+            .generations_collection()
+            .update_one(
+                doc! {
+                    "_id": generation_id(&generation.projection, generation.number),
+                    "state": { "$in": [seen.as_str(), GenerationState::Active.as_str()] },
+                },
+                doc! { "$set": { "state": GenerationState::Active.as_str() } },
+            )
+            .await
+            .map_err(backend("activate generation"))?;
+        if claimed.matched_count == 0 {
+            let now = self.generations(&generation.projection).await?;
+            if let Some(active) = now.iter().rfind(|g| g.state == GenerationState::Active) {
+                let back = generations::cut_over(&now, active)?;
+                self.point_views(active, &back).await?;
+            }
+            let stored = now.iter().find(|g| g.number == generation.number);
+            return Err(match stored {
+                None => StoreError::NotFound(format!(
+                    "{} generation {}",
+                    generation.projection, generation.number
+                )),
+                Some(g) => StoreError::InvalidInput(format!(
+                    "{} generation {} is {} and cannot be activated",
+                    g.projection,
+                    g.number,
+                    g.state.as_str()
+                )),
+            });
+        }
         self.generations_collection()
             .update_many(
-                doc! { "projection": &generation.projection, "state": "active", "number": { "$in": demoted } },
+                doc! {
+                    "projection": &generation.projection,
+                    "state": GenerationState::Active.as_str(),
+                    "number": { "$ne": i64::from(generation.number) },
+                },
                 doc! { "$set": { "state": previous.as_str() } },
             )
             .await
             .map_err(backend("retire generations"))?;
-        self.update_generation(generation, doc! { "state": "active" })
-            .await
+        Ok(())
     }
 
-    async fn set_state(&self, generation: &Generation, state: GenerationState) -> StoreResult<()> {
-        self.update_generation(generation, doc! { "state": state.as_str() })
+    async fn set_state(
+        &self,
+        generation: &Generation,
+        state: GenerationState,
+    ) -> StoreResult<bool> {
+        generations::leaving_building(generation, state)?;
+        self.generations_collection()
+            .update_one(
+                doc! {
+                    "_id": generation_id(&generation.projection, generation.number),
+                    "state": GenerationState::Building.as_str(),
+                },
+                doc! { "$set": { "state": state.as_str() } },
+            )
             .await
+            .map(|r| r.matched_count == 1)
+            .map_err(backend("record state"))
     }
 
     async fn set_error(&self, generation: &Generation, error: Option<&str>) -> StoreResult<()> {

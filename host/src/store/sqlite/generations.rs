@@ -243,14 +243,19 @@ impl Generations for SqliteStore {
             .await
     }
 
-    async fn set_state(&self, generation: &Generation, state: GenerationState) -> StoreResult<()> {
+    async fn set_state(
+        &self,
+        generation: &Generation,
+        state: GenerationState,
+    ) -> StoreResult<bool> {
+        generations::leaving_building(generation, state)?;
         let (projection, number) = (generation.projection.clone(), generation.number);
         self.with_writer(move |conn| {
             conn.execute(
-                "UPDATE generations SET state = ?3 WHERE projection = ?1 AND number = ?2",
+                "UPDATE generations SET state = ?3 WHERE projection = ?1 AND number = ?2 AND state = 'building'",
                 params![projection, number, state.as_str()],
             )
-            .map(drop)
+            .map(|changed| changed == 1)
             .map_err(|e| StoreError::backend("record state", e))
         })
         .await
