@@ -638,11 +638,26 @@ async fn abandoned_generations_are_never_activated(store: Arc<dyn Store>) {
         .activate(&first, GenerationState::Retired)
         .await
         .expect("first cut-over");
+    // Abandoning is a compare-and-set on a building generation: the active one stays in service,
+    // and no other state is set that way.
+    assert_eq!(
+        store
+            .set_state(&first, GenerationState::Abandoned)
+            .await
+            .expect("abandon the active generation"),
+        false
+    );
     let second = filled_generation(&store, &manifest).await;
-    store
-        .set_state(&second, GenerationState::Abandoned)
-        .await
-        .expect("abandon");
+    assert!(matches!(
+        store.set_state(&second, GenerationState::Active).await,
+        Err(StoreError::InvalidInput(_))
+    ));
+    assert!(
+        store
+            .set_state(&second, GenerationState::Abandoned)
+            .await
+            .expect("abandon")
+    );
     let refused = store.activate(&second, GenerationState::Retired).await;
     assert!(
         matches!(refused, Err(StoreError::InvalidInput(ref m)) if m.contains("abandoned")),

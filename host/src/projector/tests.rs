@@ -427,8 +427,9 @@ async fn a_skipped_events_dead_letter_commits_with_the_checkpoint_or_not_at_all(
         matches!(reason, DropReason::CheckpointMoved(_)),
         "{reason:?}"
     );
-    // Had the dead letter been recorded apart from its checkpoint, it would stay behind for an
-    // event the checkpoint never passed, and a re-drive would apply the event a second time.
+    // Had the dead letter been recorded apart from its commit, it would stay behind although
+    // this projector's skip never committed: after a crash between the two, a restart that
+    // handles the event would leave it there, and a re-drive would apply the event twice.
     let letters = fixture.store.dead_letters(None).await.expect("read");
     assert!(letters.is_empty(), "{letters:?}");
     assert_eq!(seen(&fixture.store, &fixture.generation).await, [1, 2]);

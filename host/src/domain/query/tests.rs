@@ -1,3 +1,6 @@
+//! The query language against hand-made documents: type classes, null and missing fields,
+//! arrays, logical operators, refusals by name, sort order and the rendering sent to MongoDB.
+
 use serde_json::json;
 
 use super::*;

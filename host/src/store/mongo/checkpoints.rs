@@ -3,7 +3,8 @@
 //!
 //! A batch commits in one transaction: for each collection it touched, the documents it changed
 //! are deleted and the surviving ones inserted again (two round trips per collection instead of
-//! one per document), then the generation's checkpoint moves, guarded by its previous value.
+//! one per document), the dead letters of the events it skipped are recorded and those it
+//! re-drove deleted, and the generation's checkpoint moves, guarded by its previous value.
 
 use std::collections::BTreeMap;
 

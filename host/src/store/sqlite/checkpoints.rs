@@ -1,6 +1,6 @@
 //! Checkpoint-guarded batch commits on SQLite, and the point reads guests make of their
-//! generation's tables. A batch's documents, its re-driven dead letters and its checkpoint
-//! commit in one immediate transaction on the writer connection.
+//! generation's tables. A batch's documents, the dead letters of the events it skipped, those it
+//! re-drove and its checkpoint commit in one immediate transaction on the writer connection.
 
 use std::collections::HashMap;
 
