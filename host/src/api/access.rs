@@ -87,9 +87,7 @@ impl Access {
 
     fn host_allowed(&self, host: &str) -> bool {
         let name = host_name(host).to_ascii_lowercase();
-        name.parse::<IpAddr>().is_ok()
-            || name == "localhost"
-            || self.hosts.iter().any(|h| *h == name)
+        name.parse::<IpAddr>().is_ok() || name == "localhost" || self.hosts.contains(&name)
     }
 
     fn token_matches(&self, headers: &HeaderMap) -> bool {
