@@ -1,0 +1,131 @@
+//! The batch context's rules on their own: Extended JSON refused when written, reads bounded
+//! per batch, the cache between batches bounded in bytes.
+
+use serde_json::{Map, Value};
+
+use super::*;
+use crate::domain::Manifest;
+use crate::store::StoreResult;
+
+struct Empty;
+
+impl DocumentReader for Empty {
+    fn get(&mut self, _: &str, _: &str) -> StoreResult<Option<Map<String, Value>>> {
+        Ok(None)
+    }
+}
+
+fn context() -> BatchContext {
+    BatchContext::new(&Manifest::new("p", 1, ["docs"]), Box::new(Empty))
+}
+
+/// What MongoDB cannot store is refused on every store, when the guest writes it, not at
+/// commit (where MongoDB's store would retry it forever).
+#[test]
+fn malformed_extended_json_is_refused_when_written() {
+    let mut context = context();
+    let refused = context.update(
+        "docs",
+        "a",
+        r#"{"$set": {"at": {"$date": "yesterday"}}}"#,
+        true,
+    );
+    assert!(
+        matches!(&refused, Err(CollectionFailure::InvalidUpdate(m)) if m.contains("invalid $date value")),
+        "{refused:?}"
+    );
+    assert!(
+        context
+            .update("docs", "a", r#"{"$set": {"at": {"$date": -5}}}"#, true)
+            .is_ok()
+    );
+    let refused = context.put("docs", "b", r#"{"n": [{"$numberLong": "1.5"}]}"#);
+    assert!(
+        matches!(&refused, Err(CollectionFailure::InvalidDocument(m)) if m.starts_with("`n`: invalid $numberLong")),
+        "{refused:?}"
+    );
+}
+
+/// A reader of documents that all exist, each `bytes` long as JSON; counts its reads.
+struct Everything {
+    bytes: usize,
+    reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl DocumentReader for Everything {
+    fn get(&mut self, _: &str, id: &str) -> StoreResult<Option<Map<String, Value>>> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut document = Map::new();
+        document.insert("_id".into(), Value::String(id.into()));
+        document.insert("pad".into(), Value::String("x".repeat(self.bytes)));
+        Ok(Some(document))
+    }
+}
+
+/// A guest that reads without bound fails its batch (as its own failure) instead of filling
+/// the host's memory with what it read; misses count like hits.
+#[test]
+fn reads_are_bounded_per_batch_in_documents_and_bytes() {
+    let mut context = context();
+    for i in 0..MAX_READS_PER_BATCH {
+        assert_eq!(context.get("docs", &format!("id-{i}")), Ok(None));
+    }
+    let refused = context.get("docs", "one-more");
+    assert!(
+        matches!(&refused, Err(CollectionFailure::LimitExceeded(m)) if m.contains("documents")),
+        "{refused:?}"
+    );
+    assert!(
+        context.violation().is_some(),
+        "the batch fails as the guest's"
+    );
+    // The next batch starts counting again.
+    context.discard();
+    assert_eq!(context.get("docs", "again"), Ok(None));
+
+    let reader = Everything {
+        bytes: 1024 * 1024,
+        reads: Default::default(),
+    };
+    let mut context = BatchContext::new(&Manifest::new("p", 1, ["docs"]), Box::new(reader));
+    let mut refused = None;
+    for i in 0..(MAX_READ_BYTES_PER_BATCH / (1024 * 1024) + 1) {
+        if let Err(failure) = context.get("docs", &format!("id-{i}")) {
+            refused = Some(failure);
+            break;
+        }
+    }
+    assert!(
+        matches!(&refused, Some(CollectionFailure::LimitExceeded(m)) if m.contains("bytes")),
+        "{refused:?}"
+    );
+}
+
+/// What stays cached between batches is bounded in bytes, not only in documents: large
+/// documents read in one batch are read from the store again in the next.
+#[test]
+fn the_cache_between_batches_is_bounded_in_bytes() {
+    let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reader = Everything {
+        bytes: 1024 * 1024,
+        reads: std::sync::Arc::clone(&reads),
+    };
+    let mut context = BatchContext::new(&Manifest::new("p", 1, ["docs"]), Box::new(reader));
+    let count = || reads.load(std::sync::atomic::Ordering::Relaxed);
+    for i in 0..8 {
+        assert!(context.get("docs", &format!("small-{i}")).is_ok());
+    }
+    context.take_writes();
+    assert!(context.get("docs", "small-0").is_ok());
+    assert_eq!(count(), 8, "a small cache is kept between batches");
+    for batch in 0..2 {
+        for i in 0..200 {
+            assert!(context.get("docs", &format!("big-{batch}-{i}")).is_ok());
+        }
+        context.take_writes();
+    }
+    let before = count();
+    assert!(context.get("docs", "big-0-0").is_ok());
+    assert_eq!(count(), before + 1, "400 MiB of documents were not kept");
+}
