@@ -628,6 +628,51 @@ async fn dead_letters_commit_with_their_checkpoint(store: Arc<dyn Store>) {
     assert_eq!(letters, [letter(1)]);
 }
 
+/// Dead letters are counted per projection, and those to re-drive found for one generation, by
+/// the store: a status page and a projector's poll load no other letter.
+async fn dead_letters_are_counted_and_found_by_the_store(store: Arc<dyn Store>) {
+    let letter = |projection: &str, generation, position, retry_requested| DeadLetter {
+        projection: projection.into(),
+        generation,
+        version: 1,
+        position,
+        event_id: format!("event-{position}"),
+        event_type: "Tick".into(),
+        aggregate_id: "thing-1".into(),
+        error: "failed".into(),
+        attempts: 3,
+        at_ms: 1_740_000_000_000,
+        retry_requested,
+    };
+    let letters = [
+        letter("ledger", 1, 9, true),
+        letter("ledger", 1, 4, true),
+        letter("ledger", 1, 5, false),
+        letter("ledger", 2, 4, true),
+        letter("audit", 1, 7, false),
+    ];
+    for l in &letters {
+        store.record_dead_letter(l).await.expect("record");
+    }
+    let counts = store.count_dead_letters().await.expect("count");
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        [("audit".to_owned(), 1), ("ledger".to_owned(), 4)]
+    );
+    let wanted = store
+        .dead_letters_to_redrive("ledger", 1)
+        .await
+        .expect("find");
+    assert_eq!(wanted, [letters[1].clone(), letters[0].clone()]);
+    assert!(
+        store
+            .dead_letters_to_redrive("audit", 1)
+            .await
+            .expect("find")
+            .is_empty()
+    );
+}
+
 /// A generation abandoned while it was building is never served: its activation is refused, and
 /// the stable names keep pointing at the active generation. (Its projector may still reach the
 /// head after the supervisor abandoned it.)
@@ -926,6 +971,7 @@ macro_rules! contract_suite {
             case!(generations_cut_over_and_roll_back);
             case!(abandoned_generations_are_never_activated);
             case!(dead_letters_commit_with_their_checkpoint);
+            case!(dead_letters_are_counted_and_found_by_the_store);
             case!(queries_follow_mongodb_semantics_and_pauses_are_recorded);
         }
     };

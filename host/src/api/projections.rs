@@ -66,10 +66,7 @@ pub(super) async fn views(
     let statuses: Vec<ProjectorStatus> =
         host.projectors.iter().map(|r| r.borrow().clone()).collect();
     let rates = shared.rates();
-    let mut dead_letters: BTreeMap<String, u64> = BTreeMap::new();
-    for letter in shared.store.dead_letters(only).await? {
-        *dead_letters.entry(letter.projection).or_default() += 1;
-    }
+    let dead_letters = shared.store.count_dead_letters().await?;
     let names: BTreeSet<String> = by_name
         .keys()
         .chain(host.deployed.keys())

@@ -33,10 +33,10 @@ impl Projector {
         mut context: BatchContext,
         at: Position,
     ) -> Result<BatchContext, DropReason> {
-        let letters = match self
+        let wanted = match self
             .ports
             .dead_letters
-            .dead_letters(Some(self.name()))
+            .dead_letters_to_redrive(self.name(), self.generation.number)
             .await
         {
             Ok(letters) => letters,
@@ -45,10 +45,6 @@ impl Projector {
                 return Ok(context);
             }
         };
-        let number = self.generation.number;
-        let wanted = letters
-            .into_iter()
-            .filter(|l| l.generation == number && l.retry_requested);
         for letter in wanted {
             let event = match self.dead_letter_event(&letter).await {
                 Ok(event) => event,

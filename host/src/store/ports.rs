@@ -9,7 +9,7 @@
 //! checkpoint means, which names a cut-over repoints) are not written here or in a backend but
 //! once, in [`super::generations`]; a backend only performs the storage operations.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
@@ -242,6 +242,18 @@ pub trait DeadLetters: Send + Sync {
 
     /// Dead letters of one projection (or all), by projection, generation and position.
     async fn dead_letters(&self, projection: Option<&str>) -> StoreResult<Vec<DeadLetter>>;
+
+    /// How many dead letters each projection has (projections without any are absent), counted
+    /// by the store: what a status page needs, without loading the letters.
+    async fn count_dead_letters(&self) -> StoreResult<BTreeMap<String, u64>>;
+
+    /// The dead letters of one generation that an operator asked to re-drive, by position:
+    /// found by the store, so a projector looking for them each second loads no other.
+    async fn dead_letters_to_redrive(
+        &self,
+        projection: &str,
+        generation: u32,
+    ) -> StoreResult<Vec<DeadLetter>>;
 
     /// Delete a projection's dead letters at these positions (all of them for `None`); returns
     /// how many were deleted.

@@ -1,11 +1,11 @@
 //! Dead letters, refused components and paused projections on MongoDB: the collections
 //! operators act on through the API and the CLI.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
-use mongodb::bson::{Document, doc};
+use mongodb::bson::{Bson, Document, doc};
 
 use super::{MongoStore, backend};
 use crate::domain::{Position, time};
@@ -35,6 +35,46 @@ pub(super) fn dead_letter_document(l: &DeadLetter) -> (String, Document) {
     (id, document)
 }
 
+fn to_dead_letter(d: &Document) -> DeadLetter {
+    let int = |key: &str| d.get_i64(key).unwrap_or_default();
+    let text = |key: &str| d.get_str(key).unwrap_or_default().to_owned();
+    DeadLetter {
+        projection: text("projection"),
+        generation: int("generation") as u32,
+        version: int("version") as u32,
+        position: int("position") as Position,
+        event_id: text("eventId"),
+        event_type: text("eventType"),
+        aggregate_id: text("aggregateId"),
+        error: text("error"),
+        attempts: int("attempts") as u32,
+        at_ms: d
+            .get_datetime("at")
+            .map(|t| t.timestamp_millis())
+            .unwrap_or_default(),
+        retry_requested: d.get_bool("retry").unwrap_or(false),
+    }
+}
+
+impl MongoStore {
+    async fn find_dead_letters(
+        &self,
+        filter: Document,
+        sort: Document,
+    ) -> StoreResult<Vec<DeadLetter>> {
+        let docs: Vec<Document> = self
+            .dead_letters_collection()
+            .find(filter)
+            .sort(sort)
+            .await
+            .map_err(backend("read dead letters"))?
+            .try_collect()
+            .await
+            .map_err(backend("read dead letters"))?;
+        Ok(docs.iter().map(to_dead_letter).collect())
+    }
+}
+
 #[async_trait]
 impl DeadLetters for MongoStore {
     async fn record_dead_letter(&self, l: &DeadLetter) -> StoreResult<()> {
@@ -52,36 +92,45 @@ impl DeadLetters for MongoStore {
             Some(name) => doc! { "projection": name },
             None => doc! {},
         };
-        let docs: Vec<Document> = self
+        self.find_dead_letters(
+            filter,
+            doc! { "projection": 1, "generation": 1, "position": 1 },
+        )
+        .await
+    }
+
+    async fn count_dead_letters(&self) -> StoreResult<BTreeMap<String, u64>> {
+        let counts: Vec<Document> = self
             .dead_letters_collection()
-            .find(filter)
-            .sort(doc! { "projection": 1, "generation": 1, "position": 1 })
+            .aggregate([doc! { "$group": { "_id": "$projection", "n": { "$sum": 1 } } }])
             .await
-            .map_err(backend("read dead letters"))?
+            .map_err(backend("count dead letters"))?
             .try_collect()
             .await
-            .map_err(backend("read dead letters"))?;
-        let int = |d: &Document, key: &str| d.get_i64(key).unwrap_or_default();
-        let text = |d: &Document, key: &str| d.get_str(key).unwrap_or_default().to_owned();
-        Ok(docs
+            .map_err(backend("count dead letters"))?;
+        Ok(counts
             .iter()
-            .map(|d| DeadLetter {
-                projection: text(d, "projection"),
-                generation: int(d, "generation") as u32,
-                version: int(d, "version") as u32,
-                position: int(d, "position") as Position,
-                event_id: text(d, "eventId"),
-                event_type: text(d, "eventType"),
-                aggregate_id: text(d, "aggregateId"),
-                error: text(d, "error"),
-                attempts: int(d, "attempts") as u32,
-                at_ms: d
-                    .get_datetime("at")
-                    .map(|t| t.timestamp_millis())
-                    .unwrap_or_default(),
-                retry_requested: d.get_bool("retry").unwrap_or(false),
+            .filter_map(|d| {
+                let n = match d.get("n") {
+                    Some(Bson::Int32(n)) => u64::try_from(*n).ok()?,
+                    Some(Bson::Int64(n)) => u64::try_from(*n).ok()?,
+                    _ => return None,
+                };
+                Some((d.get_str("_id").ok()?.to_owned(), n))
             })
             .collect())
+    }
+
+    async fn dead_letters_to_redrive(
+        &self,
+        projection: &str,
+        generation: u32,
+    ) -> StoreResult<Vec<DeadLetter>> {
+        self.find_dead_letters(
+            doc! { "projection": projection, "generation": i64::from(generation), "retry": true },
+            doc! { "position": 1 },
+        )
+        .await
     }
 
     async fn request_dead_letter_retry(

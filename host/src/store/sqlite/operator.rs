@@ -1,7 +1,7 @@
 //! Dead letters, refused components and paused projections on SQLite: the tables operators act
 //! on through the API and the CLI.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, params};
@@ -19,6 +19,24 @@ pub(super) fn insert_dead_letter(conn: &Connection, l: &DeadLetter) -> rusqlite:
     .map(drop)
 }
 
+const LETTER_COLUMNS: &str = "projection, generation, position, version, event_id, event_type, aggregate_id, error, attempts, at_ms, retry";
+
+fn row_to_dead_letter(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter> {
+    Ok(DeadLetter {
+        projection: r.get(0)?,
+        generation: r.get(1)?,
+        position: r.get::<_, i64>(2)? as Position,
+        version: r.get(3)?,
+        event_id: r.get(4)?,
+        event_type: r.get(5)?,
+        aggregate_id: r.get(6)?,
+        error: r.get(7)?,
+        attempts: r.get(8)?,
+        at_ms: r.get(9)?,
+        retry_requested: r.get(10)?,
+    })
+}
+
 #[async_trait]
 impl DeadLetters for SqliteStore {
     async fn record_dead_letter(&self, letter: &DeadLetter) -> StoreResult<()> {
@@ -33,28 +51,42 @@ impl DeadLetters for SqliteStore {
     async fn dead_letters(&self, projection: Option<&str>) -> StoreResult<Vec<DeadLetter>> {
         let projection = projection.map(str::to_owned);
         self.with_reader(move |conn| {
-            conn.prepare(
-                "SELECT projection, generation, position, version, event_id, event_type, aggregate_id, error, attempts, at_ms, retry FROM dead_letters WHERE ?1 IS NULL OR projection = ?1 ORDER BY projection, generation, position",
-            )
-            .and_then(|mut s| {
-                s.query_map([projection], |r| {
-                    Ok(DeadLetter {
-                        projection: r.get(0)?,
-                        generation: r.get(1)?,
-                        position: r.get::<_, i64>(2)? as Position,
-                        version: r.get(3)?,
-                        event_id: r.get(4)?,
-                        event_type: r.get(5)?,
-                        aggregate_id: r.get(6)?,
-                        error: r.get(7)?,
-                        attempts: r.get(8)?,
-                        at_ms: r.get(9)?,
-                        retry_requested: r.get(10)?,
-                    })
-                })?
-                .collect()
-            })
+            conn.prepare(&format!(
+                "SELECT {LETTER_COLUMNS} FROM dead_letters WHERE ?1 IS NULL OR projection = ?1 ORDER BY projection, generation, position"
+            ))
+            .and_then(|mut s| s.query_map([projection], row_to_dead_letter)?.collect())
             .map_err(|e| StoreError::backend("read dead letters", e))
+        })
+        .await
+    }
+
+    async fn count_dead_letters(&self) -> StoreResult<BTreeMap<String, u64>> {
+        self.with_reader(|conn| {
+            conn.prepare_cached("SELECT projection, count(*) FROM dead_letters GROUP BY projection")
+                .and_then(|mut s| {
+                    s.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?
+                        .collect()
+                })
+                .map_err(|e| StoreError::backend("count dead letters", e))
+        })
+        .await
+    }
+
+    async fn dead_letters_to_redrive(
+        &self,
+        projection: &str,
+        generation: u32,
+    ) -> StoreResult<Vec<DeadLetter>> {
+        let projection = projection.to_owned();
+        self.with_reader(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {LETTER_COLUMNS} FROM dead_letters WHERE projection = ?1 AND generation = ?2 AND retry = 1 ORDER BY position"
+            ))
+            .and_then(|mut s| {
+                s.query_map(params![projection, generation], row_to_dead_letter)?
+                    .collect()
+            })
+            .map_err(|e| StoreError::backend("find dead letters to re-drive", e))
         })
         .await
     }
