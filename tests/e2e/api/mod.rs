@@ -68,6 +68,9 @@ fn queries() -> Vec<(&'static str, &'static str, Value, Value, u64, u64)> {
         ("user-profiles", "users", json!({ "names": "Ken Liskov" }), json!("_id"), 0, 10),
         ("user-profiles", "users", json!({ "names.0": { "$exists": true }, "emailChanges": { "$gte": 1 } }), json!("-version"), 0, 10),
         ("user-profiles", "users", json!({}), json!("names"), 0, 10),
+        // No filter, id order: the embedded store reads only the page.
+        ("payments", "payments", json!({}), json!(null), 7, 12),
+        ("payments", "payments", json!({}), json!("_id"), 0, 5),
         ("user-profiles", "users", json!({}), json!("-names"), 5, 10),
     ]
 }

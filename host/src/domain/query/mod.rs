@@ -37,6 +37,9 @@ pub const MAX_LIMIT: usize = 1_000;
 const MAX_DEPTH: usize = 16;
 /// Most values in one `$in`/`$nin`.
 const MAX_IN: usize = 1_000;
+/// Most conditions in one filter (each field condition, each `$and`/`$or`/`$nor`, each value
+/// of an `$in`/`$nin`): the work of matching a document grows with it.
+pub const MAX_CLAUSES: usize = 2_000;
 /// Longest dotted path.
 const MAX_PATH: usize = 512;
 
@@ -165,6 +168,12 @@ impl Query {
             None | Some(Value::Null) => Filter::And(Vec::new()),
             Some(value) => parse_filter(value, 0)?,
         };
+        let clauses = filter.clauses();
+        if clauses > MAX_CLAUSES {
+            return refuse(format!(
+                "the filter has {clauses} conditions; at most {MAX_CLAUSES} are allowed"
+            ));
+        }
         let sort = match sort {
             None | Some(Value::Null) => Vec::new(),
             Some(value) => parse_sort(value)?,
@@ -182,6 +191,16 @@ impl Query {
             skip,
             limit,
         })
+    }
+
+    /// Whether the query takes documents in `_id` order with no filter: a store can then read
+    /// just the page it needs, in its id order.
+    pub fn is_id_order_only(&self) -> bool {
+        matches!(&self.filter, Filter::And(parts) if parts.is_empty())
+            && self
+                .sort_keys()
+                .iter()
+                .all(|(path, direction)| path == "_id" && *direction == Direction::Ascending)
     }
 
     /// The sort keys with the `_id` tie-break, as the MongoDB store sends them.
@@ -230,6 +249,22 @@ impl Query {
 // Rendering for MongoDB
 
 impl Filter {
+    /// How many conditions it holds (see [`MAX_CLAUSES`]).
+    pub fn clauses(&self) -> usize {
+        match self {
+            Self::And(parts) | Self::Or(parts) | Self::Nor(parts) => {
+                1 + parts.iter().map(Self::clauses).sum::<usize>()
+            }
+            Self::Field { ops, .. } => ops
+                .iter()
+                .map(|op| match op {
+                    Op::In(values) | Op::Nin(values) => 1 + values.len(),
+                    _ => 1,
+                })
+                .sum(),
+        }
+    }
+
     /// The filter as a MongoDB filter document.
     pub fn to_document(&self) -> Document {
         match self {

@@ -145,3 +145,24 @@ fn renders_the_filter_for_mongodb() {
     assert!(Query::parse(None, None, None, Some(0)).is_err());
     assert!(Query::parse(None, None, None, Some(5_000)).is_err());
 }
+
+#[test]
+fn filters_with_too_many_conditions_are_refused_by_count() {
+    let wide: Vec<Value> = (0..MAX_CLAUSES).map(|i| json!({ "n": i })).collect();
+    let message = refused(json!({ "$or": wide }));
+    assert!(message.contains("conditions; at most 2000"), "{message}");
+    let values: Vec<u64> = (0..1_000).collect();
+    assert!(Query::parse(Some(&json!({ "n": { "$in": values } })), None, None, None).is_ok());
+}
+
+#[test]
+fn only_an_unfiltered_query_in_id_order_is_read_by_page() {
+    let parse = |filter: Value, sort: Value| {
+        Query::parse(Some(&filter), Some(&sort), None, None).expect("query")
+    };
+    assert!(parse(json!({}), json!(null)).is_id_order_only());
+    assert!(parse(json!(null), json!("_id")).is_id_order_only());
+    assert!(!parse(json!({}), json!("-_id")).is_id_order_only());
+    assert!(!parse(json!({}), json!("amount")).is_id_order_only());
+    assert!(!parse(json!({ "a": 1 }), json!(null)).is_id_order_only());
+}

@@ -3,7 +3,7 @@
 //! documents' BSON form, so both stores answer alike.
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use super::{SqliteStore, quoted};
@@ -66,10 +66,25 @@ impl Documents for SqliteStore {
                 return Err(StoreError::NotFound(format!("collection {view}")));
             }
             let failed = |e| StoreError::backend(format!("query {view}"), e);
-            let mut stmt = conn
-                .prepare(&format!("SELECT id, body FROM {}", quoted(&view)))
-                .map_err(failed)?;
-            let mut rows = stmt.query([]).map_err(failed)?;
+            // No filter, id order: SQLite reads the page alone (its text order is MongoDB's
+            // order of string ids, byte by byte). Anything else is matched and sorted here.
+            let paged = query.is_id_order_only();
+            let sql = match paged {
+                true => format!(
+                    "SELECT id, body FROM {} ORDER BY id LIMIT ?1 OFFSET ?2",
+                    quoted(&view)
+                ),
+                false => format!("SELECT id, body FROM {}", quoted(&view)),
+            };
+            let mut stmt = conn.prepare(&sql).map_err(failed)?;
+            let mut rows = match paged {
+                true => stmt.query(params![
+                    query.limit as i64,
+                    i64::try_from(query.skip).unwrap_or(i64::MAX)
+                ]),
+                false => stmt.query([]),
+            }
+            .map_err(failed)?;
             let mut documents = Vec::new();
             while let Some(row) = rows.next().map_err(failed)? {
                 let id: String = row.get(0).map_err(failed)?;
@@ -83,6 +98,9 @@ impl Documents for SqliteStore {
                         tracing::warn!(collection = %view, %id, %error, "document left out of a query: it is not valid Extended JSON");
                     }
                 }
+            }
+            if paged {
+                return Ok(documents.into_iter().map(|(_, body)| body).collect());
             }
             Ok(query::run(&query, documents))
         })
