@@ -190,6 +190,11 @@ impl Manifest {
         }
     }
 
+    /// The names of the collections it declares, in order.
+    pub fn collection_names(&self) -> Vec<String> {
+        self.collections.iter().map(|c| c.name.clone()).collect()
+    }
+
     /// Check every name and bound. A manifest that passes can be mapped to physical names safely.
     pub fn validate(&self) -> Result<(), ManifestError> {
         check_name("projection", &self.name, true)?;

@@ -340,11 +340,7 @@ impl Supervisor {
             tracing::info!(projection = %manifest.name, generation = generation.number, "new code for the same version: swapped in place, continuing from the checkpoint");
             generation.code_hash = handler.code_hash().to_owned();
         }
-        generation.collections = manifest
-            .collections
-            .iter()
-            .map(|c| c.name.clone())
-            .collect();
+        generation.collections = manifest.collection_names();
         self.generations
             .prepare_collections(&generation, manifest)
             .await?;

@@ -231,6 +231,11 @@ async fn seen(store: &Arc<dyn Store>, generation: &Generation) -> Vec<Position> 
     }
 }
 
+/// How many dead letters the store holds.
+async fn dead_letters(fixture: &Fixture) -> usize {
+    fixture.store.dead_letters(None).await.expect("read").len()
+}
+
 fn policy(attempts: u32, on_failure: OnFailure) -> FailurePolicy {
     FailurePolicy {
         attempts,
@@ -282,14 +287,7 @@ async fn stop_parks_the_projection_on_the_failing_event_and_keeps_the_events_bef
     assert_eq!(stored[0].checkpoint, 1);
     let error = stored[0].last_error.as_deref().unwrap_or_default();
     assert!(error.contains("position 2"), "{error}");
-    assert!(
-        fixture
-            .store
-            .dead_letters(None)
-            .await
-            .expect("read")
-            .is_empty()
-    );
+    assert_eq!(dead_letters(&fixture).await, 0);
 }
 
 #[tokio::test]
@@ -300,14 +298,7 @@ async fn an_event_that_fails_fewer_times_than_its_attempts_is_applied_once() {
     running.reaches(3).await;
     assert_eq!(running.stop().await, DropReason::Shutdown);
     assert_eq!(seen(&fixture.store, &fixture.generation).await, [1, 2, 3]);
-    assert!(
-        fixture
-            .store
-            .dead_letters(None)
-            .await
-            .expect("read")
-            .is_empty()
-    );
+    assert_eq!(dead_letters(&fixture).await, 0);
 }
 
 #[tokio::test]
@@ -319,14 +310,7 @@ async fn host_failures_are_retried_beyond_the_policys_attempts_and_never_skipped
     running.reaches(3).await;
     assert_eq!(running.stop().await, DropReason::Shutdown);
     assert_eq!(seen(&fixture.store, &fixture.generation).await, [1, 2, 3]);
-    assert!(
-        fixture
-            .store
-            .dead_letters(None)
-            .await
-            .expect("read")
-            .is_empty()
-    );
+    assert_eq!(dead_letters(&fixture).await, 0);
     // The batch is retried whole: a host failure says nothing about one event.
     assert!(
         handler.calls().iter().all(|(_, n)| *n == 3),

@@ -19,11 +19,7 @@ pub fn next(manifest: &Manifest, code_hash: &str, latest: Option<u32>) -> Genera
         state: GenerationState::Building,
         checkpoint: 0,
         last_error: None,
-        collections: manifest
-            .collections
-            .iter()
-            .map(|c| c.name.clone())
-            .collect(),
+        collections: manifest.collection_names(),
     }
 }
 

@@ -99,11 +99,7 @@ pub struct BatchContext {
 impl BatchContext {
     /// A context for a projection's generation, reading through `reader`.
     pub fn new(manifest: &Manifest, reader: Box<dyn DocumentReader>) -> Self {
-        let collections = manifest
-            .collections
-            .iter()
-            .map(|c| c.name.clone())
-            .collect();
+        let collections: HashSet<String> = manifest.collection_names().into_iter().collect();
         Self {
             reader,
             collections: Arc::new(collections),

@@ -241,11 +241,7 @@ impl Generations for MongoStore {
                     .map_err(|e| StoreError::backend(format!("create indexes on {name}"), e))?;
             }
         }
-        let names: Vec<String> = manifest
-            .collections
-            .iter()
-            .map(|c| c.name.clone())
-            .collect();
+        let names: Vec<String> = manifest.collection_names();
         self.update_generation(generation, doc! { "collections": &names })
             .await?;
         if generation.state == GenerationState::Active {

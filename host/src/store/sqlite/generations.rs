@@ -85,11 +85,7 @@ fn create_collections(
         conn.execute_batch(&sql)
             .map_err(|e| StoreError::backend(format!("create collection {table}"), e))?;
     }
-    let names: Vec<String> = manifest
-        .collections
-        .iter()
-        .map(|c| c.name.clone())
-        .collect();
+    let names: Vec<String> = manifest.collection_names();
     conn.execute(
         "UPDATE generations SET collections = ?3 WHERE projection = ?1 AND number = ?2",
         params![
