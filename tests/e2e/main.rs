@@ -11,6 +11,7 @@ mod hostile;
 mod hot_deploy;
 mod languages;
 mod mongo;
+mod mongo_commits;
 mod one_build;
 mod prepare;
 mod scaffold;

@@ -67,7 +67,9 @@ impl From<StoreError> for ApiError {
                 current_version: Some(actual),
                 ..Self::new(StatusCode::CONFLICT, "version_conflict", error.to_string())
             },
-            StoreError::InvalidInput(message) => Self::bad_request("invalid_input", message),
+            StoreError::InvalidInput(message) | StoreError::Refused(message) => {
+                Self::bad_request("invalid_input", message)
+            }
             StoreError::NotFound(message) => Self::not_found("not_found", message),
             other => {
                 tracing::warn!(error = %other, "store call from the API failed");

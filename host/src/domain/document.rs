@@ -6,6 +6,8 @@
 
 use serde_json::{Map, Number, Value};
 
+use crate::domain::extjson;
+
 /// A document: a JSON object whose `_id` is its id.
 pub type Document = Map<String, Value>;
 
@@ -115,6 +117,33 @@ pub fn parse_update(json: &str) -> Result<Map<String, Value>, UpdateError> {
         ))),
         Err(e) => Err(UpdateError::Malformed(e.to_string())),
     }
+}
+
+/// Whether a field path ends at an array or crosses one in a document.
+pub fn path_meets_array(document: &Document, path: &str) -> bool {
+    let mut map = document;
+    for segment in path.split('.') {
+        match map.get(segment) {
+            Some(Value::Array(_)) => return true,
+            Some(Value::Object(inner)) => map = inner,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Check the values of one update operator (`{"a.b": value, ...}`) as
+/// [`extjson::check_at`] does, each at the deepest level it can land at: inside an array at its
+/// path (`$push`, `$addToSet`), so an update cannot nest a document deeper than a store keeps.
+pub fn check_update_values(fields: &Value) -> Result<(), extjson::ConvertError> {
+    let Value::Object(fields) = fields else {
+        return extjson::check(fields);
+    };
+    for (path, value) in fields {
+        extjson::check_key(path)?;
+        extjson::check_at(value, 2 + path.split('.').count())?;
+    }
+    Ok(())
 }
 
 /// Apply an update to a document (absent when `current` is `None`). A missing document is

@@ -22,6 +22,7 @@ pub struct ConvertError(String);
 pub fn to_document(map: &Map<String, Value>) -> Result<Document, ConvertError> {
     let mut doc = Document::new();
     for (key, value) in map {
+        check_key(key)?;
         doc.insert(key.clone(), to_bson(value)?);
     }
     Ok(doc)
@@ -43,18 +44,52 @@ pub fn to_bson(value: &Value) -> Result<Bson, ConvertError> {
     })
 }
 
-/// Check that every Extended JSON wrapper in a JSON value is well-formed (`{"$date": "..."}`
-/// with a date in it...), without building BSON: what an event payload must pass on every
-/// store, so the embedded store refuses what MongoDB would.
-pub fn check(value: &Value) -> Result<(), ConvertError> {
+/// Most levels of documents and arrays in a stored document, the document itself counted as
+/// the first. mongod refuses to store deeper nesting (its limit for user documents is 100);
+/// serde_json alone would let 128 through, which the embedded store would keep and MongoDB
+/// refuse.
+pub const MAX_NESTING: usize = 100;
+
+/// Check that a JSON value found at `level` of a stored document (the document's own fields
+/// are at level 2) is one every store keeps: each Extended JSON wrapper well-formed
+/// (`{"$date": "..."}` with a date in it...), no NUL in a field name (BSON cannot hold one),
+/// and no deeper than [`MAX_NESTING`] levels in all. Checked without building BSON, so the
+/// embedded store refuses what MongoDB would.
+pub fn check_at(value: &Value, level: usize) -> Result<(), ConvertError> {
     match value {
-        Value::Array(items) => items.iter().try_for_each(check),
+        Value::Array(_) | Value::Object(_) if level > MAX_NESTING => Err(ConvertError(format!(
+            "nests deeper than {MAX_NESTING} levels of documents and arrays"
+        ))),
+        Value::Array(items) => items.iter().try_for_each(|v| check_at(v, level + 1)),
         Value::Object(map) => match extended(map)? {
             Some(_) => Ok(()),
-            None => map.values().try_for_each(check),
+            None => map.iter().try_for_each(|(key, v)| {
+                check_key(key)?;
+                check_at(v, level + 1)
+            }),
         },
         _ => Ok(()),
     }
+}
+
+/// [`check_at`] for a value on its own (level 1).
+pub fn check(value: &Value) -> Result<(), ConvertError> {
+    check_at(value, 1)
+}
+
+/// A field name BSON can hold: no NUL.
+pub fn check_key(key: &str) -> Result<(), ConvertError> {
+    if key.contains('\0') {
+        let shown: String = key
+            .chars()
+            .take(64)
+            .collect::<String>()
+            .replace('\0', "\\0");
+        return Err(ConvertError(format!(
+            "field name `{shown}` contains a NUL character"
+        )));
+    }
+    Ok(())
 }
 
 fn number(n: &Number) -> Bson {

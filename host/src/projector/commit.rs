@@ -39,20 +39,26 @@ impl Projector {
         };
         let mut writes = context.take_writes();
         writes.dead_letters.push(letter.clone());
-        self.commit_writes(context, writes, from, to).await?;
+        if let Err(refused) = self.commit_writes(context, writes, from, to).await? {
+            // Nothing of the event is written with its dead letter; a store that refuses the
+            // letter alone cannot be worked around.
+            return Err(DropReason::Store(refused.to_string()));
+        }
         metrics::global().dead_letter(&letter.projection);
         tracing::warn!(projection = %letter.projection, generation = letter.generation, position = letter.position, event_type = %letter.event_type, error = %letter.error, "event skipped after {attempts} attempts: recorded as a dead letter");
         Ok(())
     }
 
     /// Commit the context's writes and move the checkpoint from `from` to `to`, retrying store
-    /// failures. A moved checkpoint stops the projector.
+    /// failures. A moved checkpoint stops the projector. Writes the store refuses as they are
+    /// (a duplicate under a unique index...) are discarded and come back as the projection's
+    /// failure, for its failure policy: retrying them unchanged would never end.
     pub(super) async fn commit(
         &self,
         context: &mut BatchContext,
         from: Position,
         to: Position,
-    ) -> Result<(), DropReason> {
+    ) -> Result<Result<(), HandleFailure>, DropReason> {
         let writes = context.take_writes();
         self.commit_writes(context, writes, from, to).await
     }
@@ -61,10 +67,12 @@ impl Projector {
     pub(super) async fn commit_writes(
         &self,
         context: &mut BatchContext,
-        writes: BatchWrites,
+        mut writes: BatchWrites,
         from: Position,
         to: Position,
-    ) -> Result<(), DropReason> {
+    ) -> Result<Result<(), HandleFailure>, DropReason> {
+        // One id for every try of this commit (see `BatchWrites::commit_id`).
+        writes.commit_id = fastrand::u64(1..);
         let mut backoff = Backoff::new();
         loop {
             match self
@@ -73,7 +81,11 @@ impl Projector {
                 .commit(&self.generation, writes.clone(), from, to)
                 .await
             {
-                Ok(()) => return Ok(()),
+                Ok(()) => return Ok(Ok(())),
+                Err(StoreError::Refused(message)) => {
+                    context.discard();
+                    return Ok(Err(HandleFailure::Refused(message)));
+                }
                 Err(StoreError::CheckpointMoved { .. }) | Err(StoreError::NotFound(_)) => {
                     context.discard();
                     let message = format!(

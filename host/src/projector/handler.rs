@@ -37,6 +37,10 @@ pub enum HandleFailure {
     /// The instance hit its memory cap.
     #[error("projection exceeded its memory limit of {0} bytes")]
     Memory(usize),
+    /// The store refused the batch's writes as they are (a value already held under a unique
+    /// index...): the projection's failure, since the same writes would be refused again.
+    #[error("the store refused the batch's writes: {0}")]
+    Refused(String),
     /// The host failed (store unreachable...), not the projection: worth retrying.
     #[error("host failure: {0}")]
     Host(String),

@@ -59,10 +59,14 @@ impl Projector {
                         Ok(()) => {
                             let mut writes = context.take_writes();
                             writes.resolved_dead_letters.push(letter.position);
-                            self.commit_writes(&mut context, writes, at, at).await?;
-                            metrics::global().batch(&letter.projection, 1, Duration::ZERO);
-                            tracing::info!(projection = %letter.projection, generation = letter.generation, position = letter.position, "dead letter re-driven");
-                            continue;
+                            match self.commit_writes(&mut context, writes, at, at).await? {
+                                Ok(()) => {
+                                    metrics::global().batch(&letter.projection, 1, Duration::ZERO);
+                                    tracing::info!(projection = %letter.projection, generation = letter.generation, position = letter.position, "dead letter re-driven");
+                                    continue;
+                                }
+                                Err(refused) => refused.to_string(),
+                            }
                         }
                         Err(failure) if failure.is_transient() => {
                             context.discard();

@@ -233,7 +233,10 @@ impl Projector {
         if events.is_empty() {
             if run.cursor.passed_over(scanned_to) {
                 let (from, to) = (run.cursor.stored, run.cursor.scanned);
-                self.commit(&mut context, from, to).await?;
+                if let Err(refused) = self.commit(&mut context, from, to).await? {
+                    // Only a checkpoint moves here: a store that refuses it is broken.
+                    return Err(DropReason::Store(refused.to_string()));
+                }
                 run.cursor.committed(to);
             }
             return Ok(context);
@@ -256,11 +259,14 @@ impl Projector {
             _ => None,
         };
         let started = Instant::now();
-        let (mut context, result) = self.handle(events, context).await?;
+        let (mut context, mut result) = self.handle(events, context).await?;
+        if result.is_ok() {
+            result = self
+                .commit(&mut context, run.cursor.stored, scanned_to)
+                .await?;
+        }
         match result {
             Ok(()) => {
-                self.commit(&mut context, run.cursor.stored, scanned_to)
-                    .await?;
                 metrics::global().batch(&run.manifest.name, count as u64, started.elapsed());
                 run.cursor.committed(scanned_to);
                 run.failures.batch_committed();

@@ -38,7 +38,8 @@ impl StreamAppend {
                 ("eventData", &event.event_data),
                 ("metadata", &event.metadata),
             ] {
-                extjson::check(value).map_err(|e| {
+                // The payload is a field of the stored event: the second level.
+                extjson::check_at(value, 2).map_err(|e| {
                     StoreError::InvalidInput(format!(
                         "stream `{}`: {}: {field}: {e}",
                         self.aggregate_id, event.event_type

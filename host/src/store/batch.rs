@@ -19,6 +19,11 @@ pub struct BatchWrites {
     /// transaction as the checkpoint that moves past them, so a crash can never leave a dead
     /// letter for an event the checkpoint did not pass (which a re-drive would apply twice).
     pub dead_letters: Vec<DeadLetter>,
+    /// This commit's id, the same each time it is sent again (0: none). A store that cannot
+    /// learn whether a commit landed (MongoDB, when every answer to it was lost) records the
+    /// id with the checkpoint, so that the commit sent again finds its own checkpoint instead
+    /// of taking it for another writer's.
+    pub commit_id: u64,
 }
 
 impl BatchWrites {

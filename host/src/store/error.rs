@@ -35,6 +35,12 @@ pub enum StoreError {
         /// The checkpoint found.
         found: Position,
     },
+    /// The store refuses a batch's writes as they are, however often they are sent: a value
+    /// already held by another document under a unique index, a document the store cannot
+    /// keep. The projection's failure (its failure policy applies), never retried as the
+    /// host's.
+    #[error("the store refuses the batch's writes: {0}")]
+    Refused(String),
     /// A projection or generation that does not exist.
     #[error("not found: {0}")]
     NotFound(String),

@@ -81,6 +81,8 @@ const UPDATE_GROWTH_SLACK: usize = 32;
 pub struct BatchContext {
     reader: Box<dyn DocumentReader>,
     collections: Arc<HashSet<String>>,
+    /// Collection -> its unique indexes, as (index name, key fields).
+    unique_keys: Arc<HashMap<String, Vec<(String, Vec<String>)>>>,
     /// Collection -> id -> entry: looked up by `&str`, so a cache hit allocates nothing.
     entries: HashMap<String, HashMap<String, Entry>>,
     dirty: usize,
@@ -100,9 +102,25 @@ impl BatchContext {
     /// A context for a projection's generation, reading through `reader`.
     pub fn new(manifest: &Manifest, reader: Box<dyn DocumentReader>) -> Self {
         let collections: HashSet<String> = manifest.collection_names().into_iter().collect();
+        let unique_keys = manifest
+            .collections
+            .iter()
+            .map(|c| {
+                let unique = c.indexes.iter().filter(|i| i.unique);
+                let keys = unique.map(|i| {
+                    (
+                        i.name.clone(),
+                        i.keys.iter().map(|k| k.field.clone()).collect(),
+                    )
+                });
+                (c.name.clone(), keys.collect::<Vec<_>>())
+            })
+            .filter(|(_, keys)| !keys.is_empty())
+            .collect();
         Self {
             reader,
             collections: Arc::new(collections),
+            unique_keys: Arc::new(unique_keys),
             entries: HashMap::new(),
             dirty: 0,
             written_bytes: 0,
@@ -206,6 +224,29 @@ impl BatchContext {
         Ok(document)
     }
 
+    /// A unique index compares one value per document, the same way on every store (MongoDB
+    /// would index each element of an array, the embedded store the array as a whole): a
+    /// document whose unique key holds an array, or lies across one, is refused.
+    fn check_unique_keys(
+        &mut self,
+        collection: &str,
+        document: &Document,
+    ) -> Result<(), CollectionFailure> {
+        let Some(indexes) = self.unique_keys.get(collection) else {
+            return Ok(());
+        };
+        let found = indexes.iter().find_map(|(index, fields)| {
+            let field = fields.iter().find(|f| document::path_meets_array(document, f))?;
+            Some(format!(
+                "`{field}` is a key of the unique index `{index}` and holds or crosses an array; a unique key must be a single value"
+            ))
+        });
+        match found {
+            Some(message) => Err(self.refuse(CollectionFailure::InvalidDocument(message))),
+            None => Ok(()),
+        }
+    }
+
     fn stage(
         &mut self,
         collection: &str,
@@ -270,12 +311,15 @@ impl BatchContext {
             .map_err(|e| self.refuse(CollectionFailure::InvalidDocument(e.to_string())))?;
         // Both stores take what MongoDB can store: no malformed `$date`, `$numberLong`...
         for (field, value) in &document {
-            extjson::check(value).map_err(|e| {
-                self.refuse(CollectionFailure::InvalidDocument(format!(
-                    "`{field}`: {e}"
-                )))
-            })?;
+            extjson::check_key(field)
+                .and_then(|()| extjson::check_at(value, 2))
+                .map_err(|e| {
+                    self.refuse(CollectionFailure::InvalidDocument(format!(
+                        "`{field}`: {e}"
+                    )))
+                })?;
         }
+        self.check_unique_keys(collection, &document)?;
         let size = json.len() + id.len() + UPDATE_GROWTH_SLACK;
         self.stage(collection, id, Some(Arc::new(document)), json.len(), size)
     }
@@ -306,7 +350,8 @@ impl BatchContext {
         let update = document::parse_update(update)
             .map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
         for fields in update.values() {
-            extjson::check(fields).map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
+            document::check_update_values(fields)
+                .map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
         }
         let current = self.load(collection, id)?;
         let existed = current.is_some();
@@ -330,6 +375,7 @@ impl BatchContext {
                         ))));
                     }
                 }
+                self.check_unique_keys(collection, &doc)?;
                 self.stage(collection, id, Some(Arc::new(doc)), bytes, size)?;
                 Ok(true)
             }

@@ -14,7 +14,7 @@ use mongodb::options::ReadConcern;
 use serde_json::{Map, Value};
 
 use super::generations::{generation_id, to_generation};
-use super::{MongoStore, transaction};
+use super::{MongoStore, errors, transaction};
 use crate::domain::{Generation, Position, extjson};
 use crate::store::generations::guard_checkpoint;
 use crate::store::{BatchWrites, Checkpoints, DocumentReader, StoreError, StoreResult};
@@ -58,17 +58,18 @@ impl Checkpoints for MongoStore {
             entry.0.push(id.clone());
             if let Some(map) = document {
                 let doc = extjson::to_document(map)
-                    .map_err(|e| StoreError::InvalidInput(format!("{collection}/{id}: {e}")))?;
+                    .map_err(|e| StoreError::Refused(format!("{collection}/{id}: {e}")))?;
                 entry.1.push(doc);
             }
         }
         let generations = self.generations_collection();
         let key = generation_id(&generation.projection, generation.number);
+        let commit_id = writes.commit_id as i64;
         transaction!(self, "commit batch", |session| async {
             let moved = generations
                 .update_one(
                     doc! { "_id": &key, "checkpoint": from as i64 },
-                    doc! { "$set": { "checkpoint": to as i64 } },
+                    doc! { "$set": { "checkpoint": to as i64, "lastCommit": commit_id } },
                 )
                 .session(&mut session)
                 .await?;
@@ -77,6 +78,15 @@ impl Checkpoints for MongoStore {
                     .find_one(doc! { "_id": &key })
                     .session(&mut session)
                     .await?;
+                // This very commit, sent again after every answer to it was lost: it landed.
+                let landed = found.as_ref().is_some_and(|doc| {
+                    commit_id != 0
+                        && doc.get_i64("lastCommit").ok() == Some(commit_id)
+                        && to_generation(doc).is_ok_and(|g| g.checkpoint == to)
+                });
+                if landed {
+                    return Ok(Ok(()));
+                }
                 let stored = found.map(|doc| {
                     to_generation(&doc)
                         .map(|g| g.checkpoint)
@@ -98,7 +108,17 @@ impl Checkpoints for MongoStore {
                     .session(&mut session)
                     .await?;
                 if !documents.is_empty() {
-                    coll.insert_many(documents).session(&mut session).await?;
+                    match coll.insert_many(documents).session(&mut session).await {
+                        Ok(_) => {}
+                        Err(e) if errors::code(&e) == Some(errors::DUPLICATE_KEY) => {
+                            let refused = format!(
+                                "{collection}: a value of a unique index is already held by another document ({})",
+                                errors::write_message(&e)
+                            );
+                            return Ok(Err(StoreError::Refused(refused)));
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             }
             for letter in &writes.dead_letters {

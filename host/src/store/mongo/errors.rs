@@ -4,6 +4,9 @@ use mongodb::error::{Error, ErrorKind, WriteFailure};
 
 /// Duplicate key.
 pub const DUPLICATE_KEY: i32 = 11000;
+/// An index of that name exists with other options or keys (`IndexOptionsConflict`,
+/// `IndexKeySpecsConflict`).
+pub const INDEX_CONFLICT: [i32; 2] = [85, 86];
 /// The collection or view already exists.
 pub const NAMESPACE_EXISTS: i32 = 48;
 
@@ -19,6 +22,19 @@ pub fn code(error: &Error) -> Option<i32> {
             .and_then(|errors| errors.first())
             .map(|e| e.code),
         _ => None,
+    }
+}
+
+/// The server's message for a failed write, without the driver's wrapping.
+pub fn write_message(error: &Error) -> String {
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(write)) => write.message.clone(),
+        ErrorKind::InsertMany(insert) => insert
+            .write_errors
+            .as_ref()
+            .and_then(|errors| errors.first())
+            .map_or_else(|| error.to_string(), |e| e.message.clone()),
+        _ => error.to_string(),
     }
 }
 

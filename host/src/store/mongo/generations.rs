@@ -10,6 +10,7 @@ use mongodb::{Collection, IndexModel};
 
 use super::{MongoStore, backend, errors};
 use crate::domain::generation::stable_name;
+use crate::domain::manifest::IndexSpec;
 use crate::domain::{Generation, GenerationState, Manifest, Position, time};
 use crate::store::generations::{self, CutOver};
 use crate::store::{Generations, StoreError, StoreResult};
@@ -222,23 +223,39 @@ impl Generations for MongoStore {
                     for key in &index.keys {
                         keys.insert(key.field.clone(), if key.descending { -1 } else { 1 });
                     }
-                    IndexModel::builder()
-                        .keys(keys)
-                        .options(
-                            IndexOptions::builder()
-                                .name(index.name.clone())
-                                .unique(index.unique)
-                                .build(),
-                        )
-                        .build()
+                    let options = IndexOptions::builder()
+                        .name(index.name.clone())
+                        .unique(index.unique);
+                    let options = if index.unique {
+                        options
+                            .partial_filter_expression(unique_partial_filter(index))
+                            .build()
+                    } else {
+                        options.build()
+                    };
+                    IndexModel::builder().keys(keys).options(options).build()
                 })
                 .collect();
             if !indexes.is_empty() {
-                self.db
+                match self
+                    .db
                     .collection::<Document>(&name)
                     .create_indexes(indexes)
                     .await
-                    .map_err(|e| StoreError::backend(format!("create indexes on {name}"), e))?;
+                {
+                    Ok(_) => {}
+                    // An index made by an older Refold under the same name (a unique index
+                    // before they were partial): kept as it is.
+                    Err(e)
+                        if errors::code(&e)
+                            .is_some_and(|c| errors::INDEX_CONFLICT.contains(&c)) =>
+                    {
+                        tracing::warn!(collection = %name, error = %e, "an index of this collection was made with other options; keeping it");
+                    }
+                    Err(e) => {
+                        return Err(StoreError::backend(format!("create indexes on {name}"), e));
+                    }
+                }
             }
         }
         let names: Vec<String> = manifest.collection_names();
@@ -348,4 +365,30 @@ impl Generations for MongoStore {
         self.update_generation(generation, doc! { "lastError": value })
             .await
     }
+}
+
+/// A unique index holds only documents whose every key has a value (neither missing nor null),
+/// as on the embedded store, where SQLite never counts NULL as a duplicate: two documents
+/// without an email do not collide on a unique email.
+fn unique_partial_filter(index: &IndexSpec) -> Document {
+    const VALUE_TYPES: [&str; 12] = [
+        "double",
+        "string",
+        "object",
+        "binData",
+        "objectId",
+        "bool",
+        "date",
+        "regex",
+        "int",
+        "timestamp",
+        "long",
+        "decimal",
+    ];
+    let keys: Vec<Document> = index
+        .keys
+        .iter()
+        .map(|key| doc! { key.field.clone(): { "$type": VALUE_TYPES.to_vec() } })
+        .collect();
+    doc! { "$and": keys }
 }

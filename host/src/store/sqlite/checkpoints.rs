@@ -21,6 +21,37 @@ fn commit_blocking(
     from: Position,
     to: Position,
 ) -> StoreResult<()> {
+    // Documents are written in place first. Two documents of the batch that trade values of a
+    // unique index break it in between, although the batch as a whole keeps it (MongoDB's
+    // store, which deletes a batch's documents before inserting them, accepts such a batch):
+    // on a unique violation the batch is written again that way, and refused only if the
+    // violation remains.
+    match commit_attempt(conn, generation, writes, from, to, WriteOrder::InPlace)? {
+        Ok(()) => Ok(()),
+        Err(_) => commit_attempt(conn, generation, writes, from, to, WriteOrder::DeletesFirst)?
+            .map_err(StoreError::Refused),
+    }
+}
+
+/// How a batch's documents are written.
+#[derive(Clone, Copy, PartialEq)]
+enum WriteOrder {
+    /// One upsert or delete per document, in the batch's order.
+    InPlace,
+    /// Every document of the batch deleted, then the surviving ones inserted.
+    DeletesFirst,
+}
+
+/// One try at a batch; the inner error names a unique index the writes break (the transaction
+/// is then rolled back).
+fn commit_attempt(
+    conn: &mut Connection,
+    generation: &Generation,
+    writes: &BatchWrites,
+    from: Position,
+    to: Position,
+    order: WriteOrder,
+) -> StoreResult<Result<(), String>> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| StoreError::backend("begin batch", e))?;
@@ -33,21 +64,8 @@ fn commit_blocking(
         .optional()
         .map_err(|e| StoreError::backend("read checkpoint", e))?;
     guard_checkpoint(generation, stored.map(|p| p as Position), from)?;
-    for (collection, id, document) in &writes.documents {
-        let table = quoted(&generation.physical_name(collection));
-        let result = match document {
-            Some(doc) => tx
-                .prepare_cached(&format!(
-                    "INSERT INTO {table} (id, body) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET body = excluded.body"
-                ))
-                .and_then(|mut s| {
-                    s.execute(params![id, serde_json::to_string(&**doc).unwrap_or_default()])
-                }),
-            None => tx
-                .prepare_cached(&format!("DELETE FROM {table} WHERE id = ?1"))
-                .and_then(|mut s| s.execute([id])),
-        };
-        result.map_err(|e| StoreError::backend(format!("write {table}/{id}"), e))?;
+    if let Err(violation) = write_documents(&tx, generation, writes, order)? {
+        return Ok(Err(violation));
     }
     for position in &writes.resolved_dead_letters {
         tx.prepare_cached(
@@ -73,6 +91,65 @@ fn commit_blocking(
     .map_err(|e| StoreError::backend("move checkpoint", e))?;
     tx.commit()
         .map_err(|e| StoreError::backend("commit batch", e))
+        .map(Ok)
+}
+
+/// Write a batch's documents in `order`; the inner error names the document and the unique
+/// index it breaks.
+fn write_documents(
+    tx: &Connection,
+    generation: &Generation,
+    writes: &BatchWrites,
+    order: WriteOrder,
+) -> StoreResult<Result<(), String>> {
+    let upsert = |table: &str| {
+        format!(
+            "INSERT INTO {table} (id, body) VALUES (?1, ?2) ON CONFLICT (id) DO UPDATE SET body = excluded.body"
+        )
+    };
+    let delete = |table: &str| format!("DELETE FROM {table} WHERE id = ?1");
+    if order == WriteOrder::DeletesFirst {
+        for (collection, id, _) in &writes.documents {
+            let table = quoted(&generation.physical_name(collection));
+            tx.prepare_cached(&delete(&table))
+                .and_then(|mut s| s.execute([id]))
+                .map_err(|e| StoreError::backend(format!("write {table}/{id}"), e))?;
+        }
+    }
+    for (collection, id, document) in &writes.documents {
+        let table = quoted(&generation.physical_name(collection));
+        let result = match (document, order) {
+            (Some(doc), _) => tx.prepare_cached(&upsert(&table)).and_then(|mut s| {
+                s.execute(params![
+                    id,
+                    serde_json::to_string(&**doc).unwrap_or_default()
+                ])
+            }),
+            (None, WriteOrder::InPlace) => tx
+                .prepare_cached(&delete(&table))
+                .and_then(|mut s| s.execute([id])),
+            (None, WriteOrder::DeletesFirst) => Ok(0),
+        };
+        match result {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(code, message))
+                if code.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+            {
+                // SQLite says "UNIQUE constraint failed: index '<table>__<index>'".
+                let prefix = format!("{}__", generation.physical_name(collection));
+                let index = message
+                    .as_deref()
+                    .and_then(|m| m.split('\'').nth(1))
+                    .map(|name| name.strip_prefix(&prefix).unwrap_or(name))
+                    .unwrap_or("?");
+                return Ok(Err(format!(
+                    "{collection}/{id}: a value of its unique index `{index}` is already held by another document"
+                )));
+            }
+            Err(e) => return Err(StoreError::backend(format!("write {table}/{id}"), e)),
+        }
+    }
+    Ok(Ok(()))
 }
 
 /// A document reader over one generation's tables, with its own connection.

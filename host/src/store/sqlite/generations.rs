@@ -51,6 +51,14 @@ fn json_path(field: &str) -> String {
     format!("'$.{}'", segments.join("."))
 }
 
+/// The kind of the value at `path`, as a unique index compares it: NULL when it is missing or
+/// null, one kind for all numbers (`1` and `1.0` are one value, as in MongoDB).
+fn unique_kind(path: &str) -> String {
+    format!(
+        "CASE json_type(body, {path}) WHEN 'true' THEN 'b' WHEN 'false' THEN 'b' WHEN 'integer' THEN 'n' WHEN 'real' THEN 'n' WHEN 'text' THEN 's' WHEN 'object' THEN 'o' WHEN 'array' THEN 'a' END"
+    )
+}
+
 fn create_collections(
     conn: &Connection,
     generation: &Generation,
@@ -67,11 +75,20 @@ fn create_collections(
                 .keys
                 .iter()
                 .map(|k| {
-                    format!(
-                        "json_extract(body, {}){}",
-                        json_path(&k.field),
+                    let path = json_path(&k.field);
+                    let value = format!(
+                        "json_extract(body, {path}){}",
                         if k.descending { " DESC" } else { "" }
-                    )
+                    );
+                    if index.unique {
+                        // Beside the value, its kind, so that `true` and `1` or `"[1]"` and
+                        // `[1]` differ as they do in MongoDB; a missing or null key is NULL,
+                        // which SQLite never counts as a duplicate (MongoDB's store makes its
+                        // unique indexes partial to match).
+                        format!("{}, {value}", unique_kind(&path))
+                    } else {
+                        value
+                    }
                 })
                 .collect();
             sql.push_str(&format!(
