@@ -12,6 +12,8 @@ use refold::store::{BatchWrites, DeadLetter, Query, Store, StoreError, StreamApp
 use refold_tests::Sandbox;
 use serde_json::json;
 
+use crate::contract_unique::unique_indexes_mean_the_same_on_both_stores;
+
 fn event(event_type: &str, n: u64) -> NewEvent {
     NewEvent {
         id: None,
@@ -973,6 +975,7 @@ macro_rules! contract_suite {
             case!(dead_letters_commit_with_their_checkpoint);
             case!(dead_letters_are_counted_and_found_by_the_store);
             case!(queries_follow_mongodb_semantics_and_pauses_are_recorded);
+            case!(unique_indexes_mean_the_same_on_both_stores);
         }
     };
 }

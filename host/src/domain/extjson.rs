@@ -185,6 +185,24 @@ mod tests {
 
     use super::*;
 
+    /// An event's payload is the second level of the stored event: 99 levels of its own fit,
+    /// 100 do not (mongod stores at most 100 in all). A NUL in a field name never converts.
+    #[test]
+    fn payloads_nest_at_most_as_deep_as_mongod_stores() {
+        let nested = |depth: usize| {
+            let text = format!("{}1{}", r#"{"a": "#.repeat(depth), "}".repeat(depth));
+            serde_json::from_str::<Value>(&text).expect("nested JSON")
+        };
+        assert!(check_at(&nested(99), 2).is_ok());
+        let refused = check_at(&nested(100), 2).expect_err("too deep");
+        assert!(refused.to_string().contains("deeper than 100"), "{refused}");
+        let Value::Object(map) = json!({ "a\u{0}b": 1 }) else {
+            unreachable!()
+        };
+        assert!(to_document(&map).is_err());
+        assert!(check(&Value::Object(map)).is_err());
+    }
+
     #[test]
     fn round_trips_guest_documents() {
         let original = json!({

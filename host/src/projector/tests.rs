@@ -14,8 +14,8 @@ use super::{
     BatchContext, DropReason, HandleFailure, Handler, Projector, ProjectorPorts, ProjectorStatus,
 };
 use crate::domain::{
-    ExpectedVersion, FailurePolicy, Generation, Manifest, NewEvent, OnFailure, Position,
-    RecordedEvent,
+    ExpectedVersion, FailurePolicy, Generation, IndexKey, IndexSpec, Manifest, NewEvent, OnFailure,
+    Position, RecordedEvent,
 };
 use crate::store::sqlite::SqliteStore;
 use crate::store::{BatchWrites, Store};
@@ -34,16 +34,40 @@ struct Scripted {
     /// Another writer that, at the last scripted failure, moves the generation's checkpoint
     /// past the failing event: the window between a failure and its commit, made certain.
     interloper: Mutex<Option<(Arc<dyn Store>, Generation)>>,
+    /// Positions whose event also puts a document `{"key": "one"}` into `claims`, where `key`
+    /// is unique: the second such event's writes are refused by the store.
+    claims: Vec<Position>,
+}
+
+/// The scripted projection: `seen`, and `claims` with a unique index on `key`.
+fn scripted_manifest() -> Manifest {
+    let mut manifest = Manifest::new("scripted", 1, ["seen", "claims"]);
+    manifest.collections[1].indexes.push(IndexSpec {
+        name: "claim_key".into(),
+        keys: vec![IndexKey {
+            field: "key".into(),
+            descending: false,
+        }],
+        unique: true,
+    });
+    manifest
 }
 
 impl Scripted {
     fn new() -> Self {
         Self {
-            manifest: Manifest::new("scripted", 1, ["seen"]),
+            manifest: scripted_manifest(),
             failures: Mutex::new(HashMap::new()),
             calls: Mutex::new(Vec::new()),
             interloper: Mutex::new(None),
+            claims: Vec::new(),
         }
+    }
+
+    /// The events at `positions` claim the same unique value.
+    fn claiming(mut self, positions: &[Position]) -> Self {
+        self.claims = positions.to_vec();
+        self
     }
 
     /// At the last scripted failure, another writer moves the checkpoint past the event.
@@ -132,6 +156,12 @@ impl Handler for Scripted {
             if let Err(failure) = context.update("seen", &event.aggregate_id, &update, true) {
                 return (context, Err(HandleFailure::Host(failure.to_string())));
             }
+            if self.claims.contains(&event.position) {
+                let id = event.position.to_string();
+                if let Err(failure) = context.put("claims", &id, r#"{"key": "one"}"#) {
+                    return (context, Err(HandleFailure::Host(failure.to_string())));
+                }
+            }
         }
         (context, Ok(()))
     }
@@ -167,7 +197,7 @@ async fn fixture(events: usize) -> Fixture {
         .await
         .expect("append");
     let generation = store
-        .create_generation(&Manifest::new("scripted", 1, ["seen"]), "scripted")
+        .create_generation(&scripted_manifest(), "scripted")
         .await
         .expect("create generation");
     Fixture {
@@ -270,6 +300,45 @@ async fn a_failed_batch_is_replayed_one_event_at_a_time_and_the_failing_event_sk
         letters[0].error.contains("scripted failure at 3"),
         "{letters:?}"
     );
+}
+
+/// Writes the store refuses as they are (a second document claiming a unique value) are the
+/// projection's failure: the batch is gone through one event at a time, and the policy applies
+/// to the event whose writes are refused. (Before, the commit was retried forever.)
+#[tokio::test]
+async fn writes_the_store_refuses_are_the_projections_failure() {
+    let skipped = fixture(5).await;
+    let handler = Arc::new(Scripted::new().claiming(&[2, 4]));
+    let mut running = start(&skipped, &handler, policy(1, OnFailure::Skip));
+    running.reaches(5).await;
+    assert_eq!(running.stop().await, DropReason::Shutdown);
+    assert_eq!(
+        seen(&skipped.store, &skipped.generation).await,
+        [1, 2, 3, 5]
+    );
+    let letters = skipped.store.dead_letters(None).await.expect("read");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].position, 4);
+    assert!(
+        letters[0].error.contains("refused") && letters[0].error.contains("claim_key"),
+        "{}",
+        letters[0].error
+    );
+
+    // Under `stop`, the projection parks on that event with the reason recorded.
+    let parked = fixture(5).await;
+    let handler = Arc::new(Scripted::new().claiming(&[2, 4]));
+    let reason = start(&parked, &handler, policy(1, OnFailure::Stop))
+        .end()
+        .await;
+    assert!(
+        matches!(reason, DropReason::Failed { position: 4, .. }),
+        "{reason:?}"
+    );
+    let stored = parked.store.generations("scripted").await.expect("read");
+    assert_eq!(stored[0].checkpoint, 3);
+    let error = stored[0].last_error.as_deref().unwrap_or_default();
+    assert!(error.contains("claim_key"), "{error}");
 }
 
 #[tokio::test]

@@ -46,6 +46,92 @@ fn malformed_extended_json_is_refused_when_written() {
     );
 }
 
+/// `depth` levels of nested objects, as JSON text: `{"a": {"a": ... 1}}`.
+fn nested(depth: usize) -> String {
+    format!("{}1{}", r#"{"a": "#.repeat(depth), "}".repeat(depth))
+}
+
+/// What BSON cannot hold and mongod refuses to store is refused on every store when written:
+/// a NUL in a field name, a document nesting deeper than 100 levels (also through an update).
+#[test]
+fn field_names_with_nul_and_deep_nesting_are_refused_when_written() {
+    let mut context = context();
+    let refused = context.put("docs", "a", r#"{"x": {"b\u0000c": 1}}"#);
+    assert!(
+        matches!(&refused, Err(CollectionFailure::InvalidDocument(m)) if m.contains("NUL")),
+        "{refused:?}"
+    );
+    let refused = context.update("docs", "a", r#"{"$set": {"x": {"\u0000": 1}}}"#, true);
+    assert!(
+        matches!(&refused, Err(CollectionFailure::InvalidUpdate(m)) if m.contains("NUL")),
+        "{refused:?}"
+    );
+    // The document is level 1: a field holding 99 nested objects makes 100 levels.
+    assert!(
+        context
+            .put("docs", "a", &format!(r#"{{"x": {}}}"#, nested(99)))
+            .is_ok()
+    );
+    let refused = context.put("docs", "a", &format!(r#"{{"x": {}}}"#, nested(100)));
+    assert!(
+        matches!(&refused, Err(CollectionFailure::InvalidDocument(m)) if m.contains("deeper than 100")),
+        "{refused:?}"
+    );
+    let deep = format!(r#"{{"$set": {{"p.q": {}}}}}"#, nested(99));
+    assert!(matches!(
+        context.update("docs", "b", &deep, true),
+        Err(CollectionFailure::InvalidUpdate(_))
+    ));
+}
+
+/// A unique index compares one value per document: a document whose unique key holds an array,
+/// or whose key's path crosses one, is refused (MongoDB would index each element, the embedded
+/// store the array whole); other collections and other fields may hold arrays.
+#[test]
+fn a_unique_key_holding_an_array_is_refused() {
+    let mut manifest = Manifest::new("p", 1, ["docs", "users"]);
+    manifest.collections[1]
+        .indexes
+        .push(crate::domain::IndexSpec {
+            name: "by_email".into(),
+            keys: vec![crate::domain::IndexKey {
+                field: "contact.email".into(),
+                descending: false,
+            }],
+            unique: true,
+        });
+    let mut context = BatchContext::new(&manifest, Box::new(Empty));
+    for document in [
+        r#"{"contact": {"email": ["a", "b"]}}"#,
+        r#"{"contact": [{"email": "a"}]}"#,
+    ] {
+        let refused = context.put("users", "u", document);
+        assert!(
+            matches!(&refused, Err(CollectionFailure::InvalidDocument(m)) if m.contains("by_email")),
+            "{document}: {refused:?}"
+        );
+    }
+    let refused = context.update("users", "v", r#"{"$push": {"contact.email": "a"}}"#, true);
+    assert!(
+        matches!(&refused, Err(CollectionFailure::InvalidDocument(_))),
+        "{refused:?}"
+    );
+    assert!(
+        context
+            .put(
+                "users",
+                "u",
+                r#"{"contact": {"email": "a"}, "tags": [1, 2]}"#
+            )
+            .is_ok()
+    );
+    assert!(
+        context
+            .put("docs", "d", r#"{"contact": {"email": ["a"]}}"#)
+            .is_ok()
+    );
+}
+
 /// A reader of documents that all exist, each `bytes` long as JSON; counts its reads.
 struct Everything {
     bytes: usize,
