@@ -12,7 +12,7 @@ mod hostile;
 mod hot_deploy;
 mod languages;
 mod mongo;
-mod mongo_commits;
+mod mongo_trust;
 mod one_build;
 mod prepare;
 mod scaffold;

@@ -8,7 +8,7 @@ use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::options::{ReadConcern, ReturnDocument};
 use tokio::sync::watch;
 
-use super::{MongoStore, errors, transaction};
+use super::{MongoStore, errors, feed, transaction};
 use crate::domain::extjson;
 use crate::domain::{
     AppendResult, EventFilter, ExpectedVersion, Position, RecordedEvent, StreamVersion, time,
@@ -296,8 +296,19 @@ impl EventLog for MongoStore {
         filter: &EventFilter,
     ) -> StoreResult<Page> {
         // Everything at or below the committed counter is committed: the counter moves in the
-        // same transaction as the events.
-        let head = self.head_now().await?;
+        // same transaction as the events. The head and the page are read in one causally
+        // consistent session: the page's read carries the head's operation time
+        // (`afterClusterTime`), so whichever member answers it (a new primary after a
+        // failover, whose majority snapshot may still lag) waits until its snapshot holds every
+        // event up to the head. Without it, a page could miss events at or below the head and
+        // the cursor would move past them.
+        let mut session = self
+            .client
+            .start_session()
+            .causal_consistency(true)
+            .await
+            .map_err(|e| StoreError::backend("read events", e))?;
+        let head = feed::read_head_in(&self.counters(), &mut session).await?;
         if head <= after {
             return Ok(Page {
                 events: Vec::new(),
@@ -312,15 +323,21 @@ impl EventLog for MongoStore {
             query.insert("aggregateType", doc! { "$in": &filter.aggregate_types });
         }
         let limit = limit.max(1);
-        let cursor = self
+        let mut cursor = self
             .events()
             .find(query)
             .sort(doc! { "position": 1 })
             .limit(limit as i64)
             .read_concern(ReadConcern::majority())
+            .session(&mut session)
             .await
             .map_err(|e| StoreError::backend("read events", e))?;
-        let events = collect(cursor, "read events").await?;
+        let docs: Vec<Document> = cursor
+            .stream(&mut session)
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::backend("read events", e))?;
+        let events = docs.iter().map(to_event).collect::<StoreResult<Vec<_>>>()?;
         let scanned_to = match events.last() {
             Some(last) if events.len() == limit => last.position,
             _ => head,

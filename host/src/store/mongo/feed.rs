@@ -8,9 +8,9 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use mongodb::Collection;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::ReadConcern;
+use mongodb::{ClientSession, Collection};
 use tokio::sync::watch;
 
 use crate::domain::Position;
@@ -26,11 +26,29 @@ pub(super) async fn read_head(counters: &Collection<Document>) -> StoreResult<Po
         .read_concern(ReadConcern::majority())
         .await
         .map_err(|e| StoreError::backend("read the head", e))?;
-    Ok(match counter.as_ref().and_then(|c| c.get("position")) {
+    Ok(head_of(counter.as_ref()))
+}
+
+/// [`read_head`] in a session, so that the session's later reads are causally after it.
+pub(super) async fn read_head_in(
+    counters: &Collection<Document>,
+    session: &mut ClientSession,
+) -> StoreResult<Position> {
+    let counter = counters
+        .find_one(doc! { "_id": "events" })
+        .read_concern(ReadConcern::majority())
+        .session(session)
+        .await
+        .map_err(|e| StoreError::backend("read the head", e))?;
+    Ok(head_of(counter.as_ref()))
+}
+
+fn head_of(counter: Option<&Document>) -> Position {
+    match counter.and_then(|c| c.get("position")) {
         Some(Bson::Int64(p)) => *p as Position,
         Some(Bson::Int32(p)) => *p as Position,
         _ => 0,
-    })
+    }
 }
 
 pub(super) fn spawn(

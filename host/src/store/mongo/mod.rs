@@ -57,6 +57,13 @@ impl MongoStore {
         let options = ClientOptions::parse(uri)
             .await
             .map_err(|e| StoreError::InvalidInput(format!("MongoDB URI `{uri}`: {e}")))?;
+        Self::open_with(options).await
+    }
+
+    /// [`Self::open`] with the driver's options given whole (an embedding application's own
+    /// settings, a test watching the commands sent). The database is the options' default
+    /// database, or `refold`.
+    pub async fn open_with(options: ClientOptions) -> StoreResult<Self> {
         let database = options
             .default_database
             .clone()
