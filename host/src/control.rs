@@ -8,7 +8,9 @@
 use crate::domain::Position;
 use crate::domain::generation::rollback_target;
 use crate::domain::{Generation, GenerationState, Manifest};
-use crate::store::{DeadLetter, DeadLetters, Generations, OperatorState, StoreError};
+use crate::store::{
+    DeadLetter, DeadLetterKey, DeadLetters, Generations, OperatorState, StoreError,
+};
 
 /// Why an operator command was refused.
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +148,18 @@ pub async fn dead_letters<S: Generations + DeadLetters + ?Sized>(
 ) -> Result<Vec<DeadLetter>, ControlError> {
     generations_of(store, name).await?;
     Ok(store.dead_letters(Some(name)).await?)
+}
+
+/// A page of the dead letters of a projection that exists (see
+/// [`DeadLetters::dead_letter_page`]).
+pub async fn dead_letter_page<S: Generations + DeadLetters + ?Sized>(
+    store: &S,
+    name: &str,
+    after: Option<&DeadLetterKey>,
+    limit: usize,
+) -> Result<Vec<DeadLetter>, ControlError> {
+    generations_of(store, name).await?;
+    Ok(store.dead_letter_page(Some(name), after, limit).await?)
 }
 
 /// Check that each position names a dead letter of the projection, so a typo changes nothing.

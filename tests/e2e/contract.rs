@@ -12,6 +12,7 @@ use refold::store::{BatchWrites, DeadLetter, Query, Store, StoreError, StreamApp
 use refold_tests::Sandbox;
 use serde_json::json;
 
+use crate::contract_dead_letters::dead_letters_are_read_a_page_at_a_time;
 use crate::contract_unique::unique_indexes_mean_the_same_on_both_stores;
 
 fn event(event_type: &str, n: u64) -> NewEvent {
@@ -976,6 +977,7 @@ macro_rules! contract_suite {
             case!(dead_letters_are_counted_and_found_by_the_store);
             case!(queries_follow_mongodb_semantics_and_pauses_are_recorded);
             case!(unique_indexes_mean_the_same_on_both_stores);
+            case!(dead_letters_are_read_a_page_at_a_time);
         }
     };
 }

@@ -121,6 +121,25 @@ async fn policies(uri_of: impl Fn(&str) -> String) {
 
     // Fixed code (same version: swapped in place) re-drives them, from the CLI and the API.
     let host = serve(&sandbox, &uri, "fixed", "counter-v2b", &[]).await;
+    // The API lists them a page at a time.
+    let mut after = String::new();
+    let mut paged = Vec::new();
+    loop {
+        let (status, page) = host
+            .get(&format!(
+                "/api/projections/counter/dead-letters?limit=1{after}"
+            ))
+            .await;
+        assert_eq!(status.as_u16(), 200, "{page}");
+        let letters = page["deadLetters"].as_array().cloned().unwrap_or_default();
+        assert!(letters.len() <= 1, "{page}");
+        paged.extend(letters.iter().filter_map(|l| l["position"].as_u64()));
+        match page["next"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(paged, [11, 17]);
     let output = dead_letters(&uri, &["retry", "counter", "--position", "11"]);
     assert!(
         text(&output.stdout).contains("1 dead letter(s) to re-drive"),

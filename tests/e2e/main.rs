@@ -2,6 +2,7 @@
 
 mod api;
 mod contract;
+mod contract_dead_letters;
 mod contract_unique;
 mod crash;
 mod dashboard;

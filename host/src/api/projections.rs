@@ -10,12 +10,13 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::streams::parse_body;
+use super::streams::{NumberParam, parse_body};
 use super::{Params, Shared};
 use crate::control;
 use crate::domain::generation::progress_percent;
 use crate::domain::{EventFilter, Generation, GenerationState, time};
 use crate::projector::{ProjectorState, ProjectorStatus};
+use crate::store::{DeadLetterKey, MAX_DEAD_LETTER_PAGE};
 
 fn generation_json(g: &Generation, head: u64, running: Option<&ProjectorStatus>) -> Value {
     let checkpoint = running.map_or(g.checkpoint, |s| s.checkpoint.max(g.checkpoint));
@@ -241,12 +242,54 @@ pub(super) async fn rollback(
     ))
 }
 
+/// A page of a projection's dead letters: `limit` (1 to 1,000, default 1,000) after `after`
+/// (`GENERATION:POSITION`, the `next` of the page before), with `next` set when more may follow.
 pub(super) async fn dead_letters(
     State(shared): State<Shared>,
     Path(name): Path<String>,
+    params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let letters = control::dead_letters(shared.store.as_ref(), &name).await?;
-    Ok(Json(json!({ "projection": name, "deadLetters": letters })))
+    let params = params.only(&["after", "limit"])?;
+    let limit = match params.number("limit")? {
+        None => MAX_DEAD_LETTER_PAGE,
+        Some(n) if (1..=MAX_DEAD_LETTER_PAGE as u64).contains(&n) => n as usize,
+        Some(n) => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("limit {n} is outside 1..={MAX_DEAD_LETTER_PAGE}"),
+            ));
+        }
+    };
+    let after = match params.get("after") {
+        None => None,
+        Some(text) => {
+            let parsed = text
+                .split_once(':')
+                .and_then(|(g, p)| Some((g.parse::<u32>().ok()?, p.parse::<u64>().ok()?)));
+            let Some((generation, position)) = parsed else {
+                return Err(ApiError::bad_request(
+                    "invalid_parameter",
+                    format!("after `{text}` is not GENERATION:POSITION (the `next` of a page)"),
+                ));
+            };
+            Some(DeadLetterKey {
+                projection: name.clone(),
+                generation,
+                position,
+            })
+        }
+    };
+    let letters =
+        control::dead_letter_page(shared.store.as_ref(), &name, after.as_ref(), limit).await?;
+    let next = match letters.last() {
+        Some(last) if letters.len() == limit => {
+            json!(format!("{}:{}", last.generation, last.position))
+        }
+        _ => Value::Null,
+    };
+    Ok(Json(
+        json!({ "projection": name, "deadLetters": letters, "next": next }),
+    ))
 }
 
 /// The body of a discard or a retry: the positions, or none for all.

@@ -28,8 +28,8 @@ pub use append::StreamAppend;
 pub use batch::BatchWrites;
 pub use error::{BackendError, StoreError, StoreResult};
 pub use ports::{
-    Checkpoints, DeadLetter, DeadLetters, DocumentReader, Documents, EventLog, Generations,
-    OperatorState, Page, Refusal,
+    Checkpoints, DeadLetter, DeadLetterKey, DeadLetters, DocumentReader, Documents, EventLog,
+    Generations, MAX_DEAD_LETTER_PAGE, OperatorState, Page, Refusal,
 };
 
 /// Ring a change feed with a new head; a lower or equal position changes nothing, so rings from

@@ -232,6 +232,32 @@ pub trait Documents: Send + Sync {
     ) -> StoreResult<Vec<Value>>;
 }
 
+/// Where a page of dead letters starts: after this one, in (projection, generation, position)
+/// order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterKey {
+    /// Projection.
+    pub projection: String,
+    /// Generation.
+    pub generation: u32,
+    /// Position of the event.
+    pub position: Position,
+}
+
+impl DeadLetter {
+    /// Where a page that follows this dead letter starts.
+    pub fn key(&self) -> DeadLetterKey {
+        DeadLetterKey {
+            projection: self.projection.clone(),
+            generation: self.generation,
+            position: self.position,
+        }
+    }
+}
+
+/// Most dead letters in a page.
+pub const MAX_DEAD_LETTER_PAGE: usize = 1_000;
+
 /// Events a failure policy skipped, and the operator's requests to re-drive them.
 #[async_trait]
 pub trait DeadLetters: Send + Sync {
@@ -240,8 +266,32 @@ pub trait DeadLetters: Send + Sync {
     /// not recorded here but committed with its batch ([`BatchWrites::dead_letters`]).
     async fn record_dead_letter(&self, letter: &DeadLetter) -> StoreResult<()>;
 
-    /// Dead letters of one projection (or all), by projection, generation and position.
-    async fn dead_letters(&self, projection: Option<&str>) -> StoreResult<Vec<DeadLetter>>;
+    /// A page of the dead letters of one projection (or all): at most `limit` (at most
+    /// [`MAX_DEAD_LETTER_PAGE`]), after `after`, by projection, generation and position. Read
+    /// by the store page by page, however many there are.
+    async fn dead_letter_page(
+        &self,
+        projection: Option<&str>,
+        after: Option<&DeadLetterKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<DeadLetter>>;
+
+    /// Every dead letter of one projection (or all), by projection, generation and position,
+    /// read page by page: for tools that want them all, not for anything that runs often.
+    async fn dead_letters(&self, projection: Option<&str>) -> StoreResult<Vec<DeadLetter>> {
+        let mut letters = Vec::new();
+        loop {
+            let after = letters.last().map(DeadLetter::key);
+            let page = self
+                .dead_letter_page(projection, after.as_ref(), MAX_DEAD_LETTER_PAGE)
+                .await?;
+            let more = page.len() == MAX_DEAD_LETTER_PAGE;
+            letters.extend(page);
+            if !more {
+                return Ok(letters);
+            }
+        }
+    }
 
     /// How many dead letters each projection has (projections without any are absent), counted
     /// by the store: what a status page needs, without loading the letters.

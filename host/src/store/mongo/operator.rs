@@ -9,7 +9,10 @@ use mongodb::bson::{Bson, Document, doc};
 
 use super::{MongoStore, backend};
 use crate::domain::{Position, time};
-use crate::store::{DeadLetter, DeadLetters, OperatorState, Refusal, StoreResult};
+use crate::store::{
+    DeadLetter, DeadLetterKey, DeadLetters, MAX_DEAD_LETTER_PAGE, OperatorState, Refusal,
+    StoreResult,
+};
 
 /// A projection's dead letters at `positions`, or all of them.
 fn dead_letters_filter(projection: &str, positions: Option<&[Position]>) -> Document {
@@ -87,16 +90,38 @@ impl DeadLetters for MongoStore {
             .map_err(backend("record a dead letter"))
     }
 
-    async fn dead_letters(&self, projection: Option<&str>) -> StoreResult<Vec<DeadLetter>> {
-        let filter = match projection {
+    async fn dead_letter_page(
+        &self,
+        projection: Option<&str>,
+        after: Option<&DeadLetterKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<DeadLetter>> {
+        let mut filter = match projection {
             Some(name) => doc! { "projection": name },
             None => doc! {},
         };
-        self.find_dead_letters(
-            filter,
-            doc! { "projection": 1, "generation": 1, "position": 1 },
-        )
-        .await
+        if let Some(k) = after {
+            let (generation, position) = (i64::from(k.generation), k.position as i64);
+            filter.insert(
+                "$or",
+                vec![
+                    doc! { "projection": { "$gt": &k.projection } },
+                    doc! { "projection": &k.projection, "generation": { "$gt": generation } },
+                    doc! { "projection": &k.projection, "generation": generation, "position": { "$gt": position } },
+                ],
+            );
+        }
+        let docs: Vec<Document> = self
+            .dead_letters_collection()
+            .find(filter)
+            .sort(doc! { "projection": 1, "generation": 1, "position": 1 })
+            .limit(limit.min(MAX_DEAD_LETTER_PAGE) as i64)
+            .await
+            .map_err(backend("read dead letters"))?
+            .try_collect()
+            .await
+            .map_err(backend("read dead letters"))?;
+        Ok(docs.iter().map(to_dead_letter).collect())
     }
 
     async fn count_dead_letters(&self) -> StoreResult<BTreeMap<String, u64>> {

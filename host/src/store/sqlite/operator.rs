@@ -8,7 +8,10 @@ use rusqlite::{Connection, params};
 
 use super::SqliteStore;
 use crate::domain::{Position, time};
-use crate::store::{DeadLetter, DeadLetters, OperatorState, Refusal, StoreError, StoreResult};
+use crate::store::{
+    DeadLetter, DeadLetterKey, DeadLetters, MAX_DEAD_LETTER_PAGE, OperatorState, Refusal,
+    StoreError, StoreResult,
+};
 
 /// Record a dead letter, replacing the one at the same (projection, generation, position).
 pub(super) fn insert_dead_letter(conn: &Connection, l: &DeadLetter) -> rusqlite::Result<()> {
@@ -48,13 +51,30 @@ impl DeadLetters for SqliteStore {
         .await
     }
 
-    async fn dead_letters(&self, projection: Option<&str>) -> StoreResult<Vec<DeadLetter>> {
+    async fn dead_letter_page(
+        &self,
+        projection: Option<&str>,
+        after: Option<&DeadLetterKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<DeadLetter>> {
         let projection = projection.map(str::to_owned);
+        let after = after.map(|k| (k.projection.clone(), k.generation, k.position as i64));
+        let (after_projection, after_generation, after_position) = match after {
+            Some((p, g, n)) => (Some(p), Some(g), Some(n)),
+            None => (None, None, None),
+        };
+        let limit = limit.min(MAX_DEAD_LETTER_PAGE) as i64;
         self.with_reader(move |conn| {
-            conn.prepare(&format!(
-                "SELECT {LETTER_COLUMNS} FROM dead_letters WHERE ?1 IS NULL OR projection = ?1 ORDER BY projection, generation, position"
+            conn.prepare_cached(&format!(
+                "SELECT {LETTER_COLUMNS} FROM dead_letters WHERE (?1 IS NULL OR projection = ?1) AND (?2 IS NULL OR (projection, generation, position) > (?2, ?3, ?4)) ORDER BY projection, generation, position LIMIT ?5"
             ))
-            .and_then(|mut s| s.query_map([projection], row_to_dead_letter)?.collect())
+            .and_then(|mut s| {
+                s.query_map(
+                    params![projection, after_projection, after_generation, after_position, limit],
+                    row_to_dead_letter,
+                )?
+                .collect()
+            })
             .map_err(|e| StoreError::backend("read dead letters", e))
         })
         .await
