@@ -13,5 +13,6 @@ mod languages;
 mod mongo;
 mod one_build;
 mod prepare;
+mod query_differential;
 mod scaffold;
 mod setup;
