@@ -16,5 +16,6 @@ mod mongo;
 mod mongo_trust;
 mod one_build;
 mod prepare;
+mod query_differential;
 mod scaffold;
 mod setup;

@@ -1,14 +1,23 @@
-//! Evaluating a filter and a sort on BSON documents in memory, with MongoDB's semantics: the
-//! embedded store's query engine.
+//! Evaluating a filter on BSON documents in memory, with MongoDB's semantics, and MongoDB's
+//! order of BSON values: the embedded store's query engine (sort keys are in `sort.rs`).
 
 use std::cmp::Ordering;
 
 use bson::{Bson, Document};
 
-use super::{Direction, Op};
+use super::Op;
 
-/// What a dotted path reaches in a document: each value found, and `None` for a branch where
-/// the field is missing.
+/// What a dotted path reaches in a document, as MongoDB's matcher walks it: each value a
+/// condition is tested against, and `None` where the path ends at a missing field.
+///
+/// A path that ends at an array yields its elements and then the array itself (a condition
+/// holds when it holds for the array or one of its elements). An array in the middle of a path
+/// yields only what its documents hold for the rest of the path, and the element a numeric part
+/// names; its other elements yield nothing, so `[]` or `[1, null]` there gives no value at all
+/// and `{"a.b": null}` does not match `{"a": []}`. That is MongoDB 8.0's rule, the release
+/// Refold targets (`compose.yaml`); MongoDB 9.0 evaluates such a path as null instead (its
+/// "Compatibility Changes in MongoDB 9.0", "Null Comparisons on Dotted Paths That Traverse
+/// Arrays", which states the earlier rule too).
 pub(super) fn lookup<'a>(document: &'a Document, path: &str) -> Vec<Option<&'a Bson>> {
     let parts: Vec<&str> = path.split('.').collect();
     let mut found = Vec::new();
@@ -23,49 +32,58 @@ fn in_document<'a>(document: &'a Document, parts: &[&str], found: &mut Vec<Optio
     }
 }
 
+/// `value`, reached by a field name, with `rest` of the path still to follow.
 fn descend<'a>(value: &'a Bson, rest: &[&str], found: &mut Vec<Option<&'a Bson>>) {
-    if rest.is_empty() {
-        found.push(Some(value));
-        return;
-    }
-    match value {
-        Bson::Document(inner) => in_document(inner, rest, found),
-        Bson::Array(items) => {
-            let before = found.len();
-            if let Ok(index) = rest[0].parse::<usize>()
-                && let Some(item) = items.get(index)
-            {
-                descend(item, &rest[1..], found);
-            }
-            for item in items {
-                if let Bson::Document(inner) = item {
-                    in_document(inner, rest, found);
-                }
-            }
-            if found.len() == before {
-                found.push(None);
-            }
+    match (value, rest) {
+        (Bson::Array(items), []) => {
+            found.extend(items.iter().map(Some));
+            found.push(Some(value));
         }
+        (_, []) => found.push(Some(value)),
+        (Bson::Document(inner), _) => in_document(inner, rest, found),
+        (Bson::Array(items), _) => through_array(items, rest, found),
+        // A scalar where the path goes on: the field is missing.
         _ => found.push(None),
     }
 }
 
-/// Each value found, and for arrays each element too (MongoDB matches either).
-fn expanded<'a>(found: &[Option<&'a Bson>]) -> impl Iterator<Item = &'a Bson> {
-    found.iter().flatten().flat_map(|value| {
-        let elements: &[Bson] = match value {
-            Bson::Array(items) => items,
-            _ => &[],
-        };
-        std::iter::once(*value).chain(elements.iter())
-    })
+/// An array in the middle of a path (see [`lookup`]).
+fn through_array<'a>(items: &'a [Bson], rest: &[&str], found: &mut Vec<Option<&'a Bson>>) {
+    let index = array_index(rest[0]);
+    for (i, item) in items.iter().enumerate() {
+        if let Bson::Document(inner) = item {
+            in_document(inner, rest, found);
+        }
+        if index != Some(i) {
+            continue;
+        }
+        match (item, &rest[1..]) {
+            // The element a path ends at by its index is not expanded: `{"a.0": 1}` does not
+            // match `{"a": [[1]]}`.
+            (_, []) => found.push(Some(item)),
+            (Bson::Document(inner), more) => in_document(inner, more, found),
+            (Bson::Array(nested), more) => through_array(nested, more, found),
+            _ => {}
+        }
+    }
+}
+
+/// The array index a path part names: digits in canonical form (`0`, `12`; not `01`, `+1`).
+pub(super) fn array_index(part: &str) -> Option<usize> {
+    let canonical = !part.is_empty()
+        && part.bytes().all(|b| b.is_ascii_digit())
+        && (part == "0" || !part.starts_with('0'));
+    canonical.then(|| part.parse().ok()).flatten()
 }
 
 fn equals_any(found: &[Option<&Bson>], target: &Bson) -> bool {
     if is_null(target) && found.iter().any(Option::is_none) {
         return true;
     }
-    expanded(found).any(|v| rank(v) == rank(target) && v.cmp_bson(target) == Ordering::Equal)
+    found
+        .iter()
+        .flatten()
+        .any(|v| rank(v) == rank(target) && v.cmp_bson(target) == Ordering::Equal)
 }
 
 fn compares(found: &[Option<&Bson>], target: &Bson, accept: fn(Ordering) -> bool) -> bool {
@@ -73,7 +91,10 @@ fn compares(found: &[Option<&Bson>], target: &Bson, accept: fn(Ordering) -> bool
         // Only `$gte: null` and `$lte: null` match, as `null` does.
         return accept(Ordering::Equal) && equals_any(found, target);
     }
-    expanded(found).any(|v| rank(v) == rank(target) && accept(v.cmp_bson(target)))
+    found
+        .iter()
+        .flatten()
+        .any(|v| rank(v) == rank(target) && accept(v.cmp_bson(target)))
 }
 
 pub(super) fn op_matches(op: &Op, found: &[Option<&Bson>]) -> bool {
@@ -92,28 +113,6 @@ pub(super) fn op_matches(op: &Op, found: &[Option<&Bson>]) -> bool {
 
 fn is_null(value: &Bson) -> bool {
     matches!(value, Bson::Null | Bson::Undefined)
-}
-
-/// The value a document sorts by on one key: missing is null; an array counts as its smallest
-/// element ascending and its largest descending.
-pub(super) fn sort_key(document: &Document, path: &str, direction: Direction) -> Bson {
-    let found = lookup(document, path);
-    let mut candidates = found.iter().flatten().flat_map(|value| match value {
-        Bson::Array(items) if !items.is_empty() => items.iter().collect::<Vec<_>>(),
-        other => vec![*other],
-    });
-    let first = candidates.next();
-    let best = candidates.fold(first, |best, v| match best {
-        None => Some(v),
-        Some(b) => {
-            let better = match direction {
-                Direction::Ascending => v.cmp_bson(b) == Ordering::Less,
-                Direction::Descending => v.cmp_bson(b) == Ordering::Greater,
-            };
-            Some(if better { v } else { b })
-        }
-    });
-    best.cloned().unwrap_or(Bson::Null)
 }
 
 /// MongoDB's order of type classes.

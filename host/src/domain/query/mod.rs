@@ -14,20 +14,23 @@
 //! Semantics, as in MongoDB: a comparison only matches values of the same type class (numbers
 //! with numbers, strings with strings, dates with dates); a field holding an array matches when
 //! the array or any of its elements does; `null` matches a missing field; sorting orders values
-//! by type class first, puts missing fields with `null`, and sorts an array field by its
-//! smallest element ascending and its largest descending. Ties are broken by `_id`, so every
-//! page is deterministic.
+//! by type class first, puts missing fields with `null` and an empty array below them, and sorts
+//! an array field by its smallest element ascending and its largest descending. Ties are broken
+//! by `_id`, so every page is deterministic. Where MongoDB releases differ, the rule is MongoDB
+//! 8.0's, the release Refold targets (see [`eval`] on `null` through arrays).
 
 use std::cmp::Ordering;
 
 use bson::{Bson, Document};
 use serde_json::Value;
 
-use eval::{CmpBson, lookup, op_matches, sort_key};
+use eval::{lookup, op_matches};
 use parse::{parse_filter, parse_sort};
+use sort::{SortKey, compare_on, sort_key};
 
 mod eval;
 mod parse;
+mod sort;
 
 /// Documents returned when the query gives no limit.
 pub const DEFAULT_LIMIT: usize = 100;
@@ -131,6 +134,16 @@ pub enum Direction {
     Descending,
 }
 
+impl Direction {
+    /// An ascending comparison turned the way this direction sorts.
+    fn apply(self, ordering: Ordering) -> Ordering {
+        match self {
+            Self::Ascending => ordering,
+            Self::Descending => ordering.reverse(),
+        }
+    }
+}
+
 /// A validated query over one collection.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Query {
@@ -228,20 +241,11 @@ impl Query {
 
     /// Order two matching documents by the sort keys.
     pub fn compare(&self, a: &Document, b: &Document) -> Ordering {
-        for (path, direction) in self.sort_keys() {
-            let ordering = match direction {
-                Direction::Ascending => {
-                    sort_key(a, &path, direction).cmp_bson(&sort_key(b, &path, direction))
-                }
-                Direction::Descending => {
-                    sort_key(b, &path, direction).cmp_bson(&sort_key(a, &path, direction))
-                }
-            };
-            if ordering != Ordering::Equal {
-                return ordering;
-            }
-        }
-        Ordering::Equal
+        self.sort_keys()
+            .iter()
+            .map(|(path, direction)| compare_on(a, b, path, *direction))
+            .find(|ordering| *ordering != Ordering::Equal)
+            .unwrap_or(Ordering::Equal)
     }
 }
 
@@ -325,17 +329,39 @@ fn doc_of(operator: &str, parts: &[Filter]) -> Document {
 /// Apply a query to documents in memory (the embedded store's evaluation): filter, sort, skip,
 /// limit. Each item pairs a document's BSON form, for matching, with what is returned.
 pub fn run<T>(query: &Query, documents: impl IntoIterator<Item = (Document, T)>) -> Vec<T> {
-    let mut matching: Vec<(Document, T)> = documents
+    let matching: Vec<(Document, T)> = documents
         .into_iter()
         .filter(|(document, _)| query.filter.matches(document))
         .collect();
-    matching.sort_by(|(a, _), (b, _)| query.compare(a, b));
-    matching
+    // Each document's keys once, not once per comparison.
+    let sort = query.sort_keys();
+    let mut order: Vec<(Vec<SortKey<'_>>, usize)> = matching
+        .iter()
+        .enumerate()
+        .map(|(i, (document, _))| {
+            let keys = sort
+                .iter()
+                .map(|(path, direction)| sort_key(document, path, *direction))
+                .collect();
+            (keys, i)
+        })
+        .collect();
+    order.sort_by(|(a, _), (b, _)| {
+        a.iter()
+            .zip(b)
+            .zip(&sort)
+            .map(|((a, b), (_, direction))| direction.apply(a.cmp_key(b)))
+            .find(|ordering| *ordering != Ordering::Equal)
+            .unwrap_or(Ordering::Equal)
+    });
+    let page: Vec<usize> = order
         .into_iter()
         .skip(query.skip)
         .take(query.limit)
-        .map(|(_, item)| item)
-        .collect()
+        .map(|(_, i)| i)
+        .collect();
+    let mut items: Vec<Option<T>> = matching.into_iter().map(|(_, item)| Some(item)).collect();
+    page.into_iter().filter_map(|i| items[i].take()).collect()
 }
 
 #[cfg(test)]

@@ -166,3 +166,126 @@ fn only_an_unfiltered_query_in_id_order_is_read_by_page() {
     assert!(!parse(json!({}), json!("amount")).is_id_order_only());
     assert!(!parse(json!({ "a": 1 }), json!(null)).is_id_order_only());
 }
+
+/// The `_id`s of `docs` in the order a query with this sort returns them.
+fn sorted(docs: &[Value], sort: &str) -> Vec<Value> {
+    let query = Query::parse(None, Some(&json!(sort)), None, None).expect("query");
+    run(
+        &query,
+        docs.iter().map(|d| (document(d.clone()), d["_id"].clone())),
+    )
+}
+
+#[test]
+fn an_empty_array_sorts_below_null_and_missing_fields() {
+    // MongoDB's "Comparison/Sort Order": "considers the empty array as less than a null value
+    // or a missing field value", ascending and descending alike.
+    let docs = [
+        json!({ "_id": "a", "v": 1 }),
+        json!({ "_id": "b", "v": null }),
+        json!({ "_id": "c", "v": [] }),
+        json!({ "_id": "d" }),
+        json!({ "_id": "e", "v": [[]] }),
+    ];
+    assert_eq!(sorted(&docs, "v"), ["c", "b", "d", "a", "e"]);
+    assert_eq!(sorted(&docs, "-v"), ["e", "a", "b", "d", "c"]);
+    // At the end of a dotted path too; an empty array in the middle of one is a missing field.
+    let docs = [
+        json!({ "_id": "a", "l": [] }),
+        json!({ "_id": "b", "l": [{ "q": [] }] }),
+        json!({ "_id": "c", "l": { "q": [] } }),
+        json!({ "_id": "d", "l": [{ "q": 0 }] }),
+    ];
+    assert_eq!(sorted(&docs, "l.q"), ["b", "c", "a", "d"]);
+    assert_eq!(sorted(&docs, "-l.q"), ["d", "a", "b", "c"]);
+}
+
+#[test]
+fn a_path_through_an_array_sorts_its_missing_branches_as_null() {
+    // The keys are an index's: each document element of the array gives its value on the rest
+    // of the path, or null when it lacks the field; every other element gives null.
+    let docs = [
+        json!({ "_id": "a", "l": [{ "q": 1 }, {}] }),
+        json!({ "_id": "b", "l": [{ "q": 0 }] }),
+        json!({ "_id": "c", "l": [{ "q": 5 }, 7] }),
+        json!({ "_id": "d", "l": [{ "q": 3 }, { "q": [9, 2] }] }),
+    ];
+    assert_eq!(sorted(&docs, "l.q"), ["a", "c", "b", "d"]);
+    assert_eq!(sorted(&docs, "-l.q"), ["d", "c", "a", "b"]);
+}
+
+#[test]
+fn an_element_named_by_its_index_is_not_expanded() {
+    let docs = [
+        json!({ "_id": "a", "v": [[5]] }),
+        json!({ "_id": "b", "v": [7, 0] }),
+        json!({ "_id": "c", "v": [] }),
+    ];
+    // `v.0` of `a` is the array `[5]`, which sorts after every number; `c` has no element 0.
+    assert_eq!(sorted(&docs, "v.0"), ["c", "b", "a"]);
+    assert!(!matches(json!({ "v.0": 5 }), docs[0].clone()));
+    assert!(matches(json!({ "v.0": [5] }), docs[0].clone()));
+    assert!(matches(json!({ "v": [5] }), docs[0].clone()));
+    // Only canonical digits name an index.
+    assert!(matches(json!({ "v.1": 0 }), docs[1].clone()));
+    assert!(!matches(json!({ "v.01": 0 }), docs[1].clone()));
+    assert!(!matches(json!({ "v.+1": 0 }), docs[1].clone()));
+}
+
+#[test]
+fn null_through_an_array_needs_a_document_lacking_the_field() {
+    // MongoDB 8.0 (the release Refold targets): an array in the middle of a path yields values
+    // only through its documents (and an element named by its index); see eval::lookup.
+    let null = json!({ "n.x": null });
+    for n in [
+        json!([]),
+        json!([null]),
+        json!([1, "s"]),
+        json!([[]]),
+        json!([[{}]]),
+    ] {
+        let doc = json!({ "_id": "a", "n": n });
+        assert!(!matches(null.clone(), doc.clone()), "{doc}");
+        assert!(
+            matches(json!({ "n.x": { "$ne": null } }), doc.clone()),
+            "{doc}"
+        );
+        assert!(
+            !matches(json!({ "n.x": { "$in": [null, 1] } }), doc.clone()),
+            "{doc}"
+        );
+        assert!(
+            matches(json!({ "n.x": { "$nin": [null] } }), doc.clone()),
+            "{doc}"
+        );
+        assert!(
+            !matches(json!({ "n.x": { "$gte": null } }), doc.clone()),
+            "{doc}"
+        );
+        assert!(matches(json!({ "n.x": { "$exists": false } }), doc), "{n}");
+    }
+    for n in [
+        json!([{}]),
+        json!([{ "x": 1 }, 5, {}]),
+        json!([{ "x": null }]),
+        json!(5),
+        json!(null),
+        json!({}),
+    ] {
+        assert!(matches(null.clone(), json!({ "_id": "a", "n": n })), "{n}");
+    }
+    assert!(matches(null.clone(), json!({ "_id": "a" })));
+    // A scalar at the index a path goes through gives nothing either.
+    assert!(!matches(
+        json!({ "n.0.x": null }),
+        json!({ "_id": "a", "n": [5] })
+    ));
+    assert!(matches(
+        json!({ "n.0.x": null }),
+        json!({ "_id": "a", "n": [{}] })
+    ));
+    assert!(!matches(
+        json!({ "n.0": null }),
+        json!({ "_id": "a", "n": [] })
+    ));
+}
