@@ -41,6 +41,10 @@ pub enum StoreError {
     /// host's.
     #[error("the store refuses the batch's writes: {0}")]
     Refused(String),
+    /// A query of a read model would cost more than the store allows (the embedded store's
+    /// [`crate::store::sqlite::QueryBudget`]); the message says which bound and what to do.
+    #[error("{0}")]
+    OverBudget(String),
     /// A projection or generation that does not exist.
     #[error("not found: {0}")]
     NotFound(String),

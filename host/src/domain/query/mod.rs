@@ -209,11 +209,20 @@ impl Query {
     /// Whether the query takes documents in `_id` order with no filter: a store can then read
     /// just the page it needs, in its id order.
     pub fn is_id_order_only(&self) -> bool {
-        matches!(&self.filter, Filter::And(parts) if parts.is_empty())
-            && self
-                .sort_keys()
-                .iter()
-                .all(|(path, direction)| path == "_id" && *direction == Direction::Ascending)
+        matches!(&self.filter, Filter::And(parts) if parts.is_empty()) && self.is_id_order()
+    }
+
+    /// Whether the query takes documents in `_id` order (the default): a store that reads
+    /// them in that order may stop at the end of the page.
+    pub fn is_id_order(&self) -> bool {
+        self.sort_keys()
+            .iter()
+            .all(|(path, direction)| path == "_id" && *direction == Direction::Ascending)
+    }
+
+    /// Whether a document matches the filter.
+    pub fn matches(&self, document: &Document) -> bool {
+        self.filter.matches(document)
     }
 
     /// The sort keys with the `_id` tie-break, as the MongoDB store sends them.
@@ -333,6 +342,11 @@ pub fn run<T>(query: &Query, documents: impl IntoIterator<Item = (Document, T)>)
         .into_iter()
         .filter(|(document, _)| query.filter.matches(document))
         .collect();
+    page(query, matching)
+}
+
+/// Sort documents that match a query and take its page (skip, limit).
+pub fn page<T>(query: &Query, matching: Vec<(Document, T)>) -> Vec<T> {
     // Each document's keys once, not once per comparison.
     let sort = query.sort_keys();
     let mut order: Vec<(Vec<SortKey<'_>>, usize)> = matching

@@ -28,6 +28,28 @@ pub struct SqliteStore {
     writer: Arc<Mutex<Connection>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     feed: Arc<watch::Sender<Position>>,
+    query_budget: QueryBudget,
+}
+
+/// What one query of a read model may cost the embedded store, which matches and sorts
+/// documents itself: past either bound the query is refused ([`StoreError::OverBudget`])
+/// instead of holding a reader and the host's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryBudget {
+    /// Longest a query may run.
+    pub time: std::time::Duration,
+    /// Most matching documents a query may hold to sort them (a query in `_id` order, the
+    /// default, stops at its page and holds no more).
+    pub sorted: usize,
+}
+
+impl Default for QueryBudget {
+    fn default() -> Self {
+        Self {
+            time: std::time::Duration::from_secs(5),
+            sorted: 100_000,
+        }
+    }
 }
 
 impl SqliteStore {
@@ -60,7 +82,14 @@ impl SqliteStore {
             writer: Arc::new(Mutex::new(writer)),
             readers: Arc::new(Mutex::new(Vec::new())),
             feed,
+            query_budget: QueryBudget::default(),
         })
+    }
+
+    /// The store with another budget for each query of a read model.
+    pub fn with_query_budget(mut self, budget: QueryBudget) -> Self {
+        self.query_budget = budget;
+        self
     }
 
     /// The file behind the store.
