@@ -10,6 +10,8 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -18,7 +20,7 @@ use refold::domain::{ExpectedVersion, NewEvent};
 use refold::store::StreamAppend;
 use refold_tests::{
     EXAMPLE_NAMES, Running, Sandbox, catch_up, copy_log, dump_uri, examples, fixture, mongo,
-    projections, text,
+    projections, text, wait_until,
 };
 use serde_json::{Value, json};
 
@@ -121,6 +123,36 @@ async fn crash_cycles(crashed: &str, clean: &str, events: usize) {
             .expect("append history");
     }
 
+    // A reader polls the counter's total under its stable name through every cycle: it must
+    // never see a half-built generation (a count far below one it saw before), only counts
+    // that lag the largest it saw by no more than the live appends racing it.
+    let live_appends = Arc::new(AtomicU64::new(0));
+    let reading = Arc::new(AtomicBool::new(true));
+    let reader = {
+        let (store, live_appends, reading) = (
+            store.clone(),
+            Arc::clone(&live_appends),
+            Arc::clone(&reading),
+        );
+        tokio::spawn(async move {
+            let (mut largest, mut reads) = (0u64, 0u64);
+            while reading.load(Ordering::Relaxed) {
+                if let Ok(Some(total)) = store.get_document("counter", "totals", "all").await {
+                    let count = total["count"].as_u64().unwrap_or(0);
+                    let racing = live_appends.load(Ordering::Relaxed);
+                    assert!(
+                        count + racing >= largest,
+                        "a reader saw the counter's total drop from {largest} to {count} ({racing} live appends): a half-built generation was served"
+                    );
+                    largest = largest.max(count);
+                    reads += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            reads
+        })
+    };
+
     let mut redeploys = 0;
     for cycle in 0..cycles {
         let mut host = Running::start(&[
@@ -134,6 +166,7 @@ async fn crash_cycles(crashed: &str, clean: &str, events: usize) {
         let appends: Vec<_> = (0..rng.random_range(0..200))
             .map(|i| live_payment(cycle, i))
             .collect();
+        live_appends.fetch_add(appends.len() as u64, Ordering::Relaxed);
         let appender = {
             let store = store.clone();
             tokio::spawn(async move {
@@ -177,6 +210,11 @@ async fn crash_cycles(crashed: &str, clean: &str, events: usize) {
         "final run failed: {}",
         text(&out.stderr)
     );
+    reading.store(false, Ordering::Relaxed);
+    let reads = reader
+        .await
+        .expect("the reader saw a half-built generation");
+    assert!(reads > 0, "the reader never read the counter");
 
     let clean_store = refold::store::open(clean).await.expect("open clean store");
     copy_log(store.as_ref(), clean_store.as_ref()).await;
@@ -246,4 +284,127 @@ async fn mongodb_store_converges_to_a_clean_replay() {
         2_000,
     )
     .await;
+}
+
+/// A stream of one event, a `Gate` (which the counter's code `s` traps on) or a `Tick`.
+fn one_event(stream: &str, gate: bool) -> StreamAppend {
+    StreamAppend {
+        aggregate_id: stream.to_owned(),
+        expected: ExpectedVersion::NoStream,
+        events: vec![NewEvent {
+            id: None,
+            aggregate_type: "Thing".into(),
+            event_type: if gate { "Gate" } else { "Tick" }.into(),
+            event_data: json!({}),
+            metadata: json!({}),
+            timestamp_ms: None,
+        }],
+    }
+}
+
+/// Dead letters and their re-drive under SIGKILL: the counter's code `s` traps on `Gate` events
+/// and skips them to dead letters; an operator asks for re-drives at random moments (they fail
+/// again under code `s`, and succeed once code `b`, the same version, is swapped in at half
+/// time); the host is killed at random moments throughout. In the end every event, gates
+/// included, is counted exactly once and no dead letter is left: a dead letter is never lost,
+/// never outlives its event's effect, and a re-drive is applied once.
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_and_their_redrive_survive_kills() {
+    let cycles: usize = std::env::var("REFOLD_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let seed = rand::rng().random::<u64>();
+    println!("dead-letter crash test: seed {seed}, {cycles} cycles");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let sandbox = Sandbox::new();
+    let uri = sandbox.uri("letters.db");
+    let dir = sandbox.path("projections");
+    std::fs::create_dir_all(&dir).expect("projections folder");
+    deploy_counter(&dir, "counter-v2s");
+    let store = refold::store::open(&uri).await.expect("open store");
+    let history: Vec<StreamAppend> = (0..2_000)
+        .map(|i| one_event(&format!("thing-{i}"), i % 40 == 7))
+        .collect();
+    for chunk in history.chunks(500) {
+        store
+            .append_all(chunk.to_vec())
+            .await
+            .expect("append history");
+    }
+    let mut swapped = false;
+    for cycle in 0..cycles {
+        let mut host = Running::start(&[
+            "run",
+            "--store",
+            &uri,
+            "--projections",
+            &dir.to_string_lossy(),
+        ]);
+        let appends: Vec<StreamAppend> = (0..rng.random_range(0..100))
+            .map(|i| one_event(&format!("live-{cycle}-{i}"), rng.random_bool(0.1)))
+            .collect();
+        let appender = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for append in appends {
+                    store.append_all(vec![append]).await.expect("live append");
+                }
+            })
+        };
+        let kill_after = Duration::from_millis(rng.random_range(200..2_000));
+        let retry_at = Duration::from_millis(rng.random_range(0..kill_after.as_millis() as u64));
+        tokio::time::sleep(retry_at).await;
+        if !swapped && cycle * 2 >= cycles {
+            deploy_counter(&dir, "counter-v2b");
+            swapped = true;
+        }
+        let marked = store
+            .request_dead_letter_retry("counter", None)
+            .await
+            .unwrap_or(0);
+        tokio::time::sleep(kill_after - retry_at).await;
+        host.kill();
+        appender.await.expect("appender");
+        println!(
+            "cycle {cycle}: {marked} re-drive(s) asked after {retry_at:?}, killed after {kill_after:?}"
+        );
+    }
+    if !swapped {
+        deploy_counter(&dir, "counter-v2b");
+    }
+    let head = store.head().await.expect("head");
+    let _host = Running::start(&[
+        "run",
+        "--store",
+        &uri,
+        "--projections",
+        &dir.to_string_lossy(),
+    ]);
+    wait_until(
+        "every dead letter re-driven and the counter at the head",
+        || async {
+            let _ = store.request_dead_letter_retry("counter", None).await;
+            let letters = store.count_dead_letters().await.unwrap_or_default();
+            let total = store
+                .get_document("counter", "totals", "all")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|t| t["count"].as_u64());
+            assert!(
+                total.is_none_or(|t| t <= head),
+                "{total:?} events counted of {head} (seed {seed})"
+            );
+            letters.is_empty() && total == Some(head)
+        },
+    )
+    .await;
+    let models = dump_uri(&uri).await;
+    let by_stream = &models["counter__by_stream"];
+    assert_eq!(by_stream.len() as u64, head, "one document per stream");
+    assert!(
+        by_stream.iter().all(|(_, d)| d["count"] == json!(1)),
+        "every event counted exactly once (seed {seed})"
+    );
 }
