@@ -168,10 +168,13 @@ async fn check_positions<S: Generations + DeadLetters + ?Sized>(
     name: &str,
     positions: Option<&[Position]>,
 ) -> Result<(), ControlError> {
+    let Some(positions) = positions else {
+        // All of them: nothing to check but the projection.
+        return generations_of(store, name).await.map(drop);
+    };
     let letters = dead_letters(store, name).await?;
     let missing = positions
-        .into_iter()
-        .flatten()
+        .iter()
         .find(|p| !letters.iter().any(|l| l.position == **p));
     match missing {
         Some(position) => Err(ControlError::Conflict(format!(

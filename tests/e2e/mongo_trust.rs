@@ -8,11 +8,15 @@ use mongodb::bson::{Bson, Document, doc};
 use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
 use mongodb::options::ClientOptions;
+use refold::cli::demo_data;
+use refold::domain::GenerationState;
 use refold::domain::{EventFilter, ExpectedVersion};
 use refold::store::EventLog;
 use refold::store::mongo::MongoStore;
 use refold_tests::mongo::{self, admin};
-use refold_tests::{Running, Sandbox, dump_uri, fixtures, projections, thing};
+use refold_tests::{
+    Running, Sandbox, dump_uri, examples, fixtures, projections, thing, wait_until,
+};
 
 use crate::mongo::{HOST, named, wait_for_checkpoint};
 
@@ -84,6 +88,75 @@ async fn a_batch_commit_whose_answers_are_lost_is_recognised_as_landed() {
         .sum();
     assert_eq!(total, appended, "every event folded exactly once");
     assert_eq!(models["healthy__by_stream"].len() as u64, appended);
+}
+
+/// A checkpoint flush (a projection moving its checkpoint over events it does not subscribe to)
+/// lands, but every answer to it is lost: the projector sends it again with its id before its
+/// next commit, and it is recognised as landed. Before, the next batch committed from the old
+/// checkpoint, found it moved by the flush, and stopped as if another writer were at work.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkpoint_flush_whose_answers_are_lost_is_recognised_as_landed() {
+    let _fail_points = mongo::fail_points().await;
+    let Some(server) = mongo::fault_server() else {
+        println!("skipped: REFOLD_TEST_MONGODB_URI is set without REFOLD_TEST_MONGODB_FAULTS=1");
+        return;
+    };
+    let sandbox = Sandbox::new();
+    let dir = projections(examples(), &["payments"], &sandbox.path("p"));
+    let uri = server.fresh_uri("lost_flush");
+    let store = refold::store::open(&uri).await.expect("open");
+    let _host = Running::start(&[
+        "run",
+        "--store",
+        &named(&uri, HOST),
+        "--projections",
+        &dir.to_string_lossy(),
+    ]);
+    wait_until("the payments projection active", || async {
+        store
+            .generations("payments")
+            .await
+            .is_ok_and(|g| g.iter().any(|g| g.state == GenerationState::Active))
+    })
+    .await;
+
+    // Events `payments` does not subscribe to: its checkpoint runs ahead and is flushed at the
+    // head; that flush uses up the store's 20 tries, and its resend 5 more.
+    let lost = doc! { "writeConcernError": { "code": 64, "codeName": "WriteConcernFailed", "errmsg": "injected" } };
+    mongo::fail_app_commands(&uri, HOST, &["commitTransaction"], 25, lost).await;
+    let mut head = 0;
+    for i in 0..3 {
+        head = store
+            .append(
+                &format!("other-{i}"),
+                ExpectedVersion::NoStream,
+                vec![thing("Other")],
+            )
+            .await
+            .expect("append")
+            .last_position;
+    }
+    wait_for_checkpoint(&uri, "payments", head);
+    let payment = demo_data::generate(200, 7)
+        .into_iter()
+        .find(|a| a.events.iter().all(|e| e.event_type == "PaymentProcessed"))
+        .expect("a payment in the demo history");
+    let head = store
+        .append_all(vec![payment])
+        .await
+        .expect("append a payment")
+        .last()
+        .expect("one result")
+        .last_position;
+    wait_for_checkpoint(&uri, "payments", head);
+    admin(
+        &uri,
+        doc! { "configureFailPoint": "failCommand", "mode": "off" },
+    )
+    .await
+    .expect("turn the fail point off");
+    let generations = store.generations("payments").await.expect("generations");
+    assert_eq!(generations[0].last_error, None, "the projector stopped");
 }
 
 /// A page of events is read causally after the head it is bounded by: the head and the page are

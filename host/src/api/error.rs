@@ -71,11 +71,13 @@ impl From<StoreError> for ApiError {
                 Self::bad_request("invalid_input", message)
             }
             StoreError::NotFound(message) => Self::not_found("not_found", message),
-            StoreError::OverBudget(message) => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "query_over_budget",
-                message,
-            ),
+            StoreError::OverBudget { transient, message } => {
+                let status = match transient {
+                    true => StatusCode::SERVICE_UNAVAILABLE,
+                    false => StatusCode::BAD_REQUEST,
+                };
+                Self::new(status, "query_over_budget", message)
+            }
             other => {
                 tracing::warn!(error = %other, "store call from the API failed");
                 Self::new(

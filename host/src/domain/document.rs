@@ -119,17 +119,25 @@ pub fn parse_update(json: &str) -> Result<Map<String, Value>, UpdateError> {
     }
 }
 
-/// Whether a field path ends at an array or crosses one in a document.
-pub fn path_meets_array(document: &Document, path: &str) -> bool {
+/// Why the value at a field path cannot be a unique index's key, if it cannot: a key is one
+/// string, number or boolean (or missing, or null), which both stores compare alike. MongoDB
+/// would index each element of an array, the embedded store the array whole; documents and
+/// Extended JSON wrappers (`{"$numberLong": "5"}` is MongoDB's 5, the embedded store's text)
+/// compare by their written form on the embedded store.
+pub fn unique_key_problem(document: &Document, path: &str) -> Option<&'static str> {
     let mut map = document;
-    for segment in path.split('.') {
+    let mut segments = path.split('.').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
         match map.get(segment) {
-            Some(Value::Array(_)) => return true,
+            Some(Value::Array(_)) if last => return Some("holds an array"),
+            Some(Value::Array(_)) => return Some("lies across an array"),
+            Some(Value::Object(_)) if last => return Some("holds a document"),
             Some(Value::Object(inner)) => map = inner,
-            _ => return false,
+            _ => return None,
         }
     }
-    false
+    None
 }
 
 /// Check the values of one update operator (`{"a.b": value, ...}`) as

@@ -72,7 +72,9 @@ impl Projector {
         to: Position,
     ) -> Result<Result<(), HandleFailure>, DropReason> {
         // One id for every try of this commit (see `BatchWrites::commit_id`).
-        writes.commit_id = fastrand::u64(1..);
+        if writes.commit_id == 0 {
+            writes.commit_id = fastrand::u64(1..);
+        }
         let mut backoff = Backoff::new();
         loop {
             match self
@@ -106,16 +108,62 @@ impl Projector {
         }
     }
 
-    /// Persist a checkpoint that ran ahead over unsubscribed events, best effort.
+    /// Persist a checkpoint that ran ahead over unsubscribed events, best effort. A flush the
+    /// store gives no definite answer to may have landed: it is kept in the cursor, to be sent
+    /// again with its id before the next commit ([`Self::confirm_flush`]).
     pub(super) async fn flush_checkpoint(&self, cursor: &mut Cursor) {
         let (stored, scanned) = (cursor.stored, cursor.scanned);
-        let moved = scanned > stored
-            && self
-                .ports
-                .checkpoints
-                .commit(&self.generation, BatchWrites::default(), stored, scanned)
-                .await
-                .is_ok();
-        cursor.flushed(if moved { scanned } else { stored });
+        if scanned <= stored {
+            cursor.flushed(stored);
+            return;
+        }
+        let id = fastrand::u64(1..);
+        let writes = BatchWrites {
+            commit_id: id,
+            ..BatchWrites::default()
+        };
+        match self
+            .ports
+            .checkpoints
+            .commit(&self.generation, writes, stored, scanned)
+            .await
+        {
+            Ok(()) => cursor.flushed(scanned),
+            // Another writer: the next commit meets it and stops the projector.
+            Err(StoreError::CheckpointMoved { .. } | StoreError::NotFound(_)) => {
+                cursor.flushed(stored);
+            }
+            Err(error) => {
+                tracing::warn!(projection = %self.generation.projection, %error, "checkpoint flush failed; it is sent again before the next commit");
+                cursor.unconfirmed = Some((scanned, id));
+                cursor.flushed(stored);
+            }
+        }
+    }
+
+    /// Send a flush whose outcome is unknown again, with its id, until the store answers: it
+    /// landed (the store recognises its id) or it is applied now. Only then may another commit
+    /// start from the cursor's checkpoint, which would otherwise take the flush that landed for
+    /// another writer's commit.
+    pub(super) async fn confirm_flush(
+        &self,
+        context: &mut BatchContext,
+        cursor: &mut Cursor,
+    ) -> Result<(), DropReason> {
+        let Some((to, id)) = cursor.unconfirmed.take() else {
+            return Ok(());
+        };
+        let writes = BatchWrites {
+            commit_id: id,
+            ..BatchWrites::default()
+        };
+        if let Err(refused) = self
+            .commit_writes(context, writes, cursor.stored, to)
+            .await?
+        {
+            return Err(DropReason::Store(refused.to_string()));
+        }
+        cursor.committed(to);
+        Ok(())
     }
 }

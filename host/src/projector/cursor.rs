@@ -24,6 +24,10 @@ pub(super) struct Cursor {
     /// event and keep the effect of the good ones before it.
     careful_until: Position,
     last_flush: Instant,
+    /// A checkpoint flush the store gave no definite answer to (it may have landed): its
+    /// target and commit id. It is sent again with that id, which the store recognises, before
+    /// any other commit starts from `stored`.
+    pub(super) unconfirmed: Option<(Position, u64)>,
 }
 
 impl Cursor {
@@ -34,6 +38,7 @@ impl Cursor {
             scanned: checkpoint,
             careful_until: 0,
             last_flush: Instant::now(),
+            unconfirmed: None,
         }
     }
 

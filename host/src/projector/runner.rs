@@ -176,6 +176,7 @@ impl Projector {
                 self.flush_checkpoint(&mut run.cursor).await;
                 return Err(DropReason::Shutdown);
             }
+            self.confirm_flush(&mut context, &mut run.cursor).await?;
             context = self.redrive_due(context, &mut run).await?;
             let page = self.read_page(&run).await?;
             context = self.on_page(page, context, &mut run).await?;

@@ -43,8 +43,14 @@ pub enum StoreError {
     Refused(String),
     /// A query of a read model would cost more than the store allows (the embedded store's
     /// [`crate::store::sqlite::QueryBudget`]); the message says which bound and what to do.
-    #[error("{0}")]
-    OverBudget(String),
+    #[error("{message}")]
+    OverBudget {
+        /// Whether the same query may pass later (it ran out of time on a busy store), or
+        /// never will as it is (it would hold too many documents to sort).
+        transient: bool,
+        /// Which bound it met, and what to do.
+        message: String,
+    },
     /// A projection or generation that does not exist.
     #[error("not found: {0}")]
     NotFound(String),

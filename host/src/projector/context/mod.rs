@@ -224,9 +224,9 @@ impl BatchContext {
         Ok(document)
     }
 
-    /// A unique index compares one value per document, the same way on every store (MongoDB
-    /// would index each element of an array, the embedded store the array as a whole): a
-    /// document whose unique key holds an array, or lies across one, is refused.
+    /// A unique index compares one value per document, the same way on every store: a
+    /// document whose unique key is not one string, number or boolean (or missing, or null) is
+    /// refused (see [`document::unique_key_problem`]).
     fn check_unique_keys(
         &mut self,
         collection: &str,
@@ -236,10 +236,12 @@ impl BatchContext {
             return Ok(());
         };
         let found = indexes.iter().find_map(|(index, fields)| {
-            let field = fields.iter().find(|f| document::path_meets_array(document, f))?;
-            Some(format!(
-                "`{field}` is a key of the unique index `{index}` and holds or crosses an array; a unique key must be a single value"
-            ))
+            fields.iter().find_map(|field| {
+                let problem = document::unique_key_problem(document, field)?;
+                Some(format!(
+                    "`{field}` is a key of the unique index `{index}` and {problem}; a unique key is one string, number or boolean"
+                ))
+            })
         });
         match found {
             Some(message) => Err(self.refuse(CollectionFailure::InvalidDocument(message))),

@@ -84,11 +84,11 @@ fn field_names_with_nul_and_deep_nesting_are_refused_when_written() {
     ));
 }
 
-/// A unique index compares one value per document: a document whose unique key holds an array,
-/// or whose key's path crosses one, is refused (MongoDB would index each element, the embedded
-/// store the array whole); other collections and other fields may hold arrays.
+/// A unique index compares one value per document, alike on both stores: a document whose
+/// unique key holds an array, a document or an Extended JSON wrapper, or whose key's path
+/// crosses an array, is refused; other collections and other fields may hold them.
 #[test]
-fn a_unique_key_holding_an_array_is_refused() {
+fn a_unique_key_must_be_one_string_number_or_boolean() {
     let mut manifest = Manifest::new("p", 1, ["docs", "users"]);
     manifest.collections[1]
         .indexes
@@ -104,6 +104,9 @@ fn a_unique_key_holding_an_array_is_refused() {
     for document in [
         r#"{"contact": {"email": ["a", "b"]}}"#,
         r#"{"contact": [{"email": "a"}]}"#,
+        r#"{"contact": {"email": {"$numberLong": "5"}}}"#,
+        r#"{"contact": {"email": {"$date": "2025-01-01T00:00:00Z"}}}"#,
+        r#"{"contact": {"email": {"at": "a"}}}"#,
     ] {
         let refused = context.put("users", "u", document);
         assert!(
@@ -111,6 +114,11 @@ fn a_unique_key_holding_an_array_is_refused() {
             "{document}: {refused:?}"
         );
     }
+    for key in ["5", "2.5", "true", "null", "\"x\""] {
+        let document = format!(r#"{{"contact": {{"email": {key}}}}}"#);
+        assert!(context.put("users", "w", &document).is_ok(), "{document}");
+    }
+    assert!(context.put("users", "w", r#"{"contact": {}}"#).is_ok());
     let refused = context.update("users", "v", r#"{"$push": {"contact.email": "a"}}"#, true);
     assert!(
         matches!(&refused, Err(CollectionFailure::InvalidDocument(_))),

@@ -111,9 +111,16 @@ impl Checkpoints for MongoStore {
                     match coll.insert_many(documents).session(&mut session).await {
                         Ok(_) => {}
                         Err(e) if errors::code(&e) == Some(errors::DUPLICATE_KEY) => {
+                            // The index's name only: the server's message also quotes the
+                            // value, which is the projection's data, not an error's.
+                            let message = errors::write_message(&e);
+                            let index = message
+                                .split("index: ")
+                                .nth(1)
+                                .and_then(|rest| rest.split_whitespace().next())
+                                .unwrap_or("?");
                             let refused = format!(
-                                "{collection}: a value of a unique index is already held by another document ({})",
-                                errors::write_message(&e)
+                                "{collection}: a value of its unique index `{index}` is already held by another document"
                             );
                             return Ok(Err(StoreError::Refused(refused)));
                         }

@@ -151,6 +151,14 @@ impl MongoStore {
             ))
             .await
             .map_err(backend("create generation indexes"))?;
+        self.dead_letters_collection()
+            .create_index(index(
+                doc! { "projection": 1, "generation": 1, "position": 1 },
+                "projection_generation_position",
+                false,
+            ))
+            .await
+            .map_err(backend("create dead-letter indexes"))?;
         Ok(())
     }
 

@@ -5,11 +5,15 @@
 use std::time::Instant;
 
 use async_trait::async_trait;
+use bson::Bson;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
+use super::fields::{json_path, unique_first_key, unique_kind};
 use super::{SqliteStore, quoted};
 use crate::domain::generation::stable_name;
+use crate::domain::manifest::is_field_path;
+use crate::domain::query::{Filter, Op};
 use crate::domain::{extjson, query};
 use crate::store::{Documents, Query, StoreError, StoreResult};
 
@@ -27,6 +31,81 @@ fn view_exists(conn: &Connection, view: &str) -> StoreResult<bool> {
     .optional()
     .map(|r| r.is_some())
     .map_err(|e| StoreError::backend("look up view", e))
+}
+
+/// The table behind a stable name (a view `SELECT id, body FROM "<table>"`).
+fn table_of(conn: &Connection, view: &str) -> StoreResult<Option<String>> {
+    let sql: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'view' AND name = ?1",
+            [view],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(|e| StoreError::backend("look up view", e))?;
+    Ok(sql.and_then(|sql| {
+        let table = sql.rsplit("FROM ").next()?.trim().trim_end_matches(';');
+        Some(table.trim_matches('"').to_owned())
+    }))
+}
+
+/// A condition SQLite can answer from a unique index, narrowing the documents a query reads:
+/// string equality (`{"email": "..."}`, `$eq`, `$in` of strings) at the top of the filter, on
+/// the first key of a unique index with a kind column (those made since unique keys may not
+/// hold or cross an array, which the host refuses when a document is written). Every document
+/// it leaves out fails that condition, so the filter, still evaluated whole on the documents it
+/// keeps, gives the same answer as a scan. The condition and its values.
+fn unique_prefilter(
+    conn: &Connection,
+    view: &str,
+    query: &Query,
+) -> StoreResult<Option<(String, Vec<String>)>> {
+    let Filter::And(parts) = &query.filter else {
+        return Ok(None);
+    };
+    let strings = |ops: &[Op]| {
+        ops.iter().find_map(|op| match op {
+            Op::Eq(Bson::String(value)) => Some(vec![value.clone()]),
+            Op::In(values) if !values.is_empty() => values
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>(),
+            _ => None,
+        })
+    };
+    let conditions: Vec<(&str, Vec<String>)> = parts
+        .iter()
+        .filter_map(|part| match part {
+            Filter::Field { path, ops } if is_field_path(path) => {
+                strings(ops).map(|values| (path.as_str(), values))
+            }
+            _ => None,
+        })
+        .collect();
+    if conditions.is_empty() {
+        return Ok(None);
+    }
+    let Some(table) = table_of(conn, view)? else {
+        return Ok(None);
+    };
+    let indexes: Vec<String> = conn
+        .prepare_cached(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 AND sql LIKE 'CREATE UNIQUE INDEX%'",
+        )
+        .and_then(|mut s| s.query_map([&table], |r| r.get(0))?.collect())
+        .map_err(|e| StoreError::backend("look up indexes", e))?;
+    Ok(conditions.into_iter().find_map(|(path, values)| {
+        let path = json_path(path);
+        let first_key = unique_first_key(&path);
+        indexes.iter().any(|sql| sql.contains(&first_key)).then(|| {
+            let placeholders = vec!["?"; values.len()].join(", ");
+            let condition = format!(
+                "{} = 's' AND json_extract(body, {path}) IN ({placeholders})",
+                unique_kind(&path)
+            );
+            (condition, values)
+        })
+    }))
 }
 
 #[async_trait]
@@ -74,21 +153,29 @@ impl Documents for SqliteStore {
             // and stops at the end of the page. Anything else is matched and sorted here.
             let paged = query.is_id_order_only();
             let in_id_order = query.is_id_order();
-            let sql = match (paged, in_id_order) {
-                (true, _) => format!(
-                    "SELECT id, body FROM {} ORDER BY id LIMIT ?1 OFFSET ?2",
-                    quoted(&view)
-                ),
-                (false, true) => format!("SELECT id, body FROM {} ORDER BY id", quoted(&view)),
-                (false, false) => format!("SELECT id, body FROM {}", quoted(&view)),
+            let prefilter = match paged {
+                true => None,
+                false => unique_prefilter(conn, &view, &query)?,
             };
+            let (condition, values) = prefilter.unwrap_or_default();
+            let sql = format!(
+                "SELECT id, body FROM {}{}{}{}",
+                quoted(&view),
+                if condition.is_empty() { "" } else { " WHERE " },
+                condition,
+                match (paged, in_id_order) {
+                    (true, _) => " ORDER BY id LIMIT ? OFFSET ?",
+                    (false, true) => " ORDER BY id",
+                    (false, false) => "",
+                }
+            );
             let mut stmt = conn.prepare(&sql).map_err(failed)?;
             let mut rows = match paged {
                 true => stmt.query(params![
                     query.limit as i64,
                     i64::try_from(query.skip).unwrap_or(i64::MAX)
                 ]),
-                false => stmt.query([]),
+                false => stmt.query(rusqlite::params_from_iter(&values)),
             }
             .map_err(failed)?;
             let started = Instant::now();
@@ -97,10 +184,13 @@ impl Documents for SqliteStore {
             while let Some(row) = rows.next().map_err(failed)? {
                 scanned += 1;
                 if scanned % 1024 == 0 && started.elapsed() > budget.time {
-                    return Err(StoreError::OverBudget(format!(
-                        "the query of {view} ran past {:?} after scanning {scanned} documents: the embedded store matches documents one by one; narrow the filter, or serve this read model from MongoDB",
-                        budget.time
-                    )));
+                    return Err(StoreError::OverBudget {
+                        transient: true,
+                        message: format!(
+                            "the query of {view} ran past {:?} after scanning {scanned} documents: the embedded store matches documents one by one; narrow the filter, or serve this read model from MongoDB",
+                            budget.time
+                        ),
+                    });
                 }
                 let id: String = row.get(0).map_err(failed)?;
                 let body = parse_body(row.get(1).map_err(failed)?);
@@ -126,10 +216,17 @@ impl Documents for SqliteStore {
                     break;
                 }
                 if matching.len() > budget.sorted {
-                    return Err(StoreError::OverBudget(format!(
-                        "more than {} documents of {view} match the query and would have to be sorted: narrow the filter, sort by _id, or serve this read model from MongoDB",
-                        budget.sorted
-                    )));
+                    let advice = match in_id_order {
+                        true => "skip passes over too many: page by a filter on _id instead",
+                        false => "narrow the filter, sort by _id, or serve this read model from MongoDB",
+                    };
+                    return Err(StoreError::OverBudget {
+                        transient: false,
+                        message: format!(
+                            "more than {} documents of {view} match the query and would be held to sort them: {advice}",
+                            budget.sorted
+                        ),
+                    });
                 }
             }
             if paged {
@@ -216,6 +313,106 @@ mod tests {
         (dir, store)
     }
 
+    /// A query with a string equality on the first key of a unique index reads the documents
+    /// the index gives (SQLite's plan says so), and answers as a scan would: documents without
+    /// the key, or with a value of another kind, are neither missed nor wrongly kept.
+    #[tokio::test]
+    async fn string_equality_on_a_unique_key_is_answered_from_its_index() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let path = dir.path().join("refold.db");
+        let store = SqliteStore::open(&path).await.expect("open");
+        let mut manifest = Manifest::new("people", 1, ["people"]);
+        manifest.collections[0]
+            .indexes
+            .push(crate::domain::IndexSpec {
+                name: "by_email".into(),
+                keys: vec![crate::domain::IndexKey {
+                    field: "contact.email".into(),
+                    descending: false,
+                }],
+                unique: true,
+            });
+        let generation = store
+            .create_generation(&manifest, "hash")
+            .await
+            .expect("create generation");
+        let documents = (0..2_000)
+            .map(|i| {
+                let doc = match i % 4 {
+                    0 => json!({ "_id": format!("p{i}"), "contact": { "email": format!("e{i}") }, "n": i }),
+                    1 => json!({ "_id": format!("p{i}"), "contact": { "email": i }, "n": i }),
+                    2 => json!({ "_id": format!("p{i}"), "contact": {}, "n": i }),
+                    _ => json!({ "_id": format!("p{i}"), "n": i }),
+                };
+                let Value::Object(map) = doc else { unreachable!() };
+                ("people".to_owned(), format!("p{i}"), Some(Arc::new(map)))
+            })
+            .collect();
+        let writes = BatchWrites {
+            documents,
+            ..BatchWrites::default()
+        };
+        store
+            .commit(&generation, writes, 0, 1)
+            .await
+            .expect("commit");
+        store
+            .activate(&generation, GenerationState::Retired)
+            .await
+            .expect("activate");
+        let ids = |found: Vec<Value>| -> Vec<String> {
+            found
+                .iter()
+                .filter_map(|d| d["_id"].as_str().map(str::to_owned))
+                .collect()
+        };
+        let equal = query(
+            json!({ "contact.email": "e40", "n": { "$lt": 1000 } }),
+            None,
+        );
+        let found = store
+            .find_documents("people", "people", &equal)
+            .await
+            .expect("find");
+        assert_eq!(ids(found), ["p40"]);
+        let any = query(
+            json!({ "contact.email": { "$in": ["e8", "e12", "nobody"] } }),
+            Some(json!({ "n": -1 })),
+        );
+        let found = store
+            .find_documents("people", "people", &any)
+            .await
+            .expect("find");
+        assert_eq!(ids(found), ["p12", "p8"]);
+
+        let conn = Connection::open(&path).expect("open");
+        let (condition, _) = unique_prefilter(&conn, "people__people", &equal)
+            .expect("look up")
+            .expect("a unique index answers the filter");
+        let plan: Vec<String> = conn
+            .prepare(&format!(
+                "EXPLAIN QUERY PLAN SELECT id, body FROM \"people__people\" WHERE {condition}"
+            ))
+            .and_then(|mut s| s.query_map(["e40"], |r| r.get(3))?.collect())
+            .expect("plan");
+        assert!(
+            plan.iter().any(|step| step.contains("USING INDEX")),
+            "{plan:?}"
+        );
+        let numbers = query(json!({ "contact.email": 5 }), None);
+        assert!(
+            unique_prefilter(&conn, "people__people", &numbers)
+                .expect("look up")
+                .is_none()
+        );
+        let other = query(json!({ "n": "e40" }), None);
+        assert!(
+            unique_prefilter(&conn, "people__people", &other)
+                .expect("look up")
+                .is_none()
+        );
+    }
+
     fn query(filter: Value, sort: Option<Value>) -> Query {
         Query::parse(Some(&filter), sort.as_ref(), None, Some(5)).expect("query")
     }
@@ -238,7 +435,7 @@ mod tests {
             )
             .await;
         assert!(
-            matches!(&refused, Err(StoreError::OverBudget(m)) if m.contains("more than 10 documents")),
+            matches!(&refused, Err(StoreError::OverBudget { transient: false, message }) if message.contains("more than 10 documents")),
             "{refused:?}"
         );
         let page = store
@@ -257,7 +454,7 @@ mod tests {
             .find_documents("numbers", "numbers", &query(json!({ "n": -1 }), None))
             .await;
         assert!(
-            matches!(&refused, Err(StoreError::OverBudget(m)) if m.contains("ran past")),
+            matches!(&refused, Err(StoreError::OverBudget { transient: true, message }) if message.contains("ran past")),
             "{refused:?}"
         );
     }

@@ -9,6 +9,7 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, TransactionBehavior, params};
 
+use super::fields::{json_path, unique_kind};
 use super::{SqliteStore, quoted};
 use crate::domain::generation::{physical_name, stable_name};
 use crate::domain::{Generation, GenerationState, Manifest, Position, time};
@@ -43,20 +44,6 @@ fn query_generations(conn: &Connection, projection: Option<&str>) -> StoreResult
     stmt.query_map([projection], row_to_generation)
         .and_then(|rows| rows.collect())
         .map_err(|e| StoreError::backend("read generations", e))
-}
-
-/// `json_extract` path for a field path that passed [`crate::domain::manifest::is_field_path`].
-fn json_path(field: &str) -> String {
-    let segments: Vec<String> = field.split('.').map(|s| format!("\"{s}\"")).collect();
-    format!("'$.{}'", segments.join("."))
-}
-
-/// The kind of the value at `path`, as a unique index compares it: NULL when it is missing or
-/// null, one kind for all numbers (`1` and `1.0` are one value, as in MongoDB).
-fn unique_kind(path: &str) -> String {
-    format!(
-        "CASE json_type(body, {path}) WHEN 'true' THEN 'b' WHEN 'false' THEN 'b' WHEN 'integer' THEN 'n' WHEN 'real' THEN 'n' WHEN 'text' THEN 's' WHEN 'object' THEN 'o' WHEN 'array' THEN 'a' END"
-    )
 }
 
 fn create_collections(

@@ -9,6 +9,7 @@ mod checkpoints;
 mod documents;
 mod events;
 mod feed;
+mod fields;
 mod generations;
 mod operator;
 mod schema;

@@ -57,25 +57,31 @@ impl DeadLetters for SqliteStore {
         after: Option<&DeadLetterKey>,
         limit: usize,
     ) -> StoreResult<Vec<DeadLetter>> {
+        // Two statements, so that each reads the primary key (projection, generation,
+        // position) from where the page starts.
         let projection = projection.map(str::to_owned);
         let after = after.map(|k| (k.projection.clone(), k.generation, k.position as i64));
-        let (after_projection, after_generation, after_position) = match after {
-            Some((p, g, n)) => (Some(p), Some(g), Some(n)),
-            None => (None, None, None),
-        };
         let limit = limit.min(MAX_DEAD_LETTER_PAGE) as i64;
         self.with_reader(move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {LETTER_COLUMNS} FROM dead_letters WHERE (?1 IS NULL OR projection = ?1) AND (?2 IS NULL OR (projection, generation, position) > (?2, ?3, ?4)) ORDER BY projection, generation, position LIMIT ?5"
-            ))
-            .and_then(|mut s| {
-                s.query_map(
-                    params![projection, after_projection, after_generation, after_position, limit],
-                    row_to_dead_letter,
-                )?
-                .collect()
-            })
-            .map_err(|e| StoreError::backend("read dead letters", e))
+            let rows = match &after {
+                None => conn
+                    .prepare_cached(&format!(
+                        "SELECT {LETTER_COLUMNS} FROM dead_letters WHERE ?1 IS NULL OR projection = ?1 ORDER BY projection, generation, position LIMIT ?2"
+                    ))
+                    .and_then(|mut s| {
+                        s.query_map(params![projection, limit], row_to_dead_letter)?
+                            .collect()
+                    }),
+                Some((p, g, n)) => conn
+                    .prepare_cached(&format!(
+                        "SELECT {LETTER_COLUMNS} FROM dead_letters WHERE (projection, generation, position) > (?2, ?3, ?4) AND (?1 IS NULL OR projection = ?1) ORDER BY projection, generation, position LIMIT ?5"
+                    ))
+                    .and_then(|mut s| {
+                        s.query_map(params![projection, p, g, n, limit], row_to_dead_letter)?
+                            .collect()
+                    }),
+            };
+            rows.map_err(|e| StoreError::backend("read dead letters", e))
         })
         .await
     }
