@@ -77,12 +77,15 @@ struct Entry {
 /// `$set` of a nested path adds braces; an `$inc` on a float may add digits).
 const UPDATE_GROWTH_SLACK: usize = 32;
 
+/// A unique index of a collection: its name and key fields.
+type UniqueKeys = (String, Vec<String>);
+
 /// Staged writes and cached reads of one projector, reused across its batches.
 pub struct BatchContext {
     reader: Box<dyn DocumentReader>,
     collections: Arc<HashSet<String>>,
-    /// Collection -> its unique indexes, as (index name, key fields).
-    unique_keys: Arc<HashMap<String, Vec<(String, Vec<String>)>>>,
+    /// Collection -> its unique indexes.
+    unique_keys: Arc<HashMap<String, Vec<UniqueKeys>>>,
     /// Collection -> id -> entry: looked up by `&str`, so a cache hit allocates nothing.
     entries: HashMap<String, HashMap<String, Entry>>,
     dirty: usize,

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bson::Bson;
+use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
@@ -50,7 +51,8 @@ fn table_of(conn: &Connection, view: &str) -> StoreResult<Option<String>> {
 }
 
 /// A condition SQLite can answer from a unique index, narrowing the documents a query reads:
-/// string equality (`{"email": "..."}`, `$eq`, `$in` of strings) at the top of the filter, on
+/// equality to strings or to numbers (`{"email": "..."}`, `$eq`, `$in` of strings or of
+/// numbers) at the top of the filter, on
 /// the first key of a unique index with a kind column (those made since unique keys may not
 /// hold or cross an array, which the host refuses when a document is written). Every document
 /// it leaves out fails that condition, so the filter, still evaluated whole on the documents it
@@ -59,26 +61,17 @@ fn unique_prefilter(
     conn: &Connection,
     view: &str,
     query: &Query,
-) -> StoreResult<Option<(String, Vec<String>)>> {
+) -> StoreResult<Option<(String, Vec<SqlValue>)>> {
     let Filter::And(parts) = &query.filter else {
         return Ok(None);
     };
-    let strings = |ops: &[Op]| {
-        ops.iter().find_map(|op| match op {
-            Op::Eq(Bson::String(value)) => Some(vec![value.clone()]),
-            Op::In(values) if !values.is_empty() => values
-                .iter()
-                .map(|v| v.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>(),
-            _ => None,
-        })
-    };
-    let conditions: Vec<(&str, Vec<String>)> = parts
+    let conditions: Vec<(&str, &str, Vec<SqlValue>)> = parts
         .iter()
         .filter_map(|part| match part {
-            Filter::Field { path, ops } if is_field_path(path) => {
-                strings(ops).map(|values| (path.as_str(), values))
-            }
+            Filter::Field { path, ops } if is_field_path(path) => ops
+                .iter()
+                .find_map(equal_values)
+                .map(|(kind, values)| (path.as_str(), kind, values)),
             _ => None,
         })
         .collect();
@@ -94,18 +87,43 @@ fn unique_prefilter(
         )
         .and_then(|mut s| s.query_map([&table], |r| r.get(0))?.collect())
         .map_err(|e| StoreError::backend("look up indexes", e))?;
-    Ok(conditions.into_iter().find_map(|(path, values)| {
+    Ok(conditions.into_iter().find_map(|(path, kind, values)| {
         let path = json_path(path);
         let first_key = unique_first_key(&path);
         indexes.iter().any(|sql| sql.contains(&first_key)).then(|| {
             let placeholders = vec!["?"; values.len()].join(", ");
             let condition = format!(
-                "{} = 's' AND json_extract(body, {path}) IN ({placeholders})",
+                "{} = '{kind}' AND json_extract(body, {path}) IN ({placeholders})",
                 unique_kind(&path)
             );
             (condition, values)
         })
     }))
+}
+
+/// The values a condition asks a field to equal, when they are all strings or all numbers:
+/// their kind in a unique index ([`unique_kind`]) and the values as SQLite holds them.
+fn equal_values(op: &Op) -> Option<(&'static str, Vec<SqlValue>)> {
+    let values = match op {
+        Op::Eq(value) => std::slice::from_ref(value),
+        Op::In(values) if !values.is_empty() => values.as_slice(),
+        _ => return None,
+    };
+    let kind = match values.first()? {
+        Bson::String(_) => "s",
+        _ => "n",
+    };
+    let converted = values
+        .iter()
+        .map(|value| match (kind, value) {
+            ("s", Bson::String(text)) => Some(SqlValue::Text(text.clone())),
+            ("n", Bson::Int32(n)) => Some(SqlValue::Integer(i64::from(*n))),
+            ("n", Bson::Int64(n)) => Some(SqlValue::Integer(*n)),
+            ("n", Bson::Double(x)) if x.is_finite() => Some(SqlValue::Real(*x)),
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()?;
+    Some((kind, converted))
 }
 
 #[async_trait]
@@ -313,11 +331,12 @@ mod tests {
         (dir, store)
     }
 
-    /// A query with a string equality on the first key of a unique index reads the documents
-    /// the index gives (SQLite's plan says so), and answers as a scan would: documents without
-    /// the key, or with a value of another kind, are neither missed nor wrongly kept.
+    /// A query asking the first key of a unique index to equal strings or numbers reads the
+    /// documents the index gives (SQLite's plan says so), and answers as a scan would:
+    /// documents without the key, or with a value of another kind, are neither missed nor
+    /// wrongly kept.
     #[tokio::test]
-    async fn string_equality_on_a_unique_key_is_answered_from_its_index() {
+    async fn equality_on_a_unique_key_is_answered_from_its_index() {
         let dir = tempfile::tempdir().expect("temporary folder");
         let path = dir.path().join("refold.db");
         let store = SqliteStore::open(&path).await.expect("open");
@@ -399,9 +418,20 @@ mod tests {
             plan.iter().any(|step| step.contains("USING INDEX")),
             "{plan:?}"
         );
-        let numbers = query(json!({ "contact.email": 5 }), None);
+        let numbers = query(json!({ "contact.email": { "$in": [5, 9.0] } }), None);
         assert!(
             unique_prefilter(&conn, "people__people", &numbers)
+                .expect("look up")
+                .is_some()
+        );
+        let found = store
+            .find_documents("people", "people", &numbers)
+            .await
+            .expect("find");
+        assert_eq!(ids(found), ["p5", "p9"]);
+        let mixed = query(json!({ "contact.email": { "$in": [5, "e8"] } }), None);
+        assert!(
+            unique_prefilter(&conn, "people__people", &mixed)
                 .expect("look up")
                 .is_none()
         );
