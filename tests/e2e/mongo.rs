@@ -9,8 +9,8 @@ use refold::cli::demo_data;
 use refold::domain::ExpectedVersion;
 use refold_tests::mongo::{self, admin, database, fail_commands};
 use refold_tests::{
-    EXAMPLE_NAMES, Running, STALL, Sandbox, catch_up, copy_log, dump_uri, examples, fixtures,
-    projections, run, text, thing,
+    EXAMPLE_NAMES, Running, STALL, Sandbox, append_things, catch_up, copy_log, dump_uri, examples,
+    fixtures, projections, run, text, thing,
 };
 use serde_json::Value;
 
@@ -157,20 +157,8 @@ async fn live_processing_survives_server_faults() {
     );
     let mut appended = 0u64;
     let mut append = async |label: &str, n: usize| {
-        let mut last = 0;
-        for i in 0..n {
-            last = store
-                .append(
-                    &format!("{label}-{i}"),
-                    ExpectedVersion::NoStream,
-                    vec![thing(label)],
-                )
-                .await
-                .expect("append")
-                .last_position;
-            appended += 1;
-        }
-        last
+        appended += n as u64;
+        append_things(store.as_ref(), label, n).await
     };
 
     let head = append("warmup", 5).await;

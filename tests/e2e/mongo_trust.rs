@@ -9,13 +9,13 @@ use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
 use mongodb::options::ClientOptions;
 use refold::cli::demo_data;
+use refold::domain::EventFilter;
 use refold::domain::GenerationState;
-use refold::domain::{EventFilter, ExpectedVersion};
 use refold::store::EventLog;
 use refold::store::mongo::MongoStore;
 use refold_tests::mongo::{self, admin};
 use refold_tests::{
-    Running, Sandbox, dump_uri, examples, fixtures, projections, thing, wait_until,
+    Running, Sandbox, append_things, dump_uri, examples, fixtures, projections, wait_until,
 };
 
 use crate::mongo::{HOST, named, wait_for_checkpoint};
@@ -44,20 +44,8 @@ async fn a_batch_commit_whose_answers_are_lost_is_recognised_as_landed() {
     ]);
     let mut appended = 0u64;
     let mut append = async |label: &str, n: usize| {
-        let mut last = 0;
-        for i in 0..n {
-            last = store
-                .append(
-                    &format!("{label}-{i}"),
-                    ExpectedVersion::NoStream,
-                    vec![thing(label)],
-                )
-                .await
-                .expect("append")
-                .last_position;
-            appended += 1;
-        }
-        last
+        appended += n as u64;
+        append_things(store.as_ref(), label, n).await
     };
     let head = append("warmup", 3).await;
     wait_for_checkpoint(&uri, "healthy", head);
@@ -124,18 +112,7 @@ async fn a_checkpoint_flush_whose_answers_are_lost_is_recognised_as_landed() {
     // head; that flush uses up the store's 20 tries, and its resend 5 more.
     let lost = doc! { "writeConcernError": { "code": 64, "codeName": "WriteConcernFailed", "errmsg": "injected" } };
     mongo::fail_app_commands(&uri, HOST, &["commitTransaction"], 25, lost).await;
-    let mut head = 0;
-    for i in 0..3 {
-        head = store
-            .append(
-                &format!("other-{i}"),
-                ExpectedVersion::NoStream,
-                vec![thing("Other")],
-            )
-            .await
-            .expect("append")
-            .last_position;
-    }
+    let head = append_things(store.as_ref(), "other", 3).await;
     wait_for_checkpoint(&uri, "payments", head);
     let payment = demo_data::generate(200, 7)
         .into_iter()
@@ -190,17 +167,8 @@ async fn a_page_of_events_is_read_causally_after_its_head() {
         if round == 1 {
             let _ = admin(&uri, doc! { "replSetStepDown": 2, "force": true }).await;
         }
-        for i in 0..3 {
-            store
-                .append(
-                    &format!("causal-{round}-{i}"),
-                    ExpectedVersion::NoStream,
-                    vec![thing("Causal")],
-                )
-                .await
-                .expect("append");
-            appended += 1;
-        }
+        append_things(&store, &format!("causal-{round}"), 3).await;
+        appended += 3;
         finds.lock().expect("finds").clear();
         let page = store
             .read_all(0, 100, &EventFilter::default())

@@ -225,6 +225,24 @@ pub fn thing(event_type: &str) -> refold::domain::NewEvent {
     }
 }
 
+/// Append `n` events [`thing`]`(label)`, each to a new stream `{label}-{i}`; the position of the
+/// last.
+pub async fn append_things(store: &dyn Store, label: &str, n: usize) -> u64 {
+    let mut last = 0;
+    for i in 0..n {
+        last = store
+            .append(
+                &format!("{label}-{i}"),
+                refold::domain::ExpectedVersion::NoStream,
+                vec![thing(label)],
+            )
+            .await
+            .expect("append")
+            .last_position;
+    }
+    last
+}
+
 /// A temporary folder with a store file in it.
 pub struct Sandbox {
     dir: tempfile::TempDir,

@@ -300,20 +300,31 @@ mod tests {
             .expect("open")
             .with_query_budget(budget);
         let manifest = Manifest::new("numbers", 1, ["numbers"]);
+        let documents = (0..n).map(|i| json!({ "_id": format!("d{i:05}"), "n": i }));
+        serve(&store, &manifest, documents).await;
+        (dir, store)
+    }
+
+    /// Serve `documents` (each with its `_id`) as the only collection of a projection's active
+    /// generation.
+    async fn serve(
+        store: &SqliteStore,
+        manifest: &Manifest,
+        documents: impl IntoIterator<Item = Value>,
+    ) {
         let generation = store
-            .create_generation(&manifest, "hash")
+            .create_generation(manifest, "hash")
             .await
             .expect("create generation");
-        let documents = (0..n)
-            .map(|i| {
-                let Value::Object(map) = json!({ "_id": format!("d{i:05}"), "n": i }) else {
-                    unreachable!()
+        let collection = &manifest.collections[0].name;
+        let documents = documents
+            .into_iter()
+            .map(|document| {
+                let Value::Object(map) = document else {
+                    unreachable!("documents are objects")
                 };
-                (
-                    "numbers".to_owned(),
-                    format!("d{i:05}"),
-                    Some(Arc::new(map)),
-                )
+                let id = map["_id"].as_str().unwrap_or_default().to_owned();
+                (collection.clone(), id, Some(Arc::new(map)))
             })
             .collect();
         let writes = BatchWrites {
@@ -328,7 +339,6 @@ mod tests {
             .activate(&generation, GenerationState::Retired)
             .await
             .expect("activate");
-        (dir, store)
     }
 
     /// A query asking the first key of a unique index to equal strings or numbers reads the
@@ -351,34 +361,13 @@ mod tests {
                 }],
                 unique: true,
             });
-        let generation = store
-            .create_generation(&manifest, "hash")
-            .await
-            .expect("create generation");
-        let documents = (0..2_000)
-            .map(|i| {
-                let doc = match i % 4 {
-                    0 => json!({ "_id": format!("p{i}"), "contact": { "email": format!("e{i}") }, "n": i }),
-                    1 => json!({ "_id": format!("p{i}"), "contact": { "email": i }, "n": i }),
-                    2 => json!({ "_id": format!("p{i}"), "contact": {}, "n": i }),
-                    _ => json!({ "_id": format!("p{i}"), "n": i }),
-                };
-                let Value::Object(map) = doc else { unreachable!() };
-                ("people".to_owned(), format!("p{i}"), Some(Arc::new(map)))
-            })
-            .collect();
-        let writes = BatchWrites {
-            documents,
-            ..BatchWrites::default()
-        };
-        store
-            .commit(&generation, writes, 0, 1)
-            .await
-            .expect("commit");
-        store
-            .activate(&generation, GenerationState::Retired)
-            .await
-            .expect("activate");
+        let documents = (0..2_000).map(|i| match i % 4 {
+            0 => json!({ "_id": format!("p{i}"), "contact": { "email": format!("e{i}") }, "n": i }),
+            1 => json!({ "_id": format!("p{i}"), "contact": { "email": i }, "n": i }),
+            2 => json!({ "_id": format!("p{i}"), "contact": {}, "n": i }),
+            _ => json!({ "_id": format!("p{i}"), "n": i }),
+        });
+        serve(&store, &manifest, documents).await;
         let ids = |found: Vec<Value>| -> Vec<String> {
             found
                 .iter()
