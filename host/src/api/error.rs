@@ -19,6 +19,12 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The same error, its message prefixed with where it happened (`streams[2]`...).
+    pub fn within(mut self, context: &str) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
     /// An error with a status, a stable code and a message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {

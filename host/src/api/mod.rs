@@ -187,6 +187,7 @@ pub(crate) fn router(shared: Shared, access: Arc<Access>) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .route("/api/streams", post(streams::append_batch))
         .route(
             "/api/streams/{aggregate_id}",
             post(streams::append).get(streams::read_stream),

@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::{Params, Shared};
 use crate::domain::{EventFilter, ExpectedVersion, NewEvent};
 use crate::metrics;
+use crate::store::StreamAppend;
 
 /// Most events one read returns.
 const MAX_READ: u64 = 1_000;
@@ -24,6 +25,26 @@ const DEFAULT_READ: u64 = 100;
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct AppendBody {
+    #[serde(default)]
+    expected_version: Option<Value>,
+    events: Vec<NewEvent>,
+}
+
+/// Most streams one batch append may name.
+pub const MAX_BATCH_STREAMS: usize = 1_000;
+
+/// The body of a batch append: appends to several streams, stored all together or not at all.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct BatchBody {
+    streams: Vec<StreamBody>,
+}
+
+/// One stream's part of a batch append.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct StreamBody {
+    aggregate_id: String,
     #[serde(default)]
     expected_version: Option<Value>,
     events: Vec<NewEvent>,
@@ -96,6 +117,57 @@ pub(super) async fn append(
             "version": result.version,
         })),
     ))
+}
+
+/// Append to several streams in one request, atomically: every stream's events are stored, in
+/// the order given, or none are (a conflict on one stream, naming it, stores nothing). For bulk
+/// writers and importers: one transaction, one `fsync`, for the whole batch.
+pub(super) async fn append_batch(
+    State(shared): State<Shared>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body: BatchBody = parse_body(body)?;
+    if body.streams.is_empty() || body.streams.len() > MAX_BATCH_STREAMS {
+        return Err(ApiError::bad_request(
+            "invalid_input",
+            format!(
+                "a batch append names 1 to {MAX_BATCH_STREAMS} streams, not {}",
+                body.streams.len()
+            ),
+        ));
+    }
+    let mut count = 0u64;
+    let appends = body
+        .streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, stream)| {
+            count += stream.events.len() as u64;
+            let expected = expected_version(stream.expected_version)
+                .map_err(|e| e.within(&format!("streams[{i}] (`{}`)", stream.aggregate_id)))?;
+            Ok(StreamAppend {
+                aggregate_id: stream.aggregate_id,
+                expected,
+                events: stream.events,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let ids: Vec<String> = appends.iter().map(|a| a.aggregate_id.clone()).collect();
+    let results = shared.store.append_all(appends).await?;
+    metrics::global().appended(count);
+    let results: Vec<Value> = ids
+        .iter()
+        .zip(&results)
+        .map(|(id, result)| {
+            json!({
+                "aggregateId": id,
+                "firstPosition": result.first_position,
+                "lastPosition": result.last_position,
+                "version": result.version,
+            })
+        })
+        .collect();
+    Ok((StatusCode::CREATED, Json(json!({ "results": results }))))
 }
 
 pub(super) async fn read_stream(

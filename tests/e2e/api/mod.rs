@@ -5,6 +5,7 @@
 //! document checked against what the server answers.
 
 mod access;
+mod batch;
 mod openapi;
 pub mod support;
 
@@ -525,6 +526,7 @@ async fn exercise(uri: &str) -> Vec<Value> {
     let sandbox = Sandbox::new();
     let (store, host) = host_with_history(&sandbox, uri, 3_000).await;
     appends_and_reads(&host, store.as_ref()).await;
+    batch::batch_appends(&host, store.as_ref()).await;
     let answers = run_queries(&host, uri).await;
     hostile_queries(&host).await;
     metrics_move(&host).await;
