@@ -2,8 +2,6 @@
 
 mod api;
 mod contract;
-mod contract_dead_letters;
-mod contract_unique;
 mod crash;
 mod dashboard;
 mod examples;

@@ -52,7 +52,7 @@ fn writes(documents: Vec<Value>) -> BatchWrites {
 /// are three values and `1` and `1.0` one; two documents of one batch may trade their values;
 /// a batch that breaks an index is refused as a whole (`StoreError::Refused`, naming the
 /// index), leaving the documents and the checkpoint as they were.
-pub(crate) async fn unique_indexes_mean_the_same_on_both_stores(store: Arc<dyn Store>) {
+pub(super) async fn unique_indexes_mean_the_same_on_both_stores(store: Arc<dyn Store>) {
     let generation = store
         .create_generation(&manifest(), "hash")
         .await
