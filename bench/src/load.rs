@@ -95,7 +95,7 @@ async fn ten_at_head(store: &Arc<dyn Store>) -> anyhow::Result<bool> {
     Ok(slowest(store).await? >= store.head().await?)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())

@@ -18,6 +18,7 @@
 //! `--languages` compares the payment example in Rust, C, JavaScript and Python (size, compile,
 //! instantiate, replay; see `languages.rs`).
 
+mod http_appends;
 mod languages;
 mod load;
 mod mongo;
@@ -180,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(if args.full { 1_000_000 } else { 200_000 });
     let (live_seconds, many) = if args.full { (30, 100) } else { (10, 100) };
     let mut steps = Steps {
-        total: 11,
+        total: 12,
         done: 0,
         started: Instant::now(),
     };
@@ -286,6 +287,13 @@ async fn main() -> anyhow::Result<()> {
     };
     let swap = process::hot_swap(&bin, &store, &uri, dir, &counters, 10).await?;
 
+    let clients = 8;
+    steps.next(&format!(
+        "appends over HTTP: {clients} clients, one event per request, 10 s"
+    ));
+    let http_appends =
+        http_appends::concurrent(&bin, dir, clients, Duration::from_secs(10)).await?;
+
     steps.next(&format!(
         "memory: idle host, one projection, {many} projections"
     ));
@@ -337,6 +345,7 @@ async fn main() -> anyhow::Result<()> {
         "machine": machine(),
         "events": events,
         "append_events_per_s": append_per_s,
+        "http_appends": http_appends,
         "replay": [raw, native_payments, guest_payments, native_noop, guest_noop],
         "replay_ratio_guest_to_raw": guest_payments.log_events_per_s / raw.log_events_per_s,
         "guest_overhead_us_per_event": {

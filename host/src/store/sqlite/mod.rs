@@ -30,6 +30,8 @@ pub struct SqliteStore {
     readers: Arc<Mutex<Vec<Connection>>>,
     feed: Arc<watch::Sender<Position>>,
     query_budget: QueryBudget,
+    /// Appends waiting for the next group commit.
+    pending_appends: Arc<Mutex<Vec<events::PendingAppend>>>,
 }
 
 /// What one query of a read model may cost the embedded store, which matches and sorts
@@ -84,6 +86,7 @@ impl SqliteStore {
             readers: Arc::new(Mutex::new(Vec::new())),
             feed,
             query_budget: QueryBudget::default(),
+            pending_appends: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
