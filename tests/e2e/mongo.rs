@@ -200,12 +200,7 @@ async fn live_processing_survives_server_faults() {
         fail_guest_reads(&uri).await;
         let head = append(&format!("find-{rounds}"), 1).await;
         wait_for_checkpoint(&uri, "healthy", head);
-        admin(
-            &uri,
-            doc! { "configureFailPoint": "failCommand", "mode": "off" },
-        )
-        .await
-        .expect("turn the fail point off");
+        mongo::fail_point_off(&uri).await;
     }
     let logged = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
@@ -374,7 +369,7 @@ async fn appends_and_batches_survive_faults_exactly_once() {
     }
     // The commit happens but its answers say the outcome is unknown, more often than the store
     // asks again: the client gets an error for an append that is stored, and sends it again.
-    let lost = doc! { "writeConcernError": { "code": 64, "codeName": "WriteConcernFailed", "errmsg": "injected" } };
+    let lost = mongo::lost_answers();
     mongo::fail_app_commands(&uri, CLIENT, &["commitTransaction"], 25, lost).await;
     let retries = client.retries;
     client.append("answer-lost", 3).await;
@@ -513,12 +508,7 @@ async fn a_slow_store_does_not_make_a_guest_miss_its_deadline() {
         &dir,
         &["--batch-deadline-ms", "800", "--on-failure", "*=stop:1"],
     );
-    admin(
-        &uri,
-        doc! { "configureFailPoint": "failCommand", "mode": "off" },
-    )
-    .await
-    .expect("turn the fail point off");
+    mongo::fail_point_off(&uri).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
     let generations = store.all_generations().await.expect("generations");
     let healthy = generations

@@ -35,13 +35,7 @@ async fn a_batch_commit_whose_answers_are_lost_is_recognised_as_landed() {
     let dir = projections(fixtures(), &["healthy"], &sandbox.path("p"));
     let uri = server.fresh_uri("lost_commit");
     let store = refold::store::open(&uri).await.expect("open");
-    let _host = Running::start(&[
-        "run",
-        "--store",
-        &named(&uri, HOST),
-        "--projections",
-        &dir.to_string_lossy(),
-    ]);
+    let _host = host(&uri, &dir);
     let mut appended = 0u64;
     let mut append = async |label: &str, n: usize| {
         appended += n as u64;
@@ -50,16 +44,11 @@ async fn a_batch_commit_whose_answers_are_lost_is_recognised_as_landed() {
     let head = append("warmup", 3).await;
     wait_for_checkpoint(&uri, "healthy", head);
 
-    let lost = doc! { "writeConcernError": { "code": 64, "codeName": "WriteConcernFailed", "errmsg": "injected" } };
+    let lost = mongo::lost_answers();
     mongo::fail_app_commands(&uri, HOST, &["commitTransaction"], 30, lost).await;
     let head = append("lost", 3).await;
     wait_for_checkpoint(&uri, "healthy", head);
-    admin(
-        &uri,
-        doc! { "configureFailPoint": "failCommand", "mode": "off" },
-    )
-    .await
-    .expect("turn the fail point off");
+    mongo::fail_point_off(&uri).await;
     let head = append("after", 2).await;
     wait_for_checkpoint(&uri, "healthy", head);
 
@@ -93,13 +82,7 @@ async fn a_checkpoint_flush_whose_answers_are_lost_is_recognised_as_landed() {
     let dir = projections(examples(), &["payments"], &sandbox.path("p"));
     let uri = server.fresh_uri("lost_flush");
     let store = refold::store::open(&uri).await.expect("open");
-    let _host = Running::start(&[
-        "run",
-        "--store",
-        &named(&uri, HOST),
-        "--projections",
-        &dir.to_string_lossy(),
-    ]);
+    let _host = host(&uri, &dir);
     wait_until("the payments projection active", || async {
         store
             .generations("payments")
@@ -110,7 +93,7 @@ async fn a_checkpoint_flush_whose_answers_are_lost_is_recognised_as_landed() {
 
     // Events `payments` does not subscribe to: its checkpoint runs ahead and is flushed at the
     // head; that flush uses up the store's 20 tries, and its resend 5 more.
-    let lost = doc! { "writeConcernError": { "code": 64, "codeName": "WriteConcernFailed", "errmsg": "injected" } };
+    let lost = mongo::lost_answers();
     mongo::fail_app_commands(&uri, HOST, &["commitTransaction"], 25, lost).await;
     let head = append_things(store.as_ref(), "other", 3).await;
     wait_for_checkpoint(&uri, "payments", head);
@@ -126,12 +109,7 @@ async fn a_checkpoint_flush_whose_answers_are_lost_is_recognised_as_landed() {
         .expect("one result")
         .last_position;
     wait_for_checkpoint(&uri, "payments", head);
-    admin(
-        &uri,
-        doc! { "configureFailPoint": "failCommand", "mode": "off" },
-    )
-    .await
-    .expect("turn the fail point off");
+    mongo::fail_point_off(&uri).await;
     let generations = store.generations("payments").await.expect("generations");
     assert_eq!(generations[0].last_error, None, "the projector stopped");
 }
@@ -199,4 +177,15 @@ async fn a_page_of_events_is_read_causally_after_its_head() {
             "round {round}: the page is not read causally after the head: {events}"
         );
     }
+}
+
+/// `refold run` on `uri` as the host the fail points aim at, serving the projections in `dir`.
+fn host(uri: &str, dir: &std::path::Path) -> Running {
+    Running::start(&[
+        "run",
+        "--store",
+        &named(uri, HOST),
+        "--projections",
+        &dir.to_string_lossy(),
+    ])
 }

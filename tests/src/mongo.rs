@@ -267,6 +267,22 @@ pub async fn fail_app_commands(
     .expect("configure fail point");
 }
 
+/// Turn the `failCommand` fail point off.
+pub async fn fail_point_off(uri: &str) {
+    admin(
+        uri,
+        doc! { "configureFailPoint": "failCommand", "mode": "off" },
+    )
+    .await
+    .expect("turn the fail point off");
+}
+
+/// `failCommand` data for a command that runs but whose answer says its write concern failed:
+/// the driver cannot tell whether a commit so answered happened.
+pub fn lost_answers() -> Document {
+    doc! { "writeConcernError": { "code": 64, "codeName": "WriteConcernFailed", "errmsg": "injected" } }
+}
+
 /// Turn on the `failCommand` fail point for `commands`, failing the next `times` calls.
 pub async fn fail_commands(uri: &str, commands: &[&str], times: i32, code: i32, labels: &[&str]) {
     admin(
