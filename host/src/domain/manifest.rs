@@ -120,6 +120,23 @@ pub struct IndexSpec {
     pub unique: bool,
 }
 
+impl IndexSpec {
+    /// A unique index on these fields, ascending.
+    pub fn unique(name: &str, fields: &[&str]) -> Self {
+        Self {
+            name: name.to_owned(),
+            keys: fields
+                .iter()
+                .map(|field| IndexKey {
+                    field: (*field).to_owned(),
+                    descending: false,
+                })
+                .collect(),
+            unique: true,
+        }
+    }
+}
+
 /// One key of an index.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct IndexKey {

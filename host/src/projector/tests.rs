@@ -14,8 +14,8 @@ use super::{
     BatchContext, DropReason, HandleFailure, Handler, Projector, ProjectorPorts, ProjectorStatus,
 };
 use crate::domain::{
-    ExpectedVersion, FailurePolicy, Generation, IndexKey, IndexSpec, Manifest, NewEvent, OnFailure,
-    Position, RecordedEvent,
+    ExpectedVersion, FailurePolicy, Generation, IndexSpec, Manifest, NewEvent, OnFailure, Position,
+    RecordedEvent,
 };
 use crate::store::sqlite::SqliteStore;
 use crate::store::{BatchWrites, Store};
@@ -42,14 +42,9 @@ struct Scripted {
 /// The scripted projection: `seen`, and `claims` with a unique index on `key`.
 fn scripted_manifest() -> Manifest {
     let mut manifest = Manifest::new("scripted", 1, ["seen", "claims"]);
-    manifest.collections[1].indexes.push(IndexSpec {
-        name: "claim_key".into(),
-        keys: vec![IndexKey {
-            field: "key".into(),
-            descending: false,
-        }],
-        unique: true,
-    });
+    manifest.collections[1]
+        .indexes
+        .push(IndexSpec::unique("claim_key", &["key"]));
     manifest
 }
 

@@ -2,29 +2,18 @@
 
 use std::sync::Arc;
 
-use refold::domain::{CollectionSpec, IndexKey, IndexSpec, Manifest};
+use refold::domain::{CollectionSpec, IndexSpec, Manifest};
 use refold::store::{BatchWrites, Store, StoreError};
 use serde_json::{Value, json};
 
 /// `users` with a unique `email`, and a unique `(org, ref)`.
 fn manifest() -> Manifest {
-    let unique = |name: &str, fields: &[&str]| IndexSpec {
-        name: name.into(),
-        keys: fields
-            .iter()
-            .map(|f| IndexKey {
-                field: (*f).into(),
-                descending: false,
-            })
-            .collect(),
-        unique: true,
-    };
     let mut manifest = Manifest::new("accounts", 1, ["users"]);
     manifest.collections = vec![CollectionSpec {
         name: "users".into(),
         indexes: vec![
-            unique("email", &["email"]),
-            unique("org_ref", &["org", "ref"]),
+            IndexSpec::unique("email", &["email"]),
+            IndexSpec::unique("org_ref", &["org", "ref"]),
         ],
     }];
     manifest

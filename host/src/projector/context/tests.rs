@@ -92,14 +92,10 @@ fn a_unique_key_must_be_one_string_number_or_boolean() {
     let mut manifest = Manifest::new("p", 1, ["docs", "users"]);
     manifest.collections[1]
         .indexes
-        .push(crate::domain::IndexSpec {
-            name: "by_email".into(),
-            keys: vec![crate::domain::IndexKey {
-                field: "contact.email".into(),
-                descending: false,
-            }],
-            unique: true,
-        });
+        .push(crate::domain::IndexSpec::unique(
+            "by_email",
+            &["contact.email"],
+        ));
     let mut context = BatchContext::new(&manifest, Box::new(Empty));
     for document in [
         r#"{"contact": {"email": ["a", "b"]}}"#,

@@ -353,14 +353,10 @@ mod tests {
         let mut manifest = Manifest::new("people", 1, ["people"]);
         manifest.collections[0]
             .indexes
-            .push(crate::domain::IndexSpec {
-                name: "by_email".into(),
-                keys: vec![crate::domain::IndexKey {
-                    field: "contact.email".into(),
-                    descending: false,
-                }],
-                unique: true,
-            });
+            .push(crate::domain::IndexSpec::unique(
+                "by_email",
+                &["contact.email"],
+            ));
         let documents = (0..2_000).map(|i| match i % 4 {
             0 => json!({ "_id": format!("p{i}"), "contact": { "email": format!("e{i}") }, "n": i }),
             1 => json!({ "_id": format!("p{i}"), "contact": { "email": i }, "n": i }),
