@@ -9,6 +9,7 @@ mod failure_policy;
 mod host_faults;
 mod hostile;
 mod hot_deploy;
+mod import;
 mod languages;
 mod mongo;
 mod mongo_trust;

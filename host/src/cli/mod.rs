@@ -4,6 +4,7 @@ mod append;
 mod demo;
 pub mod demo_data;
 mod generations;
+mod import;
 mod new;
 mod progress;
 mod run;
@@ -68,6 +69,23 @@ enum Command {
     /// "metadata": {...}}`. Prints the new positions and stream version as JSON. Exits with 3 on
     /// a concurrency conflict; nothing is stored then.
     Append(append::AppendArgs),
+    /// Import an existing history from JSON Lines or a MongoDB collection, keeping ids, versions
+    /// and times.
+    ///
+    /// Import an existing history into the store: from a JSON Lines file (one event a line; `-`
+    /// reads standard input) or, with `--from URI --collection NAME`, from a MongoDB collection
+    /// in the seeds' shape (read in `timestamp` order). A line or document is
+    /// `{"aggregateId": "payment-123", "aggregateType": "Payment", "eventType":
+    /// "PaymentProcessed", "eventData": {...}, "metadata": {...}, "version": 1, "timestamp":
+    /// "2024-12-19T10:00:00Z"}`, with `_id` or `id` for its id and `timestampMs` instead of
+    /// `timestamp` if you like; without `version`, a stream's events are numbered in the order
+    /// they come. Ids, versions and times are kept; the events take the next positions in the
+    /// order read. Each stream's versions must be consecutive from 1 (an event that comes before
+    /// an earlier version of its stream waits for it): the error names the line or document that
+    /// breaks this. Each batch is one transaction; run the same command again after a crash or
+    /// an error and it continues where it stopped, storing nothing twice. `--dry-run` checks the
+    /// whole source and stores nothing. Prints a summary as JSON.
+    Import(import::ImportArgs),
     /// Show every projection's generations, checkpoints, lag and errors, and refused components.
     ///
     /// Show every projection generation in the store: state, version, checkpoint, head, lag in
@@ -170,6 +188,7 @@ pub fn main() -> ExitCode {
             Command::Run(args) => run::run(args).await,
             Command::Demo(args) => demo::demo(args).await,
             Command::Append(args) => append::append(args).await,
+            Command::Import(args) => import::import(args).await,
             Command::Status(args) => status::status(args).await,
             Command::Rebuild(args) => generations::rebuild(args).await,
             Command::Rollback(args) => generations::rollback(args).await,

@@ -19,11 +19,7 @@ pub struct StreamAppend {
 impl StreamAppend {
     /// Check the request before it reaches the store.
     pub fn validate(&self) -> StoreResult<()> {
-        if self.aggregate_id.is_empty() || self.aggregate_id.len() > 512 {
-            return Err(StoreError::InvalidInput(
-                "aggregate id must have 1 to 512 bytes".into(),
-            ));
-        }
+        validate_stream(&self.aggregate_id)?;
         if self.events.is_empty() {
             return Err(StoreError::InvalidInput(format!(
                 "append to `{}` has no event",
@@ -31,24 +27,40 @@ impl StreamAppend {
             )));
         }
         for event in &self.events {
-            event.validate().map_err(|e| {
-                StoreError::InvalidInput(format!("stream `{}`: {e}", self.aggregate_id))
-            })?;
-            for (field, value) in [
-                ("eventData", &event.event_data),
-                ("metadata", &event.metadata),
-            ] {
-                // The payload is a field of the stored event: the second level.
-                extjson::check_at(value, 2).map_err(|e| {
-                    StoreError::InvalidInput(format!(
-                        "stream `{}`: {}: {field}: {e}",
-                        self.aggregate_id, event.event_type
-                    ))
-                })?;
-            }
+            validate_event(&self.aggregate_id, event)?;
         }
         Ok(())
     }
+}
+
+/// Check a stream's name.
+pub(crate) fn validate_stream(aggregate_id: &str) -> StoreResult<()> {
+    if aggregate_id.is_empty() || aggregate_id.len() > 512 {
+        return Err(StoreError::InvalidInput(
+            "aggregate id must have 1 to 512 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Check one event of an append to `aggregate_id` (its stream, for the error).
+pub(crate) fn validate_event(aggregate_id: &str, event: &NewEvent) -> StoreResult<()> {
+    event
+        .validate()
+        .map_err(|e| StoreError::InvalidInput(format!("stream `{aggregate_id}`: {e}")))?;
+    for (field, value) in [
+        ("eventData", &event.event_data),
+        ("metadata", &event.metadata),
+    ] {
+        // The payload is a field of the stored event: the second level.
+        extjson::check_at(value, 2).map_err(|e| {
+            StoreError::InvalidInput(format!(
+                "stream `{aggregate_id}`: {}: {field}: {e}",
+                event.event_type
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// An event of the log found by its id, to recognise an append a client sent again.

@@ -12,6 +12,7 @@ mod append;
 pub mod batch;
 mod error;
 pub mod generations;
+mod import;
 #[cfg(feature = "mongodb")]
 pub mod mongo;
 mod ports;
@@ -27,6 +28,7 @@ pub(crate) use append::StoredId;
 pub use append::StreamAppend;
 pub use batch::BatchWrites;
 pub use error::{BackendError, StoreError, StoreResult};
+pub use import::{Imported, ImportedEvent};
 pub use ports::{
     Checkpoints, DeadLetter, DeadLetterKey, DeadLetters, DocumentReader, Documents, EventLog,
     Generations, MAX_DEAD_LETTER_PAGE, OperatorState, Page, Refusal,

@@ -1,6 +1,6 @@
 //! The event log on MongoDB.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
@@ -13,7 +13,9 @@ use crate::domain::extjson;
 use crate::domain::{
     AppendResult, EventFilter, ExpectedVersion, Position, RecordedEvent, StreamVersion, time,
 };
-use crate::store::{EventLog, Page, StoreError, StoreResult, StoredId, StreamAppend};
+use crate::store::{
+    EventLog, Imported, ImportedEvent, Page, StoreError, StoreResult, StoredId, StreamAppend,
+};
 
 fn int(doc: &Document, key: &str) -> StoreResult<i64> {
     match doc.get(key) {
@@ -270,6 +272,147 @@ impl EventLog for MongoStore {
             crate::store::ring(&self.feed, last);
         }
         Ok(results)
+    }
+
+    async fn import(&self, events: Vec<ImportedEvent>) -> StoreResult<Imported> {
+        for event in &events {
+            event.validate()?;
+        }
+        let documents: Vec<(Document, Document)> = events
+            .iter()
+            .map(|imported| {
+                let invalid = |e: extjson::ConvertError| {
+                    StoreError::InvalidInput(format!("{}: {e}", imported.origin))
+                };
+                let object = |value: &serde_json::Value| match value {
+                    serde_json::Value::Object(map) => extjson::to_document(map).map_err(invalid),
+                    _ => Ok(Document::new()),
+                };
+                Ok((
+                    object(&imported.event.event_data)?,
+                    object(&imported.event.metadata)?,
+                ))
+            })
+            .collect::<StoreResult<_>>()?;
+        let (log, counters) = (self.events(), self.counters());
+        let streams: Vec<&str> = events
+            .iter()
+            .map(|e| e.aggregate_id.as_str())
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let outcome = transaction!(self, "import", |session| async {
+            // Each stream's version, read in one query, then kept as the batch goes.
+            let mut versions: HashMap<String, StreamVersion> = HashMap::new();
+            let mut cursor = log
+                .aggregate([
+                    doc! { "$match": { "aggregateId": { "$in": &streams } } },
+                    doc! { "$group": { "_id": "$aggregateId", "version": { "$max": "$version" } } },
+                ])
+                .session(&mut session)
+                .await?;
+            while let Some(doc) = cursor.next(&mut session).await.transpose()? {
+                let stream = doc.get_str("_id").unwrap_or_default().to_owned();
+                versions.insert(stream, int(&doc, "version").unwrap_or_default() as u64);
+            }
+            let mut outcome = Imported::default();
+            let mut fresh = Vec::new();
+            for (imported, payloads) in events.iter().zip(&documents) {
+                let current = versions.get(&imported.aggregate_id).copied().unwrap_or(0);
+                if imported.version <= current {
+                    let stored = log
+                        .find_one(doc! {
+                            "aggregateId": &imported.aggregate_id,
+                            "version": imported.version as i64,
+                        })
+                        .projection(doc! { "eventType": 1 })
+                        .session(&mut session)
+                        .await?
+                        .unwrap_or_default();
+                    let id = match stored.get("_id") {
+                        Some(Bson::String(id)) => id.clone(),
+                        Some(other) => other.to_string(),
+                        None => String::new(),
+                    };
+                    if let Err(differs) =
+                        imported.check_present(&id, stored.get_str("eventType").unwrap_or_default())
+                    {
+                        return Ok(Err(differs));
+                    }
+                    outcome.present += 1;
+                    continue;
+                }
+                if imported.version != current + 1 {
+                    return Ok(Err(imported.gap(current)));
+                }
+                versions.insert(imported.aggregate_id.clone(), imported.version);
+                fresh.push((imported, payloads));
+            }
+            if fresh.is_empty() {
+                return Ok(Ok(outcome));
+            }
+            let counter = counters
+                .find_one_and_update(
+                    doc! { "_id": "events" },
+                    doc! { "$inc": { "position": fresh.len() as i64 } },
+                )
+                .upsert(true)
+                .return_document(ReturnDocument::After)
+                .session(&mut session)
+                .await?;
+            let last = counter
+                .map(|c| int(&c, "position").unwrap_or_default())
+                .unwrap_or_default() as u64;
+            let first = last + 1 - fresh.len() as u64;
+            let documents: Vec<Document> = fresh
+                .iter()
+                .enumerate()
+                .map(|(i, (imported, (data, metadata)))| {
+                    let event = &imported.event;
+                    doc! {
+                        "_id": event.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                        "position": (first + i as u64) as i64,
+                        "aggregateId": &imported.aggregate_id,
+                        "aggregateType": &event.aggregate_type,
+                        "eventType": &event.event_type,
+                        "eventData": data.clone(),
+                        "version": imported.version as i64,
+                        "timestamp": DateTime::from_millis(event.timestamp_ms.unwrap_or_default()),
+                        "metadata": metadata.clone(),
+                    }
+                })
+                .collect();
+            match log.insert_many(documents).session(&mut session).await {
+                Ok(_) => {}
+                Err(e)
+                    if errors::code(&e) == Some(errors::DUPLICATE_KEY)
+                        && !errors::is_transient_transaction(&e) =>
+                {
+                    let message = e.to_string();
+                    let named = fresh
+                        .iter()
+                        .find(|(imported, _)| {
+                            imported
+                                .event
+                                .id
+                                .as_deref()
+                                .is_some_and(|id| message.contains(id))
+                        })
+                        .map(|(imported, _)| imported.duplicate_id());
+                    return Ok(Err(named.unwrap_or_else(|| {
+                        StoreError::InvalidInput(format!(
+                            "an event of this batch exists already: {message}"
+                        ))
+                    })));
+                }
+                Err(e) => return Err(e),
+            }
+            outcome.stored = fresh.len() as u64;
+            outcome.last_position = last;
+            Ok(Ok(outcome))
+        })?;
+        crate::store::ring(&self.feed, outcome.last_position);
+        Ok(outcome)
     }
 
     async fn read_stream(

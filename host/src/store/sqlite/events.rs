@@ -1,5 +1,6 @@
 //! The event log on SQLite.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -11,7 +12,9 @@ use crate::domain::{
     AppendResult, EventFilter, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamVersion,
     time,
 };
-use crate::store::{EventLog, Page, StoreError, StoreResult, StoredId, StreamAppend};
+use crate::store::{
+    EventLog, Imported, ImportedEvent, Page, StoreError, StoreResult, StoredId, StreamAppend,
+};
 
 const COLUMNS: &str =
     "position, id, aggregate_id, aggregate_type, event_type, version, timestamp_ms, data, metadata";
@@ -191,6 +194,84 @@ fn append_stream(
     })
 }
 
+/// Store a batch of an import in one transaction (see [`ImportedEvent`]).
+fn import_blocking(conn: &mut Connection, events: &[ImportedEvent]) -> StoreResult<Imported> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(|e| StoreError::backend("begin import", e))?;
+    let mut head = head(&tx)?;
+    let mut outcome = Imported::default();
+    {
+        let mut version_of = tx
+            .prepare_cached("SELECT coalesce(max(version), 0) FROM events WHERE aggregate_id = ?1")
+            .map_err(|e| StoreError::backend("prepare import", e))?;
+        let mut stored_at = tx
+            .prepare_cached(
+                "SELECT id, event_type FROM events WHERE aggregate_id = ?1 AND version = ?2",
+            )
+            .map_err(|e| StoreError::backend("prepare import", e))?;
+        let mut insert = tx
+            .prepare_cached(&format!(
+                "INSERT INTO events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            ))
+            .map_err(|e| StoreError::backend("prepare import", e))?;
+        // Each stream's version as the batch goes: read once, then kept here.
+        let mut versions: HashMap<&str, StreamVersion> = HashMap::new();
+        for imported in events {
+            let stream = imported.aggregate_id.as_str();
+            let current = match versions.get(stream) {
+                Some(v) => *v,
+                None => version_of
+                    .query_row([stream], |r| r.get::<_, i64>(0))
+                    .map_err(|e| StoreError::backend("read the stream version", e))?
+                    as StreamVersion,
+            };
+            if imported.version <= current {
+                let (id, event_type): (String, String) = stored_at
+                    .query_row(params![stream, imported.version as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .map_err(|e| StoreError::backend("read an imported event", e))?;
+                imported.check_present(&id, &event_type)?;
+                outcome.present += 1;
+                versions.insert(stream, current);
+                continue;
+            }
+            if imported.version != current + 1 {
+                return Err(imported.gap(current));
+            }
+            let event = &imported.event;
+            let id = event
+                .id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            head += 1;
+            insert
+                .execute(params![
+                    head as i64,
+                    id,
+                    stream,
+                    event.aggregate_type,
+                    event.event_type,
+                    imported.version as i64,
+                    event.timestamp_ms.unwrap_or_else(time::now_millis),
+                    event.event_data.to_string(),
+                    event.metadata.to_string(),
+                ])
+                .map_err(|e| match e.sqlite_error_code() {
+                    Some(rusqlite::ErrorCode::ConstraintViolation) => imported.duplicate_id(),
+                    _ => StoreError::backend("import", e),
+                })?;
+            versions.insert(stream, imported.version);
+            outcome.stored += 1;
+            outcome.last_position = head;
+        }
+    }
+    tx.commit()
+        .map_err(|e| StoreError::backend("commit import", e))?;
+    Ok(outcome)
+}
+
 fn read_all_blocking(
     conn: &mut Connection,
     after: Position,
@@ -273,6 +354,17 @@ impl EventLog for SqliteStore {
             crate::store::ring(&self.feed, last);
         }
         Ok(results)
+    }
+
+    async fn import(&self, events: Vec<ImportedEvent>) -> StoreResult<Imported> {
+        for event in &events {
+            event.validate()?;
+        }
+        let outcome = self
+            .with_writer(move |conn| import_blocking(conn, &events))
+            .await?;
+        crate::store::ring(&self.feed, outcome.last_position);
+        Ok(outcome)
     }
 
     async fn read_stream(
