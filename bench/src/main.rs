@@ -19,6 +19,7 @@
 //! instantiate, replay; see `languages.rs`).
 
 mod http_appends;
+mod import;
 mod languages;
 mod load;
 mod mongo;
@@ -181,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(if args.full { 1_000_000 } else { 200_000 });
     let (live_seconds, many) = if args.full { (30, 100) } else { (10, 100) };
     let mut steps = Steps {
-        total: 12,
+        total: 13,
         done: 0,
         started: Instant::now(),
     };
@@ -294,6 +295,9 @@ async fn main() -> anyhow::Result<()> {
     let http_appends =
         http_appends::concurrent(&bin, dir, clients, Duration::from_secs(10)).await?;
 
+    steps.next(&format!("refold import: {events} events from JSON Lines"));
+    let import = import::jsonl(&bin, &store, dir).await?;
+
     steps.next(&format!(
         "memory: idle host, one projection, {many} projections"
     ));
@@ -346,6 +350,7 @@ async fn main() -> anyhow::Result<()> {
         "events": events,
         "append_events_per_s": append_per_s,
         "http_appends": http_appends,
+        "import_jsonl": import,
         "replay": [raw, native_payments, guest_payments, native_noop, guest_noop],
         "replay_ratio_guest_to_raw": guest_payments.log_events_per_s / raw.log_events_per_s,
         "guest_overhead_us_per_event": {

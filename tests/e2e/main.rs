@@ -6,6 +6,7 @@ mod crash;
 mod dashboard;
 mod examples;
 mod failure_policy;
+mod foreign;
 mod host_faults;
 mod hostile;
 mod hot_deploy;

@@ -40,7 +40,7 @@ pub struct ImportArgs {
     /// the store is not opened.
     #[arg(long)]
     dry_run: bool,
-    /// Events per transaction (default 5000 on the embedded store, 1000 on MongoDB).
+    /// Events per transaction (default 20000 on the embedded store, 1000 on MongoDB).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     batch_size: Option<u64>,
 }
@@ -338,8 +338,8 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let mongodb_target = args.store.store.starts_with("mongodb");
     let batch_size = args
         .batch_size
-        .unwrap_or(if mongodb_target { 1000 } else { 5000 }) as usize;
-    let (tx, mut rx) = mpsc::channel::<Batch>(4);
+        .unwrap_or(if mongodb_target { 1000 } else { 20_000 }) as usize;
+    let (tx, mut rx) = mpsc::channel::<Batch>(2);
     let dry_run = args.dry_run;
     let (size, reader) = match (&args.file, &args.from) {
         (Some(file), _) => {

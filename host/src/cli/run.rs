@@ -298,8 +298,19 @@ pub(super) async fn stop_signal() {
     }
 }
 
+/// This process, as named in the leases it holds: the machine's name and the process id.
+fn owner_name() -> String {
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    format!("{machine}:{}", std::process::id())
+}
+
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let store = store::open(&args.store.store).await?;
+    let (store, tasks) = store::open_serving(&args.store.store, &owner_name()).await?;
     // Watch before the first scan, so a file dropped meanwhile is not missed.
     let mut watcher = if args.exit_when_caught_up {
         None
@@ -362,7 +373,9 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         api.shutdown().await;
     }
     let mut failed = false;
-    for (name, reason) in deployer.supervisor.shutdown().await {
+    let stopped = deployer.supervisor.shutdown().await;
+    tasks.stop().await;
+    for (name, reason) in stopped {
         if !matches!(
             reason,
             crate::projector::DropReason::Shutdown | crate::projector::DropReason::Superseded(_)

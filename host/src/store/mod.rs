@@ -55,6 +55,46 @@ impl<T> Store for T where
 {
 }
 
+/// What a host that serves projections runs beside its store: on MongoDB, the sequencer that
+/// gives positions to events other applications insert.
+pub struct HostTasks {
+    #[cfg(feature = "mongodb")]
+    sequencer: Option<mongo::SequencerHandle>,
+}
+
+impl HostTasks {
+    /// Stop them (the sequencer gives its lease up, so another host takes over at once).
+    pub async fn stop(self) {
+        #[cfg(feature = "mongodb")]
+        if let Some(sequencer) = self.sequencer {
+            sequencer.stop().await;
+        }
+    }
+}
+
+/// Open the store a host serves projections from, as [`open`] does, with the tasks such a host
+/// runs beside it (`owner` names the host in the sequencer's lease).
+pub async fn open_serving(uri: &str, owner: &str) -> StoreResult<(Arc<dyn Store>, HostTasks)> {
+    #[cfg(feature = "mongodb")]
+    if uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://") {
+        let store = mongo::MongoStore::open(uri).await?;
+        let sequencer = store.spawn_sequencer(owner.to_owned());
+        let tasks = HostTasks {
+            sequencer: Some(sequencer),
+        };
+        return Ok((Arc::new(store), tasks));
+    }
+    let _ = owner;
+    let store = open(uri).await?;
+    Ok((
+        store,
+        HostTasks {
+            #[cfg(feature = "mongodb")]
+            sequencer: None,
+        },
+    ))
+}
+
 /// Open the store a URI names: `sqlite://PATH` (a file, created if missing) or
 /// `mongodb://...` / `mongodb+srv://...` (a replica set; the database named in the path,
 /// `refold` by default).

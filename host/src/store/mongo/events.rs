@@ -1,6 +1,7 @@
 //! The event log on MongoDB.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
@@ -41,10 +42,22 @@ fn object_text(doc: &Document, key: &str) -> String {
     }
 }
 
+/// An event's id as text: a string as it is, an ObjectId (an event another application
+/// inserted) as its hex form.
+fn id_of(doc: &Document) -> StoreResult<String> {
+    match doc.get("_id") {
+        Some(Bson::ObjectId(oid)) => Ok(oid.to_hex()),
+        _ => text(doc, "_id"),
+    }
+}
+
+/// How long an append waits for the sequencer to stamp the unstamped last event of its stream.
+const SEQUENCER_WAIT: Duration = Duration::from_secs(15);
+
 pub(super) fn to_event(doc: &Document) -> StoreResult<RecordedEvent> {
     Ok(RecordedEvent {
         position: int(doc, "position")? as Position,
-        id: text(doc, "_id")?,
+        id: id_of(doc)?,
         aggregate_id: text(doc, "aggregateId")?,
         aggregate_type: text(doc, "aggregateType")?,
         event_type: text(doc, "eventType")?,
@@ -136,138 +149,171 @@ impl EventLog for MongoStore {
             append.validate()?;
         }
         let (events, counters) = (self.events(), self.counters());
-        let results = transaction!(self, "append", |session| async {
-            // Versions after each part of the call: a later part may extend the same stream.
-            let mut versions: HashMap<&str, u64> = HashMap::new();
-            let mut after = Vec::with_capacity(appends.len());
-            // Parts sent before (recognised by their event ids) write nothing.
-            let mut written = Vec::with_capacity(appends.len());
-            for append in &appends {
-                let ids = append.explicit_ids();
-                let first = if ids.is_empty() {
-                    None
-                } else {
-                    let mut cursor = events
-                        .find(doc! { "_id": { "$in": ids } })
-                        .session(&mut session)
-                        .await?;
-                    let mut stored = Vec::new();
-                    while let Some(doc) = cursor.next(&mut session).await.transpose()? {
-                        let object = |key: &str| {
-                            doc.get_document(key)
-                                .map(|d| serde_json::Value::Object(extjson::to_map(d)))
-                                .unwrap_or_default()
-                        };
-                        stored.push(StoredId {
-                            id: doc.get_str("_id").unwrap_or_default().to_owned(),
-                            aggregate_id: doc.get_str("aggregateId").unwrap_or_default().to_owned(),
-                            aggregate_type: doc
-                                .get_str("aggregateType")
-                                .unwrap_or_default()
-                                .to_owned(),
-                            event_type: doc.get_str("eventType").unwrap_or_default().to_owned(),
-                            version: int(&doc, "version").unwrap_or_default() as u64,
-                            position: int(&doc, "position").unwrap_or_default() as u64,
-                            timestamp_ms: doc
-                                .get_datetime("timestamp")
-                                .map(|d| d.timestamp_millis())
-                                .unwrap_or_default(),
-                            data: object("eventData"),
-                            metadata: object("metadata"),
-                        });
-                    }
-                    match append.already_written(&stored) {
-                        Ok(first) => first,
-                        Err(invalid) => return Ok(Err(invalid)),
-                    }
-                };
-                written.push(first);
-            }
-            let total: u64 = appends
-                .iter()
-                .zip(&written)
-                .filter(|(_, first)| first.is_none())
-                .map(|(a, _)| a.events.len() as u64)
-                .sum();
-            if total == 0 {
-                return Ok(Ok(written.into_iter().flatten().collect()));
-            }
-            for (append, _) in appends
-                .iter()
-                .zip(&written)
-                .filter(|(_, first)| first.is_none())
-            {
-                let current = match versions.get(append.aggregate_id.as_str()) {
-                    Some(v) => *v,
-                    None => {
-                        let last = events
-                            .find_one(doc! { "aggregateId": &append.aggregate_id })
-                            .sort(doc! { "version": -1 })
-                            .projection(doc! { "version": 1 })
+        // An append to a stream whose last event another application inserted and the sequencer
+        // has not stamped yet waits for it (`Err(stream)` below): it must not take a position
+        // before an earlier version of its stream.
+        let waiting_since = std::time::Instant::now();
+        let results = loop {
+            let outcome = transaction!(self, "append", |session| async {
+                // Versions after each part of the call: a later part may extend the same stream.
+                let mut versions: HashMap<&str, u64> = HashMap::new();
+                let mut after = Vec::with_capacity(appends.len());
+                // Parts sent before (recognised by their event ids) write nothing.
+                let mut written = Vec::with_capacity(appends.len());
+                for append in &appends {
+                    let ids = append.explicit_ids();
+                    let first = if ids.is_empty() {
+                        None
+                    } else {
+                        let mut cursor = events
+                            .find(doc! { "_id": { "$in": ids } })
                             .session(&mut session)
                             .await?;
-                        last.map(|doc| int(&doc, "version").unwrap_or_default() as u64)
-                            .unwrap_or(0)
-                    }
-                };
-                if !append.expected.accepts(current) {
-                    let conflict = StoreError::Conflict {
-                        aggregate_id: append.aggregate_id.clone(),
-                        expected: append.expected,
-                        actual: current,
+                        let mut stored = Vec::new();
+                        while let Some(doc) = cursor.next(&mut session).await.transpose()? {
+                            let object = |key: &str| {
+                                doc.get_document(key)
+                                    .map(|d| serde_json::Value::Object(extjson::to_map(d)))
+                                    .unwrap_or_default()
+                            };
+                            stored.push(StoredId {
+                                id: doc.get_str("_id").unwrap_or_default().to_owned(),
+                                aggregate_id: doc
+                                    .get_str("aggregateId")
+                                    .unwrap_or_default()
+                                    .to_owned(),
+                                aggregate_type: doc
+                                    .get_str("aggregateType")
+                                    .unwrap_or_default()
+                                    .to_owned(),
+                                event_type: doc.get_str("eventType").unwrap_or_default().to_owned(),
+                                version: int(&doc, "version").unwrap_or_default() as u64,
+                                position: int(&doc, "position").unwrap_or_default() as u64,
+                                timestamp_ms: doc
+                                    .get_datetime("timestamp")
+                                    .map(|d| d.timestamp_millis())
+                                    .unwrap_or_default(),
+                                data: object("eventData"),
+                                metadata: object("metadata"),
+                            });
+                        }
+                        match append.already_written(&stored) {
+                            Ok(first) => first,
+                            Err(invalid) => return Ok(Err(invalid)),
+                        }
                     };
-                    return Ok(Err(conflict));
+                    written.push(first);
                 }
-                let version = current + append.events.len() as u64;
-                versions.insert(&append.aggregate_id, version);
-                after.push(version);
-            }
-            // The counter's write conflict serialises appends: positions commit in order.
-            let counter = counters
-                .find_one_and_update(
-                    doc! { "_id": "events" },
-                    doc! { "$inc": { "position": total as i64 } },
-                )
-                .upsert(true)
-                .return_document(ReturnDocument::After)
-                .session(&mut session)
-                .await?;
-            let last_position = counter
-                .map(|c| int(&c, "position").unwrap_or_default())
-                .unwrap_or_default() as u64;
-            let mut next = last_position + 1 - total;
-            let mut results = Vec::with_capacity(appends.len());
-            let mut documents = Vec::with_capacity(total as usize);
-            let mut after = after.into_iter();
-            for (append, first) in appends.iter().zip(written) {
-                if let Some(first) = first {
-                    results.push(first);
-                    continue;
+                let total: u64 = appends
+                    .iter()
+                    .zip(&written)
+                    .filter(|(_, first)| first.is_none())
+                    .map(|(a, _)| a.events.len() as u64)
+                    .sum();
+                if total == 0 {
+                    return Ok(Ok(Ok(written.into_iter().flatten().collect())));
                 }
-                let count = append.events.len() as u64;
-                let version = after.next().unwrap_or_default();
-                match Self::event_documents(append, version - count, next) {
-                    Ok(docs) => documents.extend(docs),
-                    Err(invalid) => return Ok(Err(invalid)),
-                }
-                results.push(AppendResult {
-                    first_position: next,
-                    last_position: next + count - 1,
-                    version,
-                });
-                next += count;
-            }
-            match events.insert_many(documents).session(&mut session).await {
-                Ok(_) => Ok(Ok(results)),
-                Err(e)
-                    if errors::code(&e) == Some(errors::DUPLICATE_KEY)
-                        && !errors::is_transient_transaction(&e) =>
+                for (append, _) in appends
+                    .iter()
+                    .zip(&written)
+                    .filter(|(_, first)| first.is_none())
                 {
-                    Ok(Err(duplicate(&e, &appends)))
+                    let current = match versions.get(append.aggregate_id.as_str()) {
+                        Some(v) => *v,
+                        None => {
+                            let last = events
+                                .find_one(doc! { "aggregateId": &append.aggregate_id })
+                                .sort(doc! { "version": -1 })
+                                .projection(
+                                    doc! { "version": 1, "position": 1, "refoldRejected": 1 },
+                                )
+                                .session(&mut session)
+                                .await?;
+                            if last.as_ref().is_some_and(|doc| {
+                                !doc.contains_key("position") && !doc.contains_key("refoldRejected")
+                            }) {
+                                return Ok(Ok(Err(append.aggregate_id.clone())));
+                            }
+                            last.map(|doc| int(&doc, "version").unwrap_or_default() as u64)
+                                .unwrap_or(0)
+                        }
+                    };
+                    if !append.expected.accepts(current) {
+                        let conflict = StoreError::Conflict {
+                            aggregate_id: append.aggregate_id.clone(),
+                            expected: append.expected,
+                            actual: current,
+                        };
+                        return Ok(Err(conflict));
+                    }
+                    let version = current + append.events.len() as u64;
+                    versions.insert(&append.aggregate_id, version);
+                    after.push(version);
                 }
-                Err(e) => Err(e),
+                // The counter's write conflict serialises appends: positions commit in order.
+                let counter = counters
+                    .find_one_and_update(
+                        doc! { "_id": "events" },
+                        doc! { "$inc": { "position": total as i64 } },
+                    )
+                    .upsert(true)
+                    .return_document(ReturnDocument::After)
+                    .session(&mut session)
+                    .await?;
+                let last_position = counter
+                    .map(|c| int(&c, "position").unwrap_or_default())
+                    .unwrap_or_default() as u64;
+                let mut next = last_position + 1 - total;
+                let mut results = Vec::with_capacity(appends.len());
+                let mut documents = Vec::with_capacity(total as usize);
+                let mut after = after.into_iter();
+                for (append, first) in appends.iter().zip(written) {
+                    if let Some(first) = first {
+                        results.push(first);
+                        continue;
+                    }
+                    let count = append.events.len() as u64;
+                    let version = after.next().unwrap_or_default();
+                    match Self::event_documents(append, version - count, next) {
+                        Ok(docs) => documents.extend(docs),
+                        Err(invalid) => return Ok(Err(invalid)),
+                    }
+                    results.push(AppendResult {
+                        first_position: next,
+                        last_position: next + count - 1,
+                        version,
+                    });
+                    next += count;
+                }
+                match events.insert_many(documents).session(&mut session).await {
+                    Ok(_) => Ok(Ok(Ok(results))),
+                    Err(e)
+                        if errors::code(&e) == Some(errors::DUPLICATE_KEY)
+                            && !errors::is_transient_transaction(&e) =>
+                    {
+                        Ok(Err(duplicate(&e, &appends)))
+                    }
+                    Err(e) => Err(e),
+                }
+            })?;
+            match outcome {
+                Ok(results) => break results,
+                Err(_) if waiting_since.elapsed() < SEQUENCER_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(stream) => {
+                    return Err(StoreError::backend(
+                        "append",
+                        format!(
+                            "the last event of stream `{stream}` was inserted by another application \
+                         and has had no position for {} s: the sequencer of a running `refold \
+                         run` host gives it one; is one running?",
+                            SEQUENCER_WAIT.as_secs()
+                        ),
+                    ));
+                }
             }
-        })?;
+        };
         if let Some(last) = results.iter().map(|r: &AppendResult| r.last_position).max() {
             crate::store::ring(&self.feed, last);
         }
@@ -423,7 +469,13 @@ impl EventLog for MongoStore {
     ) -> StoreResult<Vec<RecordedEvent>> {
         let cursor = self
             .events()
-            .find(doc! { "aggregateId": aggregate_id, "version": { "$gte": from_version as i64 } })
+            // Only stamped events: one another application inserted has no position until the
+            // sequencer gives it one.
+            .find(doc! {
+                "aggregateId": aggregate_id,
+                "version": { "$gte": from_version as i64 },
+                "position": { "$gte": 0 },
+            })
             .sort(doc! { "version": 1 })
             .limit(limit as i64)
             .read_concern(ReadConcern::majority())

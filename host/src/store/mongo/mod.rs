@@ -21,6 +21,7 @@ mod events;
 mod feed;
 mod generations;
 mod operator;
+pub mod sequencer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,7 +130,6 @@ impl MongoStore {
                     "aggregate_version",
                     true,
                 ),
-                index(doc! { "position": 1 }, "position", true),
                 index(
                     doc! { "eventType": 1, "position": 1 },
                     "event_type_position",
@@ -143,6 +143,7 @@ impl MongoStore {
             ])
             .await
             .map_err(backend("create event indexes"))?;
+        self.create_position_index().await?;
         self.generations_collection()
             .create_index(index(
                 doc! { "projection": 1, "number": 1 },
@@ -160,6 +161,71 @@ impl MongoStore {
             .await
             .map_err(backend("create dead-letter indexes"))?;
         Ok(())
+    }
+
+    /// The unique index of positions, partial: events other applications insert have no position
+    /// until the sequencer gives them one, and any number of them may wait. Stores made before
+    /// had it whole, which refuses a second event without a position: it is replaced.
+    async fn create_position_index(&self) -> StoreResult<()> {
+        use futures_util::TryStreamExt;
+        let partial = doc! { "position": { "$gte": 0 } };
+        let existing: Vec<IndexModel> = self
+            .events()
+            .list_indexes()
+            .await
+            .map_err(backend("list event indexes"))?
+            .try_collect()
+            .await
+            .map_err(backend("list event indexes"))?;
+        let old = existing.iter().any(|index| {
+            let options = index.options.as_ref();
+            options.and_then(|o| o.name.as_deref()) == Some("position")
+                && options.and_then(|o| o.partial_filter_expression.as_ref()) != Some(&partial)
+        });
+        if old {
+            tracing::info!(
+                "replacing the unique index of event positions by a partial one (events other applications insert have none until stamped)"
+            );
+            self.events()
+                .drop_index("position")
+                .await
+                .map_err(backend("replace the position index"))?;
+        }
+        let model = IndexModel::builder()
+            .keys(doc! { "position": 1 })
+            .options(
+                IndexOptions::builder()
+                    .name("position".to_owned())
+                    .unique(true)
+                    .partial_filter_expression(partial)
+                    .build(),
+            )
+            .build();
+        self.events()
+            .create_index(model)
+            .await
+            .map_err(backend("create the position index"))?;
+        Ok(())
+    }
+
+    /// Start the sequencer (see [`sequencer`]) as `owner`, until the store is dropped or the
+    /// handle stops it. Only hosts that serve projections run one.
+    pub fn spawn_sequencer(&self, owner: String) -> SequencerHandle {
+        let (stop, stopped) = watch::channel(false);
+        // A store of its own, whose feed nobody reads: the task must not keep this store's feed
+        // alive, which is how it learns that the store was dropped.
+        let own = Self {
+            client: self.client.clone(),
+            db: self.db.clone(),
+            feed: Arc::new(watch::channel(0).0),
+        };
+        let task = tokio::spawn(sequencer::run(
+            own,
+            owner,
+            Arc::downgrade(&self.feed),
+            stopped,
+        ));
+        SequencerHandle { stop, task }
     }
 
     /// The committed head, read with majority read concern.
@@ -193,6 +259,20 @@ impl MongoStore {
             context,
             "commit outcome stayed unknown",
         ))
+    }
+}
+
+/// A running sequencer: [`Self::stop`] gives its lease up, so another host takes over at once.
+pub struct SequencerHandle {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SequencerHandle {
+    /// Stop the sequencer and give its lease up.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
     }
 }
 

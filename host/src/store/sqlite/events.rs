@@ -196,6 +196,24 @@ fn append_stream(
 
 /// Store a batch of an import in one transaction (see [`ImportedEvent`]).
 fn import_blocking(conn: &mut Connection, events: &[ImportedEvent]) -> StoreResult<Imported> {
+    // An import writes all over the indexes of ids and streams: with SQLite's default cache of
+    // 2 MB, most inserts would read and write pages again. A larger cache for the import's
+    // transactions, released after.
+    let cache: i64 = conn
+        .query_row("PRAGMA cache_size", [], |r| r.get(0))
+        .map_err(|e| StoreError::backend("import", e))?;
+    conn.execute_batch(&format!("PRAGMA cache_size = -{IMPORT_CACHE_KIB}"))
+        .map_err(|e| StoreError::backend("import", e))?;
+    let outcome = import_transaction(conn, events);
+    conn.execute_batch(&format!("PRAGMA cache_size = {cache}"))
+        .map_err(|e| StoreError::backend("import", e))?;
+    outcome
+}
+
+/// The page cache an import uses, in KiB.
+const IMPORT_CACHE_KIB: i64 = 256 * 1024;
+
+fn import_transaction(conn: &mut Connection, events: &[ImportedEvent]) -> StoreResult<Imported> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| StoreError::backend("begin import", e))?;
