@@ -9,6 +9,7 @@ mod failure_policy;
 mod foreign;
 mod host_faults;
 mod hostile;
+mod hosts;
 mod hot_deploy;
 mod import;
 mod languages;

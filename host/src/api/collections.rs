@@ -4,6 +4,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -11,7 +12,7 @@ use super::error::ApiError;
 use super::streams::{NumberParam, parse_body};
 use super::{Params, Shared};
 use crate::control;
-use crate::domain::GenerationState;
+use crate::domain::{GenerationState, Position};
 use crate::store::Query;
 
 /// The collections the projection's active generation serves; 404 for an unknown projection
@@ -27,6 +28,84 @@ async fn served(shared: &Shared, name: &str) -> Result<Vec<String>, ApiError> {
             "collection_not_found",
             format!("{name} serves no collection yet: its first generation is still building"),
         )),
+    }
+}
+
+/// Longest a read may wait for `atLeast`, and how long it waits when `timeoutMs` is not given.
+const MAX_WAIT_MS: u64 = 30_000;
+const DEFAULT_WAIT_MS: u64 = 5_000;
+
+/// How often a waiting read looks at the checkpoint again.
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// A read that must reflect the log up to a position (read-your-writes): the position an append
+/// answered, and how long to wait for it.
+#[derive(Debug, Clone, Copy)]
+struct AtLeast {
+    position: Position,
+    timeout_ms: u64,
+}
+
+impl AtLeast {
+    fn from(position: Option<u64>, timeout_ms: Option<u64>) -> Result<Option<Self>, ApiError> {
+        let timeout_ms = timeout_ms.unwrap_or(DEFAULT_WAIT_MS);
+        if timeout_ms > MAX_WAIT_MS {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("timeoutMs={timeout_ms} is over the most a read may wait, {MAX_WAIT_MS}"),
+            ));
+        }
+        Ok(position.map(|position| Self {
+            position,
+            timeout_ms,
+        }))
+    }
+}
+
+/// Wait until the projection's active generation has folded in every event up to `at_least`
+/// (its checkpoint has reached it): `409 position_not_in_log` at once when the log does not
+/// reach that position, `503 not_caught_up` with how far it is when the wait runs out.
+async fn wait_for(shared: &Shared, name: &str, at_least: Option<AtLeast>) -> Result<(), ApiError> {
+    let Some(AtLeast {
+        position,
+        timeout_ms,
+    }) = at_least
+    else {
+        return Ok(());
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
+    let head = shared.store.head().await?;
+    if position > head {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "position_not_in_log",
+            format!("atLeast={position} is past the end of the log (its last position is {head})"),
+        ));
+    }
+    loop {
+        let generations = control::generations_of(shared.store.as_ref(), name).await?;
+        let active = generations
+            .iter()
+            .rfind(|g| g.state == GenerationState::Active);
+        let checkpoint = active.map(|g| g.checkpoint).unwrap_or(0);
+        if checkpoint >= position {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let why = match active.and_then(|g| g.last_error.as_deref()) {
+                Some(error) => format!("; it stopped on: {error}"),
+                None => String::new(),
+            };
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_caught_up",
+                format!(
+                    "{name} has folded in the log up to position {checkpoint}, not yet \
+                     {position}, after {timeout_ms} ms{why}"
+                ),
+            ));
+        }
+        tokio::time::sleep(WAIT_POLL).await;
     }
 }
 
@@ -58,8 +137,12 @@ pub(super) async fn list(
 pub(super) async fn get(
     State(shared): State<Shared>,
     Path((name, collection, id)): Path<(String, String, String)>,
+    params: Params,
 ) -> Result<Json<Value>, ApiError> {
+    let params = params.only(&["atLeast", "timeoutMs"])?;
+    let at_least = AtLeast::from(params.number("atLeast")?, params.number("timeoutMs")?)?;
     check(&shared, &name, &collection).await?;
+    wait_for(&shared, &name, at_least).await?;
     match shared.store.get_document(&name, &collection, &id).await? {
         Some(document) => Ok(Json(document)),
         None => Err(ApiError::not_found(
@@ -74,8 +157,10 @@ async fn run(
     name: &str,
     collection: &str,
     query: Query,
+    at_least: Option<AtLeast>,
 ) -> Result<Json<Value>, ApiError> {
     check(shared, name, collection).await?;
+    wait_for(shared, name, at_least).await?;
     let documents = shared
         .store
         .find_documents(name, collection, &query)
@@ -104,7 +189,8 @@ pub(super) async fn find(
     Path((name, collection)): Path<(String, String)>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let params = params.only(&["filter", "sort", "limit", "skip"])?;
+    let params = params.only(&["filter", "sort", "limit", "skip", "atLeast", "timeoutMs"])?;
+    let at_least = AtLeast::from(params.number("atLeast")?, params.number("timeoutMs")?)?;
     let filter = json_param(&params, "filter")?;
     let sort = params.get("sort").map(|s| {
         if s.trim_start().starts_with('{') {
@@ -120,7 +206,7 @@ pub(super) async fn find(
         params.number("skip")?,
         params.number("limit")?,
     )?;
-    run(&shared, &name, &collection, query).await
+    run(&shared, &name, &collection, query, at_least).await
 }
 
 /// The body of a query.
@@ -135,6 +221,10 @@ struct QueryBody {
     skip: Option<u64>,
     #[serde(default)]
     limit: Option<u64>,
+    #[serde(default, rename = "atLeast")]
+    at_least: Option<u64>,
+    #[serde(default, rename = "timeoutMs")]
+    timeout_ms: Option<u64>,
 }
 
 pub(super) async fn query(
@@ -149,5 +239,6 @@ pub(super) async fn query(
         body.skip,
         body.limit,
     )?;
-    run(&shared, &name, &collection, query).await
+    let at_least = AtLeast::from(body.at_least, body.timeout_ms)?;
+    run(&shared, &name, &collection, query, at_least).await
 }

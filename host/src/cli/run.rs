@@ -298,7 +298,8 @@ pub(super) async fn stop_signal() {
     }
 }
 
-/// This process, as named in the leases it holds: the machine's name and the process id.
+/// This process, as named in the leases it holds: the machine's name, the process id, and a
+/// random suffix (containers that share a name may all be process 1).
 fn owner_name() -> String {
     let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
@@ -306,7 +307,7 @@ fn owner_name() -> String {
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "host".to_owned());
-    format!("{machine}:{}", std::process::id())
+    format!("{machine}:{}:{:04x}", std::process::id(), fastrand::u16(..))
 }
 
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {

@@ -55,11 +55,14 @@ impl<T> Store for T where
 {
 }
 
-/// What a host that serves projections runs beside its store: on MongoDB, the sequencer that
-/// gives positions to events other applications insert.
+/// What a host that serves projections holds beside its store: on MongoDB, the sequencer that
+/// gives positions to events other applications insert; on the embedded store, the lock that
+/// refuses a second host on the same file.
 pub struct HostTasks {
     #[cfg(feature = "mongodb")]
     sequencer: Option<mongo::SequencerHandle>,
+    /// On the embedded store, the lock that keeps a second host off the file.
+    _lock: Option<sqlite::HostLock>,
 }
 
 impl HostTasks {
@@ -81,16 +84,23 @@ pub async fn open_serving(uri: &str, owner: &str) -> StoreResult<(Arc<dyn Store>
         let sequencer = store.spawn_sequencer(owner.to_owned());
         let tasks = HostTasks {
             sequencer: Some(sequencer),
+            _lock: None,
         };
         return Ok((Arc::new(store), tasks));
     }
     let _ = owner;
+    // The lock first: a second host is refused before it touches the file.
+    let lock = match uri.strip_prefix("sqlite://") {
+        Some(path) if !path.is_empty() => Some(sqlite::lock_for_host(std::path::Path::new(path))?),
+        _ => None,
+    };
     let store = open(uri).await?;
     Ok((
         store,
         HostTasks {
             #[cfg(feature = "mongodb")]
             sequencer: None,
+            _lock: lock,
         },
     ))
 }

@@ -7,6 +7,7 @@
 mod access;
 mod batch;
 mod openapi;
+mod read_your_writes;
 pub mod support;
 
 use refold::cli::demo_data;
@@ -535,6 +536,7 @@ async fn exercise(uri: &str) -> Vec<Value> {
     let (store, host) = host_with_history(&sandbox, uri, 3_000).await;
     appends_and_reads(&host, store.as_ref()).await;
     batch::batch_appends(&host, store.as_ref()).await;
+    read_your_writes::read_your_writes(&host, store.as_ref()).await;
     let answers = run_queries(&host, uri).await;
     hostile_queries(&host).await;
     metrics_move(&host).await;

@@ -10,6 +10,9 @@ pub const INDEX_CONFLICT: [i32; 2] = [85, 86];
 /// The collection or view already exists.
 pub const NAMESPACE_EXISTS: i32 = 48;
 
+/// `IndexNotFound`: dropping an index that is not there.
+pub const INDEX_NOT_FOUND: i32 = 27;
+
 /// The server's error code, wherever the driver put it.
 pub fn code(error: &Error) -> Option<i32> {
     match error.kind.as_ref() {
@@ -52,4 +55,10 @@ pub fn is_transient_transaction(error: &Error) -> bool {
 /// The commit may have happened; retry the commit itself.
 pub fn is_unknown_commit(error: &Error) -> bool {
     error.contains_label(mongodb::error::UNKNOWN_TRANSACTION_COMMIT_RESULT)
+}
+
+/// Whether opening a change stream failed because the oplog no longer holds its resume token
+/// (`ChangeStreamHistoryLost`, `ChangeStreamFatalError`, an invalid token).
+pub fn is_history_lost(error: &mongodb::error::Error) -> bool {
+    matches!(code(error), Some(286 | 280 | 260))
 }

@@ -375,11 +375,7 @@ impl EventLog for MongoStore {
                         .session(&mut session)
                         .await?
                         .unwrap_or_default();
-                    let id = match stored.get("_id") {
-                        Some(Bson::String(id)) => id.clone(),
-                        Some(other) => other.to_string(),
-                        None => String::new(),
-                    };
+                    let id = id_of(&stored).unwrap_or_default();
                     if let Err(differs) =
                         imported.check_present(&id, stored.get_str("eventType").unwrap_or_default())
                     {

@@ -186,10 +186,12 @@ impl MongoStore {
             tracing::info!(
                 "replacing the unique index of event positions by a partial one (events other applications insert have none until stamped)"
             );
-            self.events()
-                .drop_index("position")
-                .await
-                .map_err(backend("replace the position index"))?;
+            // Another host starting at the same time may have dropped it already.
+            match self.events().drop_index("position").await {
+                Ok(()) => {}
+                Err(e) if errors::code(&e) == Some(errors::INDEX_NOT_FOUND) => {}
+                Err(e) => return Err(StoreError::backend("replace the position index", e)),
+            }
         }
         let model = IndexModel::builder()
             .keys(doc! { "position": 1 })

@@ -12,22 +12,26 @@
 //!   epoch moves on; every stamping transaction checks owner and epoch, so a sequencer that lost
 //!   its lease (paused, cut off) can never stamp again.
 //! - **Where it is.** The change stream's resume token is saved with the lease in the same
-//!   transaction as the positions it gave, so a sequencer that takes over (or a restart) goes on
-//!   from exactly there. With no token (the first start, or history lost from the oplog), it
+//!   transaction as the positions it gave (and with each renewal while nothing waits), so a
+//!   sequencer that takes over (or a restart) goes on from exactly there. With no token (the
+//!   first start, or a token the oplog no longer holds), it
 //!   opens the stream and then stamps every event still without a position, in time order,
 //!   before following the stream: events the stream then shows again are stamped already and
 //!   skipped.
-//! - **Per-stream order.** A Refold append to a stream whose last event has no position yet waits
-//!   for the sequencer (see `events.rs`), so an append never takes a position before an earlier
-//!   version of its stream.
+//! - **Per-stream order.** A document gets its position after the earlier versions of its stream
+//!   that still wait for one (a catch-up in time order, with application servers whose clocks
+//!   differ, may come to them later). A Refold append to a stream whose last event has no
+//!   position yet waits for the sequencer (see `events.rs`), so an append never takes a position
+//!   before an earlier version of its stream.
 //! - **Malformed documents.** A document the log cannot hold as an event (a missing stream, a
 //!   version that is not a whole number, a payload that is not a document...) is marked with
 //!   `refoldRejected` (the reason) instead of a position, logged, and passed over: the sequencer
 //!   goes on, and nothing else waits for it. The application's bug stays visible in the
 //!   collection, and projections keep serving everyone else's events; the stream's versions then
-//!   show the hole. An operator who fixes the document and unsets `refoldRejected` gets it
-//!   stamped by the next start of a sequencer (at the end of the log).
+//!   show the hole. An operator brings it in by deleting it and inserting the fixed document:
+//!   the insert gets the next position (at the end of the log).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Weak;
 use std::time::Duration;
 
@@ -48,6 +52,15 @@ const BATCH: usize = 500;
 
 /// The id of the lease document in `counters`.
 const LEASE_ID: &str = "sequencer";
+
+/// A document's stream version, if it is a whole number.
+fn version_of(doc: &Document) -> Option<i64> {
+    match doc.get("version")? {
+        Bson::Int32(v) => Some(i64::from(*v)),
+        Bson::Int64(v) => Some(*v),
+        _ => None,
+    }
+}
 
 /// Why a document cannot be an event of the log, or `None` when it can.
 pub(super) fn malformed(doc: &Document) -> Option<String> {
@@ -192,13 +205,26 @@ async fn release(store: &MongoStore, owner: &str) -> StoreResult<()> {
     Ok(())
 }
 
-/// Renew the lease outside a stamping transaction; `false` when it was lost.
-async fn renew(store: &MongoStore, owner: &str, held: Held) -> StoreResult<bool> {
+/// Renew the lease outside a stamping transaction, saving `token` (every change before it has
+/// been dealt with), so a restart does not go back further than it must; `false` when the lease
+/// was lost.
+async fn renew(
+    store: &MongoStore,
+    owner: &str,
+    held: Held,
+    token: Option<&ResumeToken>,
+) -> StoreResult<bool> {
+    let mut set = doc! { "renewedAtMs": time::now_millis() };
+    if let Some(token) = token {
+        let token = mongodb::bson::to_bson(token)
+            .map_err(|e| StoreError::backend("sequencer resume token", e))?;
+        set.insert("resumeToken", token);
+    }
     let renewed = store
         .counters()
         .update_one(
             doc! { "_id": LEASE_ID, "owner": owner, "epoch": held.epoch },
-            doc! { "$set": { "renewedAtMs": time::now_millis() } },
+            doc! { "$set": set },
         )
         .await
         .map_err(|e| StoreError::backend("sequencer lease", e))?;
@@ -222,11 +248,15 @@ async fn hold(
     };
     tracing::info!(epoch = held.epoch, "sequencer: holding the lease");
     let token: Option<ResumeToken> = token.and_then(|t| mongodb::bson::from_bson(t).ok());
+    // Only inserts without a position reach the sequencer: Refold's own appends carry theirs.
     let watch = |token: Option<ResumeToken>| async move {
         store
             .events()
             .watch()
-            .pipeline([doc! { "$match": { "operationType": "insert" } }])
+            .pipeline([doc! { "$match": {
+                "operationType": "insert",
+                "fullDocument.position": { "$exists": false },
+            } }])
             .max_await_time(LEASE / 5)
             .batch_size(BATCH as u32)
             .resume_after(token)
@@ -234,8 +264,8 @@ async fn hold(
     };
     let mut stream = match watch(token.clone()).await {
         Ok(stream) => stream,
-        Err(error) if token.is_some() => {
-            tracing::warn!(%error, "sequencer: cannot resume the change stream; stamping every event without a position in time order, then following");
+        Err(error) if token.is_some() && errors::is_history_lost(&error) => {
+            tracing::warn!(%error, "sequencer: the oplog no longer holds where it was; giving a position to every event without one, in time order, then following");
             let stream = watch(None)
                 .await
                 .map_err(|e| StoreError::backend("sequencer change stream", e))?;
@@ -252,15 +282,17 @@ async fn hold(
         if alive.strong_count() == 0 {
             return Ok(());
         }
+        // Up to a batch of inserts, or what came within a fifth of the lease: the lease is
+        // renewed at least that often, busy or not.
         let mut inserts = Vec::new();
-        while inserts.len() < BATCH {
+        let gathering = tokio::time::Instant::now();
+        while inserts.len() < BATCH && gathering.elapsed() < LEASE / 5 {
             let change: Option<ChangeStreamEvent<Document>> = stream
                 .next_if_any()
                 .await
                 .map_err(|e| StoreError::backend("sequencer change stream", e))?;
-            match change.and_then(|c| c.full_document) {
-                Some(doc) if !doc.contains_key("position") => inserts.push(doc),
-                Some(_) => {}
+            match change {
+                Some(change) => inserts.extend(change.full_document),
                 None => break,
             }
         }
@@ -270,20 +302,21 @@ async fn hold(
                 "the stream ended (the collection was dropped or renamed)",
             ));
         }
+        // Everything up to this token has been seen; once stamped (or when nothing came), a
+        // restart may go on from here.
         let token = stream.resume_token();
-        if !inserts.is_empty() {
-            if !stamp(store, owner, held, &inserts, token.as_ref(), alive).await? {
-                tracing::warn!("sequencer: lost the lease");
-                return Ok(());
-            }
-            last_renewal = tokio::time::Instant::now();
+        let kept = if !inserts.is_empty() {
+            stamp(store, owner, held, &inserts, token.as_ref(), alive).await?
         } else if last_renewal.elapsed() >= LEASE / 5 {
-            if !renew(store, owner, held).await? {
-                tracing::warn!("sequencer: lost the lease");
-                return Ok(());
-            }
-            last_renewal = tokio::time::Instant::now();
+            renew(store, owner, held, token.as_ref()).await?
+        } else {
+            continue;
+        };
+        if !kept {
+            tracing::warn!("sequencer: lost the lease");
+            return Ok(());
         }
+        last_renewal = tokio::time::Instant::now();
     }
 }
 
@@ -366,7 +399,52 @@ async fn stamp(
             })
             .unwrap_or(0);
         let mut next = head + 1;
+        // Each document after the earlier versions of its stream that still wait (a catch-up in
+        // time order, with application servers whose clocks differ, may come to them later):
+        // every waiting event of the batch's streams, read in one query.
+        let streams: Vec<&str> = docs
+            .iter()
+            .filter_map(|d| d.get_str("aggregateId").ok())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut waiting: HashMap<String, Vec<Document>> = HashMap::new();
+        let mut cursor = events
+            .find(doc! {
+                "aggregateId": { "$in": &streams },
+                "position": { "$exists": false },
+                "refoldRejected": { "$exists": false },
+            })
+            .sort(doc! { "aggregateId": 1, "version": 1 })
+            .session(&mut session)
+            .await?;
+        while let Some(found) = cursor.next(&mut session).await.transpose()? {
+            if let Ok(stream) = found.get_str("aggregateId") {
+                waiting.entry(stream.to_owned()).or_default().push(found);
+            }
+        }
+        let mut ordered: Vec<&Document> = Vec::with_capacity(docs.len());
+        let mut placed: HashSet<String> = HashSet::new();
         for doc in docs {
+            if let (Ok(stream), Some(version)) = (doc.get_str("aggregateId"), version_of(doc)) {
+                for earlier in waiting.get(stream).into_iter().flatten() {
+                    if version_of(earlier).is_some_and(|v| v < version)
+                        && placed.insert(
+                            earlier
+                                .get("_id")
+                                .map(|id| id.to_string())
+                                .unwrap_or_default(),
+                        )
+                    {
+                        ordered.push(earlier);
+                    }
+                }
+            }
+            if placed.insert(doc.get("_id").map(|id| id.to_string()).unwrap_or_default()) {
+                ordered.push(doc);
+            }
+        }
+        for doc in ordered {
             let Some(id) = doc.get("_id") else { continue };
             let unstamped = doc! {
                 "_id": id.clone(),

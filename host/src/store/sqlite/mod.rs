@@ -23,6 +23,56 @@ use tokio::sync::watch;
 use super::{StoreError, StoreResult};
 use crate::domain::Position;
 
+/// The lock a host holds on a store file while it serves it (`refold run`): the embedded store
+/// takes one host at a time. Released when dropped, or when the process ends however it ends.
+pub struct HostLock {
+    _file: std::fs::File,
+}
+
+/// Take the host lock of the store file at `path` (`PATH.host-lock` beside it, holding the pid
+/// of the host), or say which process holds it.
+pub fn lock_for_host(path: &Path) -> StoreResult<HostLock> {
+    use std::io::{Read, Seek, Write};
+    let lock_path = PathBuf::from(format!("{}.host-lock", path.display()));
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::backend(format!("open {}", lock_path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => {
+            let written = file
+                .set_len(0)
+                .and_then(|()| file.rewind())
+                .and_then(|()| write!(file, "{}", std::process::id()))
+                .and_then(|()| file.flush());
+            written
+                .map_err(|e| StoreError::backend(format!("write {}", lock_path.display()), e))?;
+            Ok(HostLock { _file: file })
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let holder = match pid.trim() {
+                "" => "another process".to_owned(),
+                pid => format!("process {pid}"),
+            };
+            Err(StoreError::InvalidInput(format!(
+                "{} is already served by another `refold run` ({holder}): the embedded store \
+                 takes one host at a time. Stop that host first, or use MongoDB to run several \
+                 hosts on one store",
+                path.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::backend(
+            format!("lock {}", lock_path.display()),
+            e,
+        )),
+    }
+}
+
 /// The embedded store.
 pub struct SqliteStore {
     path: PathBuf,
