@@ -151,6 +151,27 @@ async fn a_history_imports_once_however_often_it_runs(uri: &str, sandbox: &Sandb
         240,
         "a failed import stored events"
     );
+
+    // An id the store holds already, for an event of another stream: named, nothing stored.
+    let reused = sandbox.path("reused.jsonl");
+    write_lines(
+        &reused,
+        &[json!({
+            "_id": "event-1", "aggregateId": "payment-other", "aggregateType": "Payment",
+            "eventType": "PaymentInitiated", "version": 1, "timestampMs": 1_734_700_000_000i64,
+        })],
+    );
+    let (ok, _, stderr) = import(&[&reused.to_string_lossy(), "--store", uri]);
+    assert!(!ok, "a reused id was accepted");
+    assert!(
+        stderr.contains("line 1: event id `event-1` exists already"),
+        "{stderr}"
+    );
+    assert_eq!(
+        store.head().await.expect("head"),
+        240,
+        "a failed import stored events"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -180,8 +201,9 @@ async fn a_broken_source_is_named_by_its_line_and_a_dry_run_stores_nothing() {
     let gone = lines.remove(7);
     assert_eq!(gone["aggregateId"], "payment-2");
     write_lines(&file, &lines);
-    for dry in [true, false] {
-        let mut args = vec![path.as_str(), "--store", uri.as_str()];
+    let on_mongodb = mongo::fresh_uri("import_broken");
+    for (dry, target) in [(true, &uri), (false, &uri), (false, &on_mongodb)] {
+        let mut args = vec![path.as_str(), "--store", target.as_str()];
         if dry {
             args.push("--dry-run");
         }
@@ -209,12 +231,17 @@ async fn a_broken_source_is_named_by_its_line_and_a_dry_run_stores_nothing() {
         (summary["events"].as_u64(), summary["streams"].as_u64()),
         (Some(15), Some(5))
     );
-    let (ok, summary, stderr) = import(&[&path, "--store", &uri]);
-    assert!(ok, "{stderr}");
-    assert_eq!(
-        summary["stored"].as_u64().unwrap_or(0) + summary["present"].as_u64().unwrap_or(0),
-        15
-    );
+    // The failed runs stored nothing: the gap is found at the end of the source, before its
+    // only batch was sent.
+    for target in [&uri, &on_mongodb] {
+        let (ok, summary, stderr) = import(&[&path, "--store", target]);
+        assert!(ok, "{stderr}");
+        assert_eq!(
+            (summary["stored"].as_u64(), summary["present"].as_u64()),
+            (Some(15), Some(0)),
+            "{summary}"
+        );
+    }
 
     for (line, error) in [
         (

@@ -425,7 +425,8 @@ async fn metrics_move(host: &Host) {
     }
 }
 
-async fn controls(host: &Host, store: &dyn Store) {
+/// Pause the payments projection and wait until its projector has stopped.
+async fn pause_payments(host: &Host) {
     let (status, body) = host
         .post("/api/projections/payments/pause", &json!({}))
         .await;
@@ -434,6 +435,10 @@ async fn controls(host: &Host, store: &dyn Store) {
         p["state"] == "paused" && p["active"]["running"] == false
     })
     .await;
+}
+
+async fn controls(host: &Host, store: &dyn Store) {
+    pause_payments(host).await;
     let (_, body) = host
         .post(
             "/api/streams/payment-api-4",

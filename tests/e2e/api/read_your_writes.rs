@@ -14,14 +14,7 @@ const DOCUMENT: &str = "/api/projections/payments/collections/payments/documents
 /// answers 503 with the checkpoint it has reached; a position past the log is 409 at once; once
 /// the projection resumes, the same read answers the document, on each read route.
 pub(super) async fn read_your_writes(host: &Host, store: &dyn Store) {
-    let (status, body) = host
-        .post("/api/projections/payments/pause", &json!({}))
-        .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-    host.wait_for_projection("payments", "payments paused", |p| {
-        p["state"] == "paused" && p["active"]["running"] == false
-    })
-    .await;
+    super::pause_payments(host).await;
     let (status, body) = host
         .post(
             "/api/streams/payment-ryw-1",

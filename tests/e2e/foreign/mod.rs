@@ -39,6 +39,12 @@ fn writer(
         .expect("start the seed-000 writer (python3 with pymongo: run scripts/setup)")
 }
 
+/// The database a test URI names.
+fn database_name(uri: &str) -> String {
+    let path = uri.split('/').nth(3).expect("a database in the URI");
+    path.split('?').next().unwrap_or(path).to_owned()
+}
+
 fn finished(child: std::process::Child) -> u64 {
     let output = child.wait_with_output().expect("the writer");
     assert!(
@@ -88,12 +94,7 @@ fn int(doc: &Document, key: &str) -> Option<i64> {
 async fn events_other_applications_insert_get_one_position_each_in_commit_order() {
     let sandbox = Sandbox::new();
     let uri = mongo::fresh_uri("foreign");
-    let database = uri
-        .split('/')
-        .nth(3)
-        .and_then(|s| s.split('?').next())
-        .expect("database")
-        .to_owned();
+    let database = database_name(&uri);
     let (_client, db) = mongo::database(&uri).await;
     let dir = projections(examples(), &["payments"], &sandbox.path("p"));
 
@@ -285,12 +286,7 @@ async fn events_other_applications_insert_get_one_position_each_in_commit_order(
 async fn two_sequencers_on_one_store_give_each_event_one_position() {
     use refold::store::mongo::MongoStore;
     let uri = mongo::fresh_uri("two_sequencers");
-    let database = uri
-        .split('/')
-        .nth(3)
-        .and_then(|s| s.split('?').next())
-        .expect("database")
-        .to_owned();
+    let database = database_name(&uri);
     let (_client, db) = mongo::database(&uri).await;
     let (first, second) = (
         MongoStore::open(&uri).await.expect("open"),

@@ -228,17 +228,51 @@ fn import_transaction(conn: &mut Connection, events: &[ImportedEvent]) -> StoreR
                 "SELECT id, event_type FROM events WHERE aggregate_id = ?1 AND version = ?2",
             )
             .map_err(|e| StoreError::backend("prepare import", e))?;
+        // `OR IGNORE`: an event that collides with a stored one is found by the row count, then
+        // looked at.
         let mut insert = tx
             .prepare_cached(&format!(
-                "INSERT INTO events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                "INSERT OR IGNORE INTO events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
             ))
             .map_err(|e| StoreError::backend("prepare import", e))?;
         // Each stream's version as the batch goes: read once, then kept here.
         let mut versions: HashMap<&str, StreamVersion> = HashMap::new();
         for imported in events {
             let stream = imported.aggregate_id.as_str();
-            let current = match versions.get(stream) {
-                Some(v) => *v,
+            let event = &imported.event;
+            let id = event
+                .id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let mut insert_at = |position: Position| {
+                insert
+                    .execute(params![
+                        position as i64,
+                        id,
+                        stream,
+                        event.aggregate_type,
+                        event.event_type,
+                        imported.version as i64,
+                        event.timestamp_ms.unwrap_or_else(time::now_millis),
+                        event.event_data.to_string(),
+                        event.metadata.to_string(),
+                    ])
+                    .map(|rows| rows == 1)
+                    .map_err(|e| StoreError::backend("import", e))
+            };
+            let cached = versions.get(stream).copied();
+            // The first version of a stream not seen in this batch: most likely a new stream, so
+            // inserted without reading its version first; stored already (a run again), it is
+            // looked at below like any other.
+            if cached.is_none() && imported.version == 1 && insert_at(head + 1)? {
+                head += 1;
+                versions.insert(stream, 1);
+                outcome.stored += 1;
+                outcome.last_position = head;
+                continue;
+            }
+            let current = match cached {
+                Some(v) => v,
                 None => version_of
                     .query_row([stream], |r| r.get::<_, i64>(0))
                     .map_err(|e| StoreError::backend("read the stream version", e))?
@@ -258,28 +292,11 @@ fn import_transaction(conn: &mut Connection, events: &[ImportedEvent]) -> StoreR
             if imported.version != current + 1 {
                 return Err(imported.gap(current));
             }
-            let event = &imported.event;
-            let id = event
-                .id
-                .clone()
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            // The stream's version is free: a collision is the id's.
+            if !insert_at(head + 1)? {
+                return Err(imported.duplicate_id());
+            }
             head += 1;
-            insert
-                .execute(params![
-                    head as i64,
-                    id,
-                    stream,
-                    event.aggregate_type,
-                    event.event_type,
-                    imported.version as i64,
-                    event.timestamp_ms.unwrap_or_else(time::now_millis),
-                    event.event_data.to_string(),
-                    event.metadata.to_string(),
-                ])
-                .map_err(|e| match e.sqlite_error_code() {
-                    Some(rusqlite::ErrorCode::ConstraintViolation) => imported.duplicate_id(),
-                    _ => StoreError::backend("import", e),
-                })?;
             versions.insert(stream, imported.version);
             outcome.stored += 1;
             outcome.last_position = head;
