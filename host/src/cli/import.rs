@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::StoreArgs;
 use crate::domain::{NewEvent, StreamVersion, extjson};
-use crate::store::{self, Imported, ImportedEvent};
+use crate::store::{self, ImportBatch, Imported, ImportedEvent};
 
 /// Arguments of `refold import` (documented on the subcommand).
 #[derive(Debug, Args)]
@@ -253,7 +253,7 @@ fn imported(read: Read_, version: StreamVersion) -> ImportedEvent {
 
 /// What the reader sends the writer: a batch, with how far into the source it is.
 struct Batch {
-    events: Vec<ImportedEvent>,
+    events: ImportBatch,
     /// Events read into it (the events themselves are dropped on a dry run).
     count: u64,
     /// Bytes or documents of the source read so far.
@@ -301,25 +301,32 @@ fn read_lines(
         }
     }
     order.finish()?;
-    send(&tx, &mut batch, bytes, dry_run)?;
+    let last = checked(&mut batch, bytes, dry_run)?.last();
+    tx.blocking_send(last)
+        .map_err(|_| anyhow::anyhow!("the import stopped"))?;
     Ok(order)
 }
 
 /// A batch checked as the store will check it, for the writer (empty on a dry run).
 fn checked(batch: &mut Vec<ImportedEvent>, done: u64, dry_run: bool) -> anyhow::Result<Batch> {
-    for event in batch.iter() {
-        event.validate()?;
-    }
     let count = batch.len() as u64;
-    let mut events = std::mem::take(batch);
+    let mut events = ImportBatch::new(std::mem::take(batch))?;
     if dry_run {
-        events.clear();
+        events = ImportBatch::default();
     }
     Ok(Batch {
         events,
         count,
         done,
     })
+}
+
+impl Batch {
+    /// Mark the import's last batch.
+    fn last(mut self) -> Self {
+        self.events = self.events.last();
+        self
+    }
 }
 
 /// Hand a batch to the writer; an error when the writer has stopped (its error is reported).
@@ -375,7 +382,7 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     while let Some(batch) = rx.recv().await {
         seen += batch.count;
         if let Some(target) = &target {
-            if !batch.events.is_empty() {
+            if !batch.events.is_empty() || batch.events.is_last() {
                 match target.import(batch.events).await {
                     Ok(outcome) => total.add(outcome),
                     Err(error) => {
@@ -539,7 +546,7 @@ async fn mongo_source(
                 }
             }
             order.finish()?;
-            let last = checked(&mut batch, done, dry_run)?;
+            let last = checked(&mut batch, done, dry_run)?.last();
             tx.send(last)
                 .await
                 .map_err(|_| anyhow::anyhow!("the import stopped"))?;

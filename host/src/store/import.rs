@@ -23,6 +23,71 @@ pub struct ImportedEvent {
     pub origin: String,
 }
 
+/// A batch of an import whose every event has been checked ([`ImportedEvent::validate`]): the
+/// only thing [`super::EventLog::import`] takes, so a batch is checked once, wherever it is
+/// built (the importer checks it on its reading thread, beside the store's writes).
+/// Each event's payload and metadata are also kept as JSON text, made there too, for the
+/// embedded store, which stores that text.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ImportBatch {
+    events: Vec<ImportedEvent>,
+    texts: Vec<(String, String)>,
+    last: bool,
+}
+
+impl ImportBatch {
+    /// Check every event; the first that fails is the error.
+    pub fn new(events: Vec<ImportedEvent>) -> StoreResult<Self> {
+        for event in &events {
+            event.validate()?;
+        }
+        let texts = events
+            .iter()
+            .map(|e| (e.event.event_data.to_string(), e.event.metadata.to_string()))
+            .collect();
+        Ok(Self {
+            events,
+            texts,
+            last: false,
+        })
+    }
+
+    /// Mark the import's last batch: the store tidies up after it (the embedded store copies the
+    /// import's log into the database file).
+    pub fn last(mut self) -> Self {
+        self.last = true;
+        self
+    }
+
+    /// Whether this is the import's last batch.
+    pub fn is_last(&self) -> bool {
+        self.last
+    }
+
+    /// The events, in order.
+    pub fn events(&self) -> &[ImportedEvent] {
+        &self.events
+    }
+
+    /// The events, each with its payload and metadata as JSON text.
+    pub(crate) fn with_texts(&self) -> impl Iterator<Item = (&ImportedEvent, &str, &str)> {
+        self.events
+            .iter()
+            .zip(&self.texts)
+            .map(|(e, (data, metadata))| (e, data.as_str(), metadata.as_str()))
+    }
+
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Whether it has none.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+}
+
 /// What a batch of an import did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]

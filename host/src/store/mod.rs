@@ -28,7 +28,7 @@ pub(crate) use append::StoredId;
 pub use append::StreamAppend;
 pub use batch::BatchWrites;
 pub use error::{BackendError, StoreError, StoreResult};
-pub use import::{Imported, ImportedEvent};
+pub use import::{ImportBatch, Imported, ImportedEvent};
 pub use ports::{
     Checkpoints, DeadLetter, DeadLetterKey, DeadLetters, DocumentReader, Documents, EventLog,
     Generations, MAX_DEAD_LETTER_PAGE, OperatorState, Page, Refusal,

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
-use super::{BatchWrites, Imported, ImportedEvent, StoreError, StoreResult, StreamAppend};
+use super::{BatchWrites, ImportBatch, Imported, StoreError, StoreResult, StreamAppend};
 use crate::domain::query::Query;
 use crate::domain::{
     AppendResult, EventFilter, ExpectedVersion, Generation, GenerationState, Manifest, NewEvent,
@@ -101,11 +101,11 @@ pub trait EventLog: Send + Sync {
     }
 
     /// Store events of an existing history in one transaction (the rules are in
-    /// [`super::ImportedEvent`]): each keeps its id, stream version and time and takes the next
+    /// [`super::ImportedEvent`]; the batch was checked when it was made): each keeps its id, stream version and time and takes the next
     /// position, in the order given. An event whose stream holds its version already is skipped
     /// when it is the same event; otherwise, and when a version does not follow its stream's
     /// last, nothing is stored and the error names where the event came from.
-    async fn import(&self, events: Vec<ImportedEvent>) -> StoreResult<Imported>;
+    async fn import(&self, batch: ImportBatch) -> StoreResult<Imported>;
 
     /// Events of one stream with version >= `from_version`, in order, at most `limit`.
     async fn read_stream(

@@ -15,7 +15,7 @@ use crate::domain::{
     AppendResult, EventFilter, ExpectedVersion, Position, RecordedEvent, StreamVersion, time,
 };
 use crate::store::{
-    EventLog, Imported, ImportedEvent, Page, StoreError, StoreResult, StoredId, StreamAppend,
+    EventLog, ImportBatch, Imported, Page, StoreError, StoreResult, StoredId, StreamAppend,
 };
 
 fn int(doc: &Document, key: &str) -> StoreResult<i64> {
@@ -320,10 +320,8 @@ impl EventLog for MongoStore {
         Ok(results)
     }
 
-    async fn import(&self, events: Vec<ImportedEvent>) -> StoreResult<Imported> {
-        for event in &events {
-            event.validate()?;
-        }
+    async fn import(&self, batch: ImportBatch) -> StoreResult<Imported> {
+        let events = batch.events();
         let documents: Vec<(Document, Document)> = events
             .iter()
             .map(|imported| {

@@ -13,7 +13,7 @@ use crate::domain::{
     time,
 };
 use crate::store::{
-    EventLog, Imported, ImportedEvent, Page, StoreError, StoreResult, StoredId, StreamAppend,
+    EventLog, ImportBatch, Imported, Page, StoreError, StoreResult, StoredId, StreamAppend,
 };
 
 const COLUMNS: &str =
@@ -194,26 +194,86 @@ fn append_stream(
     })
 }
 
+/// An import's copy of the write-ahead log into the database file (a passive checkpoint on a
+/// connection of its own), run on a thread beside the import's next batch.
+#[derive(Clone, Default)]
+pub(super) struct ImportCopy(Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>);
+
+impl ImportCopy {
+    /// Wait for the copy under way, if any.
+    fn wait(&self) {
+        let running = self.0.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(running) = running {
+            let _ = running.join();
+        }
+    }
+
+    /// Start copying what is committed, unless a copy is still under way.
+    fn start(&self, path: String) {
+        let Ok(mut slot) = self.0.lock() else { return };
+        if slot.as_ref().is_some_and(|running| !running.is_finished()) {
+            return;
+        }
+        *slot = Some(std::thread::spawn(move || {
+            let copied = Connection::open(&path).and_then(|conn| {
+                conn.busy_timeout(std::time::Duration::from_secs(10))?;
+                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            });
+            if let Err(error) = copied {
+                tracing::debug!(%error, "import: copying the log into the database failed; the next checkpoint does it");
+            }
+        }));
+    }
+}
+
 /// Store a batch of an import in one transaction (see [`ImportedEvent`]).
-fn import_blocking(conn: &mut Connection, events: &[ImportedEvent]) -> StoreResult<Imported> {
+fn import_blocking(
+    conn: &mut Connection,
+    events: &ImportBatch,
+    copy: &ImportCopy,
+) -> StoreResult<Imported> {
     // An import writes all over the indexes of ids and streams: with SQLite's default cache of
     // 2 MB, most inserts would read and write pages again. A larger cache for the import's
     // transactions, released after.
     let cache: i64 = conn
         .query_row("PRAGMA cache_size", [], |r| r.get(0))
         .map_err(|e| StoreError::backend("import", e))?;
-    conn.execute_batch(&format!("PRAGMA cache_size = -{IMPORT_CACHE_KIB}"))
+    let checkpoint: i64 = conn
+        .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
         .map_err(|e| StoreError::backend("import", e))?;
+    // Nor does the commit copy the log into the database file, which would hold the next batch
+    // up: a thread of its own does, beside the next batch, and the last batch waits for it.
+    conn.execute_batch(&format!(
+        "PRAGMA cache_size = -{IMPORT_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0"
+    ))
+    .map_err(|e| StoreError::backend("import", e))?;
     let outcome = import_transaction(conn, events);
-    conn.execute_batch(&format!("PRAGMA cache_size = {cache}"))
-        .map_err(|e| StoreError::backend("import", e))?;
+    conn.execute_batch(&format!(
+        "PRAGMA cache_size = {cache}; PRAGMA wal_autocheckpoint = {checkpoint}"
+    ))
+    .map_err(|e| StoreError::backend("import", e))?;
+    let path = conn.path().map(str::to_owned).filter(|p| !p.is_empty());
+    let log_bytes = path
+        .as_ref()
+        .and_then(|path| std::fs::metadata(format!("{path}-wal")).ok())
+        .map_or(0, |m| m.len());
+    if events.is_last() || log_bytes > IMPORT_LOG_BYTES {
+        copy.wait();
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .map_err(|e| StoreError::backend("import: copy the log into the database", e))?;
+    } else if let Some(path) = path {
+        copy.start(path);
+    }
     outcome
 }
+
+/// The most an import lets the write-ahead log grow before it is copied into the database.
+const IMPORT_LOG_BYTES: u64 = 512 * 1024 * 1024;
 
 /// The page cache an import uses, in KiB.
 const IMPORT_CACHE_KIB: i64 = 256 * 1024;
 
-fn import_transaction(conn: &mut Connection, events: &[ImportedEvent]) -> StoreResult<Imported> {
+fn import_transaction(conn: &mut Connection, events: &ImportBatch) -> StoreResult<Imported> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| StoreError::backend("begin import", e))?;
@@ -237,7 +297,7 @@ fn import_transaction(conn: &mut Connection, events: &[ImportedEvent]) -> StoreR
             .map_err(|e| StoreError::backend("prepare import", e))?;
         // Each stream's version as the batch goes: read once, then kept here.
         let mut versions: HashMap<&str, StreamVersion> = HashMap::new();
-        for imported in events {
+        for (imported, data, metadata) in events.with_texts() {
             let stream = imported.aggregate_id.as_str();
             let event = &imported.event;
             let id = event
@@ -254,8 +314,8 @@ fn import_transaction(conn: &mut Connection, events: &[ImportedEvent]) -> StoreR
                         event.event_type,
                         imported.version as i64,
                         event.timestamp_ms.unwrap_or_else(time::now_millis),
-                        event.event_data.to_string(),
-                        event.metadata.to_string(),
+                        data,
+                        metadata,
                     ])
                     .map(|rows| rows == 1)
                     .map_err(|e| StoreError::backend("import", e))
@@ -391,12 +451,10 @@ impl EventLog for SqliteStore {
         Ok(results)
     }
 
-    async fn import(&self, events: Vec<ImportedEvent>) -> StoreResult<Imported> {
-        for event in &events {
-            event.validate()?;
-        }
+    async fn import(&self, batch: ImportBatch) -> StoreResult<Imported> {
+        let copy = self.import_copy.clone();
         let outcome = self
-            .with_writer(move |conn| import_blocking(conn, &events))
+            .with_writer(move |conn| import_blocking(conn, &batch, &copy))
             .await?;
         crate::store::ring(&self.feed, outcome.last_position);
         Ok(outcome)
