@@ -69,9 +69,16 @@ fn whole_number(value: &Value) -> Option<i64> {
 /// A time given as ISO 8601 text, `{"$date": ...}` or milliseconds since the Unix epoch.
 fn time_of(value: &Value) -> Option<i64> {
     match value {
-        Value::String(text) => bson::DateTime::parse_rfc3339_str(text)
+        // The common `...Z` form by a quick parser, any other offset by the full one.
+        Value::String(text) => humantime::parse_rfc3339(text)
             .ok()
-            .map(|d| d.timestamp_millis()),
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .and_then(|d| i64::try_from(d.as_millis()).ok())
+            .or_else(|| {
+                bson::DateTime::parse_rfc3339_str(text)
+                    .ok()
+                    .map(|d| d.timestamp_millis())
+            }),
         Value::Object(_) => match extjson::to_bson(value).ok()? {
             bson::Bson::DateTime(date) => Some(date.timestamp_millis()),
             _ => None,
@@ -607,6 +614,14 @@ mod tests {
         assert_eq!(event.event.id.as_deref(), Some("65a1b2c3d4e5f60718293a4b"));
         assert_eq!(event.version, Some(1));
         assert_eq!(event.event.timestamp_ms, Some(1_734_602_400_000));
+        for (text, ms) in [
+            ("2024-12-19T10:00:00.123Z", 1_734_602_400_123),
+            ("2024-12-19T12:00:00.123+02:00", 1_734_602_400_123),
+            ("2024-12-19T10:00:00.123456Z", 1_734_602_400_123),
+        ] {
+            assert_eq!(time_of(&json!(text)), Some(ms), "{text}");
+        }
+        assert_eq!(time_of(&json!("yesterday")), None);
         let unknown = event_of(
             json!({ "aggregateId": "a", "aggregateType": "A", "eventType": "E", "timestampMs": 1, "amount": 3 }),
             "line 9".into(),

@@ -332,21 +332,32 @@ async fn catch_up(
     alive: &Weak<watch::Sender<Position>>,
 ) -> StoreResult<()> {
     use futures_util::TryStreamExt;
+    // One pass: a single cursor over every waiting document (the collection has no index on a
+    // missing field, so each query would read all of it), stamped a batch at a time. Documents
+    // stamped meanwhile from elsewhere are passed over by the stamp itself.
+    let mut waiting = store
+        .events()
+        .find(doc! { "position": { "$exists": false }, "refoldRejected": { "$exists": false } })
+        .sort(doc! { "timestamp": 1, "_id": 1 })
+        .allow_disk_use(true)
+        .batch_size(BATCH as u32)
+        .await
+        .map_err(|e| StoreError::backend("sequencer catch-up", e))?;
+    let mut docs = Vec::with_capacity(BATCH);
     loop {
-        let docs: Vec<Document> = store
-            .events()
-            .find(doc! { "position": { "$exists": false }, "refoldRejected": { "$exists": false } })
-            .sort(doc! { "timestamp": 1, "_id": 1 })
-            .limit(BATCH as i64)
-            .await
-            .map_err(|e| StoreError::backend("sequencer catch-up", e))?
-            .try_collect()
+        let next = waiting
+            .try_next()
             .await
             .map_err(|e| StoreError::backend("sequencer catch-up", e))?;
-        if !stamp(store, owner, held, &docs, token.as_ref(), alive).await? {
-            return Err(StoreError::backend("sequencer catch-up", "lost the lease"));
+        let done = next.is_none();
+        docs.extend(next);
+        if docs.len() >= BATCH || done {
+            if !stamp(store, owner, held, &docs, token.as_ref(), alive).await? {
+                return Err(StoreError::backend("sequencer catch-up", "lost the lease"));
+            }
+            docs.clear();
         }
-        if docs.len() < BATCH {
+        if done {
             return Ok(());
         }
     }
