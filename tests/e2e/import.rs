@@ -353,3 +353,59 @@ async fn a_collection_in_the_seeds_shape_imports_from_mongodb() {
         );
     }
 }
+
+/// `refold import` killed (SIGKILL) in the middle of a large import, then run again: the second
+/// run stores exactly what the first did not, and the log is the file, event for event.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_killed_midway_continues_where_it_stopped() {
+    let sandbox = Sandbox::new();
+    let uri = sandbox.uri("killed.db");
+    let lines = history(5_000, 12);
+    let file = sandbox.path("history.jsonl");
+    write_lines(&file, &lines);
+    let path = file.to_string_lossy().into_owned();
+    let store = refold::store::open(&uri).await.expect("open");
+
+    let mut first = refold_tests::refold()
+        .args(["import", &path, "--store", &uri, "--batch-size", "2000"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the import");
+    let started = std::time::Instant::now();
+    loop {
+        let head = store.head().await.expect("head");
+        if head >= 2_000 {
+            break;
+        }
+        assert!(
+            first.try_wait().expect("the import").is_none(),
+            "the import ended before it could be killed"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(120),
+            "the import stored nothing"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    first.kill().expect("kill the import");
+    first.wait().expect("reap the import");
+    let stored_before = store.head().await.expect("head");
+    assert!(
+        stored_before < lines.len() as u64,
+        "the import finished before it was killed ({stored_before} events)"
+    );
+    assert_eq!(stored_before % 2_000, 0, "a batch was stored in part");
+
+    let (ok, summary, stderr) = import(&[&path, "--store", &uri, "--batch-size", "2000"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        (summary["stored"].as_u64(), summary["present"].as_u64()),
+        (
+            Some(lines.len() as u64 - stored_before),
+            Some(stored_before)
+        ),
+        "{summary}"
+    );
+    assert_log_is(&log(store.as_ref()).await, &lines);
+}
