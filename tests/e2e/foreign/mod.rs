@@ -82,6 +82,17 @@ async fn all_events(db: &mongodb::Database) -> Vec<Document> {
         .expect("read events")
 }
 
+/// Who holds the sequencer's lease.
+async fn lease_owner(db: &mongodb::Database) -> String {
+    let lease = db
+        .collection::<Document>("counters")
+        .find_one(doc! { "_id": "sequencer" })
+        .await
+        .expect("read the lease")
+        .expect("a lease");
+    lease.get_str("owner").expect("an owner").to_owned()
+}
+
 fn int(doc: &Document, key: &str) -> Option<i64> {
     match doc.get(key)? {
         Bson::Int32(v) => Some(i64::from(*v)),
@@ -308,34 +319,18 @@ async fn two_sequencers_on_one_store_give_each_event_one_position() {
         }
     };
     wait_for(written).await;
-    let lease = db
-        .collection::<Document>("counters")
-        .find_one(doc! { "_id": "sequencer" })
-        .await
-        .expect("lease")
-        .expect("a lease");
-    let holder = lease.get_str("owner").expect("owner").to_owned();
+    let holder = lease_owner(&db).await;
     // The holder stops (and gives the lease up); the other stamps what comes next.
-    let (rest, other) = if holder == "a" { (b, a) } else { (a, b) };
-    other.stop().await;
+    let (holding, waiting) = if holder == "a" { (a, b) } else { (b, a) };
+    holding.stop().await;
     let more = finished(writer(&uri, &database, 20, 4, written));
     wait_for(written + more).await;
-    rest.stop().await;
+    waiting.stop().await;
     let docs = all_events(&db).await;
     let mut positions: Vec<i64> = docs.iter().filter_map(|d| int(d, "position")).collect();
     positions.sort_unstable();
     assert_eq!(positions, (1..=(written + more) as i64).collect::<Vec<_>>());
-    let lease = db
-        .collection::<Document>("counters")
-        .find_one(doc! { "_id": "sequencer" })
-        .await
-        .expect("lease")
-        .expect("a lease");
-    assert_ne!(
-        lease.get_str("owner").ok(),
-        Some(holder.as_str()),
-        "the lease did not move"
-    );
+    assert_ne!(lease_owner(&db).await, holder, "the lease did not move");
 }
 
 /// A collection an application wrote from servers whose clocks differ: a stream's version 2 has
