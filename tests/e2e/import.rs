@@ -315,6 +315,28 @@ async fn a_collection_in_the_seeds_shape_imports_from_mongodb() {
         .await
         .expect("seed the collection");
 
+    // A store where an application has inserted an event of one of the imported streams that
+    // has no position yet: the import refuses rather than place later versions before it.
+    let waiting = mongo::fresh_uri("import_waiting");
+    refold::store::open(&waiting)
+        .await
+        .expect("create the store's indexes");
+    let (_waiting_client, waiting_db) = mongo::database(&waiting).await;
+    waiting_db
+        .collection("events")
+        .insert_one(doc! {
+            "aggregateId": "payment-7", "aggregateType": "Payment", "eventType": "PaymentProcessed",
+            "eventData": {}, "version": 1, "timestamp": DateTime::from_millis(start), "metadata": {},
+        })
+        .await
+        .expect("an application's event");
+    let (ok, _, stderr) = import(&["--from", &source, "--store", &waiting]);
+    assert!(!ok, "the import went ahead of an event without a position");
+    assert!(
+        stderr.contains("stream `payment-7` has an event another application inserted (version 1) that has no position yet"),
+        "{stderr}"
+    );
+
     for target in [
         sandbox.uri("from_mongo.db"),
         mongo::fresh_uri("import_target"),

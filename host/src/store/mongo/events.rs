@@ -359,6 +359,27 @@ impl EventLog for MongoStore {
                 let stream = doc.get_str("_id").unwrap_or_default().to_owned();
                 versions.insert(stream, int(&doc, "version").unwrap_or_default() as u64);
             }
+            // An event another application inserted in one of these streams, still without a
+            // position: the import would take a position before it. Refused; a host's sequencer
+            // gives it one, and the import is run again.
+            let waiting = log
+                .find_one(doc! {
+                    "aggregateId": { "$in": &streams },
+                    "position": { "$exists": false },
+                    "refoldRejected": { "$exists": false },
+                })
+                .projection(doc! { "aggregateId": 1, "version": 1 })
+                .session(&mut session)
+                .await?;
+            if let Some(waiting) = waiting {
+                return Ok(Err(StoreError::InvalidInput(format!(
+                    "stream `{}` has an event another application inserted (version {}) that has \
+                     no position yet: start a host (`refold run`), whose sequencer gives it one, \
+                     then run the import again",
+                    waiting.get_str("aggregateId").unwrap_or_default(),
+                    int(&waiting, "version").unwrap_or_default()
+                ))));
+            }
             let mut outcome = Imported::default();
             let mut fresh = Vec::new();
             for (imported, payloads) in events.iter().zip(&documents) {
