@@ -36,7 +36,7 @@ const MAX_WAIT_MS: u64 = 30_000;
 const DEFAULT_WAIT_MS: u64 = 5_000;
 
 /// How often a waiting read looks at the checkpoint again.
-const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// A read that must reflect the log up to a position (read-your-writes): the position an append
 /// answered, and how long to wait for it.
@@ -62,16 +62,44 @@ impl AtLeast {
     }
 }
 
-/// Wait until the projection's active generation has folded in every event up to `at_least`
-/// (its checkpoint has reached it): `409 position_not_in_log` at once when the log does not
-/// reach that position, `503 not_caught_up` with how far it is when the wait runs out.
-async fn wait_for(shared: &Shared, name: &str, at_least: Option<AtLeast>) -> Result<(), ApiError> {
+/// The projection's active generation: its number and checkpoint (0 for none yet).
+async fn active(
+    shared: &Shared,
+    name: &str,
+) -> Result<(Option<u32>, Position, Option<String>), ApiError> {
+    let generations = control::generations_of(shared.store.as_ref(), name).await?;
+    let active = generations
+        .iter()
+        .rfind(|g| g.state == GenerationState::Active);
+    Ok((
+        active.map(|g| g.number),
+        active.map(|g| g.checkpoint).unwrap_or(0),
+        active.and_then(|g| g.last_error.clone()),
+    ))
+}
+
+/// Answer `read` once the projection's active generation has folded in every event up to
+/// `at_least` (its checkpoint has reached it), and read again if another generation became
+/// active between the wait and the read (a rollback, a cut-over). `409 position_not_in_log` at
+/// once when the log does not reach that position, `503 not_caught_up` with how far it is when
+/// the wait runs out. A generation's checkpoint only moves forward, so the same generation
+/// after the read still covers the position.
+async fn read_at_least<T, F, Fut>(
+    shared: &Shared,
+    name: &str,
+    at_least: Option<AtLeast>,
+    mut read: F,
+) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
     let Some(AtLeast {
         position,
         timeout_ms,
     }) = at_least
     else {
-        return Ok(());
+        return read().await;
     };
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms);
     let head = shared.store.head().await?;
@@ -83,16 +111,16 @@ async fn wait_for(shared: &Shared, name: &str, at_least: Option<AtLeast>) -> Res
         ));
     }
     loop {
-        let generations = control::generations_of(shared.store.as_ref(), name).await?;
-        let active = generations
-            .iter()
-            .rfind(|g| g.state == GenerationState::Active);
-        let checkpoint = active.map(|g| g.checkpoint).unwrap_or(0);
+        let (number, checkpoint, error) = active(shared, name).await?;
         if checkpoint >= position {
-            return Ok(());
+            let answer = read().await?;
+            if active(shared, name).await?.0 == number {
+                return Ok(answer);
+            }
+            continue;
         }
         if tokio::time::Instant::now() >= deadline {
-            let why = match active.and_then(|g| g.last_error.as_deref()) {
+            let why = match error {
                 Some(error) => format!("; it stopped on: {error}"),
                 None => String::new(),
             };
@@ -141,15 +169,18 @@ pub(super) async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let params = params.only(&["atLeast", "timeoutMs"])?;
     let at_least = AtLeast::from(params.number("atLeast")?, params.number("timeoutMs")?)?;
-    check(&shared, &name, &collection).await?;
-    wait_for(&shared, &name, at_least).await?;
-    match shared.store.get_document(&name, &collection, &id).await? {
-        Some(document) => Ok(Json(document)),
-        None => Err(ApiError::not_found(
-            "document_not_found",
-            format!("{name}/{collection} has no document `{id}`"),
-        )),
-    }
+    let (name, collection) = (name.as_str(), collection.as_str());
+    read_at_least(&shared, name, at_least, || async {
+        check(&shared, name, collection).await?;
+        match shared.store.get_document(name, collection, &id).await? {
+            Some(document) => Ok(Json(document)),
+            None => Err(ApiError::not_found(
+                "document_not_found",
+                format!("{name}/{collection} has no document `{id}`"),
+            )),
+        }
+    })
+    .await
 }
 
 async fn run(
@@ -159,15 +190,17 @@ async fn run(
     query: Query,
     at_least: Option<AtLeast>,
 ) -> Result<Json<Value>, ApiError> {
-    check(shared, name, collection).await?;
-    wait_for(shared, name, at_least).await?;
-    let documents = shared
-        .store
-        .find_documents(name, collection, &query)
-        .await?;
-    Ok(Json(
-        json!({ "count": documents.len(), "documents": documents }),
-    ))
+    read_at_least(shared, name, at_least, || async {
+        check(shared, name, collection).await?;
+        let documents = shared
+            .store
+            .find_documents(name, collection, &query)
+            .await?;
+        Ok(Json(
+            json!({ "count": documents.len(), "documents": documents }),
+        ))
+    })
+    .await
 }
 
 fn json_param(

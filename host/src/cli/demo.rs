@@ -170,6 +170,9 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             out
         }
     };
+    // A host serving the file (an earlier demo, a `refold run`) keeps it: the demo is refused
+    // rather than delete a store under it.
+    let _lock = store::sqlite::lock_for_host(&args.db)?;
     remove_store_files(&args.db)?;
     let uri = format!("sqlite://{}", args.db.display());
     let store = store::open(&uri).await?;

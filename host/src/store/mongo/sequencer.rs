@@ -14,7 +14,8 @@
 //! - **Where it is.** The change stream's resume token is saved with the lease in the same
 //!   transaction as the positions it gave (and with each renewal while nothing waits), so a
 //!   sequencer that takes over (or a restart) goes on from exactly there. With no token (the
-//!   first start, or a token the oplog no longer holds), it
+//!   first start, a token the oplog no longer holds, or a first pass cut short: its token is
+//!   saved only once it is complete), it
 //!   opens the stream and then stamps every event still without a position, in time order,
 //!   before following the stream: events the stream then shows again are stamped already and
 //!   skipped.
@@ -331,6 +332,37 @@ async fn catch_up(
     token: Option<ResumeToken>,
     alive: &Weak<watch::Sender<Position>>,
 ) -> StoreResult<()> {
+    // The lease is renewed beside the pass (its first read may take longer than the lease);
+    // stamping still checks owner and epoch in each transaction.
+    let renewal = {
+        let (store, owner) = (store.clone(), owner.to_owned());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE / 5).await;
+                if !matches!(renew(&store, &owner, held, None).await, Ok(true)) {
+                    return;
+                }
+            }
+        })
+    };
+    let passed = first_pass(store, owner, held, alive).await;
+    renewal.abort();
+    passed?;
+    // Only now is everything before the stream's start stamped: a restart may begin there.
+    if !renew(store, owner, held, token.as_ref()).await? {
+        return Err(StoreError::backend("sequencer catch-up", "lost the lease"));
+    }
+    Ok(())
+}
+
+/// [`catch_up`]'s pass over the waiting documents. It saves no resume token: a pass cut short
+/// must be made again by the next holder.
+async fn first_pass(
+    store: &MongoStore,
+    owner: &str,
+    held: Held,
+    alive: &Weak<watch::Sender<Position>>,
+) -> StoreResult<()> {
     use futures_util::TryStreamExt;
     // One pass: a single cursor over every waiting document (the collection has no index on a
     // missing field, so each query would read all of it), stamped a batch at a time. Documents
@@ -352,7 +384,7 @@ async fn catch_up(
         let done = next.is_none();
         docs.extend(next);
         if docs.len() >= BATCH || done {
-            if !stamp(store, owner, held, &docs, token.as_ref(), alive).await? {
+            if !stamp(store, owner, held, &docs, None, alive).await? {
                 return Err(StoreError::backend("sequencer catch-up", "lost the lease"));
             }
             docs.clear();
@@ -420,9 +452,11 @@ async fn stamp(
             .into_iter()
             .collect();
         let mut waiting: HashMap<String, Vec<Document>> = HashMap::new();
+        let highest = docs.iter().filter_map(version_of).max().unwrap_or(0);
         let mut cursor = events
             .find(doc! {
                 "aggregateId": { "$in": &streams },
+                "version": { "$lt": highest },
                 "position": { "$exists": false },
                 "refoldRejected": { "$exists": false },
             })

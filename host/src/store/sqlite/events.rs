@@ -258,9 +258,17 @@ fn import_blocking(
         .and_then(|path| std::fs::metadata(format!("{path}-wal")).ok())
         .map_or(0, |m| m.len());
     if events.is_last() || log_bytes > IMPORT_LOG_BYTES {
+        // Passive: a host serving the same file goes on writing meanwhile; what a reader still
+        // needs is copied by a later checkpoint.
         copy.wait();
-        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
-            .map_err(|e| StoreError::backend("import: copy the log into the database", e))?;
+        let busy: i64 = conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(0))
+            .unwrap_or(1);
+        if busy != 0 {
+            tracing::debug!(
+                "import: the log was copied in part; the next checkpoint copies the rest"
+            );
+        }
     } else if let Some(path) = path {
         copy.start(path);
     }

@@ -66,10 +66,12 @@ pub fn lock_for_host(path: &Path) -> StoreResult<HostLock> {
                 path.display()
             )))
         }
-        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::backend(
-            format!("lock {}", lock_path.display()),
-            e,
-        )),
+        // A file system without locks (some network and FUSE mounts): the host runs as it did
+        // before there was a lock, and says so.
+        Err(std::fs::TryLockError::Error(error)) => {
+            tracing::warn!(%error, lock = %lock_path.display(), "cannot lock the store file: nothing keeps a second host off it");
+            Ok(HostLock { _file: file })
+        }
     }
 }
 
