@@ -279,7 +279,7 @@ fn import_blocking(
 const IMPORT_LOG_BYTES: u64 = 512 * 1024 * 1024;
 
 /// The page cache an import uses, in KiB.
-const IMPORT_CACHE_KIB: i64 = 256 * 1024;
+const IMPORT_CACHE_KIB: i64 = 64 * 1024;
 
 fn import_transaction(conn: &mut Connection, events: &ImportBatch) -> StoreResult<Imported> {
     let tx = conn
