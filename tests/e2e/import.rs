@@ -88,6 +88,18 @@ fn assert_log_is(events: &[RecordedEvent], lines: &[Value]) {
     }
 }
 
+/// Importing `file` into `uri` fails with `error`, and the store's head stays at `head`.
+async fn refused(file: &Path, uri: &str, error: &str, store: &dyn Store, head: u64) {
+    let (ok, _, stderr) = import(&[&file.to_string_lossy(), "--store", uri]);
+    assert!(!ok, "{} was imported", file.display());
+    assert!(stderr.contains(error), "expected `{error}`: {stderr}");
+    assert_eq!(
+        store.head().await.expect("head"),
+        head,
+        "a failed import stored events"
+    );
+}
+
 async fn a_history_imports_once_however_often_it_runs(uri: &str, sandbox: &Sandbox) {
     let lines = history(40, 6);
     let file = sandbox.path("history.jsonl");
@@ -140,17 +152,14 @@ async fn a_history_imports_once_however_often_it_runs(uri: &str, sandbox: &Sandb
     }));
     let other = sandbox.path("differs.jsonl");
     write_lines(&other, &differs);
-    let (ok, _, stderr) = import(&[&other.to_string_lossy(), "--store", uri]);
-    assert!(!ok, "a differing history was accepted");
-    assert!(
-        stderr.contains("line 151: stream `payment-30` holds version 4 already, as another event"),
-        "{stderr}"
-    );
-    assert_eq!(
-        store.head().await.expect("head"),
+    refused(
+        &other,
+        uri,
+        "line 151: stream `payment-30` holds version 4 already, as another event",
+        store.as_ref(),
         240,
-        "a failed import stored events"
-    );
+    )
+    .await;
 
     // An id the store holds already, for an event of another stream: named, nothing stored.
     let reused = sandbox.path("reused.jsonl");
@@ -161,17 +170,14 @@ async fn a_history_imports_once_however_often_it_runs(uri: &str, sandbox: &Sandb
             "eventType": "PaymentInitiated", "version": 1, "timestampMs": 1_734_700_000_000i64,
         })],
     );
-    let (ok, _, stderr) = import(&[&reused.to_string_lossy(), "--store", uri]);
-    assert!(!ok, "a reused id was accepted");
-    assert!(
-        stderr.contains("line 1: event id `event-1` exists already"),
-        "{stderr}"
-    );
-    assert_eq!(
-        store.head().await.expect("head"),
+    refused(
+        &reused,
+        uri,
+        "line 1: event id `event-1` exists already",
+        store.as_ref(),
         240,
-        "a failed import stored events"
-    );
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
