@@ -5,6 +5,7 @@
 //! transaction of the store, so a crash leaves whole batches, and a second run skips the events
 //! it finds stored (see [`crate::store::ImportedEvent`]) and stores the rest.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -14,11 +15,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::StoreArgs;
-use crate::domain::{NewEvent, StreamVersion, extjson};
+use crate::domain::json_object::JsonObject;
+use crate::domain::{StreamVersion, extjson};
 use crate::store::{self, ImportBatch, Imported, ImportedEvent};
 
 /// Arguments of `refold import` (documented on the subcommand).
@@ -40,7 +42,8 @@ pub struct ImportArgs {
     /// the store is not opened.
     #[arg(long)]
     dry_run: bool,
-    /// Events per transaction (default 20000 on the embedded store, 1000 on MongoDB).
+    /// Events per transaction (without it: 20000 on the embedded store, 1000 on MongoDB, the
+    /// first few batches smaller so the store starts writing sooner).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     batch_size: Option<u64>,
 }
@@ -48,12 +51,11 @@ pub struct ImportArgs {
 /// Most events held back, across all streams, waiting for an earlier version of their stream.
 const MAX_HELD: usize = 100_000;
 
-/// An event as read, before its stream's order is checked.
+/// An event as read, before its stream's order is checked: the version the source gives, if
+/// any, and the event (whose `version` is set once its stream's order is known).
 struct Read_ {
-    aggregate_id: String,
     version: Option<StreamVersion>,
-    event: NewEvent,
-    origin: String,
+    event: ImportedEvent,
 }
 
 /// The text of a number in Extended JSON or plain JSON, as a whole number.
@@ -87,6 +89,77 @@ fn time_of(value: &Value) -> Option<i64> {
     }
 }
 
+/// A line in the common form, read without building a [`Value`]: see [`quick_event`].
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuickLine<'a> {
+    #[serde(rename = "aggregateId")]
+    aggregate_id: String,
+    #[serde(rename = "aggregateType")]
+    aggregate_type: String,
+    #[serde(rename = "eventType")]
+    event_type: String,
+    #[serde(rename = "eventData", default, deserialize_with = "some_object")]
+    event_data: Option<JsonObject>,
+    #[serde(default, deserialize_with = "some_object")]
+    metadata: Option<JsonObject>,
+    #[serde(default)]
+    version: Option<StreamVersion>,
+    #[serde(default, borrow)]
+    timestamp: Option<Cow<'a, str>>,
+    #[serde(rename = "timestampMs", default)]
+    timestamp_ms: Option<i64>,
+    #[serde(rename = "_id", default)]
+    underscore_id: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    position: Option<serde::de::IgnoredAny>,
+}
+
+fn some_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<JsonObject>, D::Error> {
+    JsonObject::read(d).map(Some)
+}
+
+/// A line read the quick way, straight from its text: the common form (string ids, a whole
+/// version, an ISO `...Z` time or milliseconds, payloads that need no closer look). `None` for
+/// anything else, which [`event_of`] reads, with the error that names what is wrong.
+fn quick_event(line: &str, origin: &str) -> Option<Read_> {
+    let quick: QuickLine = serde_json::from_str(line).ok()?;
+    let timestamp_ms = match (&quick.timestamp, quick.timestamp_ms) {
+        (Some(text), None) => humantime::parse_rfc3339(text)
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_millis()).ok())?,
+        (None, Some(ms)) => ms,
+        _ => return None,
+    };
+    let id = match (quick.underscore_id, quick.id) {
+        (Some(id), None) | (None, Some(id)) => Some(id),
+        (None, None) => None,
+        (Some(_), Some(_)) => return None,
+    };
+    if quick.version == Some(0) {
+        return None;
+    }
+    Some(Read_ {
+        version: quick.version,
+        event: ImportedEvent {
+            aggregate_id: quick.aggregate_id,
+            version: 0,
+            id,
+            aggregate_type: quick.aggregate_type,
+            event_type: quick.event_type,
+            timestamp_ms,
+            event_data: quick.event_data.unwrap_or_else(JsonObject::empty),
+            metadata: quick.metadata.unwrap_or_else(JsonObject::empty),
+            origin: origin.to_owned(),
+        },
+    })
+}
+
 /// One event of the source, in the seeds' shape (`aggregateId`, `aggregateType`, `eventType`,
 /// `eventData`, `metadata`, `version`, `timestamp`; `_id` or `id`), or the shape
 /// `refold append --file` reads with an `aggregateId` (`timestampMs`).
@@ -105,10 +178,12 @@ fn event_of(value: Value, origin: String) -> anyhow::Result<Read_> {
     let aggregate_id = text(take("aggregateId"), "aggregateId")?;
     let aggregate_type = text(take("aggregateType"), "aggregateType")?;
     let event_type = text(take("eventType"), "eventType")?;
-    let object = |value: Option<Value>, name: &str| -> anyhow::Result<Value> {
+    let object = |value: Option<Value>, name: &str| -> anyhow::Result<JsonObject> {
         match value {
-            None | Some(Value::Null) => Ok(Value::Object(Map::new())),
-            Some(object @ Value::Object(_)) => Ok(object),
+            None | Some(Value::Null) => Ok(JsonObject::empty()),
+            Some(object @ Value::Object(_)) => JsonObject::from_value(&object).map_err(|e| {
+                anyhow::anyhow!("{origin}: stream `{aggregate_id}`: {event_type}: {name}: {e}")
+            }),
             Some(_) => anyhow::bail!("{origin}: `{name}` must be an object"),
         }
     };
@@ -123,12 +198,12 @@ fn event_of(value: Value, origin: String) -> anyhow::Result<Read_> {
     };
     let timestamp_ms = match (take("timestamp"), take("timestampMs")) {
         (Some(_), Some(_)) => anyhow::bail!("{origin}: give `timestamp` or `timestampMs`, not both"),
-        (Some(value), None) => Some(time_of(&value).with_context(|| {
+        (Some(value), None) => time_of(&value).with_context(|| {
             format!("{origin}: `timestamp` must be ISO 8601 text (`2024-12-19T10:00:00Z`) or {{\"$date\": ...}}")
-        })?),
-        (None, Some(value)) => Some(whole_number(&value).with_context(|| {
+        })?,
+        (None, Some(value)) => whole_number(&value).with_context(|| {
             format!("{origin}: `timestampMs` must be milliseconds since the Unix epoch")
-        })?),
+        })?,
         (None, None) => anyhow::bail!("{origin}: the event's time is missing (`timestamp` or `timestampMs`)"),
     };
     let id = match (take("_id"), take("id")) {
@@ -147,17 +222,18 @@ fn event_of(value: Value, origin: String) -> anyhow::Result<Read_> {
         anyhow::bail!("{origin}: unknown field `{unknown}`");
     }
     Ok(Read_ {
-        aggregate_id,
         version,
-        event: NewEvent {
+        event: ImportedEvent {
+            aggregate_id,
+            version: 0,
             id,
             aggregate_type,
             event_type,
+            timestamp_ms,
             event_data,
             metadata,
-            timestamp_ms,
+            origin,
         },
-        origin,
     })
 }
 
@@ -175,37 +251,42 @@ struct StreamOrder {
 impl StreamOrder {
     /// The events ready for the store after `read`, in order.
     fn push(&mut self, read: Read_, ready: &mut Vec<ImportedEvent>) -> anyhow::Result<()> {
-        let next = match self.next.get_mut(&read.aggregate_id) {
+        let next = match self.next.get_mut(&read.event.aggregate_id) {
             Some(next) => next,
             None => {
                 self.streams += 1;
-                self.next.entry(read.aggregate_id.clone()).or_insert(1)
+                self.next
+                    .entry(read.event.aggregate_id.clone())
+                    .or_insert(1)
             }
         };
         let version = read.version.unwrap_or(*next);
         if version < *next {
             anyhow::bail!(
                 "{}: stream `{}` has version {version} twice",
-                read.origin,
-                read.aggregate_id
+                read.event.origin,
+                read.event.aggregate_id
             );
         }
         if version > *next {
-            let held = self.held.entry(read.aggregate_id.clone()).or_default();
+            let held = self
+                .held
+                .entry(read.event.aggregate_id.clone())
+                .or_default();
             if let Some(first) = held.get(&version) {
                 anyhow::bail!(
                     "{}: stream `{}` has version {version} twice (also {})",
-                    read.origin,
-                    read.aggregate_id,
-                    first.origin
+                    read.event.origin,
+                    read.event.aggregate_id,
+                    first.event.origin
                 );
             }
             anyhow::ensure!(
                 self.held_count < MAX_HELD,
                 "{}: more than {MAX_HELD} events wait for an earlier version of their stream; \
                  the first is stream `{}` version {version}, which waits for version {}",
-                read.origin,
-                read.aggregate_id,
+                read.event.origin,
+                read.event.aggregate_id,
                 *next
             );
             held.insert(version, read);
@@ -213,7 +294,7 @@ impl StreamOrder {
             return Ok(());
         }
         *next += 1;
-        let stream = read.aggregate_id.clone();
+        let stream = read.event.aggregate_id.clone();
         ready.push(imported(read, version));
         // Release what waited for this version.
         if let Some(held) = self.held.get_mut(&stream) {
@@ -236,13 +317,13 @@ impl StreamOrder {
             .held
             .iter()
             .filter_map(|(stream, held)| held.iter().next().map(|(v, read)| (stream, *v, read)))
-            .min_by(|a, b| a.2.origin.cmp(&b.2.origin));
+            .min_by(|a, b| a.2.event.origin.cmp(&b.2.event.origin));
         if let Some((stream, version, read)) = waiting {
             let missing = self.next.get(stream).copied().unwrap_or(1);
             anyhow::bail!(
                 "{}: stream `{stream}` version {version} waits for version {missing}, which is \
                  missing: a stream's versions must be consecutive from 1",
-                read.origin
+                read.event.origin
             );
         }
         Ok(())
@@ -251,10 +332,44 @@ impl StreamOrder {
 
 fn imported(read: Read_, version: StreamVersion) -> ImportedEvent {
     ImportedEvent {
-        aggregate_id: read.aggregate_id,
         version,
-        event: read.event,
-        origin: read.origin,
+        ..read.event
+    }
+}
+
+/// The size of each batch in turn. `--batch-size` is every batch's; without it, the first
+/// batches are small, so the store starts writing while the source is still being read, and
+/// each is twice the one before up to the default size.
+#[derive(Clone, Copy)]
+struct BatchSizes {
+    next: usize,
+    most: usize,
+}
+
+/// The first batch's size without `--batch-size`.
+const FIRST_BATCH: usize = 1000;
+
+impl BatchSizes {
+    fn new(given: Option<u64>, default: usize) -> Self {
+        match given {
+            Some(size) => Self {
+                next: size as usize,
+                most: size as usize,
+            },
+            None => Self {
+                next: default.min(FIRST_BATCH),
+                most: default,
+            },
+        }
+    }
+
+    /// Whether a batch of `len` events is complete; if so, the next one may be larger.
+    fn full(&mut self, len: usize) -> bool {
+        if len < self.next {
+            return false;
+        }
+        self.next = (self.next * 2).min(self.most);
+        true
     }
 }
 
@@ -277,13 +392,13 @@ enum Size {
 /// Read JSON Lines, check each event and its stream's order, and send batches.
 fn read_lines(
     input: Box<dyn Read + Send>,
-    batch_size: usize,
+    mut sizes: BatchSizes,
     dry_run: bool,
     tx: mpsc::Sender<Batch>,
 ) -> anyhow::Result<StreamOrder> {
     let mut reader = BufReader::with_capacity(1 << 20, input);
     let mut order = StreamOrder::default();
-    let mut batch = Vec::with_capacity(batch_size);
+    let mut batch = Vec::with_capacity(sizes.most);
     let (mut line, mut number, mut bytes) = (String::new(), 0u64, 0u64);
     loop {
         line.clear();
@@ -299,11 +414,16 @@ fn read_lines(
             continue;
         }
         let origin = format!("line {number}");
-        let value: Value =
-            serde_json::from_str(&line).with_context(|| format!("{origin}: not a JSON object"))?;
-        let event = event_of(value, origin)?;
+        let event = match quick_event(&line, &origin) {
+            Some(event) => event,
+            None => {
+                let value: Value = serde_json::from_str(&line)
+                    .with_context(|| format!("{origin}: not a JSON object"))?;
+                event_of(value, origin)?
+            }
+        };
         order.push(event, &mut batch)?;
-        if batch.len() >= batch_size {
+        if sizes.full(batch.len()) {
             send(&tx, &mut batch, bytes, dry_run)?;
         }
     }
@@ -350,9 +470,7 @@ fn send(
 pub(super) async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let mongodb_target = args.store.store.starts_with("mongodb");
-    let batch_size = args
-        .batch_size
-        .unwrap_or(if mongodb_target { 1000 } else { 20_000 }) as usize;
+    let sizes = BatchSizes::new(args.batch_size, if mongodb_target { 1000 } else { 20_000 });
     let (tx, mut rx) = mpsc::channel::<Batch>(2);
     let dry_run = args.dry_run;
     let (size, reader) = match (&args.file, &args.from) {
@@ -366,13 +484,11 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
                 (Box::new(opened), Size::Bytes(length))
             };
             let name = file.display().to_string();
-            let reader =
-                tokio::task::spawn_blocking(move || read_lines(input, batch_size, dry_run, tx));
+            let reader = tokio::task::spawn_blocking(move || read_lines(input, sizes, dry_run, tx));
             (size, Reader::Lines(reader, name))
         }
         (None, Some(uri)) => {
-            let (size, reader) =
-                mongo_source(uri, &args.collection, batch_size, dry_run, tx).await?;
+            let (size, reader) = mongo_source(uri, &args.collection, sizes, dry_run, tx).await?;
             (size, Reader::Mongo(reader))
         }
         (None, None) => anyhow::bail!("give a JSON Lines file, or --from a MongoDB collection"),
@@ -501,7 +617,7 @@ fn progress_bar(size: &Size) -> ProgressBar {
 async fn mongo_source(
     uri: &str,
     collection: &str,
-    batch_size: usize,
+    mut sizes: BatchSizes,
     dry_run: bool,
     tx: mpsc::Sender<Batch>,
 ) -> anyhow::Result<(Size, tokio::task::JoinHandle<anyhow::Result<StreamOrder>>)> {
@@ -529,7 +645,7 @@ async fn mongo_source(
     let task = tokio::spawn(async move {
         let read = async {
             let mut order = StreamOrder::default();
-            let mut batch = Vec::with_capacity(batch_size);
+            let mut batch = Vec::with_capacity(sizes.most);
             let mut done = 0u64;
             while let Some(document) = cursor
                 .try_next()
@@ -545,7 +661,7 @@ async fn mongo_source(
                 };
                 let event = event_of(Value::Object(extjson::to_map(&document)), origin)?;
                 order.push(event, &mut batch)?;
-                if batch.len() >= batch_size {
+                if sizes.full(batch.len()) {
                     let full = checked(&mut batch, done, dry_run)?;
                     tx.send(full)
                         .await
@@ -568,7 +684,7 @@ async fn mongo_source(
 async fn mongo_source(
     _uri: &str,
     _collection: &str,
-    _batch_size: usize,
+    _sizes: BatchSizes,
     _dry_run: bool,
     _tx: mpsc::Sender<Batch>,
 ) -> anyhow::Result<(Size, tokio::task::JoinHandle<anyhow::Result<StreamOrder>>)> {
@@ -613,7 +729,7 @@ mod tests {
         .expect("seed shape");
         assert_eq!(event.event.id.as_deref(), Some("65a1b2c3d4e5f60718293a4b"));
         assert_eq!(event.version, Some(1));
-        assert_eq!(event.event.timestamp_ms, Some(1_734_602_400_000));
+        assert_eq!(event.event.timestamp_ms, 1_734_602_400_000);
         for (text, ms) in [
             ("2024-12-19T10:00:00.123Z", 1_734_602_400_123),
             ("2024-12-19T12:00:00.123+02:00", 1_734_602_400_123),
@@ -640,6 +756,39 @@ mod tests {
                 .to_string()
                 .starts_with("line 4: the event's time is missing")
         );
+    }
+
+    #[test]
+    fn the_quick_way_reads_a_line_as_the_slow_way_does_or_leaves_it_to_it() {
+        let slow = |line: &str| {
+            let value = serde_json::from_str(line).expect("JSON");
+            event_of(value, "line 1".into()).expect("an event")
+        };
+        for line in [
+            r#"{"_id": "e-1", "aggregateId": "payment-1", "aggregateType": "Payment", "eventType": "PaymentProcessed", "eventData": {"amount": 100.5, "currency": "EUR", "tags": ["a", "b"]}, "version": 3, "timestamp": "2024-12-19T10:00:00.123Z", "metadata": {"userId": "u\u00e9"}}"#,
+            r#"{"id": "e-2", "aggregateId": "payment-1", "aggregateType": "Payment", "eventType": "PaymentFailed", "timestampMs": 1734602400000, "position": 17}"#,
+            r#"{"aggregateId": "payment-1", "aggregateType": "Payment", "eventType": "PaymentFailed", "timestampMs": 1, "eventData": null, "metadata": {}}"#,
+        ] {
+            let quick = quick_event(line, "line 1").expect("the quick way");
+            let slow = slow(line);
+            assert_eq!(
+                (quick.version, &quick.event),
+                (slow.version, &slow.event),
+                "{line}"
+            );
+        }
+        for line in [
+            // An ObjectId, an Extended JSON version, a time with an offset, a date in the
+            // payload, a field given twice: read the slow way, to the same events.
+            r#"{"_id": {"$oid": "65a1b2c3d4e5f60718293a4b"}, "aggregateId": "p", "aggregateType": "P", "eventType": "E", "timestampMs": 1}"#,
+            r#"{"aggregateId": "p", "aggregateType": "P", "eventType": "E", "version": {"$numberInt": "2"}, "timestampMs": 1}"#,
+            r#"{"aggregateId": "p", "aggregateType": "P", "eventType": "E", "timestamp": "2024-12-19T12:00:00+02:00"}"#,
+            r#"{"aggregateId": "p", "aggregateType": "P", "eventType": "E", "timestampMs": 1, "eventData": {"at": {"$date": "2024-12-19T10:00:00Z"}}}"#,
+            r#"{"aggregateId": "p", "aggregateType": "P", "eventType": "E", "timestampMs": 1, "eventData": {"a": 1, "a": 2}}"#,
+        ] {
+            assert!(quick_event(line, "line 1").is_none(), "{line}");
+            slow(line);
+        }
     }
 
     #[test]

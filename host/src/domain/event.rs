@@ -103,20 +103,7 @@ pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 impl NewEvent {
     /// Check the event before it is stored: names non-empty, payloads JSON objects, size bounded.
     pub fn validate(&self) -> Result<(), String> {
-        for (field, name) in [
-            ("aggregateType", &self.aggregate_type),
-            ("eventType", &self.event_type),
-        ] {
-            if name.trim().is_empty() {
-                return Err(format!("{field} is empty"));
-            }
-            if name.len() > MAX_TYPE_BYTES {
-                return Err(format!(
-                    "{field} has {} bytes; at most {MAX_TYPE_BYTES} are allowed",
-                    name.len()
-                ));
-            }
-        }
+        check_names(&self.aggregate_type, &self.event_type)?;
         if !self.event_data.is_object() {
             return Err(format!(
                 "{}: eventData is not a JSON object",
@@ -129,31 +116,59 @@ impl NewEvent {
                 self.event_type
             ));
         }
-        let bytes = encoded_len(&self.event_data) + encoded_len(&self.metadata);
-        if bytes > MAX_EVENT_BYTES {
-            return Err(format!(
-                "{}: eventData and metadata take {bytes} bytes as JSON; at most {MAX_EVENT_BYTES} are allowed",
-                self.event_type
-            ));
-        }
-        if let Some(id) = &self.id
-            && (id.is_empty() || id.len() > 128)
-        {
-            return Err(format!(
-                "{}: event id must have 1 to 128 bytes",
-                self.event_type
-            ));
-        }
-        if let Some(ms) = self.timestamp_ms
-            && !(0..=MAX_TIMESTAMP_MS).contains(&ms)
-        {
-            return Err(format!(
-                "{}: timestampMs {ms} is outside 1970..9999",
-                self.event_type
-            ));
-        }
-        Ok(())
+        check_size(
+            &self.event_type,
+            encoded_len(&self.event_data) + encoded_len(&self.metadata),
+        )?;
+        check_id_and_time(&self.event_type, self.id.as_deref(), self.timestamp_ms)
     }
+}
+
+/// An event's `aggregateType` and `eventType`: not blank, not too long.
+pub(crate) fn check_names(aggregate_type: &str, event_type: &str) -> Result<(), String> {
+    for (field, name) in [("aggregateType", aggregate_type), ("eventType", event_type)] {
+        if name.trim().is_empty() {
+            return Err(format!("{field} is empty"));
+        }
+        if name.len() > MAX_TYPE_BYTES {
+            return Err(format!(
+                "{field} has {} bytes; at most {MAX_TYPE_BYTES} are allowed",
+                name.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The size of an event's payload and metadata, as compact JSON.
+pub(crate) fn check_size(event_type: &str, bytes: usize) -> Result<(), String> {
+    if bytes > MAX_EVENT_BYTES {
+        return Err(format!(
+            "{event_type}: eventData and metadata take {bytes} bytes as JSON; at most {MAX_EVENT_BYTES} are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// An event's id, when given, and its time, when given.
+pub(crate) fn check_id_and_time(
+    event_type: &str,
+    id: Option<&str>,
+    timestamp_ms: Option<i64>,
+) -> Result<(), String> {
+    if let Some(id) = id
+        && (id.is_empty() || id.len() > 128)
+    {
+        return Err(format!("{event_type}: event id must have 1 to 128 bytes"));
+    }
+    if let Some(ms) = timestamp_ms
+        && !(0..=MAX_TIMESTAMP_MS).contains(&ms)
+    {
+        return Err(format!(
+            "{event_type}: timestampMs {ms} is outside 1970..9999"
+        ));
+    }
+    Ok(())
 }
 
 /// An event as stored, in the seeds' shape plus its global position. Data and metadata stay as

@@ -18,6 +18,12 @@ use crate::domain::time::{MAX_TIMESTAMP_MS, iso8601_millis};
 #[error("{0}")]
 pub struct ConvertError(String);
 
+impl ConvertError {
+    pub(crate) fn new(message: &str) -> Self {
+        Self(message.to_owned())
+    }
+}
+
 /// A JSON object to a BSON document.
 pub fn to_document(map: &Map<String, Value>) -> Result<Document, ConvertError> {
     let mut doc = Document::new();

@@ -6,6 +6,7 @@ pub mod document;
 pub mod event;
 pub mod extjson;
 pub mod generation;
+pub mod json_object;
 pub mod manifest;
 pub mod query;
 pub mod time;

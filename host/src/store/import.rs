@@ -6,19 +6,32 @@
 //! recognised as present (the same id, or the same type when the import gave no id) and skipped,
 //! so the second run stores what the first did not and duplicates nothing.
 
-use super::append::{validate_event, validate_stream};
+use super::append::validate_stream;
 use super::{StoreError, StoreResult};
-use crate::domain::{NewEvent, Position, StreamVersion};
+use crate::domain::event::{check_id_and_time, check_names, check_size};
+use crate::domain::json_object::JsonObject;
+use crate::domain::{Position, StreamVersion};
 
-/// One event of a history being imported.
+/// One event of a history being imported. Its payload and metadata are compact JSON text,
+/// checked when it was read ([`JsonObject`]): the embedded store keeps that text as it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImportedEvent {
     /// The stream.
     pub aggregate_id: String,
     /// Its version in the stream, 1-based.
     pub version: StreamVersion,
-    /// The event, with its time (and its id when the source has one).
-    pub event: NewEvent,
+    /// Its id, when the source has one (one is made otherwise).
+    pub id: Option<String>,
+    /// Kind of aggregate.
+    pub aggregate_type: String,
+    /// Kind of event.
+    pub event_type: String,
+    /// Its time, ms since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// The payload.
+    pub event_data: JsonObject,
+    /// The metadata.
+    pub metadata: JsonObject,
     /// Where it comes from, for errors: `line 17`, `document 65a1...`.
     pub origin: String,
 }
@@ -26,12 +39,9 @@ pub struct ImportedEvent {
 /// A batch of an import whose every event has been checked ([`ImportedEvent::validate`]): the
 /// only thing [`super::EventLog::import`] takes, so a batch is checked once, wherever it is
 /// built (the importer checks it on its reading thread, beside the store's writes).
-/// Each event's payload and metadata are also kept as JSON text, made there too, for the
-/// embedded store, which stores that text.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ImportBatch {
     events: Vec<ImportedEvent>,
-    texts: Vec<(String, String)>,
     last: bool,
 }
 
@@ -41,13 +51,8 @@ impl ImportBatch {
         for event in &events {
             event.validate()?;
         }
-        let texts = events
-            .iter()
-            .map(|e| (e.event.event_data.to_string(), e.event.metadata.to_string()))
-            .collect();
         Ok(Self {
             events,
-            texts,
             last: false,
         })
     }
@@ -67,14 +72,6 @@ impl ImportBatch {
     /// The events, in order.
     pub fn events(&self) -> &[ImportedEvent] {
         &self.events
-    }
-
-    /// The events, each with its payload and metadata as JSON text.
-    pub(crate) fn with_texts(&self) -> impl Iterator<Item = (&ImportedEvent, &str, &str)> {
-        self.events
-            .iter()
-            .zip(&self.texts)
-            .map(|(e, (data, metadata))| (e, data.as_str(), metadata.as_str()))
     }
 
     /// How many.
@@ -110,37 +107,45 @@ impl Imported {
 }
 
 impl ImportedEvent {
-    /// Check the event as an append would, and that it has a version and a time.
+    /// Check the event as an append would (its payloads were checked as they were read), and
+    /// that it has a version.
     pub fn validate(&self) -> StoreResult<()> {
-        let named = |e: StoreError| match e {
-            StoreError::InvalidInput(message) => {
-                StoreError::InvalidInput(format!("{}: {message}", self.origin))
-            }
-            other => other,
-        };
+        let invalid =
+            |message: String| StoreError::InvalidInput(format!("{}: {message}", self.origin));
         if self.version == 0 {
-            return Err(StoreError::InvalidInput(format!(
-                "{}: stream `{}`: version must be 1 or more",
-                self.origin, self.aggregate_id
+            return Err(invalid(format!(
+                "stream `{}`: version must be 1 or more",
+                self.aggregate_id
             )));
         }
-        if self.event.timestamp_ms.is_none() {
-            return Err(StoreError::InvalidInput(format!(
-                "{}: an imported event needs its time",
-                self.origin
-            )));
-        }
-        validate_stream(&self.aggregate_id).map_err(named)?;
-        validate_event(&self.aggregate_id, &self.event).map_err(named)
+        validate_stream(&self.aggregate_id).map_err(|e| match e {
+            StoreError::InvalidInput(message) => invalid(message),
+            other => other,
+        })?;
+        check_names(&self.aggregate_type, &self.event_type)
+            .and_then(|()| {
+                check_size(
+                    &self.event_type,
+                    self.event_data.len() + self.metadata.len(),
+                )
+            })
+            .and_then(|()| {
+                check_id_and_time(
+                    &self.event_type,
+                    self.id.as_deref(),
+                    Some(self.timestamp_ms),
+                )
+            })
+            .map_err(|e| invalid(format!("stream `{}`: {e}", self.aggregate_id)))
     }
 
     /// Whether the stored event at this event's stream and version is this event: the same id,
     /// or, when the import gave none, the same type. Anything else is a history that differs
     /// from the store's, and nothing of the batch is stored.
     pub(crate) fn check_present(&self, stored_id: &str, stored_type: &str) -> StoreResult<()> {
-        let same = match &self.event.id {
+        let same = match &self.id {
             Some(id) => id == stored_id,
-            None => stored_type == self.event.event_type,
+            None => stored_type == self.event_type,
         };
         if same {
             return Ok(());
@@ -167,7 +172,7 @@ impl ImportedEvent {
         StoreError::InvalidInput(format!(
             "{}: event id `{}` exists already, as another event",
             self.origin,
-            self.event.id.as_deref().unwrap_or_default()
+            self.id.as_deref().unwrap_or_default()
         ))
     }
 }

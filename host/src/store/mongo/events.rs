@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::{MongoStore, errors, feed, transaction};
 use crate::domain::extjson;
+use crate::domain::json_object::JsonObject;
 use crate::domain::{
     AppendResult, EventFilter, ExpectedVersion, Position, RecordedEvent, StreamVersion, time,
 };
@@ -328,14 +329,15 @@ impl EventLog for MongoStore {
                 let invalid = |e: extjson::ConvertError| {
                     StoreError::InvalidInput(format!("{}: {e}", imported.origin))
                 };
-                let object = |value: &serde_json::Value| match value {
-                    serde_json::Value::Object(map) => extjson::to_document(map).map_err(invalid),
+                let object = |text: &JsonObject| match serde_json::from_str::<serde_json::Value>(
+                    text.as_str(),
+                ) {
+                    Ok(serde_json::Value::Object(map)) => {
+                        extjson::to_document(&map).map_err(invalid)
+                    }
                     _ => Ok(Document::new()),
                 };
-                Ok((
-                    object(&imported.event.event_data)?,
-                    object(&imported.event.metadata)?,
-                ))
+                Ok((object(&imported.event_data)?, object(&imported.metadata)?))
             })
             .collect::<StoreResult<_>>()?;
         let (log, counters) = (self.events(), self.counters());
@@ -429,16 +431,15 @@ impl EventLog for MongoStore {
                 .iter()
                 .enumerate()
                 .map(|(i, (imported, (data, metadata)))| {
-                    let event = &imported.event;
                     doc! {
-                        "_id": event.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+                        "_id": imported.id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
                         "position": (first + i as u64) as i64,
                         "aggregateId": &imported.aggregate_id,
-                        "aggregateType": &event.aggregate_type,
-                        "eventType": &event.event_type,
+                        "aggregateType": &imported.aggregate_type,
+                        "eventType": &imported.event_type,
                         "eventData": data.clone(),
                         "version": imported.version as i64,
-                        "timestamp": DateTime::from_millis(event.timestamp_ms.unwrap_or_default()),
+                        "timestamp": DateTime::from_millis(imported.timestamp_ms),
                         "metadata": metadata.clone(),
                     }
                 })
@@ -454,7 +455,6 @@ impl EventLog for MongoStore {
                         .iter()
                         .find(|(imported, _)| {
                             imported
-                                .event
                                 .id
                                 .as_deref()
                                 .is_some_and(|id| message.contains(id))

@@ -243,13 +243,20 @@ fn import_blocking(
         .map_err(|e| StoreError::backend("import", e))?;
     // Nor does the commit copy the log into the database file, which would hold the next batch
     // up: a thread of its own does, beside the next batch, and the last batch waits for it.
+    // Nor is the log flushed to the disk at each commit but the last: a power cut may take the
+    // batches since the last flush (never part of one: the log is replayed up to its last whole
+    // commit), and the same import run again stores them. The last batch's commit flushes the
+    // log, and with it every batch before it, before the import says it is done.
+    let synchronous = if events.is_last() { "FULL" } else { "NORMAL" };
     conn.execute_batch(&format!(
-        "PRAGMA cache_size = -{IMPORT_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0"
+        "PRAGMA cache_size = -{IMPORT_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0; \
+         PRAGMA synchronous = {synchronous}"
     ))
     .map_err(|e| StoreError::backend("import", e))?;
     let outcome = import_transaction(conn, events);
     conn.execute_batch(&format!(
-        "PRAGMA cache_size = {cache}; PRAGMA wal_autocheckpoint = {checkpoint}"
+        "PRAGMA cache_size = {cache}; PRAGMA wal_autocheckpoint = {checkpoint}; \
+         PRAGMA synchronous = FULL"
     ))
     .map_err(|e| StoreError::backend("import", e))?;
     let path = conn.path().map(str::to_owned).filter(|p| !p.is_empty());
@@ -305,25 +312,28 @@ fn import_transaction(conn: &mut Connection, events: &ImportBatch) -> StoreResul
             .map_err(|e| StoreError::backend("prepare import", e))?;
         // Each stream's version as the batch goes: read once, then kept here.
         let mut versions: HashMap<&str, StreamVersion> = HashMap::new();
-        for (imported, data, metadata) in events.with_texts() {
+        for imported in events.events() {
             let stream = imported.aggregate_id.as_str();
-            let event = &imported.event;
-            let id = event
-                .id
-                .clone()
-                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+            let made;
+            let id = match &imported.id {
+                Some(id) => id.as_str(),
+                None => {
+                    made = uuid::Uuid::new_v4().to_string();
+                    made.as_str()
+                }
+            };
             let mut insert_at = |position: Position| {
                 insert
                     .execute(params![
                         position as i64,
                         id,
                         stream,
-                        event.aggregate_type,
-                        event.event_type,
+                        imported.aggregate_type,
+                        imported.event_type,
                         imported.version as i64,
-                        event.timestamp_ms.unwrap_or_else(time::now_millis),
-                        data,
-                        metadata,
+                        imported.timestamp_ms,
+                        imported.event_data.as_str(),
+                        imported.metadata.as_str(),
                     ])
                     .map(|rows| rows == 1)
                     .map_err(|e| StoreError::backend("import", e))
