@@ -437,3 +437,75 @@ async fn an_import_killed_midway_continues_where_it_stopped() {
     );
     assert_log_is(&log(store.as_ref()).await, &lines);
 }
+
+/// Another writer appends to a stream between two batches of an import (a host serving the same
+/// store): the import's next event of that stream is found stored when it is that event, and
+/// refused, naming it, when it is another; nothing is stored twice or over it.
+async fn an_append_between_batches_is_met(uri: &str) {
+    use refold::domain::json_object::JsonObject;
+    use refold::domain::{ExpectedVersion, NewEvent};
+    use refold::store::{ImportBatch, ImportedEvent, StreamAppend};
+
+    let store = refold::store::open(uri).await.expect("open");
+    let event = |version: u64, id: &str| ImportedEvent {
+        aggregate_id: "payment-1".into(),
+        version,
+        id: Some(id.into()),
+        aggregate_type: "Payment".into(),
+        event_type: "PaymentProcessed".into(),
+        timestamp_ms: 1_734_602_400_000,
+        event_data: JsonObject::parse(r#"{"step": 1}"#).expect("an object"),
+        metadata: JsonObject::empty(),
+        origin: format!("line {version}"),
+    };
+    let batch = |events| ImportBatch::new(events).expect("a checked batch");
+    let first = store
+        .import(batch(vec![event(1, "imported-1")]))
+        .await
+        .expect("the first batch");
+    assert_eq!(first.stored, 1);
+    store
+        .append_all(vec![StreamAppend {
+            aggregate_id: "payment-1".into(),
+            expected: ExpectedVersion::Exact(1),
+            events: vec![NewEvent {
+                id: Some("appended-2".into()),
+                aggregate_type: "Payment".into(),
+                event_type: "PaymentProcessed".into(),
+                event_data: json!({}),
+                metadata: json!({}),
+                timestamp_ms: None,
+            }],
+        }])
+        .await
+        .expect("an append between the batches");
+
+    let other = store
+        .import(batch(vec![event(2, "imported-2")]))
+        .await
+        .expect_err("another event at version 2");
+    assert!(
+        other.to_string().contains(
+            "line 2: stream `payment-1` holds version 2 already, as another event (id `appended-2`"
+        ),
+        "{other}"
+    );
+    let rest = store
+        .import(batch(vec![event(2, "appended-2"), event(3, "imported-3")]).last())
+        .await
+        .expect("the same event at version 2, then version 3");
+    assert_eq!((rest.stored, rest.present, rest.last_position), (1, 1, 3));
+    let ids: Vec<String> = log(store.as_ref())
+        .await
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids, ["imported-1", "appended-2", "imported-3"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_append_between_batches_is_met_on_both_stores() {
+    let sandbox = Sandbox::new();
+    an_append_between_batches_is_met(&sandbox.uri("between.db")).await;
+    an_append_between_batches_is_met(&mongo::fresh_uri("import_between")).await;
+}

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, Row, TransactionBehavior, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params, params_from_iter};
 use tokio::sync::watch;
 
 use super::SqliteStore;
@@ -194,15 +194,23 @@ fn append_stream(
     })
 }
 
-/// An import's copy of the write-ahead log into the database file (a passive checkpoint on a
-/// connection of its own), run on a thread beside the import's next batch.
+/// What an import keeps between its batches: the copy of the write-ahead log into the database
+/// file (a passive checkpoint on a connection of its own) running on a thread beside the next
+/// batch, and each stream's version as the import's committed batches left it, so a stream it
+/// has written needs no read of its version again.
 #[derive(Clone, Default)]
-pub(super) struct ImportCopy(Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>);
+pub(super) struct ImportState {
+    copy: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+    /// A lower bound of each stream's version: a version in the store never goes down, and only
+    /// committed batches are recorded. Anyone else's append to the stream since is found by the
+    /// insert's collision.
+    versions: Arc<std::sync::Mutex<HashMap<String, StreamVersion>>>,
+}
 
-impl ImportCopy {
+impl ImportState {
     /// Wait for the copy under way, if any.
     fn wait(&self) {
-        let running = self.0.lock().ok().and_then(|mut slot| slot.take());
+        let running = self.copy.lock().ok().and_then(|mut slot| slot.take());
         if let Some(running) = running {
             let _ = running.join();
         }
@@ -210,7 +218,9 @@ impl ImportCopy {
 
     /// Start copying what is committed, unless a copy is still under way.
     fn start(&self, path: String) {
-        let Ok(mut slot) = self.0.lock() else { return };
+        let Ok(mut slot) = self.copy.lock() else {
+            return;
+        };
         if slot.as_ref().is_some_and(|running| !running.is_finished()) {
             return;
         }
@@ -230,7 +240,7 @@ impl ImportCopy {
 fn import_blocking(
     conn: &mut Connection,
     events: &ImportBatch,
-    copy: &ImportCopy,
+    state: &ImportState,
 ) -> StoreResult<Imported> {
     // An import writes all over the indexes of ids and streams: with SQLite's default cache of
     // 2 MB, most inserts would read and write pages again. A larger cache for the import's
@@ -253,7 +263,17 @@ fn import_blocking(
          PRAGMA synchronous = {synchronous}"
     ))
     .map_err(|e| StoreError::backend("import", e))?;
-    let outcome = import_transaction(conn, events);
+    let outcome = {
+        let mut versions = state
+            .versions
+            .lock()
+            .map_err(|_| StoreError::backend("import", "a previous import panicked"))?;
+        let outcome = import_transaction(conn, events, &mut versions);
+        if events.is_last() {
+            *versions = HashMap::new();
+        }
+        outcome
+    };
     conn.execute_batch(&format!(
         "PRAGMA cache_size = {cache}; PRAGMA wal_autocheckpoint = {checkpoint}; \
          PRAGMA synchronous = FULL"
@@ -267,7 +287,7 @@ fn import_blocking(
     if events.is_last() || log_bytes > IMPORT_LOG_BYTES {
         // Passive: a host serving the same file goes on writing meanwhile; what a reader still
         // needs is copied by a later checkpoint.
-        copy.wait();
+        state.wait();
         let busy: i64 = conn
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(0))
             .unwrap_or(1);
@@ -277,7 +297,7 @@ fn import_blocking(
             );
         }
     } else if let Some(path) = path {
-        copy.start(path);
+        state.start(path);
     }
     outcome
 }
@@ -288,12 +308,18 @@ const IMPORT_LOG_BYTES: u64 = 512 * 1024 * 1024;
 /// The page cache an import uses, in KiB.
 const IMPORT_CACHE_KIB: i64 = 64 * 1024;
 
-fn import_transaction(conn: &mut Connection, events: &ImportBatch) -> StoreResult<Imported> {
+fn import_transaction(
+    conn: &mut Connection,
+    events: &ImportBatch,
+    known: &mut HashMap<String, StreamVersion>,
+) -> StoreResult<Imported> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(|e| StoreError::backend("begin import", e))?;
     let mut head = head(&tx)?;
     let mut outcome = Imported::default();
+    // Each stream's version as the batch goes, recorded in `known` once the batch is committed.
+    let mut versions: HashMap<&str, StreamVersion> = HashMap::new();
     {
         let mut version_of = tx
             .prepare_cached("SELECT coalesce(max(version), 0) FROM events WHERE aggregate_id = ?1")
@@ -310,10 +336,49 @@ fn import_transaction(conn: &mut Connection, events: &ImportBatch) -> StoreResul
                 "INSERT OR IGNORE INTO events ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
             ))
             .map_err(|e| StoreError::backend("prepare import", e))?;
-        // Each stream's version as the batch goes: read once, then kept here.
-        let mut versions: HashMap<&str, StreamVersion> = HashMap::new();
         for imported in events.events() {
             let stream = imported.aggregate_id.as_str();
+            // What the store holds at this event's stream and version, if anything: the same
+            // event (an import run again) or another (a history that differs).
+            let mut present = || -> StoreResult<bool> {
+                let stored = stored_at
+                    .query_row(params![stream, imported.version as i64], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    })
+                    .optional()
+                    .map_err(|e| StoreError::backend("read an imported event", e))?;
+                match stored {
+                    Some((id, event_type)) => {
+                        imported.check_present(&id, &event_type).map(|()| true)
+                    }
+                    None => Ok(false),
+                }
+            };
+            // The version the stream is at, as far as this import knows: its own writes, or
+            // nothing for a stream it has not met (most likely a new stream, whose first version
+            // is inserted without reading first).
+            let mut current = versions
+                .get(stream)
+                .or_else(|| known.get(stream))
+                .copied()
+                .unwrap_or(0);
+            if imported.version > current + 1 || (current == 0 && imported.version > 1) {
+                current = version_of
+                    .query_row([stream], |r| r.get::<_, i64>(0))
+                    .map_err(|e| StoreError::backend("read the stream version", e))?
+                    as StreamVersion;
+            }
+            if imported.version <= current {
+                if !present()? {
+                    return Err(imported.gap(current));
+                }
+                outcome.present += 1;
+                versions.insert(stream, current);
+                continue;
+            }
+            if imported.version != current + 1 {
+                return Err(imported.gap(current));
+            }
             let made;
             let id = match &imported.id {
                 Some(id) => id.as_str(),
@@ -322,66 +387,44 @@ fn import_transaction(conn: &mut Connection, events: &ImportBatch) -> StoreResul
                     made.as_str()
                 }
             };
-            let mut insert_at = |position: Position| {
-                insert
-                    .execute(params![
-                        position as i64,
-                        id,
-                        stream,
-                        imported.aggregate_type,
-                        imported.event_type,
-                        imported.version as i64,
-                        imported.timestamp_ms,
-                        imported.event_data.as_str(),
-                        imported.metadata.as_str(),
-                    ])
-                    .map(|rows| rows == 1)
-                    .map_err(|e| StoreError::backend("import", e))
-            };
-            let cached = versions.get(stream).copied();
-            // The first version of a stream not seen in this batch: most likely a new stream, so
-            // inserted without reading its version first; stored already (a run again), it is
-            // looked at below like any other.
-            if cached.is_none() && imported.version == 1 && insert_at(head + 1)? {
+            let inserted = insert
+                .execute(params![
+                    (head + 1) as i64,
+                    id,
+                    stream,
+                    imported.aggregate_type,
+                    imported.event_type,
+                    imported.version as i64,
+                    imported.timestamp_ms,
+                    imported.event_data.as_str(),
+                    imported.metadata.as_str(),
+                ])
+                .map_err(|e| StoreError::backend("import", e))?
+                == 1;
+            if inserted {
                 head += 1;
-                versions.insert(stream, 1);
                 outcome.stored += 1;
                 outcome.last_position = head;
-                continue;
-            }
-            let current = match cached {
-                Some(v) => v,
-                None => version_of
-                    .query_row([stream], |r| r.get::<_, i64>(0))
-                    .map_err(|e| StoreError::backend("read the stream version", e))?
-                    as StreamVersion,
-            };
-            if imported.version <= current {
-                let (id, event_type): (String, String) = stored_at
-                    .query_row(params![stream, imported.version as i64], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })
-                    .map_err(|e| StoreError::backend("read an imported event", e))?;
-                imported.check_present(&id, &event_type)?;
+            } else if present()? {
+                // Stored already: by a run before this one, or by anyone since this import last
+                // read the stream.
                 outcome.present += 1;
-                versions.insert(stream, current);
-                continue;
-            }
-            if imported.version != current + 1 {
-                return Err(imported.gap(current));
-            }
-            // The stream's version is free: a collision is the id's.
-            if !insert_at(head + 1)? {
+            } else {
                 return Err(imported.duplicate_id());
             }
-            head += 1;
             versions.insert(stream, imported.version);
-            outcome.stored += 1;
-            outcome.last_position = head;
         }
     }
     tx.commit()
         .map_err(|e| StoreError::backend("commit import", e))?;
+    for (stream, version) in versions {
+        match known.get_mut(stream) {
+            Some(known) => *known = (*known).max(version),
+            None => {
+                known.insert(stream.to_owned(), version);
+            }
+        }
+    }
     Ok(outcome)
 }
 
@@ -470,9 +513,9 @@ impl EventLog for SqliteStore {
     }
 
     async fn import(&self, batch: ImportBatch) -> StoreResult<Imported> {
-        let copy = self.import_copy.clone();
+        let state = self.import.clone();
         let outcome = self
-            .with_writer(move |conn| import_blocking(conn, &batch, &copy))
+            .with_writer(move |conn| import_blocking(conn, &batch, &state))
             .await?;
         crate::store::ring(&self.feed, outcome.last_position);
         Ok(outcome)

@@ -84,8 +84,8 @@ pub struct SqliteStore {
     query_budget: QueryBudget,
     /// Appends waiting for the next group commit.
     pending_appends: Arc<Mutex<Vec<events::PendingAppend>>>,
-    /// An import's copy of the log into the database file, running beside its next batch.
-    import_copy: events::ImportCopy,
+    /// What an import keeps between its batches.
+    import: events::ImportState,
 }
 
 /// What one query of a read model may cost the embedded store, which matches and sorts
@@ -141,7 +141,7 @@ impl SqliteStore {
             feed,
             query_budget: QueryBudget::default(),
             pending_appends: Arc::new(Mutex::new(Vec::new())),
-            import_copy: events::ImportCopy::default(),
+            import: events::ImportState::default(),
         })
     }
 

@@ -18,8 +18,6 @@ CREATE TABLE IF NOT EXISTS events (
     metadata       TEXT    NOT NULL,
     UNIQUE (aggregate_id, version)
 );
-CREATE INDEX IF NOT EXISTS events_by_event_type ON events (event_type, position);
-CREATE INDEX IF NOT EXISTS events_by_aggregate_type ON events (aggregate_type, timestamp_ms);
 CREATE TABLE IF NOT EXISTS generations (
     projection TEXT    NOT NULL,
     number     INTEGER NOT NULL,
@@ -74,6 +72,13 @@ pub(super) fn configure_reader(conn: &Connection) -> StoreResult<()> {
 pub(super) fn migrate(conn: &Connection) -> StoreResult<()> {
     conn.execute_batch(SCHEMA)
         .map_err(|e| StoreError::backend("create the schema", e))?;
+    // Stores created before 2026-11-28 have two indexes of the log that no read uses (a read
+    // by event or aggregate type goes in position order, see `read_all_blocking`) and that
+    // every append paid for: a third of an import's time.
+    conn.execute_batch(
+        "DROP INDEX IF EXISTS events_by_event_type; DROP INDEX IF EXISTS events_by_aggregate_type;",
+    )
+    .map_err(|e| StoreError::backend("upgrade the schema", e))?;
     // Stores created before generations recorded their collections.
     let has_collections: bool = conn
         .query_row(
