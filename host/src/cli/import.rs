@@ -6,7 +6,7 @@
 //! it finds stored (see [`crate::store::ImportedEvent`]) and stores the rest.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +22,9 @@ use super::StoreArgs;
 use crate::domain::json_object::JsonObject;
 use crate::domain::{StreamVersion, extjson};
 use crate::store::{self, ImportBatch, Imported, ImportedEvent};
+
+/// Maps keyed by stream: foldhash, several times quicker than the standard SipHash on short keys.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Arguments of `refold import` (documented on the subcommand).
 #[derive(Debug, Args)]

@@ -1,6 +1,5 @@
 //! The event log on SQLite.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,6 +14,9 @@ use crate::domain::{
 use crate::store::{
     EventLog, ImportBatch, Imported, Page, StoreError, StoreResult, StoredId, StreamAppend,
 };
+
+/// Maps keyed by stream: foldhash, several times quicker than the standard SipHash on short keys.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 const COLUMNS: &str =
     "position, id, aggregate_id, aggregate_type, event_type, version, timestamp_ms, data, metadata";
@@ -270,7 +272,7 @@ fn import_blocking(
             .map_err(|_| StoreError::backend("import", "a previous import panicked"))?;
         let outcome = import_transaction(conn, events, &mut versions);
         if events.is_last() {
-            *versions = HashMap::new();
+            *versions = HashMap::default();
         }
         outcome
     };
@@ -319,7 +321,7 @@ fn import_transaction(
     let mut head = head(&tx)?;
     let mut outcome = Imported::default();
     // Each stream's version as the batch goes, recorded in `known` once the batch is committed.
-    let mut versions: HashMap<&str, StreamVersion> = HashMap::new();
+    let mut versions: HashMap<&str, StreamVersion> = HashMap::default();
     {
         let mut version_of = tx
             .prepare_cached("SELECT coalesce(max(version), 0) FROM events WHERE aggregate_id = ?1")
