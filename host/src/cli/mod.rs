@@ -83,8 +83,10 @@ enum Command {
     /// order read. Each stream's versions must be consecutive from 1 (an event that comes before
     /// an earlier version of its stream waits for it): the error names the line or document that
     /// breaks this. Each batch is one transaction; run the same command again after a crash or
-    /// an error and it continues where it stopped, storing nothing twice. `--dry-run` checks the
-    /// whole source and stores nothing. Prints a summary as JSON.
+    /// an error and it continues where it stopped, storing nothing twice. On the embedded store
+    /// the batches reach the disk together at the end (a power cut in the middle may take the
+    /// last ones; the same command stores them again). `--dry-run` checks the whole source and
+    /// stores nothing. Prints a summary as JSON.
     Import(import::ImportArgs),
     /// Show every projection's generations, checkpoints, lag and errors, and refused components.
     ///
