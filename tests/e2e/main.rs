@@ -18,5 +18,6 @@ mod mongo_trust;
 mod one_build;
 mod prepare;
 mod query_differential;
+mod refold_test;
 mod scaffold;
 mod setup;

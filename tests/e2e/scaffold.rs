@@ -72,6 +72,20 @@ impl Tools {
         assert!(out.status.success(), "{language}: {}", text(&out.stderr));
         let file = dist.join(format!("{}.wasm", name.replace('-', "_")));
         assert!(file.is_file(), "{language}: no {}", file.display());
+        // The scaffold's fixture passes through `refold test`, in every language.
+        let fixtures = project.join("fixtures");
+        let checked = refold()
+            .arg("test")
+            .arg(&file)
+            .arg(&fixtures)
+            .output()
+            .expect("refold test");
+        assert!(
+            checked.status.success() && text(&checked.stdout).contains("2 cases: 2 passed"),
+            "{language}: refold test: {}{}",
+            text(&checked.stdout),
+            text(&checked.stderr)
+        );
         let tested = self
             .env(Command::new(test[0]).args(&test[1..]).current_dir(&project))
             .output()
@@ -106,6 +120,17 @@ async fn a_new_projection_in_each_language_builds_deploys_and_folds() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let (component, tested) = tools.scaffold(&sandbox, "rust", "tally", &dist, &[&cargo, "test"]);
     assert!(text(&tested.stdout).contains("test tests::reads_the_amount ... ok"));
+    // `refold test` in the projection folder builds it and runs its `fixtures`.
+    let checked = tools
+        .env(refold().arg("test").current_dir(sandbox.path("tally")))
+        .output()
+        .expect("refold test");
+    assert!(
+        checked.status.success() && text(&checked.stdout).contains("2 cases: 2 passed"),
+        "refold test in the folder: {}{}",
+        text(&checked.stdout),
+        text(&checked.stderr)
+    );
 
     let project = sandbox.path("tally");
     for (args, says) in [

@@ -1,7 +1,7 @@
 // Payment read model and per-organization payment statistics (seed 000), in JavaScript: the
 // same documents as the Rust example, byte for byte. A PaymentFailed needs only its error; its
 // amount and currency are kept when present.
-import { Float, Update, cents, collection, each, manifest, timestamp } from '../sdk/refold.js';
+import { Float, ProjectionError, Update, cents, collection, each, manifest, timestamp } from '../sdk/refold.js';
 
 export function describe() {
   return manifest({
@@ -24,6 +24,9 @@ const stats = collection('org_stats');
 export const handle = each((event) => {
   const meta = JSON.parse(event.metadata);
   const data = JSON.parse(event.data);
+  if (typeof meta.organizationId !== 'string') {
+    throw new ProjectionError('invalid-event', 'metadata.organizationId is not a string');
+  }
   const payment = new Update()
     .set('paymentId', event.aggregateId)
     .set('organizationId', meta.organizationId)

@@ -2,7 +2,7 @@
 documents as the Rust example, byte for byte. A PaymentFailed needs only its error; its amount
 and currency are kept when present."""
 
-from refold import Projection, Update, cents, collection, manifest
+from refold import Projection, ProjectionError, Update, cents, collection, manifest
 
 
 class WitWorld(Projection):
@@ -21,7 +21,9 @@ class WitWorld(Projection):
 
     def on_event(self, event):
         meta, data = event.metadata, event.data
-        organization = meta["organizationId"]
+        organization = meta.get("organizationId")
+        if not isinstance(organization, str):
+            raise ProjectionError("invalid-event", "metadata.organizationId is not a string")
         payment = (
             Update()
             .set("paymentId", event.aggregate_id)

@@ -56,7 +56,7 @@ const MAX_HELD: usize = 100_000;
 
 /// An event as read, before its stream's order is checked: the version the source gives, if
 /// any, and the event (whose `version` is set once its stream's order is known).
-struct Read_ {
+pub(super) struct Read_ {
     version: Option<StreamVersion>,
     event: ImportedEvent,
 }
@@ -166,7 +166,7 @@ fn quick_event(line: &str, origin: &str) -> Option<Read_> {
 /// One event of the source, in the seeds' shape (`aggregateId`, `aggregateType`, `eventType`,
 /// `eventData`, `metadata`, `version`, `timestamp`; `_id` or `id`), or the shape
 /// `refold append --file` reads with an `aggregateId` (`timestampMs`).
-fn event_of(value: Value, origin: String) -> anyhow::Result<Read_> {
+pub(super) fn event_of(value: Value, origin: String) -> anyhow::Result<Read_> {
     let Value::Object(mut fields) = value else {
         anyhow::bail!("{origin}: an event is a JSON object");
     };
@@ -244,7 +244,7 @@ fn event_of(value: Value, origin: String) -> anyhow::Result<Read_> {
 /// before an earlier version of its stream (a source sorted by time, with clocks that differed)
 /// is held until that version comes, then released in version order.
 #[derive(Default)]
-struct StreamOrder {
+pub(super) struct StreamOrder {
     next: HashMap<String, StreamVersion>,
     held: HashMap<String, BTreeMap<StreamVersion, Read_>>,
     held_count: usize,
@@ -253,7 +253,11 @@ struct StreamOrder {
 
 impl StreamOrder {
     /// The events ready for the store after `read`, in order.
-    fn push(&mut self, read: Read_, ready: &mut Vec<ImportedEvent>) -> anyhow::Result<()> {
+    pub(super) fn push(
+        &mut self,
+        read: Read_,
+        ready: &mut Vec<ImportedEvent>,
+    ) -> anyhow::Result<()> {
         let next = match self.next.get_mut(&read.event.aggregate_id) {
             Some(next) => next,
             None => {
@@ -315,7 +319,7 @@ impl StreamOrder {
     }
 
     /// At the end of the source: an error naming the first event that still waits.
-    fn finish(&self) -> anyhow::Result<()> {
+    pub(super) fn finish(&self) -> anyhow::Result<()> {
         let waiting = self
             .held
             .iter()
@@ -507,14 +511,14 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let mut failure = None;
     while let Some(batch) = rx.recv().await {
         seen += batch.count;
-        if let Some(target) = &target {
-            if !batch.events.is_empty() || batch.events.is_last() {
-                match target.import(batch.events).await {
-                    Ok(outcome) => total.add(outcome),
-                    Err(error) => {
-                        failure = Some(error.into());
-                        break;
-                    }
+        if let Some(target) = &target
+            && (!batch.events.is_empty() || batch.events.is_last())
+        {
+            match target.import(batch.events).await {
+                Ok(outcome) => total.add(outcome),
+                Err(error) => {
+                    failure = Some(error.into());
+                    break;
                 }
             }
         }
@@ -816,11 +820,10 @@ mod tests {
 
         let twice = order
             .push(read("a", Some(2), 4), &mut ready)
-            .err()
-            .expect("twice");
+            .expect_err("twice");
         assert_eq!(twice.to_string(), "line 4: stream `a` has version 2 twice");
         order.push(read("b", Some(3), 5), &mut ready).expect("held");
-        let gap = order.finish().err().expect("a gap");
+        let gap = order.finish().expect_err("a gap");
         assert!(
             gap.to_string()
                 .starts_with("line 5: stream `b` version 3 waits for version 2, which is missing"),

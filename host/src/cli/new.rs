@@ -138,6 +138,12 @@ const C_TEMPLATES: [Template; 6] = [
     template!("c", "README.md"),
 ];
 
+/// The scaffold's fixture for `refold test`, the same in every language.
+const FIXTURE: Template = (
+    "fixtures/totals.json",
+    include_str!("../../templates/new/fixtures/totals.json.tmpl"),
+);
+
 /// A template names a placeholder `refold new` does not define: a bug in the template, which
 /// the unit tests find by rendering every language.
 #[derive(Debug, thiserror::Error)]
@@ -226,6 +232,7 @@ fn scaffold(
     };
     let mut files = templates
         .iter()
+        .chain(std::iter::once(&FIXTURE))
         .map(|(file, template)| Ok(((*file).to_owned(), render(file, template, values)?)))
         .collect::<Result<Vec<_>, UnknownPlaceholder>>()?;
     files.extend(
