@@ -71,7 +71,8 @@ impl DocumentReader for NoDocuments {
 
 /// The compiled component: from the code cache when this host compiled it before, else
 /// compiled now. The second value is true when it was compiled now.
-// The one unsafe call of the host: loading native code from the code cache (see SAFETY).
+// One of the host's two unsafe calls (the other sets an allocator option, in `main.rs`):
+// loading native code from the code cache (see SAFETY).
 #[allow(unsafe_code)]
 fn compile(engine: &Engine, hash: &str, bytes: &[u8]) -> Result<(Component, bool), LoadError> {
     if let Some(code) = engine.cache.as_ref().and_then(|c| c.compiled(hash)) {
