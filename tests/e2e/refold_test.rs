@@ -80,6 +80,13 @@ fn a_fixture_that_does_not_hold_says_what_differs() {
             "given": [payment(json!(5.0), Some("org-1")), payment(json!(1.0), None)],
         },
         {
+            // Nothing to fold: the projection is served at once, and holds nothing.
+            "name": "no events, no documents",
+            "given": [],
+            "then": { "payments": [], "org_stats": [] },
+            "exactly": true,
+        },
+        {
             "name": "exactly, with a field too many",
             "given": [payment(json!(5.0), Some("org-1"))],
             "then": { "org_stats": [{ "_id": "org-1", "processedCount": 1 }] },
@@ -100,7 +107,8 @@ fn a_fixture_that_does_not_hold_says_what_differs() {
         "FAIL  a failure not expected",
         "payments failed at event 2: projection reported invalid-event error",
         "org_stats/org-1.organizationId: not expected, is \"org-1\"",
-        "4 cases: 0 passed, 4 failed",
+        "ok    no events, no documents",
+        "5 cases: 1 passed, 4 failed",
     ] {
         assert!(stdout.contains(says), "expected `{says}`: {stdout}");
     }
@@ -132,4 +140,31 @@ fn a_fixture_that_does_not_hold_says_what_differs() {
             && stderr.contains("unknown field `than`"),
         "{stderr}"
     );
+
+    // A case that cannot mean what it says is named before anything runs.
+    let processed = payment(json!(1.0), Some("org-1"));
+    let mut later = processed.clone();
+    later["version"] = json!(2);
+    for (case, says) in [
+        (
+            json!({ "name": "bad kind", "given": [processed], "fails": { "event": 1, "kind": "invalid_event" } }),
+            "`fails.kind` `invalid_event` is not a kind of failure",
+        ),
+        (
+            json!({ "name": "bad event", "given": [processed], "fails": { "event": 2 } }),
+            "`fails.event` is 2, but the case gives 1 events",
+        ),
+        (
+            json!({ "name": "no id", "given": [], "then": { "payments": [{ "status": "x" }] } }),
+            "a document expected in `payments` has no `_id`",
+        ),
+        (
+            json!({ "name": "out of order", "given": [later, processed] }),
+            "event 1: it comes before an earlier version of its stream",
+        ),
+    ] {
+        std::fs::write(&file, json!({ "cases": [case] }).to_string()).expect("write");
+        let (ok, stdout, _) = refold_test(&[&component, &file]);
+        assert!(!ok && stdout.contains(says), "expected `{says}`: {stdout}");
+    }
 }

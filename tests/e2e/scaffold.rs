@@ -73,18 +73,12 @@ impl Tools {
         let file = dist.join(format!("{}.wasm", name.replace('-', "_")));
         assert!(file.is_file(), "{language}: no {}", file.display());
         // The scaffold's fixture passes through `refold test`, in every language.
-        let fixtures = project.join("fixtures");
-        let checked = refold()
-            .arg("test")
-            .arg(&file)
-            .arg(&fixtures)
-            .output()
-            .expect("refold test");
-        assert!(
-            checked.status.success() && text(&checked.stdout).contains("2 cases: 2 passed"),
-            "{language}: refold test: {}{}",
-            text(&checked.stdout),
-            text(&checked.stderr)
+        fixture_passes(
+            refold()
+                .arg("test")
+                .arg(&file)
+                .arg(project.join("fixtures")),
+            language,
         );
         let tested = self
             .env(Command::new(test[0]).args(&test[1..]).current_dir(&project))
@@ -98,6 +92,17 @@ impl Tools {
         );
         (file, tested)
     }
+}
+
+/// `refold test` on a scaffold runs its fixture's two cases, and both pass.
+fn fixture_passes(command: &mut Command, what: &str) {
+    let out = command.output().expect("refold test");
+    assert!(
+        out.status.success() && text(&out.stdout).contains("2 cases: 2 passed"),
+        "{what}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
 
 /// Wait until the read model `model` has counted three events in `all`; return its documents.
@@ -121,15 +126,9 @@ async fn a_new_projection_in_each_language_builds_deploys_and_folds() {
     let (component, tested) = tools.scaffold(&sandbox, "rust", "tally", &dist, &[&cargo, "test"]);
     assert!(text(&tested.stdout).contains("test tests::reads_the_amount ... ok"));
     // `refold test` in the projection folder builds it and runs its `fixtures`.
-    let checked = tools
-        .env(refold().arg("test").current_dir(sandbox.path("tally")))
-        .output()
-        .expect("refold test");
-    assert!(
-        checked.status.success() && text(&checked.stdout).contains("2 cases: 2 passed"),
-        "refold test in the folder: {}{}",
-        text(&checked.stdout),
-        text(&checked.stderr)
+    fixture_passes(
+        tools.env(refold().arg("test").current_dir(sandbox.path("tally"))),
+        "refold test in the folder",
     );
 
     let project = sandbox.path("tally");

@@ -6,6 +6,7 @@
 //! stored the way `refold import` stores them, with fixed times unless the case gives its own,
 //! so a case runs the same on every machine.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use crate::deploy::{Deployer, Outcome};
 use crate::domain::{FailurePolicy, GenerationState, OnFailure};
 use crate::engine::Engine;
 use crate::guest_build;
-use crate::projector::{DropReason, HandleFailure, ProjectorState};
+use crate::projector::{DropReason, HandleFailure, ProjectorState, ProjectorStatus};
 use crate::store::{self, ImportBatch};
 
 /// Arguments of `refold test` (documented on the subcommand).
@@ -63,7 +64,7 @@ struct Case {
     /// Documents expected, per collection (`COLLECTION`, or `PROJECTION/COLLECTION` when the
     /// folder has several projections), each with its `_id` and the fields to compare.
     #[serde(default)]
-    then: Map<String, Value>,
+    then: BTreeMap<String, Vec<Map<String, Value>>>,
     /// Whether the collections of `then` hold exactly its documents, each with exactly its
     /// fields.
     #[serde(default)]
@@ -80,13 +81,29 @@ struct Fails {
     /// The event that fails: its place in `given`, from 1.
     event: u64,
     /// Its kind: `invalid-event`, `invalid-state`, `host` or `other` when the projection
-    /// reports it; `contract`, `trap`, `deadline`, `memory` or `refused` when the host finds it.
+    /// reports it; `contract`, `trap`, `deadline`, `memory`, `refused` or `host-failure` when
+    /// the host finds it.
     #[serde(default)]
     kind: Option<String>,
     /// Text the error's message contains.
     #[serde(default)]
     message: Option<String>,
 }
+
+/// The kinds a failure can have: the projection's own (its WIT `error-kind`), then the host's
+/// findings.
+const KINDS: [&str; 10] = [
+    "invalid-event",
+    "invalid-state",
+    "host",
+    "other",
+    "contract",
+    "trap",
+    "deadline",
+    "memory",
+    "refused",
+    "host-failure",
+];
 
 /// The time of a fixture's first event when it gives none (2024-01-01T00:00:00Z); each next one
 /// is a second later.
@@ -102,6 +119,12 @@ pub(super) async fn test(mut args: TestArgs) -> anyhow::Result<ExitCode> {
     let components = components(&args.path, work.path()).await?;
     // A projection's code is deterministic: an event that fails once fails again, so a case
     // stops at its first failure.
+    if !args.host.on_failure.is_empty() {
+        eprintln!(
+            "note: --on-failure (REFOLD_ON_FAILURE) does not apply to refold test: each case stops \
+             at its first failing event"
+        );
+    }
     args.host.on_failure = vec![(
         "*".into(),
         FailurePolicy {
@@ -289,6 +312,12 @@ fn events_of(case: &Case) -> anyhow::Result<ImportBatch> {
             );
         }
         order.push(event_of(Value::Object(fields), origin)?, &mut events)?;
+        // Positions are the places in `given` only if no event waits for an earlier version.
+        anyhow::ensure!(
+            events.len() as u64 == place,
+            "event {place}: it comes before an earlier version of its stream; give a stream's \
+             events in version order"
+        );
     }
     order.finish()?;
     Ok(ImportBatch::new(events)?.last())
@@ -304,6 +333,29 @@ async fn run_case(
     host: &HostArgs,
 ) -> anyhow::Result<Vec<String>> {
     let batch = events_of(case)?;
+    if let Some(fails) = &case.fails {
+        anyhow::ensure!(
+            (1..=case.given.len() as u64).contains(&fails.event),
+            "`fails.event` is {}, but the case gives {} events",
+            fails.event,
+            case.given.len()
+        );
+        if let Some(kind) = &fails.kind {
+            anyhow::ensure!(
+                KINDS.contains(&kind.as_str()),
+                "`fails.kind` `{kind}` is not a kind of failure: one of {}",
+                KINDS.join(", ")
+            );
+        }
+    }
+    for (key, documents) in &case.then {
+        if let Some(document) = documents.iter().find(|d| !d.contains_key("_id")) {
+            anyhow::bail!(
+                "a document expected in `{key}` has no `_id`: {}",
+                Value::Object(document.clone())
+            );
+        }
+    }
     std::fs::create_dir_all(dir)?;
     let store = store::open(&format!("sqlite://{}", dir.join("case.db").display())).await?;
     if !batch.is_empty() {
@@ -326,35 +378,51 @@ async fn run_case(
         "no projection was deployed from {}",
         components.display()
     );
-    // Until every projector has folded the last event in, or stopped.
-    let deadline = Instant::now() + timeout;
-    loop {
-        let statuses = deployer.supervisor.statuses();
-        let done = statuses
-            .iter()
-            .all(|s| s.state == ProjectorState::Stopped || s.checkpoint >= head);
-        if done && statuses.len() == projections.len() {
-            break;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "the projection did not fold the case's {head} events in within {} s (--timeout)",
-            timeout.as_secs()
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    let reasons = deployer.supervisor.shutdown().await;
-    let failure = reasons
+    // Until every projector has folded the last event in and serves its generation, or stopped.
+    let done = |s: &ProjectorStatus| {
+        s.state == ProjectorState::Stopped
+            || (s.state == ProjectorState::Live
+                && s.checkpoint >= head
+                && s.generation_state == GenerationState::Active)
+    };
+    let waits = deployer
+        .supervisor
+        .status_receivers()
         .into_iter()
-        .find_map(|(projection, reason)| match reason {
+        .map(|mut status| async move {
+            let _ = status.wait_for(done).await;
+        });
+    let finished = tokio::time::timeout(timeout, futures_util::future::join_all(waits))
+        .await
+        .is_ok();
+    let reasons = deployer.supervisor.shutdown().await;
+    anyhow::ensure!(
+        finished,
+        "the projection did not fold the case's {head} events in within {} s (--timeout)",
+        timeout.as_secs()
+    );
+    let mut failures = Vec::new();
+    let mut problems = Vec::new();
+    for (projection, reason) in reasons {
+        match reason {
             DropReason::Failed {
                 position, failure, ..
-            } => Some((projection, position, failure)),
-            DropReason::Shutdown | DropReason::Superseded(_) => None,
-            other => Some((String::new(), 0, HandleFailure::Host(other.to_string()))),
-        });
-
-    let mut problems = check_failure(case, failure.as_ref());
+            } => failures.push((projection, position, failure)),
+            DropReason::Shutdown | DropReason::Superseded(_) => {}
+            other => problems.push(format!("{projection} stopped: {other}")),
+        }
+    }
+    // The failure the case expects is one of them (at its event if there is one there); any
+    // other is a problem of its own.
+    let expected = case.fails.as_ref().and_then(|fails| {
+        let at = failures.iter().position(|(_, p, _)| *p == fails.event);
+        at.or((!failures.is_empty()).then_some(0))
+    });
+    let expected = expected.map(|i| failures.remove(i));
+    problems.extend(check_failure(case, expected.as_ref()));
+    problems.extend(failures.iter().map(|(projection, position, failure)| {
+        format!("{projection} failed at event {position}: {failure}")
+    }));
     for (key, expected) in &case.then {
         let (projection, collection) = match key.split_once('/') {
             Some((projection, collection)) => (projection.to_owned(), collection),
@@ -364,9 +432,6 @@ async fn run_case(
                  PROJECTION/COLLECTION",
                 projections.join(", ")
             ),
-        };
-        let Value::Array(expected) = expected else {
-            anyhow::bail!("`then.{key}` must be a list of documents");
         };
         // The generation the case built: served once it caught up; when the projection stopped
         // before that, its documents are read one by one (they cannot be listed).
@@ -402,9 +467,16 @@ async fn run_case(
                 .map(|found| found.map(Value::Object))
                 .collect::<Result<Vec<_>, _>>()?
         };
+        if case.exactly && actual.len() >= MAX_DOCUMENTS {
+            problems.push(format!(
+                "{key}: holds {MAX_DOCUMENTS} documents or more; `exactly` compares the first \
+                 {MAX_DOCUMENTS} only"
+            ));
+        }
+        let expected: Vec<Value> = expected.iter().cloned().map(Value::Object).collect();
         problems.extend(compare(
             key,
-            expected,
+            &expected,
             &actual,
             case.exactly && generation.state == GenerationState::Active,
         )?);

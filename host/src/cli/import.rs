@@ -5,7 +5,6 @@
 //! transaction of the store, so a crash leaves whole batches, and a second run skips the events
 //! it finds stored (see [`crate::store::ImportedEvent`]) and stores the rest.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
@@ -21,10 +20,7 @@ use tokio::sync::mpsc;
 use super::StoreArgs;
 use crate::domain::json_object::JsonObject;
 use crate::domain::{StreamVersion, extjson};
-use crate::store::{self, ImportBatch, Imported, ImportedEvent};
-
-/// Maps keyed by stream: foldhash, several times quicker than the standard SipHash on short keys.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+use crate::store::{self, FastMap, ImportBatch, Imported, ImportedEvent};
 
 /// Arguments of `refold import` (documented on the subcommand).
 #[derive(Debug, Args)]
@@ -95,7 +91,7 @@ fn time_of(value: &Value) -> Option<i64> {
 /// A line in the common form, read without building a [`Value`]: see [`quick_event`].
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct QuickLine<'a> {
+struct QuickLine {
     #[serde(rename = "aggregateId")]
     aggregate_id: String,
     #[serde(rename = "aggregateType")]
@@ -108,13 +104,13 @@ struct QuickLine<'a> {
     metadata: Option<JsonObject>,
     #[serde(default)]
     version: Option<StreamVersion>,
-    #[serde(default, borrow)]
-    timestamp: Option<Cow<'a, str>>,
-    #[serde(rename = "timestampMs", default)]
+    #[serde(default, deserialize_with = "present")]
+    timestamp: Option<String>,
+    #[serde(rename = "timestampMs", default, deserialize_with = "present")]
     timestamp_ms: Option<i64>,
-    #[serde(rename = "_id", default)]
+    #[serde(rename = "_id", default, deserialize_with = "present")]
     underscore_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "present")]
     id: Option<String>,
     #[serde(default)]
     #[allow(dead_code)]
@@ -123,6 +119,15 @@ struct QuickLine<'a> {
 
 fn some_object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<JsonObject>, D::Error> {
     JsonObject::read(d).map(Some)
+}
+
+/// A field given with a value: `null` is left to the slow way, which says what it means.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 /// A line read the quick way, straight from its text: the common form (string ids, a whole
@@ -144,7 +149,10 @@ fn quick_event(line: &str, origin: &str) -> Option<Read_> {
         (None, None) => None,
         (Some(_), Some(_)) => return None,
     };
-    if quick.version == Some(0) {
+    if quick
+        .version
+        .is_some_and(|v| v == 0 || i64::try_from(v).is_err())
+    {
         return None;
     }
     Some(Read_ {
@@ -167,6 +175,11 @@ fn quick_event(line: &str, origin: &str) -> Option<Read_> {
 /// `eventData`, `metadata`, `version`, `timestamp`; `_id` or `id`), or the shape
 /// `refold append --file` reads with an `aggregateId` (`timestampMs`).
 pub(super) fn event_of(value: Value, origin: String) -> anyhow::Result<Read_> {
+    read_event(value, origin, false)
+}
+
+/// [`event_of`], keeping the payloads as parsed when `keep` (for MongoDB: see [`JsonObject`]).
+fn read_event(value: Value, origin: String, keep: bool) -> anyhow::Result<Read_> {
     let Value::Object(mut fields) = value else {
         anyhow::bail!("{origin}: an event is a JSON object");
     };
@@ -184,7 +197,12 @@ pub(super) fn event_of(value: Value, origin: String) -> anyhow::Result<Read_> {
     let object = |value: Option<Value>, name: &str| -> anyhow::Result<JsonObject> {
         match value {
             None | Some(Value::Null) => Ok(JsonObject::empty()),
-            Some(object @ Value::Object(_)) => JsonObject::from_value(&object).map_err(|e| {
+            Some(object @ Value::Object(_)) => if keep {
+                JsonObject::keeping(object)
+            } else {
+                JsonObject::from_value(&object)
+            }
+            .map_err(|e| {
                 anyhow::anyhow!("{origin}: stream `{aggregate_id}`: {event_type}: {name}: {e}")
             }),
             Some(_) => anyhow::bail!("{origin}: `{name}` must be an object"),
@@ -245,8 +263,8 @@ pub(super) fn event_of(value: Value, origin: String) -> anyhow::Result<Read_> {
 /// is held until that version comes, then released in version order.
 #[derive(Default)]
 pub(super) struct StreamOrder {
-    next: HashMap<String, StreamVersion>,
-    held: HashMap<String, BTreeMap<StreamVersion, Read_>>,
+    next: FastMap<String, StreamVersion>,
+    held: FastMap<String, BTreeMap<StreamVersion, Read_>>,
     held_count: usize,
     streams: u64,
 }
@@ -396,10 +414,12 @@ enum Size {
     Unknown,
 }
 
-/// Read JSON Lines, check each event and its stream's order, and send batches.
+/// Read JSON Lines, check each event and its stream's order, and send batches (`keep`: with each
+/// payload as parsed, for MongoDB).
 fn read_lines(
     input: Box<dyn Read + Send>,
     mut sizes: BatchSizes,
+    keep: bool,
     dry_run: bool,
     tx: mpsc::Sender<Batch>,
 ) -> anyhow::Result<StreamOrder> {
@@ -421,12 +441,12 @@ fn read_lines(
             continue;
         }
         let origin = format!("line {number}");
-        let event = match quick_event(&line, &origin) {
+        let event = match quick_event(&line, &origin).filter(|_| !keep) {
             Some(event) => event,
             None => {
                 let value: Value = serde_json::from_str(&line)
                     .with_context(|| format!("{origin}: not a JSON object"))?;
-                event_of(value, origin)?
+                read_event(value, origin, keep)?
             }
         };
         order.push(event, &mut batch)?;
@@ -480,6 +500,8 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let sizes = BatchSizes::new(args.batch_size, if mongodb_target { 1000 } else { 20_000 });
     let (tx, mut rx) = mpsc::channel::<Batch>(2);
     let dry_run = args.dry_run;
+    // MongoDB stores values, not text: the payloads go as parsed from the source.
+    let keep = mongodb_target && !dry_run;
     let (size, reader) = match (&args.file, &args.from) {
         (Some(file), _) => {
             let (input, size): (Box<dyn Read + Send>, Size) = if file.as_os_str() == "-" {
@@ -491,11 +513,13 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
                 (Box::new(opened), Size::Bytes(length))
             };
             let name = file.display().to_string();
-            let reader = tokio::task::spawn_blocking(move || read_lines(input, sizes, dry_run, tx));
+            let reader =
+                tokio::task::spawn_blocking(move || read_lines(input, sizes, keep, dry_run, tx));
             (size, Reader::Lines(reader, name))
         }
         (None, Some(uri)) => {
-            let (size, reader) = mongo_source(uri, &args.collection, sizes, dry_run, tx).await?;
+            let (size, reader) =
+                mongo_source(uri, &args.collection, sizes, keep, dry_run, tx).await?;
             (size, Reader::Mongo(reader))
         }
         (None, None) => anyhow::bail!("give a JSON Lines file, or --from a MongoDB collection"),
@@ -538,6 +562,14 @@ pub(super) async fn import(args: ImportArgs) -> anyhow::Result<ExitCode> {
     let failure = failure.or(order.as_ref().err().map(|e| anyhow::anyhow!("{e:#}")));
     let elapsed = started.elapsed();
     if let Some(error) = failure {
+        // What was committed before the error is made durable as the last batch would have
+        // made it (an empty last batch); if the store is what failed, this may fail too.
+        if let Some(target) = &target
+            && total.stored > 0
+            && let Err(flush) = target.import(ImportBatch::default().last()).await
+        {
+            tracing::warn!(error = %flush, "cannot flush the batches imported before the error");
+        }
         if total.stored + total.present > 0 {
             eprintln!(
                 "{} events were imported before the error ({} stored, {} already present); \
@@ -625,6 +657,7 @@ async fn mongo_source(
     uri: &str,
     collection: &str,
     mut sizes: BatchSizes,
+    keep: bool,
     dry_run: bool,
     tx: mpsc::Sender<Batch>,
 ) -> anyhow::Result<(Size, tokio::task::JoinHandle<anyhow::Result<StreamOrder>>)> {
@@ -666,7 +699,7 @@ async fn mongo_source(
                     Some(other) => format!("document {other}"),
                     None => format!("document #{done}"),
                 };
-                let event = event_of(Value::Object(extjson::to_map(&document)), origin)?;
+                let event = read_event(Value::Object(extjson::to_map(&document)), origin, keep)?;
                 order.push(event, &mut batch)?;
                 if sizes.full(batch.len()) {
                     let full = checked(&mut batch, done, dry_run)?;
@@ -692,6 +725,7 @@ async fn mongo_source(
     _uri: &str,
     _collection: &str,
     _sizes: BatchSizes,
+    _keep: bool,
     _dry_run: bool,
     _tx: mpsc::Sender<Batch>,
 ) -> anyhow::Result<(Size, tokio::task::JoinHandle<anyhow::Result<StreamOrder>>)> {
@@ -795,6 +829,18 @@ mod tests {
         ] {
             assert!(quick_event(line, "line 1").is_none(), "{line}");
             slow(line);
+        }
+        // A field given as null, and a version past the whole numbers the store keeps: left to
+        // the slow way, which refuses them.
+        for line in [
+            r#"{"aggregateId": "p", "aggregateType": "P", "eventType": "E", "timestamp": null, "timestampMs": 1}"#,
+            r#"{"aggregateId": "p", "aggregateType": "P", "eventType": "E", "timestampMs": 1, "_id": null, "id": "x"}"#,
+            r#"{"aggregateId": "p", "aggregateType": "P", "eventType": "E", "timestampMs": 1, "_id": null}"#,
+            r#"{"aggregateId": "p", "aggregateType": "P", "eventType": "E", "timestampMs": 1, "version": 9223372036854775808}"#,
+        ] {
+            assert!(quick_event(line, "line 1").is_none(), "{line}");
+            let value = serde_json::from_str(line).expect("JSON");
+            assert!(event_of(value, "line 1".into()).is_err(), "{line}");
         }
     }
 

@@ -8,14 +8,28 @@
 //! leaves to [`JsonObject::from_value`], the slower way through a [`Value`], which decides.
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::extjson::{self, ConvertError, MAX_NESTING};
 
 /// A JSON object as compact text, whose Extended JSON wrappers, field names and nesting were
-/// checked ([`extjson::check_at`] at the second level: a field of a stored event).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonObject(String);
+/// checked ([`extjson::check_at`] at the second level: a field of a stored event). It may also
+/// keep the object as parsed ([`Self::keeping`]), for a store that stores values rather than text:
+/// parsing the text again could move a double by its last bit (serde_json's quick float parsing).
+/// Two are equal when their texts are.
+#[derive(Debug, Clone)]
+pub struct JsonObject {
+    text: String,
+    value: Option<Map<String, Value>>,
+}
+
+impl PartialEq for JsonObject {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for JsonObject {}
 
 /// The level of an event's payload in a stored event.
 const LEVEL: usize = 2;
@@ -27,7 +41,11 @@ const MAX_QUICK_FIELDS: usize = 256;
 impl JsonObject {
     /// `{}`.
     pub fn empty() -> Self {
-        Self("{}".to_owned())
+        Self::text("{}".to_owned())
+    }
+
+    fn text(text: String) -> Self {
+        Self { text, value: None }
     }
 
     /// From a parsed value: an object (null reads as `{}`), checked.
@@ -36,10 +54,24 @@ impl JsonObject {
             Value::Null => Ok(Self::empty()),
             Value::Object(_) => {
                 extjson::check_at(value, LEVEL)?;
-                Ok(Self(value.to_string()))
+                Ok(Self::text(value.to_string()))
             }
             _ => Err(ConvertError::new("must be an object")),
         }
+    }
+
+    /// [`Self::from_value`], keeping the object as parsed ([`Self::value`]).
+    pub fn keeping(value: Value) -> Result<Self, ConvertError> {
+        let mut object = Self::from_value(&value)?;
+        if let Value::Object(map) = value {
+            object.value = Some(map);
+        }
+        Ok(object)
+    }
+
+    /// The object as parsed, when it was kept.
+    pub fn value(&self) -> Option<&Map<String, Value>> {
+        self.value.as_ref()
     }
 
     /// Straight from JSON text holding one object (or `null`), in one pass; `None` when the text
@@ -57,27 +89,29 @@ impl JsonObject {
         let mut out = Vec::new();
         Top { out: &mut out }.deserialize(deserializer)?;
         // Only whole UTF-8 text went in, and serde_json writes only that.
-        String::from_utf8(out).map(Self).map_err(de::Error::custom)
+        String::from_utf8(out)
+            .map(Self::text)
+            .map_err(de::Error::custom)
     }
 
     /// The text.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     /// Its length in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.text.len()
     }
 
     /// Whether it is `{}`.
     pub fn is_empty(&self) -> bool {
-        self.0 == "{}"
+        self.text == "{}"
     }
 
     /// The text, owned.
     pub fn into_string(self) -> String {
-        self.0
+        self.text
     }
 }
 

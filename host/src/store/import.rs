@@ -12,6 +12,10 @@ use crate::domain::event::{check_id_and_time, check_names, check_size};
 use crate::domain::json_object::JsonObject;
 use crate::domain::{Position, StreamVersion};
 
+/// The maps an import keys by stream: foldhash, several times quicker than the standard SipHash
+/// on short keys (SipHash was 4 % of an import).
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 /// One event of a history being imported. Its payload and metadata are compact JSON text,
 /// checked when it was read ([`JsonObject`]): the embedded store keeps that text as it is.
 #[derive(Debug, Clone, PartialEq)]

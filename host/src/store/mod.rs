@@ -28,6 +28,7 @@ pub(crate) use append::StoredId;
 pub use append::StreamAppend;
 pub use batch::BatchWrites;
 pub use error::{BackendError, StoreError, StoreResult};
+pub(crate) use import::FastMap;
 pub use import::{ImportBatch, Imported, ImportedEvent};
 pub use ports::{
     Checkpoints, DeadLetter, DeadLetterKey, DeadLetters, DocumentReader, Documents, EventLog,

@@ -329,13 +329,19 @@ impl EventLog for MongoStore {
                 let invalid = |e: extjson::ConvertError| {
                     StoreError::InvalidInput(format!("{}: {e}", imported.origin))
                 };
-                let object = |text: &JsonObject| match serde_json::from_str::<serde_json::Value>(
-                    text.as_str(),
-                ) {
-                    Ok(serde_json::Value::Object(map)) => {
-                        extjson::to_document(&map).map_err(invalid)
-                    }
-                    _ => Ok(Document::new()),
+                // The object as the source gave it when it was kept (`refold import` keeps it
+                // for MongoDB); else its text, which a checked payload always parses.
+                let object = |payload: &JsonObject| match payload.value() {
+                    Some(map) => extjson::to_document(map).map_err(invalid),
+                    None => match serde_json::from_str::<serde_json::Value>(payload.as_str()) {
+                        Ok(serde_json::Value::Object(map)) => {
+                            extjson::to_document(&map).map_err(invalid)
+                        }
+                        _ => Err(StoreError::InvalidInput(format!(
+                            "{}: a payload is not a JSON object",
+                            imported.origin
+                        ))),
+                    },
                 };
                 Ok((object(&imported.event_data)?, object(&imported.metadata)?))
             })

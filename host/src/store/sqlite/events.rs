@@ -12,11 +12,8 @@ use crate::domain::{
     time,
 };
 use crate::store::{
-    EventLog, ImportBatch, Imported, Page, StoreError, StoreResult, StoredId, StreamAppend,
+    EventLog, FastMap, ImportBatch, Imported, Page, StoreError, StoreResult, StoredId, StreamAppend,
 };
-
-/// Maps keyed by stream: foldhash, several times quicker than the standard SipHash on short keys.
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 const COLUMNS: &str =
     "position, id, aggregate_id, aggregate_type, event_type, version, timestamp_ms, data, metadata";
@@ -206,7 +203,7 @@ pub(super) struct ImportState {
     /// A lower bound of each stream's version: a version in the store never goes down, and only
     /// committed batches are recorded. Anyone else's append to the stream since is found by the
     /// insert's collision.
-    versions: Arc<std::sync::Mutex<HashMap<String, StreamVersion>>>,
+    versions: Arc<std::sync::Mutex<FastMap<String, StreamVersion>>>,
 }
 
 impl ImportState {
@@ -253,16 +250,19 @@ fn import_blocking(
     let checkpoint: i64 = conn
         .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
         .map_err(|e| StoreError::backend("import", e))?;
+    let durability: i64 = conn
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .map_err(|e| StoreError::backend("import", e))?;
     // Nor does the commit copy the log into the database file, which would hold the next batch
     // up: a thread of its own does, beside the next batch, and the last batch waits for it.
-    // Nor is the log flushed to the disk at each commit but the last: a power cut may take the
-    // batches since the last flush (never part of one: the log is replayed up to its last whole
-    // commit), and the same import run again stores them. The last batch's commit flushes the
-    // log, and with it every batch before it, before the import says it is done.
-    let synchronous = if events.is_last() { "FULL" } else { "NORMAL" };
+    // Nor is the log flushed to the disk at each commit: a power cut may take the batches since
+    // the last flush (never part of one: the log is replayed up to its last whole commit), and
+    // the same import run again stores them. After the last batch (an empty one when the import
+    // stops on an error) the log file is flushed, and with it every batch before it, before the
+    // import says it is done.
     conn.execute_batch(&format!(
         "PRAGMA cache_size = -{IMPORT_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0; \
-         PRAGMA synchronous = {synchronous}"
+         PRAGMA synchronous = NORMAL"
     ))
     .map_err(|e| StoreError::backend("import", e))?;
     let outcome = {
@@ -272,13 +272,13 @@ fn import_blocking(
             .map_err(|_| StoreError::backend("import", "a previous import panicked"))?;
         let outcome = import_transaction(conn, events, &mut versions);
         if events.is_last() {
-            *versions = HashMap::default();
+            *versions = FastMap::default();
         }
         outcome
     };
     conn.execute_batch(&format!(
         "PRAGMA cache_size = {cache}; PRAGMA wal_autocheckpoint = {checkpoint}; \
-         PRAGMA synchronous = FULL"
+         PRAGMA synchronous = {durability}"
     ))
     .map_err(|e| StoreError::backend("import", e))?;
     let path = conn.path().map(str::to_owned).filter(|p| !p.is_empty());
@@ -286,6 +286,11 @@ fn import_blocking(
         .as_ref()
         .and_then(|path| std::fs::metadata(format!("{path}-wal")).ok())
         .map_or(0, |m| m.len());
+    if events.is_last()
+        && let Some(path) = &path
+    {
+        flush_log(path)?;
+    }
     if events.is_last() || log_bytes > IMPORT_LOG_BYTES {
         // Passive: a host serving the same file goes on writing meanwhile; what a reader still
         // needs is copied by a later checkpoint.
@@ -304,6 +309,21 @@ fn import_blocking(
     outcome
 }
 
+/// Flush the write-ahead log of the database at `path` to the disk: every commit written to it so
+/// far survives a power cut.
+fn flush_log(path: &str) -> StoreResult<()> {
+    match std::fs::File::open(format!("{path}-wal")) {
+        Ok(log) => log
+            .sync_all()
+            .map_err(|e| StoreError::backend("flush the imported events to the disk", e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::backend(
+            "flush the imported events to the disk",
+            e,
+        )),
+    }
+}
+
 /// The most an import lets the write-ahead log grow before it is copied into the database.
 const IMPORT_LOG_BYTES: u64 = 512 * 1024 * 1024;
 
@@ -313,7 +333,7 @@ const IMPORT_CACHE_KIB: i64 = 64 * 1024;
 fn import_transaction(
     conn: &mut Connection,
     events: &ImportBatch,
-    known: &mut HashMap<String, StreamVersion>,
+    known: &mut FastMap<String, StreamVersion>,
 ) -> StoreResult<Imported> {
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -321,7 +341,7 @@ fn import_transaction(
     let mut head = head(&tx)?;
     let mut outcome = Imported::default();
     // Each stream's version as the batch goes, recorded in `known` once the batch is committed.
-    let mut versions: HashMap<&str, StreamVersion> = HashMap::default();
+    let mut versions: FastMap<&str, StreamVersion> = FastMap::default();
     {
         let mut version_of = tx
             .prepare_cached("SELECT coalesce(max(version), 0) FROM events WHERE aggregate_id = ?1")
@@ -364,7 +384,7 @@ fn import_transaction(
                 .or_else(|| known.get(stream))
                 .copied()
                 .unwrap_or(0);
-            if imported.version > current + 1 || (current == 0 && imported.version > 1) {
+            if imported.version > current + 1 {
                 current = version_of
                     .query_row([stream], |r| r.get::<_, i64>(0))
                     .map_err(|e| StoreError::backend("read the stream version", e))?
