@@ -11,6 +11,7 @@ mod events;
 mod feed;
 mod fields;
 mod generations;
+mod import;
 mod operator;
 mod schema;
 
@@ -85,7 +86,7 @@ pub struct SqliteStore {
     /// Appends waiting for the next group commit.
     pending_appends: Arc<Mutex<Vec<events::PendingAppend>>>,
     /// What an import keeps between its batches.
-    import: events::ImportState,
+    import: import::ImportState,
 }
 
 /// What one query of a read model may cost the embedded store, which matches and sorts
@@ -141,7 +142,7 @@ impl SqliteStore {
             feed,
             query_budget: QueryBudget::default(),
             pending_appends: Arc::new(Mutex::new(Vec::new())),
-            import: events::ImportState::default(),
+            import: import::ImportState::default(),
         })
     }
 
