@@ -61,8 +61,9 @@ impl ImportBatch {
         })
     }
 
-    /// Mark the import's last batch: the store tidies up after it (the embedded store copies the
-    /// import's log into the database file).
+    /// Mark the import's last batch: the store tidies up after it (the embedded store flushes the
+    /// import's log to the disk and copies it into the database file). An empty last batch does
+    /// that for the batches stored before an error.
     pub fn last(mut self) -> Self {
         self.last = true;
         self
