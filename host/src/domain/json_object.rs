@@ -87,7 +87,7 @@ impl JsonObject {
     /// object or `null`, or holds anything the quick pass leaves to [`Self::from_value`].
     pub fn read<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let mut out = Vec::new();
-        Top { out: &mut out }.deserialize(deserializer)?;
+        deserializer.deserialize_any(Top { out: &mut out })?;
         // Only whole UTF-8 text went in, and serde_json writes only that.
         String::from_utf8(out)
             .map(Self::text)
@@ -123,14 +123,6 @@ fn give_up<E: de::Error>() -> E {
 /// The payload itself: an object, or `null` for `{}`.
 struct Top<'o> {
     out: &'o mut Vec<u8>,
-}
-
-impl<'de> DeserializeSeed<'de> for Top<'_> {
-    type Value = ();
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
-    }
 }
 
 impl<'de> Visitor<'de> for Top<'_> {

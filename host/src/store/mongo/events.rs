@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::options::{ReadConcern, ReturnDocument};
+use mongodb::{ClientSession, Collection};
 use tokio::sync::watch;
 
 use super::{MongoStore, errors, feed, transaction};
@@ -73,6 +74,29 @@ pub(super) fn to_event(doc: &Document) -> StoreResult<RecordedEvent> {
 }
 
 /// Drain a cursor of event documents.
+/// Take the next `count` positions from the counter, in the session's transaction: the first of
+/// them. The counter's write conflict serialises the transactions that take positions, so they
+/// commit in position order.
+async fn take_positions(
+    counters: &Collection<Document>,
+    session: &mut ClientSession,
+    count: u64,
+) -> mongodb::error::Result<Position> {
+    let counter = counters
+        .find_one_and_update(
+            doc! { "_id": "events" },
+            doc! { "$inc": { "position": count as i64 } },
+        )
+        .upsert(true)
+        .return_document(ReturnDocument::After)
+        .session(session)
+        .await?;
+    let last = counter
+        .map(|c| int(&c, "position").unwrap_or_default())
+        .unwrap_or_default() as u64;
+    Ok(last + 1 - count)
+}
+
 async fn collect(
     cursor: mongodb::Cursor<Document>,
     context: &str,
@@ -252,19 +276,7 @@ impl EventLog for MongoStore {
                     after.push(version);
                 }
                 // The counter's write conflict serialises appends: positions commit in order.
-                let counter = counters
-                    .find_one_and_update(
-                        doc! { "_id": "events" },
-                        doc! { "$inc": { "position": total as i64 } },
-                    )
-                    .upsert(true)
-                    .return_document(ReturnDocument::After)
-                    .session(&mut session)
-                    .await?;
-                let last_position = counter
-                    .map(|c| int(&c, "position").unwrap_or_default())
-                    .unwrap_or_default() as u64;
-                let mut next = last_position + 1 - total;
+                let mut next = take_positions(&counters, &mut session, total).await?;
                 let mut results = Vec::with_capacity(appends.len());
                 let mut documents = Vec::with_capacity(total as usize);
                 let mut after = after.into_iter();
@@ -420,19 +432,7 @@ impl EventLog for MongoStore {
             if fresh.is_empty() {
                 return Ok(Ok(outcome));
             }
-            let counter = counters
-                .find_one_and_update(
-                    doc! { "_id": "events" },
-                    doc! { "$inc": { "position": fresh.len() as i64 } },
-                )
-                .upsert(true)
-                .return_document(ReturnDocument::After)
-                .session(&mut session)
-                .await?;
-            let last = counter
-                .map(|c| int(&c, "position").unwrap_or_default())
-                .unwrap_or_default() as u64;
-            let first = last + 1 - fresh.len() as u64;
+            let first = take_positions(&counters, &mut session, fresh.len() as u64).await?;
             let documents: Vec<Document> = fresh
                 .iter()
                 .enumerate()
@@ -475,7 +475,7 @@ impl EventLog for MongoStore {
                 Err(e) => return Err(e),
             }
             outcome.stored = fresh.len() as u64;
-            outcome.last_position = last;
+            outcome.last_position = first + fresh.len() as u64 - 1;
             Ok(Ok(outcome))
         })?;
         crate::store::ring(&self.feed, outcome.last_position);
