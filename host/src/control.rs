@@ -23,12 +23,50 @@ pub enum ControlError {
         /// The names that exist, comma-separated, or `none`.
         known: String,
     },
+    /// The projection has no generation of that number.
+    #[error("projection `{name}` has no generation {number} (it has: {known})")]
+    UnknownGeneration {
+        /// The projection.
+        name: String,
+        /// The number asked for.
+        number: u32,
+        /// Its generations' numbers, comma-separated.
+        known: String,
+    },
     /// The projection is not in a state that allows the command.
     #[error("{0}")]
     Conflict(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The generation a trace reads: the one numbered `number`, else the active one, else the
+/// newest.
+pub async fn traced_generation<S: Generations + ?Sized>(
+    store: &S,
+    name: &str,
+    number: Option<u32>,
+) -> Result<Generation, ControlError> {
+    let generations = generations_of(store, name).await?;
+    let found = match number {
+        Some(number) => generations.iter().find(|g| g.number == number),
+        None => generations
+            .iter()
+            .rfind(|g| g.state == GenerationState::Active)
+            .or(generations.last()),
+    };
+    found
+        .cloned()
+        .ok_or_else(|| ControlError::UnknownGeneration {
+            name: name.to_owned(),
+            number: number.unwrap_or_default(),
+            known: generations
+                .iter()
+                .map(|g| g.number.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 /// A projection's generations, oldest first; an error naming the known projections when it has

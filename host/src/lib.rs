@@ -25,3 +25,4 @@ pub mod projector;
 #[cfg(test)]
 mod properties;
 pub mod store;
+pub mod trace;

@@ -275,3 +275,77 @@ pub(super) async fn query(
     let at_least = AtLeast::from(body.at_least, body.timeout_ms)?;
     run(&shared, &name, &collection, query, at_least).await
 }
+
+/// The events that changed one document (see [`crate::trace`]), replayed with the generation's
+/// code from this host's code cache. One trace runs at a time; others wait for it.
+pub(super) async fn trace(
+    State(shared): State<Shared>,
+    Path((name, collection, id)): Path<(String, String, String)>,
+    params: Params,
+) -> Result<Json<crate::trace::Trace>, ApiError> {
+    let params = params.only(&["generation", "full"])?;
+    let number = match params.number("generation")? {
+        Some(n) => Some(u32::try_from(n).map_err(|_| {
+            ApiError::bad_request("invalid_parameter", format!("generation={n} is too large"))
+        })?),
+        None => None,
+    };
+    let full = match params.get("full").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("full={other} is not true or false"),
+            ));
+        }
+    };
+    let generation = control::traced_generation(shared.store.as_ref(), &name, number).await?;
+    let code = std::sync::Arc::clone(&shared.code);
+    let hash = generation.code_hash.clone();
+    let handler = tokio::task::spawn_blocking(move || code.load(&hash))
+        .await
+        .map_err(|e| ApiError::from(crate::store::StoreError::backend("load code", e)))?
+        .map_err(|error| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "code_unavailable",
+                format!(
+                    "this host cannot load the code of generation {} of {name}: {error}",
+                    generation.number
+                ),
+            )
+        })?;
+    if !handler.manifest().collection_names().contains(&collection) {
+        return Err(ApiError::not_found(
+            "collection_not_found",
+            format!(
+                "{name} has no collection `{collection}` (it declares: {})",
+                handler.manifest().collection_names().join(", ")
+            ),
+        ));
+    }
+    let _turn = shared
+        .tracing
+        .acquire()
+        .await
+        .map_err(|e| ApiError::from(crate::store::StoreError::backend("trace", e)))?;
+    let store = std::sync::Arc::clone(&shared.store);
+    match crate::trace::trace(
+        store,
+        handler,
+        &generation,
+        &collection,
+        &id,
+        full,
+        &|_, _| {},
+    )
+    .await
+    {
+        Ok(trace) => Ok(Json(trace)),
+        Err(crate::trace::TraceError::Input(message)) => {
+            Err(ApiError::bad_request("invalid_parameter", message))
+        }
+        Err(crate::trace::TraceError::Store(error)) => Err(error.into()),
+    }
+}

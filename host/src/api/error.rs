@@ -102,6 +102,9 @@ impl From<ControlError> for ApiError {
             ControlError::UnknownProjection { .. } => {
                 Self::not_found("projection_not_found", error.to_string())
             }
+            ControlError::UnknownGeneration { .. } => {
+                Self::not_found("generation_not_found", error.to_string())
+            }
             ControlError::Conflict(message) => {
                 Self::new(StatusCode::CONFLICT, "state_conflict", message)
             }

@@ -36,7 +36,7 @@ pub use access::{Access, AccessError};
 pub use error::ApiError;
 
 use crate::metrics;
-use crate::projector::HostView;
+use crate::projector::{CodeSource, HostView};
 use crate::store::Store;
 
 /// Largest request body: an append of many events (each at most 1 MiB) or a query.
@@ -54,6 +54,10 @@ pub(crate) struct Shared {
     store: Arc<dyn Store>,
     view: watch::Receiver<HostView>,
     rates: Arc<Mutex<RateSamples>>,
+    /// Where traces load a generation's code from.
+    code: Arc<dyn CodeSource>,
+    /// One trace at a time: each may replay a projection's history on this host's cores.
+    tracing: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -230,6 +234,10 @@ pub(crate) fn router(shared: Shared, access: Arc<Access>) -> Router {
             get(collections::get),
         )
         .route(
+            "/api/projections/{name}/collections/{collection}/documents/{id}/trace",
+            get(collections::trace),
+        )
+        .route(
             "/api/projections/{name}/collections/{collection}/query",
             post(collections::query),
         )
@@ -246,12 +254,15 @@ pub async fn serve(
     store: Arc<dyn Store>,
     view: watch::Receiver<HostView>,
     access: Access,
+    code: Arc<dyn CodeSource>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let shared = Shared {
         store,
         view,
         rates: Arc::default(),
+        code,
+        tracing: Arc::new(tokio::sync::Semaphore::new(1)),
     };
     let sampler = {
         let shared = shared.clone();

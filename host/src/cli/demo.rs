@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::run::{HostArgs, HttpArgs, apply_changes, start_folder, stop_signal, sync};
 use super::{demo_data, progress};
-use crate::deploy::FolderWatcher;
+use crate::deploy::{CachedCode, FolderWatcher};
 use crate::domain::{ExpectedVersion, NewEvent, time};
 use crate::guest_build;
 use crate::projector::Supervisor;
@@ -186,7 +186,14 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     println!("replaying {head} events into the projections...");
     let started = Instant::now();
-    let mut deployer = start_folder(Arc::clone(&store), &projections, &args.host).await?;
+    let engine = args.host.engine()?;
+    let mut deployer = start_folder(
+        Arc::clone(&store),
+        &projections,
+        &args.host,
+        Arc::clone(&engine),
+    )
+    .await?;
     let supervisor = &deployer.supervisor;
     progress::until_caught_up(supervisor.status_receivers(), head).await;
     supervisor.wait_for(head).await;
@@ -218,7 +225,8 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         let mut watcher = FolderWatcher::new(&projections)
             .with_context(|| format!("watching {}", projections.display()))?;
         // The demo goes on without its dashboard when the address is taken.
-        let api = match args.http.start(Arc::clone(&store)).await {
+        let code = Arc::new(CachedCode(engine));
+        let api = match args.http.start(Arc::clone(&store), code).await {
             Ok(api) => api,
             Err(error) => {
                 eprintln!("warning: no dashboard: {error:#}");

@@ -10,6 +10,7 @@ mod new;
 mod progress;
 mod run;
 mod status;
+mod trace;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +31,7 @@ pub const EXIT_CONFLICT: u8 = 3;
 #[command(name = "refold", version, propagate_version = true)]
 pub struct Cli {
     /// Log filter (tracing syntax, e.g. `info`, `refold=debug`) [default: `info`; `off` for
-    /// `refold test`, which reports every outcome itself].
+    /// `refold test`, which reports every outcome itself; `warn` for `refold trace`].
     #[arg(long, global = true, env = "REFOLD_LOG")]
     log: Option<String>,
     #[command(subcommand)]
@@ -103,6 +104,19 @@ enum Command {
     /// with `exactly`); `fails` expects the N-th event to fail. Prints each case and a readable
     /// difference for each that fails; exits non-zero if one does. See docs/testing.md.
     Test(fixture::TestArgs),
+    /// Show the events that changed one document, in order: what each changed, what the guest
+    /// logged, and the document after each.
+    ///
+    /// Replays the projection's code (from the code cache, or `--component`) over the events
+    /// that could have changed the document: each commit records which documents its batch
+    /// wrote, so only those batches are replayed, against a scratch copy of the projection's
+    /// documents (nothing in the store changes). The replay must end with the document as it is
+    /// stored; when it does not (the projection's handling of it reads other documents, or the
+    /// store predates the record), every event up to the generation's checkpoint is replayed
+    /// instead, and the output says so. Each event that changed the document is printed with its
+    /// changes (`+` added, `~` changed, `-` removed, by field path), the lines the guest logged,
+    /// and the document after it; `--json` prints the API's shape. See docs/trace.md.
+    Trace(trace::TraceArgs),
     /// Show every projection's generations, checkpoints, lag and errors, and refused components.
     ///
     /// Show every projection generation in the store: state, version, checkpoint, head, lag in
@@ -189,12 +203,12 @@ struct BuildArgs {
 /// Parse the command line and run it.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = matches!(cli.command, Command::Test(_));
-    init_tracing(
-        cli.log
-            .as_deref()
-            .unwrap_or(if quiet { "off" } else { "info" }),
-    );
+    let default_log = match cli.command {
+        Command::Test(_) => "off",
+        Command::Trace(_) => "warn",
+        _ => "info",
+    };
+    init_tracing(cli.log.as_deref().unwrap_or(default_log));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -212,6 +226,7 @@ pub fn main() -> ExitCode {
             Command::Append(args) => append::append(args).await,
             Command::Import(args) => import::import(args).await,
             Command::Test(args) => fixture::test(args).await,
+            Command::Trace(args) => trace::trace(args).await,
             Command::Status(args) => status::status(args).await,
             Command::Rebuild(args) => generations::rebuild(args).await,
             Command::Rollback(args) => generations::rollback(args).await,

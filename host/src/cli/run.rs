@@ -12,10 +12,10 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::StoreArgs;
-use crate::deploy::{Changes, Deployer, FolderWatcher, Outcome};
+use crate::deploy::{CachedCode, Changes, Deployer, FolderWatcher, Outcome};
 use crate::domain::FailurePolicy;
 use crate::engine::{CodeCache, Engine, Limits};
-use crate::projector::{HostView, Supervisor};
+use crate::projector::{CodeSource, HostView, Supervisor};
 use crate::store::{self, Store};
 
 /// How often the store is checked for generation changes (a cut-over to finish, a rebuild or
@@ -98,8 +98,12 @@ impl HttpArgs {
         })
     }
 
-    /// Bind the address and serve, unless `--no-http`.
-    pub(super) async fn start(&self, store: Arc<dyn Store>) -> anyhow::Result<Option<Api>> {
+    /// Bind the address and serve, unless `--no-http`; traces load code from `code`.
+    pub(super) async fn start(
+        &self,
+        store: Arc<dyn Store>,
+        code: Arc<dyn CodeSource>,
+    ) -> anyhow::Result<Option<Api>> {
         if self.no_http {
             return Ok(None);
         }
@@ -129,6 +133,7 @@ impl HttpArgs {
             store,
             watching,
             access,
+            code,
             async {
                 let _ = stopped.await;
             },
@@ -160,9 +165,9 @@ impl Api {
     }
 }
 
-/// Settings of the wasm host.
+/// Settings of the wasm engine: the limits of a guest and the code cache.
 #[derive(Debug, Clone, Args)]
-pub struct HostArgs {
+pub struct EngineArgs {
     /// Memory cap per projection instance, in MiB.
     #[arg(long, env = "REFOLD_MEMORY_MIB", default_value_t = 128)]
     pub memory_mib: usize,
@@ -174,6 +179,13 @@ pub struct HostArgs {
     /// $XDG_CACHE_HOME/refold/code or ~/.cache/refold/code].
     #[arg(long, env = "REFOLD_CODE_CACHE")]
     pub code_cache: Option<PathBuf>,
+}
+
+/// Settings of a host that runs projections.
+#[derive(Debug, Clone, Args)]
+pub struct HostArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// Failure policy of a projection, overriding its manifest: `NAME=stop` parks it at an event
     /// it keeps failing on, `NAME=skip` records the event as a dead letter and goes on; `:N`
     /// sets the attempts first (`payments=skip:5`); `*=...` applies to every projection.
@@ -193,6 +205,13 @@ fn parse_failure_policy(text: &str) -> Result<(String, FailurePolicy), String> {
 }
 
 impl HostArgs {
+    /// The wasm engine with these limits and the code cache.
+    pub(super) fn engine(&self) -> anyhow::Result<Arc<Engine>> {
+        self.engine.engine()
+    }
+}
+
+impl EngineArgs {
     fn limits(&self) -> Limits {
         Limits {
             memory_bytes: self.memory_mib.saturating_mul(1024 * 1024),
@@ -231,8 +250,9 @@ pub(super) async fn start_folder(
     store: Arc<dyn Store>,
     dir: &Path,
     host: &HostArgs,
+    engine: Arc<Engine>,
 ) -> anyhow::Result<Deployer> {
-    let mut deployer = Deployer::new(host.engine()?, store, dir);
+    let mut deployer = Deployer::new(engine, store, dir);
     deployer
         .supervisor
         .set_failure_policies(host.on_failure.iter().cloned().collect());
@@ -327,11 +347,16 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("watching {}", args.projections.display()))?,
         )
     };
+    let engine = args.host.engine()?;
     let api = match watcher {
-        Some(_) => args.http.start(Arc::clone(&store)).await?,
+        Some(_) => {
+            let code = Arc::new(CachedCode(Arc::clone(&engine)));
+            args.http.start(Arc::clone(&store), code).await?
+        }
         None => None,
     };
-    let mut deployer = start_folder(Arc::clone(&store), &args.projections, &args.host).await?;
+    let mut deployer =
+        start_folder(Arc::clone(&store), &args.projections, &args.host, engine).await?;
     let publish = |deployer: &Deployer| {
         if let Some(api) = &api {
             api.publish(&deployer.supervisor);

@@ -110,6 +110,14 @@ impl HostState {
     /// keep the end of stderr for an error message.
     pub(super) fn flush_output(&mut self) {
         let (stdout, stderr) = self.sandbox.drain_output();
+        if self.context.keeps_logs() {
+            for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+                self.context.log("stdout", line);
+            }
+            for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+                self.context.log("stderr", line);
+            }
+        }
         let (projection, position) = (&*self.projection, self.context.position());
         for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
             tracing::info!(target: "refold::guest", projection, position, stream = "stdout", "{line}");
@@ -260,6 +268,17 @@ impl log::Host for HostState {
         let message = &message[..cut];
         if level == Level::Error && message.starts_with("panicked at ") {
             self.panic = Some(message.replace('\n', ": "));
+        }
+        if self.context.keeps_logs() {
+            let name = match level {
+                Level::Trace => "trace",
+                Level::Debug => "debug",
+                Level::Info => "info",
+                Level::Warn => "warn",
+                Level::Error => "error",
+            };
+            self.context.log(name, message);
+            return;
         }
         let (projection, position) = (&*self.projection, self.context.position());
         match level {

@@ -226,7 +226,7 @@ impl PreparedProjection {
             let outcome = current.call_handle(&mut store, std::slice::from_ref(wit_event));
             store.data_mut().flush_output();
             match outcome {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => store.data_mut().context.event_handled(event.position),
                 Ok(Err(mut error)) => {
                     error.position.get_or_insert(event.position);
                     return (store, Ok(Err(error)));
@@ -279,7 +279,8 @@ impl Handler for PreparedProjection {
         }
         let mut store = self.engine.new_store(context, Arc::clone(&self.name));
         let wit_events: Vec<_> = events.iter().map(host::to_wit_event).collect();
-        let (store, outcome) = if self.per_event {
+        // A trace watching a document sees it after each event.
+        let (store, outcome) = if self.per_event || store.data().context.watches() {
             self.handle_each(events, &wit_events, store)
         } else {
             let outcome = self

@@ -19,7 +19,7 @@ mod supervisor;
 #[cfg(test)]
 mod tests;
 
-pub use context::{BatchContext, CollectionFailure};
+pub use context::{BatchContext, CollectionFailure, GuestLog, Watched};
 pub use handler::{HandleFailure, Handler};
 pub use runner::{Projector, ProjectorPorts};
 pub use status::{DropReason, ProjectorState, ProjectorStatus};

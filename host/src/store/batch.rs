@@ -39,3 +39,30 @@ impl BatchWrites {
         self.documents.len()
     }
 }
+
+/// A committed batch that wrote a document, as recorded with the batch: which events it
+/// handled, for `refold trace` to replay them alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WritingBatch {
+    /// The checkpoint the batch started from: it handled the generation's events after it...
+    pub after: crate::domain::Position,
+    /// ...up to this one (the checkpoint it moved to).
+    pub upto: crate::domain::Position,
+    /// Dead letters the batch re-drove (a re-drive keeps the checkpoint where it is).
+    pub redriven: Vec<crate::domain::Position>,
+}
+
+/// How a written document is named in a batch's record: collection names have no `/`, so the
+/// first one splits it.
+pub fn written_key(collection: &str, id: &str) -> String {
+    format!("{collection}/{id}")
+}
+
+impl BatchWrites {
+    /// The documents the batch writes, as [`written_key`]s.
+    pub fn written_keys(&self) -> impl Iterator<Item = String> + '_ {
+        self.documents
+            .iter()
+            .map(|(collection, id, _)| written_key(collection, id))
+    }
+}

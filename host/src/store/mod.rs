@@ -26,13 +26,13 @@ use crate::domain::Position;
 pub use crate::domain::query::{Query, QueryError};
 pub(crate) use append::StoredId;
 pub use append::StreamAppend;
-pub use batch::BatchWrites;
+pub use batch::{BatchWrites, WritingBatch, written_key};
 pub use error::{BackendError, StoreError, StoreResult};
 pub(crate) use import::FastMap;
 pub use import::{ImportBatch, Imported, ImportedEvent};
 pub use ports::{
     Checkpoints, DeadLetter, DeadLetterKey, DeadLetters, DocumentReader, Documents, EventLog,
-    Generations, MAX_DEAD_LETTER_PAGE, OperatorState, Page, Refusal,
+    Generations, MAX_DEAD_LETTER_PAGE, OperatorState, Page, Refusal, WriteHistory,
 };
 
 /// Ring a change feed with a new head; a lower or equal position changes nothing, so rings from
@@ -47,12 +47,18 @@ pub(crate) fn ring(feed: &watch::Sender<Position>, position: Position) {
 
 /// Every port of a store: what [`open`] returns, for the wiring that hands the ports out.
 pub trait Store:
-    EventLog + Checkpoints + Generations + Documents + DeadLetters + OperatorState
+    EventLog + Checkpoints + Generations + Documents + DeadLetters + OperatorState + WriteHistory
 {
 }
 
 impl<T> Store for T where
-    T: EventLog + Checkpoints + Generations + Documents + DeadLetters + OperatorState
+    T: EventLog
+        + Checkpoints
+        + Generations
+        + Documents
+        + DeadLetters
+        + OperatorState
+        + WriteHistory
 {
 }
 

@@ -15,7 +15,9 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
-use super::{BatchWrites, ImportBatch, Imported, StoreError, StoreResult, StreamAppend};
+use super::{
+    BatchWrites, ImportBatch, Imported, StoreError, StoreResult, StreamAppend, WritingBatch,
+};
 use crate::domain::query::Query;
 use crate::domain::{
     AppendResult, EventFilter, ExpectedVersion, Generation, GenerationState, Manifest, NewEvent,
@@ -138,11 +140,29 @@ pub trait DocumentReader: Send {
     fn get(&mut self, collection: &str, id: &str) -> StoreResult<Option<Map<String, Value>>>;
 }
 
+/// Which batches wrote which document. Each commit that writes documents records, in its own
+/// transaction, the range of positions it handled and the documents it wrote; `refold trace`
+/// reads that record to replay only the events that could have changed one document.
+#[async_trait]
+pub trait WriteHistory: Send + Sync {
+    /// The committed batches of a generation that wrote this document, in commit order. Stores
+    /// made before the record existed, and batches committed before, have no entry: a trace
+    /// checks what it replays against the stored document and replays everything when they
+    /// differ.
+    async fn batches_writing(
+        &self,
+        generation: &Generation,
+        collection: &str,
+        id: &str,
+    ) -> StoreResult<Vec<WritingBatch>>;
+}
+
 /// Checkpoint-guarded commits: the only way a generation's documents change.
 #[async_trait]
 pub trait Checkpoints: Send + Sync {
-    /// Commit a batch: apply its writes to the generation's collections, record the dead letters
-    /// of the events it skipped, delete those it re-drove, and move its checkpoint from `from`
+    /// Commit a batch: apply its writes to the generation's collections, record which documents
+    /// it wrote ([`WriteHistory`]), record the dead letters of the events it skipped, delete
+    /// those it re-drove, and move its checkpoint from `from`
     /// to `to` (or keep it, `from == to`), in one transaction. When the stored checkpoint is not `from`, nothing changes and the error
     /// is the one [`super::generations::guard_checkpoint`] gives
     /// ([`StoreError::CheckpointMoved`], or [`StoreError::NotFound`] for a generation that is

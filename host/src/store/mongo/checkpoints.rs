@@ -4,7 +4,8 @@
 //! A batch commits in one transaction: for each collection it touched, the documents it changed
 //! are deleted and the surviving ones inserted again (two round trips per collection instead of
 //! one per document), the dead letters of the events it skipped are recorded and those it
-//! re-drove deleted, and the generation's checkpoint moves, guarded by its previous value.
+//! re-drove deleted, which documents it wrote is recorded (`document_writes`), and the
+//! generation's checkpoint moves, guarded by its previous value.
 
 use std::collections::BTreeMap;
 
@@ -17,7 +18,48 @@ use super::generations::{generation_id, to_generation};
 use super::{MongoStore, errors, transaction};
 use crate::domain::{Generation, Position, extjson};
 use crate::store::generations::guard_checkpoint;
-use crate::store::{BatchWrites, Checkpoints, DocumentReader, StoreError, StoreResult};
+use crate::store::{
+    BatchWrites, Checkpoints, DocumentReader, StoreError, StoreResult, WriteHistory, WritingBatch,
+    written_key,
+};
+
+/// Most bytes of document keys in one record of a batch's writes: a batch that wrote more is
+/// recorded in several, each far below MongoDB's 16 MiB.
+const MAX_RECORD_KEY_BYTES: usize = 4 * 1024 * 1024;
+
+/// The records of which documents a batch wrote (see [`WriteHistory`]).
+fn write_records(
+    generation: &Generation,
+    writes: &BatchWrites,
+    from: Position,
+    to: Position,
+) -> Vec<Document> {
+    let redriven: Vec<i64> = writes
+        .resolved_dead_letters
+        .iter()
+        .map(|p| *p as i64)
+        .collect();
+    let mut records = Vec::new();
+    let mut keys: Vec<String> = Vec::new();
+    let mut bytes = 0;
+    let mut keys_of = writes.written_keys().peekable();
+    while let Some(key) = keys_of.next() {
+        bytes += key.len();
+        keys.push(key);
+        if bytes >= MAX_RECORD_KEY_BYTES || keys_of.peek().is_none() {
+            records.push(doc! {
+                "projection": &generation.projection,
+                "generation": generation.number as i64,
+                "after": from as i64,
+                "upto": to as i64,
+                "redriven": redriven.clone(),
+                "documents": std::mem::take(&mut keys),
+            });
+            bytes = 0;
+        }
+    }
+    records
+}
 
 /// Point reads of one generation for host calls. Runs on a blocking thread (the handler's), so
 /// it drives the async driver with the runtime handle it was created on.
@@ -62,6 +104,7 @@ impl Checkpoints for MongoStore {
                 entry.1.push(doc);
             }
         }
+        let records = write_records(generation, &writes, from, to);
         let generations = self.generations_collection();
         let key = generation_id(&generation.projection, generation.number);
         let commit_id = writes.commit_id as i64;
@@ -128,6 +171,12 @@ impl Checkpoints for MongoStore {
                     }
                 }
             }
+            if !records.is_empty() {
+                self.document_writes_collection()
+                    .insert_many(&records)
+                    .session(&mut session)
+                    .await?;
+            }
             for letter in &writes.dead_letters {
                 let (id, document) = super::operator::dead_letter_document(letter);
                 self.dead_letters_collection()
@@ -159,5 +208,60 @@ impl Checkpoints for MongoStore {
             store: self.clone(),
             generation: generation.clone(),
         }))
+    }
+}
+
+#[async_trait]
+impl WriteHistory for MongoStore {
+    async fn batches_writing(
+        &self,
+        generation: &Generation,
+        collection: &str,
+        id: &str,
+    ) -> StoreResult<Vec<WritingBatch>> {
+        use futures_util::TryStreamExt;
+        let filter = doc! {
+            "projection": &generation.projection,
+            "generation": generation.number as i64,
+            "documents": written_key(collection, id),
+        };
+        let records: Vec<Document> = self
+            .document_writes_collection()
+            .find(filter)
+            .projection(doc! { "after": 1, "upto": 1, "redriven": 1 })
+            .sort(doc! { "upto": 1, "_id": 1 })
+            .await
+            .map_err(|e| StoreError::backend("read the write history", e))?
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::backend("read the write history", e))?;
+        let position = |record: &Document, field: &str| {
+            record
+                .get_i64(field)
+                .map(|p| p as Position)
+                .map_err(|e| StoreError::backend("read the write history", e))
+        };
+        let mut batches: Vec<WritingBatch> = Vec::with_capacity(records.len());
+        for record in &records {
+            let redriven = record
+                .get_array("redriven")
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| p.as_i64())
+                        .map(|p| p as Position)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let batch = WritingBatch {
+                after: position(record, "after")?,
+                upto: position(record, "upto")?,
+                redriven,
+            };
+            // A batch recorded in several parts is one batch.
+            if batches.last() != Some(&batch) {
+                batches.push(batch);
+            }
+        }
+        Ok(batches)
     }
 }

@@ -111,6 +111,10 @@ impl MongoStore {
         self.db.collection("paused")
     }
 
+    fn document_writes_collection(&self) -> Collection<Document> {
+        self.db.collection("document_writes")
+    }
+
     async fn create_indexes(&self) -> StoreResult<()> {
         let index = |keys: Document, name: &str, unique: bool| {
             IndexModel::builder()
@@ -160,6 +164,14 @@ impl MongoStore {
             ))
             .await
             .map_err(backend("create dead-letter indexes"))?;
+        self.document_writes_collection()
+            .create_index(index(
+                doc! { "projection": 1, "generation": 1, "upto": 1 },
+                "projection_generation_upto",
+                false,
+            ))
+            .await
+            .map_err(backend("create write-history indexes"))?;
         Ok(())
     }
 

@@ -12,7 +12,10 @@ use super::{SqliteStore, quoted};
 use crate::domain::generation::physical_name;
 use crate::domain::{Generation, Position};
 use crate::store::generations::guard_checkpoint;
-use crate::store::{BatchWrites, Checkpoints, DocumentReader, StoreError, StoreResult};
+use crate::store::{
+    BatchWrites, Checkpoints, DocumentReader, StoreError, StoreResult, WriteHistory, WritingBatch,
+    written_key,
+};
 
 fn commit_blocking(
     conn: &mut Connection,
@@ -67,6 +70,7 @@ fn commit_attempt(
     if let Err(violation) = write_documents(&tx, generation, writes, order)? {
         return Ok(Err(violation));
     }
+    record_writes(&tx, generation, writes, from, to)?;
     for position in &writes.resolved_dead_letters {
         tx.prepare_cached(
             "DELETE FROM dead_letters WHERE projection = ?1 AND generation = ?2 AND position = ?3",
@@ -92,6 +96,38 @@ fn commit_attempt(
     tx.commit()
         .map_err(|e| StoreError::backend("commit batch", e))
         .map(Ok)
+}
+
+/// Record which documents the batch wrote, and the events it handled (see [`WriteHistory`]):
+/// one row per batch, its documents a JSON array of [`crate::store::written_key`]s.
+fn record_writes(
+    tx: &Connection,
+    generation: &Generation,
+    writes: &BatchWrites,
+    from: Position,
+    to: Position,
+) -> StoreResult<()> {
+    if writes.documents.is_empty() {
+        return Ok(());
+    }
+    let documents: Vec<String> = writes.written_keys().collect();
+    let documents = serde_json::to_string(&documents).unwrap_or_default();
+    let redriven = serde_json::to_string(&writes.resolved_dead_letters).unwrap_or_default();
+    tx.prepare_cached(
+        "INSERT INTO document_writes (projection, generation, after, upto, redriven, documents) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            generation.projection,
+            generation.number,
+            from as i64,
+            to as i64,
+            redriven,
+            documents
+        ])
+    })
+    .map(drop)
+    .map_err(|e| StoreError::backend("record the batch's documents", e))
 }
 
 /// Write a batch's documents in `order`; the inner error names the document and the unique
@@ -211,5 +247,58 @@ impl Checkpoints for SqliteStore {
             })
             .collect();
         Ok(Box::new(SqliteReader { conn, tables }))
+    }
+}
+
+#[async_trait]
+impl WriteHistory for SqliteStore {
+    async fn batches_writing(
+        &self,
+        generation: &Generation,
+        collection: &str,
+        id: &str,
+    ) -> StoreResult<Vec<WritingBatch>> {
+        let key = written_key(collection, id);
+        // The key as it appears in a row's JSON array: `instr` finds the candidate rows, and
+        // each candidate's array is parsed to be sure (an id may hold quotes).
+        let quoted_key = serde_json::to_string(&key).unwrap_or_default();
+        let (projection, number) = (generation.projection.clone(), generation.number);
+        self.with_reader(move |conn| {
+            let mut statement = conn
+                .prepare(
+                    "SELECT after, upto, redriven, documents FROM document_writes \
+                     WHERE projection = ?1 AND generation = ?2 AND instr(documents, ?3) > 0 \
+                     ORDER BY upto, rowid",
+                )
+                .map_err(|e| StoreError::backend("read the write history", e))?;
+            let rows = statement
+                .query_map(params![projection, number, quoted_key], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })
+                .map_err(|e| StoreError::backend("read the write history", e))?;
+            let mut batches = Vec::new();
+            for row in rows {
+                let (after, upto, redriven, documents) =
+                    row.map_err(|e| StoreError::backend("read the write history", e))?;
+                let documents: Vec<String> = serde_json::from_str(&documents)
+                    .map_err(|e| StoreError::backend("read the write history", e))?;
+                if !documents.contains(&key) {
+                    continue;
+                }
+                batches.push(WritingBatch {
+                    after: after as Position,
+                    upto: upto as Position,
+                    redriven: serde_json::from_str(&redriven)
+                        .map_err(|e| StoreError::backend("read the write history", e))?,
+                });
+            }
+            Ok(batches)
+        })
+        .await
     }
 }

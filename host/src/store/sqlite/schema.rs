@@ -44,6 +44,16 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     retry        INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (projection, generation, position)
 );
+CREATE TABLE IF NOT EXISTS document_writes (
+    projection TEXT    NOT NULL,
+    generation INTEGER NOT NULL,
+    after      INTEGER NOT NULL,
+    upto       INTEGER NOT NULL,
+    redriven   TEXT    NOT NULL,
+    documents  TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS document_writes_by_generation
+    ON document_writes (projection, generation, upto);
 CREATE TABLE IF NOT EXISTS paused (
     projection TEXT    PRIMARY KEY NOT NULL,
     at_ms      INTEGER NOT NULL
