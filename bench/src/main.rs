@@ -10,7 +10,9 @@
 //! 5. resident memory: an idle host, one projection, many projections;
 //! 6. the payment replay on MongoDB (SecantusDB, a Python server: not mongod), with the raw
 //!    store loop beside it;
-//! 7. a peer in the same run: the Python `eventsourcing` library's projection runner folding
+//! 7. `refold trace` of one document, the real binary: a payment, an organization's counters,
+//!    and a payment with every event replayed;
+//! 8. a peer in the same run: the Python `eventsourcing` library's projection runner folding
 //!    the same payment events into the same read model (`bench/peer`).
 //!
 //! `--load` runs a different benchmark instead: a sustained append rate through the HTTP API
@@ -27,6 +29,7 @@ mod native;
 mod peer;
 mod process;
 mod replay;
+mod trace;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -182,7 +185,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(if args.full { 1_000_000 } else { 200_000 });
     let (live_seconds, many) = if args.full { (30, 100) } else { (10, 100) };
     let mut steps = Steps {
-        total: 13,
+        total: 14,
         done: 0,
         started: Instant::now(),
     };
@@ -288,6 +291,9 @@ async fn main() -> anyhow::Result<()> {
     };
     let swap = process::hot_swap(&bin, &store, &uri, dir, &counters, 10).await?;
 
+    steps.next("refold trace: one payment, one organization, one payment replaying everything");
+    let trace = trace::documents(&bin, &db, &uri, &guests.join("payments.wasm"))?;
+
     let clients = 8;
     steps.next(&format!(
         "appends over HTTP: {clients} clients, one event per request, 10 s"
@@ -360,6 +366,7 @@ async fn main() -> anyhow::Result<()> {
         "read_models_identical": identical,
         "live_latency": latency,
         "hot_swap": swap,
+        "trace": trace,
         "memory": memory,
         "mongodb_secantusdb": mongo,
         "peer_eventsourcing": peer,

@@ -21,3 +21,4 @@ mod query_differential;
 mod refold_test;
 mod scaffold;
 mod setup;
+mod trace;

@@ -9,6 +9,7 @@ mod batch;
 mod openapi;
 mod read_your_writes;
 pub mod support;
+mod trace;
 
 use refold::cli::demo_data;
 use refold::store::{self, Store};

@@ -83,6 +83,12 @@ impl Projection for Payments {
                 if let Some(currency) = &data.currency {
                     payment = payment.set("currency", currency);
                 }
+                // Shown by `refold trace` beside the change it explains.
+                refold_projections_sdk::log::debug(&format!(
+                    "{} failed: {}",
+                    event.aggregate_id(),
+                    data.error
+                ));
                 let payment = payment
                     .set("status", "failed")
                     .set("error", &data.error);
