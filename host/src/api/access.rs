@@ -128,11 +128,17 @@ impl Access {
         }
         let host = Some(host);
         let mutating = !matches!(*method, Method::GET | Method::HEAD);
-        if mutating && let Some(reason) = cross_site(headers, host) {
+        // A trace replays history on this host's cores: no other site's page may start one.
+        let costly = path.ends_with("/trace");
+        if (mutating || costly)
+            && let Some(reason) = cross_site(headers, host)
+        {
             return Some(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "origin_not_allowed",
-                format!("{reason}: a web page of another site cannot change this host"),
+                format!(
+                    "{reason}: a web page of another site cannot change this host or start a trace on it"
+                ),
             ));
         }
         if mutating && has_body(headers) && !is_json(headers) {
@@ -307,6 +313,31 @@ mod tests {
             .as_deref(),
             Some("host_not_allowed")
         );
+    }
+
+    #[test]
+    fn a_trace_is_not_started_by_another_site_although_it_is_a_get() {
+        let access = Access::default();
+        let host = ("host", "127.0.0.1:7070");
+        let trace = "/api/projections/p/collections/c/documents/d/trace";
+        let cross = ("sec-fetch-site", "cross-site");
+        assert_eq!(
+            code(&access, Method::GET, trace, &[host, cross]).as_deref(),
+            Some("origin_not_allowed")
+        );
+        assert_eq!(
+            code(
+                &access,
+                Method::GET,
+                trace,
+                &[host, ("origin", "https://evil.example")]
+            )
+            .as_deref(),
+            Some("origin_not_allowed")
+        );
+        assert_eq!(code(&access, Method::GET, trace, &[host]), None);
+        let document = "/api/projections/p/collections/c/documents/d";
+        assert_eq!(code(&access, Method::GET, document, &[host, cross]), None);
     }
 
     #[test]

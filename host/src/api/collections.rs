@@ -14,6 +14,7 @@ use super::{Params, Shared};
 use crate::control;
 use crate::domain::{GenerationState, Position};
 use crate::store::Query;
+use crate::trace::TraceError;
 
 /// The collections the projection's active generation serves; 404 for an unknown projection
 /// or collection, so a query can only reach a projection's own collections.
@@ -277,7 +278,8 @@ pub(super) async fn query(
 }
 
 /// The events that changed one document (see [`crate::trace`]), replayed with the generation's
-/// code from this host's code cache. One trace runs at a time; others wait for it.
+/// code from this host's code cache. One trace runs at a time: another is answered 503
+/// `trace_busy` meanwhile.
 pub(super) async fn trace(
     State(shared): State<Shared>,
     Path((name, collection, id)): Path<(String, String, String)>,
@@ -301,6 +303,13 @@ pub(super) async fn trace(
         }
     };
     let generation = control::traced_generation(shared.store.as_ref(), &name, number).await?;
+    let Ok(_turn) = shared.tracing.try_acquire() else {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "trace_busy",
+            "another trace is running on this host; try again when it has answered",
+        ));
+    };
     let code = std::sync::Arc::clone(&shared.code);
     let hash = generation.code_hash.clone();
     let handler = tokio::task::spawn_blocking(move || code.load(&hash))
@@ -316,36 +325,30 @@ pub(super) async fn trace(
                 ),
             )
         })?;
-    if !handler.manifest().collection_names().contains(&collection) {
-        return Err(ApiError::not_found(
-            "collection_not_found",
-            format!(
-                "{name} has no collection `{collection}` (it declares: {})",
-                handler.manifest().collection_names().join(", ")
-            ),
-        ));
-    }
-    let _turn = shared
-        .tracing
-        .acquire()
-        .await
-        .map_err(|e| ApiError::from(crate::store::StoreError::backend("trace", e)))?;
     let store = std::sync::Arc::clone(&shared.store);
-    match crate::trace::trace(
+    let progress = |_, _| {};
+    let traced = crate::trace::trace(
         store,
         handler,
         &generation,
         &collection,
         &id,
         full,
-        &|_, _| {},
-    )
-    .await
-    {
+        &progress,
+    );
+    match traced.await {
         Ok(trace) => Ok(Json(trace)),
-        Err(crate::trace::TraceError::Input(message)) => {
+        Err(TraceError::UnknownCollection(message)) => {
+            Err(ApiError::not_found("collection_not_found", message))
+        }
+        Err(TraceError::InvalidId(message)) => {
             Err(ApiError::bad_request("invalid_parameter", message))
         }
-        Err(crate::trace::TraceError::Store(error)) => Err(error.into()),
+        Err(TraceError::Moving(message)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "state_conflict",
+            message,
+        )),
+        Err(TraceError::Store(error)) => Err(error.into()),
     }
 }

@@ -111,19 +111,21 @@ impl HostState {
     pub(super) fn flush_output(&mut self) {
         let (stdout, stderr) = self.sandbox.drain_output();
         if self.context.keeps_logs() {
+            // Kept for a trace, which replays old events: not the host's log.
             for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
                 self.context.log("stdout", line);
             }
             for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
                 self.context.log("stderr", line);
             }
-        }
-        let (projection, position) = (&*self.projection, self.context.position());
-        for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
-            tracing::info!(target: "refold::guest", projection, position, stream = "stdout", "{line}");
-        }
-        for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
-            tracing::warn!(target: "refold::guest", projection, position, stream = "stderr", "{line}");
+        } else {
+            let (projection, position) = (&*self.projection, self.context.position());
+            for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+                tracing::info!(target: "refold::guest", projection, position, stream = "stdout", "{line}");
+            }
+            for line in stderr.lines().filter(|l| !l.trim().is_empty()) {
+                tracing::warn!(target: "refold::guest", projection, position, stream = "stderr", "{line}");
+            }
         }
         let stderr = stderr.trim();
         if !stderr.is_empty() {

@@ -256,6 +256,8 @@ impl PreparedProjection {
         }
         store.data_mut().flush_output();
         store.data_mut().sandbox.take_drawn();
+        // What the warm-up logged belongs to no event.
+        store.data_mut().context.take_logs();
         Ok(instance)
     }
 }

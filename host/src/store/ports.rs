@@ -145,16 +145,16 @@ pub trait DocumentReader: Send {
 /// reads that record to replay only the events that could have changed one document.
 #[async_trait]
 pub trait WriteHistory: Send + Sync {
-    /// The committed batches of a generation that wrote this document, in commit order. Stores
-    /// made before the record existed, and batches committed before, have no entry: a trace
-    /// checks what it replays against the stored document and replays everything when they
-    /// differ.
+    /// The committed batches of a generation that wrote this document, in commit order; `None`
+    /// when the generation's writes are not all recorded (it was created by a Refold that did
+    /// not record them), so the batches found could leave some out. A generation is marked as
+    /// recorded from its start when it is created (a record of no documents at position 0).
     async fn batches_writing(
         &self,
         generation: &Generation,
         collection: &str,
         id: &str,
-    ) -> StoreResult<Vec<WritingBatch>>;
+    ) -> StoreResult<Option<Vec<WritingBatch>>>;
 }
 
 /// Checkpoint-guarded commits: the only way a generation's documents change.

@@ -30,9 +30,15 @@ const PAGE: usize = 1_000;
 /// How a trace failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
-    /// The collection or id asked for cannot be traced; the message says why.
+    /// The projection declares no such collection; the message names those it declares.
     #[error("{0}")]
-    Input(String),
+    UnknownCollection(String),
+    /// The document id is not a valid one.
+    #[error("{0}")]
+    InvalidId(String),
+    /// The generation's checkpoint kept moving while its document was read.
+    #[error("{0}")]
+    Moving(String),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -114,14 +120,17 @@ pub async fn trace(
 ) -> Result<Trace, TraceError> {
     let declared = handler.manifest().collection_names();
     if !declared.iter().any(|c| c == collection) {
-        return Err(TraceError::Input(format!(
+        return Err(TraceError::UnknownCollection(format!(
             "`{collection}` is not a collection of projection `{}`; it declares: {}",
             generation.projection,
             declared.join(", ")
         )));
     }
-    document::check_id(id).map_err(|e| TraceError::Input(format!("document id `{id}`: {e}")))?;
-    let (generation, stored) = stored_document(&store, generation, collection, id).await?;
+    document::check_id(id).map_err(|e| {
+        let shown: String = id.chars().take(64).collect();
+        TraceError::InvalidId(format!("document id `{shown}`: {e}"))
+    })?;
+    let (generation, stored, batches) = stored_document(&store, generation, collection, id).await?;
     let mut trace = Trace {
         projection: generation.projection.clone(),
         generation: generation.number,
@@ -146,37 +155,33 @@ pub async fn trace(
     }
     let target = (collection.to_owned(), id.to_owned());
     if !full {
-        let batches: Vec<WritingBatch> = store
-            .batches_writing(&generation, collection, id)
-            .await?
-            .into_iter()
-            .filter(|b| b.upto <= generation.checkpoint)
-            .collect();
-        if batches.is_empty() && stored.is_none() {
-            trace.matches = true;
-            trace
-                .notes
-                .push("no committed batch wrote this document".into());
-            return Ok(trace);
-        }
-        if !batches.is_empty() {
-            let replay = Replay::new(&handler, target.clone());
-            let replay = replay_batches(&store, replay, &batches, progress).await?;
-            if diff::same_document(replay.current().as_ref(), stored.as_ref()) {
-                return Ok(replay.finish(trace, Mode::Recorded));
+        match batches {
+            Some(batches) if batches.is_empty() && stored.is_none() => {
+                trace.matches = true;
+                trace
+                    .notes
+                    .push("no committed batch wrote this document".into());
+                return Ok(trace);
             }
-            trace.notes.push(
-                "replaying the batches that wrote the document did not give it as stored (the \
-                 projection's handling of it reads other documents, or the code changed since): \
-                 every event was replayed instead"
+            Some(batches) => {
+                let replay = Replay::new(&handler, target.clone());
+                let replay = replay_batches(&store, replay, &batches, progress).await?;
+                if diff::same_document(replay.current().as_ref(), stored.as_ref()) {
+                    return Ok(replay.finish(trace, Mode::Recorded));
+                }
+                trace.notes.push(
+                    "replaying the batches that wrote the document did not give it as stored (the \
+                     projection's handling of it reads other documents, or the code changed \
+                     since): every event was replayed instead"
+                        .into(),
+                );
+            }
+            None => trace.notes.push(
+                "the store has no record of the batches that wrote this generation's documents \
+                 (it was created by a version of Refold that did not record them): every event \
+                 was replayed"
                     .into(),
-            );
-        } else {
-            trace.notes.push(
-                "the store has no record of the batches that wrote this document (they ran \
-                 before this version of Refold recorded them): every event was replayed"
-                    .into(),
-            );
+            ),
         }
     }
     let replay = Replay::new(&handler, target);
@@ -187,17 +192,23 @@ pub async fn trace(
 }
 
 fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
+    hash.get(..12).unwrap_or(hash)
 }
 
-/// The generation as stored and the document as of its checkpoint: read between two reads of
-/// the checkpoint that agree, so a batch committed meanwhile cannot pair one with the other.
+/// What the stored document was, with the batches recorded as writing it
+/// ([`crate::store::WriteHistory`]) and up to which checkpoint.
+type Stored = (Generation, Option<Document>, Option<Vec<WritingBatch>>);
+
+/// The generation as stored, the document as of its checkpoint and the batches recorded as
+/// writing it: read between two reads of the checkpoint that agree, so a batch committed
+/// meanwhile cannot pair one with the other (the record is read after the document, so it holds
+/// every batch the document reflects).
 async fn stored_document(
     store: &Arc<dyn Store>,
     generation: &Generation,
     collection: &str,
     id: &str,
-) -> Result<(Generation, Option<Document>), TraceError> {
+) -> Result<Stored, TraceError> {
     let current = |store: Arc<dyn Store>| {
         let (projection, number) = (generation.projection.clone(), generation.number);
         async move {
@@ -212,19 +223,25 @@ async fn stored_document(
     for _ in 0..10 {
         let before = current(Arc::clone(store)).await?;
         let reader = store.reader(&before)?;
-        let (collection, id) = (collection.to_owned(), id.to_owned());
+        let key = (collection.to_owned(), id.to_owned());
         let document = tokio::task::spawn_blocking(move || {
             let mut reader = reader;
-            reader.get(&collection, &id)
+            reader.get(&key.0, &key.1)
         })
         .await
         .map_err(|e| StoreError::backend("read the document", e))??;
+        let batches = store.batches_writing(&before, collection, id).await?;
         let after = current(Arc::clone(store)).await?;
         if after.checkpoint == before.checkpoint {
-            return Ok((after, document));
+            let batches = batches.map(|all| {
+                all.into_iter()
+                    .filter(|b| b.upto <= after.checkpoint)
+                    .collect()
+            });
+            return Ok((after, document, batches));
         }
     }
-    Err(TraceError::Input(format!(
+    Err(TraceError::Moving(format!(
         "generation {} of `{}` kept moving while its document was read; pause the projection \
          (`refold pause`) or try again",
         generation.number, generation.projection
@@ -256,7 +273,9 @@ async fn replay_batches(
             done = batch.upto;
         }
         for position in &batch.redriven {
-            let page = store.read_all(position - 1, 1, &filter).await?;
+            let page = store
+                .read_all(position.saturating_sub(1), 1, &filter)
+                .await?;
             let events: Vec<RecordedEvent> = page
                 .events
                 .into_iter()

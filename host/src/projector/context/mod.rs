@@ -194,6 +194,9 @@ impl BatchContext {
     /// The guest has handled the event at `position`: when it wrote the watched document, keep
     /// the document's new state and the event's log lines; otherwise drop the lines.
     pub fn event_handled(&mut self, position: Position) {
+        if self.watch.is_none() {
+            return;
+        }
         let logs = self.take_logs();
         let Some(watch) = &mut self.watch else {
             return;

@@ -218,30 +218,40 @@ impl WriteHistory for MongoStore {
         generation: &Generation,
         collection: &str,
         id: &str,
-    ) -> StoreResult<Vec<WritingBatch>> {
+    ) -> StoreResult<Option<Vec<WritingBatch>>> {
         use futures_util::TryStreamExt;
+        let failed = |e: mongodb::error::Error| StoreError::backend("read the write history", e);
+        let birth = doc! {
+            "projection": &generation.projection,
+            "generation": generation.number as i64,
+            "upto": 0i64,
+        };
+        let records = self.document_writes_collection();
+        if records.find_one(birth).await.map_err(failed)?.is_none() {
+            return Ok(None);
+        }
         let filter = doc! {
             "projection": &generation.projection,
             "generation": generation.number as i64,
             "documents": written_key(collection, id),
         };
-        let records: Vec<Document> = self
-            .document_writes_collection()
+        // A key is in one record of its batch, however many records the batch took.
+        let records: Vec<Document> = records
             .find(filter)
             .projection(doc! { "after": 1, "upto": 1, "redriven": 1 })
             .sort(doc! { "upto": 1, "_id": 1 })
             .await
-            .map_err(|e| StoreError::backend("read the write history", e))?
+            .map_err(failed)?
             .try_collect()
             .await
-            .map_err(|e| StoreError::backend("read the write history", e))?;
+            .map_err(failed)?;
         let position = |record: &Document, field: &str| {
             record
                 .get_i64(field)
                 .map(|p| p as Position)
                 .map_err(|e| StoreError::backend("read the write history", e))
         };
-        let mut batches: Vec<WritingBatch> = Vec::with_capacity(records.len());
+        let mut batches = Vec::with_capacity(records.len());
         for record in &records {
             let redriven = record
                 .get_array("redriven")
@@ -252,16 +262,12 @@ impl WriteHistory for MongoStore {
                         .collect()
                 })
                 .unwrap_or_default();
-            let batch = WritingBatch {
+            batches.push(WritingBatch {
                 after: position(record, "after")?,
                 upto: position(record, "upto")?,
                 redriven,
-            };
-            // A batch recorded in several parts is one batch.
-            if batches.last() != Some(&batch) {
-                batches.push(batch);
-            }
+            });
         }
-        Ok(batches)
+        Ok(Some(batches))
     }
 }

@@ -193,6 +193,15 @@ impl Generations for MongoStore {
                 .await;
             match inserted {
                 Ok(_) => {
+                    // Its writes are recorded from its first batch (see `WriteHistory`). Without
+                    // this mark, a trace of the generation replays its whole history.
+                    let birth = doc! {
+                        "projection": &generation.projection, "generation": i64::from(generation.number),
+                        "after": 0i64, "upto": 0i64, "redriven": [], "documents": [],
+                    };
+                    if let Err(error) = self.document_writes_collection().insert_one(birth).await {
+                        tracing::warn!(projection = %generation.projection, generation = generation.number, %error, "could not mark the generation's writes as recorded; its traces will replay its whole history");
+                    }
                     self.prepare_collections(&generation, manifest).await?;
                     return Ok(generation);
                 }

@@ -110,9 +110,12 @@ fn record_writes(
     if writes.documents.is_empty() {
         return Ok(());
     }
+    const RECORD: &str = "record the batch's documents";
     let documents: Vec<String> = writes.written_keys().collect();
-    let documents = serde_json::to_string(&documents).unwrap_or_default();
-    let redriven = serde_json::to_string(&writes.resolved_dead_letters).unwrap_or_default();
+    let documents =
+        serde_json::to_string(&documents).map_err(|e| StoreError::backend(RECORD, e))?;
+    let redriven = serde_json::to_string(&writes.resolved_dead_letters)
+        .map_err(|e| StoreError::backend(RECORD, e))?;
     tx.prepare_cached(
         "INSERT INTO document_writes (projection, generation, after, upto, redriven, documents) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )
@@ -127,7 +130,7 @@ fn record_writes(
         ])
     })
     .map(drop)
-    .map_err(|e| StoreError::backend("record the batch's documents", e))
+    .map_err(|e| StoreError::backend(RECORD, e))
 }
 
 /// Write a batch's documents in `order`; the inner error names the document and the unique
@@ -257,20 +260,33 @@ impl WriteHistory for SqliteStore {
         generation: &Generation,
         collection: &str,
         id: &str,
-    ) -> StoreResult<Vec<WritingBatch>> {
+    ) -> StoreResult<Option<Vec<WritingBatch>>> {
         let key = written_key(collection, id);
         // The key as it appears in a row's JSON array: `instr` finds the candidate rows, and
         // each candidate's array is parsed to be sure (an id may hold quotes).
         let quoted_key = serde_json::to_string(&key).unwrap_or_default();
         let (projection, number) = (generation.projection.clone(), generation.number);
         self.with_reader(move |conn| {
+            let failed = |e: &dyn std::fmt::Display| {
+                StoreError::backend("read the write history", e.to_string())
+            };
+            let recorded: bool = conn
+                .query_row(
+                    "SELECT count(*) > 0 FROM document_writes WHERE projection = ?1 AND generation = ?2 AND upto = 0",
+                    params![projection, number],
+                    |r| r.get(0),
+                )
+                .map_err(|e| failed(&e))?;
+            if !recorded {
+                return Ok(None);
+            }
             let mut statement = conn
                 .prepare(
                     "SELECT after, upto, redriven, documents FROM document_writes \
                      WHERE projection = ?1 AND generation = ?2 AND instr(documents, ?3) > 0 \
                      ORDER BY upto, rowid",
                 )
-                .map_err(|e| StoreError::backend("read the write history", e))?;
+                .map_err(|e| failed(&e))?;
             let rows = statement
                 .query_map(params![projection, number, quoted_key], |r| {
                     Ok((
@@ -280,24 +296,22 @@ impl WriteHistory for SqliteStore {
                         r.get::<_, String>(3)?,
                     ))
                 })
-                .map_err(|e| StoreError::backend("read the write history", e))?;
+                .map_err(|e| failed(&e))?;
             let mut batches = Vec::new();
             for row in rows {
-                let (after, upto, redriven, documents) =
-                    row.map_err(|e| StoreError::backend("read the write history", e))?;
-                let documents: Vec<String> = serde_json::from_str(&documents)
-                    .map_err(|e| StoreError::backend("read the write history", e))?;
+                let (after, upto, redriven, documents) = row.map_err(|e| failed(&e))?;
+                let documents: Vec<String> =
+                    serde_json::from_str(&documents).map_err(|e| failed(&e))?;
                 if !documents.contains(&key) {
                     continue;
                 }
                 batches.push(WritingBatch {
                     after: after as Position,
                     upto: upto as Position,
-                    redriven: serde_json::from_str(&redriven)
-                        .map_err(|e| StoreError::backend("read the write history", e))?,
+                    redriven: serde_json::from_str(&redriven).map_err(|e| failed(&e))?,
                 });
             }
-            Ok(batches)
+            Ok(Some(batches))
         })
         .await
     }

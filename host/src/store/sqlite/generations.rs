@@ -192,6 +192,12 @@ impl Generations for SqliteStore {
                 params![generation.projection, generation.number, generation.version, generation.code_hash, generation.state.as_str(), generation.checkpoint as i64, time::now_millis()],
             )
             .map_err(|e| StoreError::backend("register generation", e))?;
+            // Its writes are recorded from its first batch (see `WriteHistory`).
+            tx.execute(
+                "INSERT INTO document_writes (projection, generation, after, upto, redriven, documents) VALUES (?1, ?2, 0, 0, '[]', '[]')",
+                params![generation.projection, generation.number],
+            )
+            .map_err(|e| StoreError::backend("register generation", e))?;
             create_collections(&tx, &generation, &manifest)?;
             tx.commit().map_err(|e| StoreError::backend("commit create generation", e))?;
             Ok(generation)
