@@ -35,14 +35,19 @@ async fn others(store: &dyn Store, from: usize, count: usize) {
     store.append_all(appends).await.expect("append");
 }
 
-async fn append_to(store: &dyn Store, version: u64, event: NewEvent) -> Position {
+/// Append the `version + 1`th event of `payment-1` (organization `org-1`); its position.
+async fn append_to(store: &dyn Store, version: u64, event_type: &str, data: Value) -> Position {
     let expected = if version == 0 {
         ExpectedVersion::NoStream
     } else {
         ExpectedVersion::Exact(version)
     };
     store
-        .append("payment-1", expected, vec![event])
+        .append(
+            "payment-1",
+            expected,
+            vec![payment(event_type, "org-1", data)],
+        )
         .await
         .expect("append")
         .last_position
@@ -86,22 +91,16 @@ async fn a_payment_s_history_is_traced(uri: &str, forget: impl AsyncFnOnce()) {
     let processed = append_to(
         store.as_ref(),
         0,
-        payment(
-            "PaymentProcessed",
-            "org-1",
-            json!({ "amount": 12.5, "currency": "EUR", "method": "card" }),
-        ),
+        "PaymentProcessed",
+        json!({ "amount": 12.5, "currency": "EUR", "method": "card" }),
     )
     .await;
     others(store.as_ref(), 10, 700).await;
     let failed = append_to(
         store.as_ref(),
         1,
-        payment(
-            "PaymentFailed",
-            "org-1",
-            json!({ "error": "card_declined" }),
-        ),
+        "PaymentFailed",
+        json!({ "error": "card_declined" }),
     )
     .await;
     others(store.as_ref(), 710, 600).await;
@@ -112,11 +111,8 @@ async fn a_payment_s_history_is_traced(uri: &str, forget: impl AsyncFnOnce()) {
     let retried = append_to(
         store.as_ref(),
         2,
-        payment(
-            "PaymentProcessed",
-            "org-1",
-            json!({ "amount": 12.5, "currency": "EUR" }),
-        ),
+        "PaymentProcessed",
+        json!({ "amount": 12.5, "currency": "EUR" }),
     )
     .await;
     let out = catch_up(uri, &dir, &[]);
