@@ -127,7 +127,7 @@ pub async fn rebuild<S: Generations + ?Sized>(
     // manifest when it starts the generation.
     let manifest = Manifest::new(&active.projection, active.version, &active.collections);
     let generation = store
-        .create_generation(&manifest, &active.code_hash)
+        .create_generation(&manifest, &active.code_hash, &active.upcasters)
         .await?;
     Ok((generation, active.clone()))
 }
@@ -265,7 +265,7 @@ mod tests {
         let manifest = Manifest::new("p", 1, ["docs"]);
         for _ in 0..2 {
             let generation = store
-                .create_generation(&manifest, "h")
+                .create_generation(&manifest, "h", &[])
                 .await
                 .expect("create");
             store

@@ -1,14 +1,19 @@
 //! Hot deploy: the projections folder is the deployment.
 //!
 //! Every `*.wasm` file under the folder (recursively; names starting with `.` are ignored, so
-//! editors' and copy tools' temporary files are not loaded) is a projection. A file is read,
+//! editors' and copy tools' temporary files are not loaded) is a projection or an upcaster (a
+//! component of the `upcaster` world, see `projector::upcast`). A file is read,
 //! hashed, compiled and validated (imports, exports, manifest) before anything changes; a file
 //! that fails any step is refused, with the reason recorded in the store for `refold status`,
 //! and whatever ran before keeps running. A file whose bytes did not change is not loaded again.
 //! Removing a file stops its projection; its data stays.
 //!
 //! A projection name belongs to the first file that deployed it; another file declaring the
-//! same name is refused until the first one is removed.
+//! same name is refused until the first one is removed. Upcasters are applied before
+//! projections, so a host starting on a folder builds each projection behind its upcasters
+//! from the first event; an upcaster that would take an event type another one takes is
+//! refused. Adding, changing or removing an upcaster rebuilds the projections it reaches into
+//! new generations, beside the active ones.
 
 mod watch;
 
@@ -18,8 +23,8 @@ use std::sync::Arc;
 
 pub use watch::{Changes, FolderWatcher};
 
-use crate::engine::{Engine, code_hash};
-use crate::projector::{CodeSource, Handler, Supervisor};
+use crate::engine::{Engine, Loaded, code_hash};
+use crate::projector::{Chain, CodeSource, Handler, Supervisor, Upcaster};
 use crate::store::Store;
 
 /// Why a folder could not be read.
@@ -48,6 +53,11 @@ pub enum Outcome {
         /// Projection name.
         projection: String,
     },
+    /// Deployed: the upcaster stands in front of the projections it reaches.
+    DeployedUpcaster {
+        /// Upcaster name.
+        upcaster: String,
+    },
     /// Refused; what ran before keeps running.
     Refused {
         /// Why.
@@ -57,6 +67,11 @@ pub enum Outcome {
     Removed {
         /// Projection name, if the file had deployed one.
         projection: Option<String>,
+    },
+    /// The file is gone; its upcaster left the chain.
+    RemovedUpcaster {
+        /// Upcaster name.
+        upcaster: String,
     },
 }
 
@@ -70,6 +85,13 @@ impl CodeSource for CachedCode {
             .map(|p| Arc::new(p) as Arc<dyn Handler>)
             .map_err(|e| e.to_string())
     }
+
+    fn load_upcaster(&self, code_hash: &str) -> Result<Arc<dyn Upcaster>, String> {
+        self.0
+            .load_cached_upcaster(code_hash)
+            .map(|u| Arc::new(u) as Arc<dyn Upcaster>)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// What is known about one file.
@@ -78,6 +100,8 @@ struct FileState {
     hash: String,
     /// The projection it deployed, if any.
     projection: Option<String>,
+    /// The upcaster it deployed, if any.
+    upcaster: Option<Arc<dyn Upcaster>>,
     /// Whether those bytes loaded (and went to the supervisor, which may still refuse them):
     /// only then does a later reconcile decide whether the file is refused.
     loaded: bool,
@@ -161,16 +185,46 @@ impl Deployer {
     }
 
     /// Apply changed paths: removals first (so a projection moved to another file is free to be
-    /// claimed), then the others in name order.
+    /// claimed), then the upcasters, then the projections, each in name order.
     pub async fn apply_all(&mut self, mut paths: Vec<PathBuf>) -> Vec<(PathBuf, Outcome)> {
         paths.sort_by_key(|p| (p.is_file(), p.clone()));
         paths.dedup();
+        let mut loaded = Vec::new();
         let mut outcomes = Vec::new();
         for path in paths {
-            let outcome = self.apply(&path).await;
-            if outcome != Outcome::Unchanged {
-                outcomes.push((path, outcome));
-            }
+            let outcome = match std::fs::read(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.remove(&path).await,
+                Err(e) => self.refused(&path, None, format!("cannot read the file: {e}")),
+                Ok(bytes) => {
+                    let hash = code_hash(&bytes);
+                    if self.files.get(&path).is_some_and(|s| s.hash == hash) {
+                        continue;
+                    }
+                    match self.load(bytes).await {
+                        Ok(component) => {
+                            loaded.push((path, hash, component));
+                            continue;
+                        }
+                        Err(error) => self.refused(&path, Some(hash), error),
+                    }
+                }
+            };
+            outcomes.push((path, outcome));
+        }
+        let (upcasters, projections): (Vec<_>, Vec<_>) = loaded
+            .into_iter()
+            .partition(|(_, _, c)| matches!(c, Loaded::Upcaster(_)));
+        for (path, hash, component) in upcasters.into_iter().chain(projections) {
+            let outcome = match component {
+                Loaded::Upcaster(upcaster) => {
+                    self.deploy_upcaster(&path, hash, Arc::new(upcaster)).await
+                }
+                Loaded::Projection(projection) => self.deploy(&path, hash, projection).await,
+            };
+            outcomes.push((path, outcome));
+        }
+        for (path, outcome) in &outcomes {
+            self.record(path, outcome).await;
         }
         outcomes
     }
@@ -185,16 +239,44 @@ impl Deployer {
 
     /// Apply one file's current content (or its absence).
     pub async fn apply(&mut self, path: &Path) -> Outcome {
+        self.apply_all(vec![path.to_path_buf()])
+            .await
+            .pop()
+            .map_or(Outcome::Unchanged, |(_, outcome)| outcome)
+    }
+
+    /// Compile and check a component, off the async threads.
+    async fn load(&self, bytes: Vec<u8>) -> Result<Loaded, String> {
+        let engine = Arc::clone(&self.engine);
+        tokio::task::spawn_blocking(move || engine.load_any(&bytes))
+            .await
+            .map_err(|e| format!("loading task failed: {e}"))
+            .and_then(|r| r.map_err(|e| e.to_string()))
+    }
+
+    /// Refuse a file's bytes (`hash`, when they could be read): what it deployed before keeps
+    /// running.
+    fn refused(&mut self, path: &Path, hash: Option<String>, error: String) -> Outcome {
+        if let Some(hash) = hash {
+            let previous = self.files.remove(path);
+            self.files.insert(
+                path.to_path_buf(),
+                FileState {
+                    hash,
+                    projection: previous.as_ref().and_then(|s| s.projection.clone()),
+                    upcaster: previous.and_then(|s| s.upcaster),
+                    loaded: false,
+                },
+            );
+        }
+        Outcome::Refused { error }
+    }
+
+    /// Log an outcome and record it in the store (a refusal, or its clearing).
+    async fn record(&self, path: &Path, outcome: &Outcome) {
         let component = self.component_name(path);
-        let outcome = match std::fs::read(path) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.remove(path).await,
-            Err(e) => Outcome::Refused {
-                error: format!("cannot read the file: {e}"),
-            },
-            Ok(bytes) => self.deploy(path, bytes).await,
-        };
-        let recorded = match &outcome {
-            Outcome::Unchanged => return outcome,
+        let recorded = match outcome {
+            Outcome::Unchanged => return,
             Outcome::Refused { error } => {
                 tracing::error!(%component, %error, "component refused");
                 crate::metrics::global().refused();
@@ -204,15 +286,22 @@ impl Deployer {
                 tracing::info!(%component, %projection, "component deployed");
                 self.store.record_refusal(&component, None).await
             }
+            Outcome::DeployedUpcaster { upcaster } => {
+                tracing::info!(%component, %upcaster, "upcaster deployed");
+                self.store.record_refusal(&component, None).await
+            }
             Outcome::Removed { projection } => {
                 tracing::info!(%component, projection = ?projection, "component removed: its projection stops, its data stays");
+                self.store.record_refusal(&component, None).await
+            }
+            Outcome::RemovedUpcaster { upcaster } => {
+                tracing::info!(%component, %upcaster, "upcaster removed: the projections it reached rebuild without it");
                 self.store.record_refusal(&component, None).await
             }
         };
         if let Err(error) = recorded {
             tracing::warn!(%component, %error, "cannot record the deploy outcome in the store");
         }
-        outcome
     }
 
     /// Reconcile projections whose generations changed in the store (cut-overs, and rebuilds
@@ -238,7 +327,71 @@ impl Deployer {
         Ok(())
     }
 
+    /// Put the deployed upcasters with `change` applied (a file's upcaster added, replaced or
+    /// removed) in front of the projections; refused, changing nothing, when two would take
+    /// the same event type.
+    async fn set_upcasters(
+        &mut self,
+        path: &Path,
+        change: Option<Arc<dyn Upcaster>>,
+    ) -> Result<(), String> {
+        let upcasters: Vec<Arc<dyn Upcaster>> = self
+            .files
+            .iter()
+            .filter(|(p, _)| p.as_path() != path)
+            .filter_map(|(_, s)| s.upcaster.clone())
+            .chain(change)
+            .collect();
+        let chain = Chain::new(upcasters).map_err(|e| e.to_string())?;
+        for (projection, outcome) in self.supervisor.set_upcasters(chain).await {
+            if let Err(error) = outcome {
+                tracing::warn!(%projection, %error, "deployed code refused");
+            }
+        }
+        Ok(())
+    }
+
+    async fn deploy_upcaster(
+        &mut self,
+        path: &Path,
+        hash: String,
+        upcaster: Arc<dyn Upcaster>,
+    ) -> Outcome {
+        let name = upcaster.manifest().name.clone();
+        let held = self.files.get(path).and_then(|s| s.projection.clone());
+        if let Err(error) = self.set_upcasters(path, Some(Arc::clone(&upcaster))).await {
+            return self.refused(path, Some(hash), error);
+        }
+        // The file held a projection before: it stops.
+        if let Some(old) = &held
+            && let Err(error) = self.supervisor.undeploy(old).await
+        {
+            tracing::warn!(projection = %old, %error, "stopping the projection failed");
+        }
+        self.files.insert(
+            path.to_path_buf(),
+            FileState {
+                hash,
+                projection: None,
+                upcaster: Some(upcaster),
+                loaded: true,
+            },
+        );
+        Outcome::DeployedUpcaster { upcaster: name }
+    }
+
     async fn remove(&mut self, path: &Path) -> Outcome {
+        let Some(state) = self.files.get(path) else {
+            return Outcome::Unchanged;
+        };
+        if let Some(upcaster) = state.upcaster.clone() {
+            // Without it, no two upcasters left can take the same type.
+            let _ = self.set_upcasters(path, None).await;
+            self.files.remove(path);
+            return Outcome::RemovedUpcaster {
+                upcaster: upcaster.manifest().name.clone(),
+            };
+        }
         let Some(state) = self.files.remove(path) else {
             return Outcome::Unchanged;
         };
@@ -252,33 +405,21 @@ impl Deployer {
         }
     }
 
-    async fn deploy(&mut self, path: &Path, bytes: Vec<u8>) -> Outcome {
-        let hash = code_hash(&bytes);
+    async fn deploy(
+        &mut self,
+        path: &Path,
+        hash: String,
+        projection: crate::engine::PreparedProjection,
+    ) -> Outcome {
         let previous = self.files.get(path);
-        if previous.is_some_and(|s| s.hash == hash) {
-            return Outcome::Unchanged;
-        }
         let held = previous.and_then(|s| s.projection.clone());
-        let engine = Arc::clone(&self.engine);
-        let loaded = tokio::task::spawn_blocking(move || engine.load(&bytes))
-            .await
-            .map_err(|e| format!("loading task failed: {e}"))
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        let refuse = |files: &mut BTreeMap<PathBuf, FileState>, error: String| {
-            files.insert(
-                path.to_path_buf(),
-                FileState {
-                    hash: hash.clone(),
-                    projection: held.clone(),
-                    loaded: false,
-                },
-            );
-            Outcome::Refused { error }
-        };
-        let projection = match loaded {
-            Ok(projection) => projection,
-            Err(error) => return refuse(&mut self.files, error),
-        };
+        // The file held an upcaster before: it leaves the chain.
+        if previous.is_some_and(|s| s.upcaster.is_some()) {
+            let _ = self.set_upcasters(path, None).await;
+            if let Some(state) = self.files.get_mut(path) {
+                state.upcaster = None;
+            }
+        }
         let name = projection.manifest().name.clone();
         if let Some((other, _)) = self
             .files
@@ -289,7 +430,7 @@ impl Deployer {
                 "projection `{name}` is already deployed from {}",
                 self.component_name(other)
             );
-            return refuse(&mut self.files, error);
+            return self.refused(path, Some(hash), error);
         }
         // The file now declares another projection: the one it held stops.
         if let Some(old) = held.as_ref().filter(|old| **old != name)
@@ -303,6 +444,7 @@ impl Deployer {
             FileState {
                 hash,
                 projection: Some(name.clone()),
+                upcaster: None,
                 loaded: true,
             },
         );

@@ -64,6 +64,9 @@ pub struct Generation {
     pub version: u32,
     /// SHA-256 of the component that builds it.
     pub code_hash: String,
+    /// SHA-256 of each upcaster in front of it, sorted: other upcasters build another
+    /// generation.
+    pub upcasters: Vec<String>,
     /// Life-cycle state.
     pub state: GenerationState,
     /// Last position folded into its documents (0 before any).

@@ -10,6 +10,7 @@ pub mod json_object;
 pub mod manifest;
 pub mod query;
 pub mod time;
+pub mod upcaster;
 
 pub use document::{DocumentError, UpdateError};
 pub use event::{
@@ -19,3 +20,4 @@ pub use generation::{Generation, GenerationState};
 pub use manifest::{
     CollectionSpec, FailurePolicy, IndexKey, IndexSpec, Manifest, ManifestError, OnFailure,
 };
+pub use upcaster::UpcasterManifest;

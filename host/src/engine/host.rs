@@ -13,6 +13,7 @@ use super::bindings::Projection;
 use super::bindings::refold::projection::collections::{self, CollectionError};
 use super::bindings::refold::projection::log::{self, Level};
 use super::bindings::refold::projection::types::{self, ErrorKind};
+use super::bindings::upcaster::refold::projection::upcast;
 pub(super) use super::bindings::refold::projection::types::{Event as WitEvent, HandleError};
 use super::limiter::GuestLimiter;
 use super::sandbox::Sandbox;
@@ -20,7 +21,7 @@ use crate::domain::RecordedEvent;
 use crate::projector::{BatchContext, CollectionFailure, HandleFailure};
 
 /// Longest log line kept from a guest; longer ones are cut.
-const MAX_LOG_BYTES: usize = 4096;
+pub(super) const MAX_LOG_BYTES: usize = 4096;
 /// Most bytes of the guest's stderr quoted in an error.
 const MAX_STDERR_TAIL: usize = 2048;
 /// Most log lines one batch may write; the rest are counted and dropped.
@@ -147,6 +148,7 @@ impl WasiView for HostState {
 
 pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     Projection::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
+    upcast::add_to_linker::<HostState, HasSelf<HostState>>(linker, |state| state)?;
     super::sandbox::add_to_linker(linker)
 }
 
@@ -220,6 +222,8 @@ fn to_wit_error(failure: CollectionFailure) -> CollectionError {
 }
 
 impl types::Host for HostState {}
+
+impl upcast::Host for HostState {}
 
 impl collections::Host for HostState {
     fn get(&mut self, collection: String, id: String) -> Result<Option<String>, CollectionError> {

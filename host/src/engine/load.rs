@@ -1,4 +1,6 @@
-//! Loading a component: compile, check imports, pre-instantiate, describe, validate.
+//! Loading a component: compile, check imports, pre-instantiate, describe, validate. A
+//! component that exports `upcast` is an upcaster (`super::upcaster`); any other must be a
+//! projection.
 
 use std::sync::Arc;
 
@@ -7,6 +9,7 @@ use wasmtime::component::Component;
 use super::bindings::ProjectionPre;
 use super::bindings::refold::projection::types as wit;
 use super::cache::code_hash;
+use super::upcaster::PreparedUpcaster;
 use super::{Engine, PreparedProjection, host, sandbox};
 use crate::domain::{
     CollectionSpec, FailurePolicy, IndexKey, IndexSpec, Manifest, ManifestError, OnFailure,
@@ -19,6 +22,13 @@ use crate::store::{DocumentReader, StoreResult};
 const ALLOWED_IMPORTS: [&str; 3] = [
     "refold:projection/types@0.1.0",
     "refold:projection/collections@0.1.0",
+    "refold:projection/log@0.1.0",
+];
+
+/// The Refold interfaces an upcaster may import: no collections.
+const UPCASTER_IMPORTS: [&str; 3] = [
+    "refold:projection/types@0.1.0",
+    "refold:projection/upcast@0.1.0",
     "refold:projection/log@0.1.0",
 ];
 
@@ -39,6 +49,17 @@ pub enum LoadError {
         "imports {0}, which Refold does not provide (allowed: refold:projection/types, collections and log @0.1.0, and wasi:io, clocks, random, cli, filesystem and sockets @0.2, without authority)"
     )]
     ForbiddenImport(String),
+    /// An upcaster imports something it may not have (every such import, named).
+    #[error(
+        "is an upcaster and imports {0}, which an upcaster may not have (allowed: refold:projection/types, upcast and log @0.1.0, and wasi:io, clocks, random, cli, filesystem and sockets @0.2, without authority)"
+    )]
+    ForbiddenUpcasterImport(String),
+    /// An upcaster where a projection was asked for.
+    #[error("is an upcaster (`{0}`), not a projection")]
+    NotAProjection(String),
+    /// The upcaster's manifest breaks the rules.
+    #[error("invalid upcaster manifest: {0}")]
+    UpcasterManifest(ManifestError),
     /// It does not export the projection world.
     #[error("does not implement the refold:projection/projection world: {0}")]
     Exports(String),
@@ -102,7 +123,51 @@ pub(super) fn load_cached(
     load(engine, &bytes)
 }
 
-pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProjection, LoadError> {
+/// A loaded component: a projection or an upcaster.
+pub enum Loaded {
+    /// A projection.
+    Projection(PreparedProjection),
+    /// An upcaster.
+    Upcaster(PreparedUpcaster),
+}
+
+/// Load the component the code cache holds under `hash`, whichever it is.
+pub(super) fn load_any_cached(engine: &Arc<Engine>, hash: &str) -> Result<Loaded, LoadError> {
+    let bytes = engine
+        .cache
+        .as_ref()
+        .and_then(|c| c.source(hash))
+        .ok_or_else(|| LoadError::NotCached(hash.to_owned()))?;
+    load_any(engine, &bytes)
+}
+
+/// A compiled component whose imports passed the checks, before it is described.
+pub(super) struct Compiled<'a> {
+    pub(super) component: Component,
+    pub(super) code_hash: String,
+    /// Compiled now (not taken from the code cache).
+    fresh: bool,
+    /// It imports clocks or randomness.
+    pub(super) per_event: bool,
+    pub(super) bytes: &'a [u8],
+    pub(super) started: std::time::Instant,
+}
+
+impl Compiled<'_> {
+    /// Keep the code in the code cache: only code that passed every check.
+    pub(super) fn keep(&self, engine: &Engine) {
+        if let Some(cache) = engine.cache.as_ref().filter(|_| self.fresh) {
+            cache.store_source(&self.code_hash, self.bytes);
+            match self.component.serialize() {
+                Ok(code) => cache.store_compiled(&self.code_hash, &code),
+                Err(error) => tracing::warn!(%error, "cannot serialise compiled code"),
+            }
+        }
+    }
+}
+
+/// Compile a component, tell a projection from an upcaster, check its imports, and load it.
+pub(super) fn load_any(engine: &Arc<Engine>, bytes: &[u8]) -> Result<Loaded, LoadError> {
     if bytes.len() > MAX_COMPONENT_BYTES {
         return Err(LoadError::TooLarge(bytes.len()));
     }
@@ -110,22 +175,70 @@ pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProject
     let code_hash = code_hash(bytes);
     let (component, fresh) = compile(engine, &code_hash, bytes)?;
     let component_type = component.component_type();
+    let upcaster = component_type
+        .exports(&engine.engine)
+        .any(|(name, _)| name == "upcast");
+    let allowed: &[&str] = if upcaster {
+        &UPCASTER_IMPORTS
+    } else {
+        &ALLOWED_IMPORTS
+    };
     let imports: Vec<&str> = component_type
         .imports(&engine.engine)
         .map(|(name, _)| name)
         .collect();
     let forbidden: Vec<String> = imports
         .iter()
-        .filter(|name| !ALLOWED_IMPORTS.contains(name) && !sandbox::provides(name))
+        .filter(|name| !allowed.contains(name) && !sandbox::provides(name))
         .map(|name| format!("`{name}`"))
         .collect();
     let per_event = imports.iter().any(|name| sandbox::per_event(name));
     if !forbidden.is_empty() {
-        return Err(LoadError::ForbiddenImport(forbidden.join(", ")));
+        let forbidden = forbidden.join(", ");
+        return Err(if upcaster {
+            LoadError::ForbiddenUpcasterImport(forbidden)
+        } else {
+            LoadError::ForbiddenImport(forbidden)
+        });
     }
+    let compiled = Compiled {
+        component,
+        code_hash,
+        fresh,
+        per_event,
+        bytes,
+        started,
+    };
+    if upcaster {
+        super::upcaster::load(engine, compiled).map(Loaded::Upcaster)
+    } else {
+        load_projection(engine, compiled).map(Loaded::Projection)
+    }
+}
+
+pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProjection, LoadError> {
+    match load_any(engine, bytes)? {
+        Loaded::Projection(projection) => Ok(projection),
+        Loaded::Upcaster(upcaster) => Err(LoadError::NotAProjection(
+            upcaster.manifest.name.clone(),
+        )),
+    }
+}
+
+fn load_projection(
+    engine: &Arc<Engine>,
+    compiled: Compiled<'_>,
+) -> Result<PreparedProjection, LoadError> {
+    let Compiled {
+        ref component,
+        ref code_hash,
+        per_event,
+        started,
+        ..
+    } = compiled;
     let instance_pre = engine
         .linker
-        .instantiate_pre(&component)
+        .instantiate_pre(component)
         .map_err(|e| LoadError::Exports(format!("{e:#}")))?;
     let pre = ProjectionPre::new(instance_pre).map_err(|e| LoadError::Exports(format!("{e:#}")))?;
 
@@ -148,22 +261,15 @@ pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProject
         })?;
     let manifest = from_wit(described);
     manifest.validate()?;
-    // Only code that passed every check is kept.
-    if let Some(cache) = engine.cache.as_ref().filter(|_| fresh) {
-        cache.store_source(&code_hash, bytes);
-        match component.serialize() {
-            Ok(code) => cache.store_compiled(&code_hash, &code),
-            Err(error) => tracing::warn!(%error, "cannot serialise compiled code"),
-        }
-    }
-    tracing::debug!(projection = %manifest.name, hash = %code_hash, compiled = fresh, elapsed = ?started.elapsed(), "component loaded");
+    compiled.keep(engine);
+    tracing::debug!(projection = %manifest.name, hash = %code_hash, elapsed = ?started.elapsed(), "component loaded");
     let name = Arc::from(manifest.name.as_str());
     Ok(PreparedProjection {
         engine: Arc::clone(engine),
         pre,
         manifest,
         name,
-        code_hash,
+        code_hash: code_hash.clone(),
         per_event,
     })
 }

@@ -13,6 +13,7 @@ mod host;
 mod limiter;
 mod load;
 mod sandbox;
+mod upcaster;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,7 +23,8 @@ use wasmtime::Config;
 use wasmtime::component::Linker;
 
 pub use cache::{CodeCache, code_hash};
-pub use load::LoadError;
+pub use load::{LoadError, Loaded};
+pub use upcaster::PreparedUpcaster;
 
 use crate::domain::{Manifest, RecordedEvent};
 use crate::projector::{BatchContext, HandleFailure, Handler};
@@ -105,6 +107,26 @@ impl Engine {
     /// Compile, check and describe a component. Nothing runs if any step fails.
     pub fn load(self: &Arc<Self>, bytes: &[u8]) -> Result<PreparedProjection, LoadError> {
         load::load(self, bytes)
+    }
+
+    /// Compile, check and describe a component, projection or upcaster.
+    pub fn load_any(self: &Arc<Self>, bytes: &[u8]) -> Result<Loaded, LoadError> {
+        load::load_any(self, bytes)
+    }
+
+    /// Load the upcaster with this code hash from the code cache (one recorded for a
+    /// generation).
+    pub fn load_cached_upcaster(
+        self: &Arc<Self>,
+        hash: &str,
+    ) -> Result<PreparedUpcaster, LoadError> {
+        match load::load_any_cached(self, hash)? {
+            Loaded::Upcaster(upcaster) => Ok(upcaster),
+            Loaded::Projection(projection) => Err(LoadError::Exports(format!(
+                "component {hash} is the projection `{}`, not an upcaster",
+                projection.manifest().name
+            ))),
+        }
     }
 
     /// Load the component with this code hash from the code cache (for a generation whose

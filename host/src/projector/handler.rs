@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::domain::{Manifest, Position, RecordedEvent};
+use crate::domain::{EventFilter, Manifest, Position, RecordedEvent};
 use crate::projector::context::{BatchContext, CollectionFailure};
 
 /// Why a batch failed in the handler. Guest-reported errors, traps and host refusals stay
@@ -41,6 +41,17 @@ pub enum HandleFailure {
     /// index...): the projection's failure, since the same writes would be refused again.
     #[error("the store refused the batch's writes: {0}")]
     Refused(String),
+    /// An upcaster failed on an event the projection receives, or returned what it may not:
+    /// the event fails for the projection, under its failure policy.
+    #[error("upcaster `{upcaster}` failed at position {position}: {message}")]
+    Upcast {
+        /// The upcaster's name.
+        upcaster: String,
+        /// The event it failed on.
+        position: Position,
+        /// What went wrong.
+        message: String,
+    },
     /// The host failed (store unreachable...), not the projection: worth retrying.
     #[error("host failure: {0}")]
     Host(String),
@@ -63,7 +74,7 @@ impl HandleFailure {
     pub fn position(&self) -> Option<Position> {
         match self {
             Self::Guest { position, .. } => *position,
-            Self::Contract { position, .. } => Some(*position),
+            Self::Contract { position, .. } | Self::Upcast { position, .. } => Some(*position),
             _ => None,
         }
     }
@@ -77,7 +88,18 @@ pub trait Handler: Send + Sync {
     /// Hash of its code.
     fn code_hash(&self) -> &str;
 
-    /// Fold a batch (in position order, already filtered by the manifest) into the context.
+    /// The events to read from the store for it: the manifest's subscription, widened by the
+    /// types upcasters turn into those it subscribes to.
+    fn filter(&self) -> EventFilter {
+        self.manifest().filter()
+    }
+
+    /// The code hashes of the upcasters in front of it, sorted (none by default).
+    fn upcasters(&self) -> &[String] {
+        &[]
+    }
+
+    /// Fold a batch (in position order, already filtered by [`Self::filter`]) into the context.
     fn handle(
         &self,
         events: &[RecordedEvent],

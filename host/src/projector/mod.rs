@@ -16,6 +16,7 @@ mod redrive;
 mod runner;
 mod status;
 mod supervisor;
+mod upcast;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +25,9 @@ pub use handler::{HandleFailure, Handler};
 pub use runner::{Projector, ProjectorPorts};
 pub use status::{DropReason, ProjectorState, ProjectorStatus};
 pub use supervisor::{CodeSource, HostView, Supervisor, SupervisorError};
+pub use upcast::{
+    Chain, ChainError, MAX_UPCAST_EVENTS, UpcastEvent, Upcasted, Upcaster,
+};
 
 /// Events per batch when the manifest does not say.
 pub const DEFAULT_BATCH_SIZE: u32 = 500;

@@ -1,17 +1,19 @@
 //! What should run for one projection, given its generations in the store and the code
 //! deployed for it. A pure function, so every rule is unit-tested here.
 //!
-//! Rules, for deployed code of version `v` and hash `h`:
+//! Rules, for deployed code of version `v` and hash `h` behind upcasters `u` (the code hashes
+//! of the upcasters that reach it, see [`super::upcast`]):
 //! - nothing deployed: nothing runs (the data stays);
 //! - the active generation has a version above `v`: the code is refused (stored data is newer
 //!   than the code), and what was running keeps running on its stored code;
-//! - `h` is the code of a generation an operator rolled back (and not the active code): refused
-//!   the same way, so a rollback sticks until different code is deployed;
-//! - otherwise, the newest building generation of version `v` runs the deployed code, and any
-//!   other building generation is abandoned; an active generation of version `v` runs the
-//!   deployed code (an in-place swap when the hash changed); an active generation of a lower
-//!   version keeps running its stored code while a generation of version `v` builds beside it
-//!   (created if none is building).
+//! - `h` behind `u` is the code of a generation an operator rolled back (and not the active
+//!   code): refused the same way, so a rollback sticks until different code is deployed;
+//! - otherwise, the newest building generation of version `v` behind `u` runs the deployed
+//!   code, and any other building generation is abandoned; an active generation of version `v`
+//!   behind `u` runs the deployed code (an in-place swap when the hash changed); an active
+//!   generation of a lower version, or behind other upcasters, keeps running its stored code
+//!   (and upcasters) while a generation of version `v` behind `u` builds beside it (created if
+//!   none is building).
 
 use crate::domain::{Generation, GenerationState};
 
@@ -54,12 +56,30 @@ pub(crate) struct Plan {
     pub run: Vec<(u32, Code)>,
 }
 
-/// The plan for one projection's generations (oldest first) and its deployed code, as
-/// `(version, code hash)`.
-pub(crate) fn plan(generations: &[Generation], deployed: Option<(u32, &str)>) -> Plan {
-    let Some((version, hash)) = deployed else {
+/// The code deployed for a projection.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deployed<'a> {
+    /// Its declared version.
+    pub version: u32,
+    /// Its code hash.
+    pub hash: &'a str,
+    /// The code hashes of the upcasters in front of it, sorted.
+    pub upcasters: &'a [String],
+}
+
+impl Deployed<'_> {
+    /// Whether `generation` was built by this code behind these upcasters.
+    fn built(&self, generation: &Generation) -> bool {
+        generation.code_hash == self.hash && generation.upcasters == self.upcasters
+    }
+}
+
+/// The plan for one projection's generations (oldest first) and its deployed code.
+pub(crate) fn plan(generations: &[Generation], deployed: Option<Deployed<'_>>) -> Plan {
+    let Some(deployed) = deployed else {
         return Plan::default();
     };
+    let (version, upcasters) = (deployed.version, deployed.upcasters);
     let active = generations
         .iter()
         .rfind(|g| g.state == GenerationState::Active);
@@ -76,8 +96,8 @@ pub(crate) fn plan(generations: &[Generation], deployed: Option<(u32, &str)>) ->
             .iter()
             .rfind(|g| {
                 g.state == GenerationState::RolledBack
-                    && g.code_hash == hash
-                    && active.is_none_or(|a| a.code_hash != hash)
+                    && deployed.built(g)
+                    && active.is_none_or(|a| !deployed.built(a))
             })
             .map(|g| Refused::RolledBack {
                 generation: g.number,
@@ -95,7 +115,10 @@ pub(crate) fn plan(generations: &[Generation], deployed: Option<(u32, &str)>) ->
             ..Plan::default()
         };
     }
-    let keep = building.last().filter(|b| b.version == version).copied();
+    let keep = building
+        .last()
+        .filter(|b| b.version == version && b.upcasters == upcasters)
+        .copied();
     let mut plan = Plan {
         abandon: building
             .iter()
@@ -105,13 +128,10 @@ pub(crate) fn plan(generations: &[Generation], deployed: Option<(u32, &str)>) ->
         ..Plan::default()
     };
     if let Some(active) = active {
-        let code = if active.version == version {
-            Code::Deployed
-        } else {
-            Code::Stored
-        };
+        let current = active.version == version && active.upcasters == upcasters;
+        let code = if current { Code::Deployed } else { Code::Stored };
         plan.run.push((active.number, code));
-        plan.create = keep.is_none() && active.version < version;
+        plan.create = keep.is_none() && !current;
     } else {
         plan.create = keep.is_none();
     }
@@ -131,10 +151,19 @@ mod tests {
             number,
             version,
             code_hash: hash.into(),
+            upcasters: vec![],
             state,
             checkpoint: 0,
             last_error: None,
             collections: vec![],
+        }
+    }
+
+    fn code(version: u32, hash: &str) -> Deployed<'_> {
+        Deployed {
+            version,
+            hash,
+            upcasters: &[],
         }
     }
 
@@ -148,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_new_projection_builds_its_first_generation() {
-        let plan = plan(&[], Some((1, "a")));
+        let plan = plan(&[], Some(code(1, "a")));
         assert!(plan.create);
         assert!(plan.run.is_empty());
     }
@@ -156,7 +185,7 @@ mod tests {
     #[test]
     fn same_version_runs_the_deployed_code_in_place() {
         let gens = [generation(1, 1, "a", Active)];
-        let plan = plan(&gens, Some((1, "b")));
+        let plan = plan(&gens, Some(code(1, "b")));
         assert_eq!(plan.run, vec![(1, Code::Deployed)]);
         assert!(!plan.create);
     }
@@ -164,14 +193,14 @@ mod tests {
     #[test]
     fn a_higher_version_builds_beside_the_active_one() {
         let gens = [generation(1, 1, "a", Active)];
-        let first = plan(&gens, Some((2, "b")));
+        let first = plan(&gens, Some(code(2, "b")));
         assert!(first.create);
         assert_eq!(first.run, vec![(1, Code::Stored)]);
         let gens = [
             generation(1, 1, "a", Active),
             generation(2, 2, "b", Building),
         ];
-        let next = plan(&gens, Some((2, "c")));
+        let next = plan(&gens, Some(code(2, "c")));
         assert!(!next.create);
         assert_eq!(next.run, vec![(1, Code::Stored), (2, Code::Deployed)]);
     }
@@ -182,10 +211,10 @@ mod tests {
             generation(1, 1, "a", Active),
             generation(2, 2, "b", Building),
         ];
-        let to_three = plan(&gens, Some((3, "c")));
+        let to_three = plan(&gens, Some(code(3, "c")));
         assert_eq!(to_three.abandon, vec![2]);
         assert!(to_three.create);
-        let back_to_one = plan(&gens, Some((1, "a")));
+        let back_to_one = plan(&gens, Some(code(1, "a")));
         assert_eq!(back_to_one.abandon, vec![2]);
         assert!(!back_to_one.create);
         assert_eq!(back_to_one.run, vec![(1, Code::Deployed)]);
@@ -198,7 +227,7 @@ mod tests {
             generation(2, 2, "b", Active),
             generation(3, 3, "c", Building),
         ];
-        let plan = plan(&gens, Some((1, "a")));
+        let plan = plan(&gens, Some(code(1, "a")));
         assert_eq!(
             plan.refused,
             Some(Refused::LowerVersion {
@@ -216,10 +245,10 @@ mod tests {
             generation(1, 1, "a", Active),
             generation(2, 2, "b", RolledBack),
         ];
-        let same = plan(&gens, Some((2, "b")));
+        let same = plan(&gens, Some(code(2, "b")));
         assert_eq!(same.refused, Some(Refused::RolledBack { generation: 2 }));
         assert_eq!(same.run, vec![(1, Code::Stored)]);
-        let fixed = plan(&gens, Some((2, "c")));
+        let fixed = plan(&gens, Some(code(2, "c")));
         assert_eq!(fixed.refused, None);
         assert!(fixed.create);
     }
@@ -231,8 +260,39 @@ mod tests {
             generation(2, 1, "a", Active),
             generation(3, 1, "a", Building),
         ];
-        let plan = plan(&gens, Some((1, "a")));
+        let plan = plan(&gens, Some(code(1, "a")));
         assert_eq!(plan.run, vec![(2, Code::Deployed), (3, Code::Deployed)]);
         assert!(!plan.create && plan.abandon.is_empty());
+    }
+
+    #[test]
+    fn other_upcasters_build_a_generation_of_the_same_version_beside_the_active_one() {
+        let upcasters = vec!["u1".to_owned()];
+        let behind = |hash| Deployed {
+            version: 1,
+            hash,
+            upcasters: &upcasters,
+        };
+        let gens = [generation(1, 1, "a", Active)];
+        let first = plan(&gens, Some(behind("a")));
+        assert!(first.create);
+        assert_eq!(first.run, vec![(1, Code::Stored)]);
+        let mut building = generation(2, 1, "a", Building);
+        building.upcasters = upcasters.clone();
+        let gens = [generation(1, 1, "a", Active), building.clone()];
+        let next = plan(&gens, Some(behind("b")));
+        assert!(!next.create && next.abandon.is_empty());
+        assert_eq!(next.run, vec![(1, Code::Stored), (2, Code::Deployed)]);
+        // The upcaster removed again: the active generation's code is current once more.
+        let back = plan(&gens, Some(code(1, "a")));
+        assert_eq!(back.abandon, vec![2]);
+        assert!(!back.create);
+        assert_eq!(back.run, vec![(1, Code::Deployed)]);
+        // Rolled back from the generation behind the upcaster: refused until something changes.
+        building.state = RolledBack;
+        let gens = [generation(1, 1, "a", Active), building];
+        let same = plan(&gens, Some(behind("a")));
+        assert_eq!(same.refused, Some(Refused::RolledBack { generation: 2 }));
+        assert!(plan(&gens, Some(code(1, "a"))).refused.is_none());
     }
 }

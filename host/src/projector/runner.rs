@@ -153,7 +153,7 @@ impl Projector {
     async fn run_loop(&mut self) -> Result<Infallible, DropReason> {
         let manifest = self.handler.manifest().clone();
         let mut run = Run {
-            filter: manifest.filter(),
+            filter: self.handler.filter(),
             batch_size: manifest.batch_size.unwrap_or(DEFAULT_BATCH_SIZE) as usize,
             feed: self.ports.log.feed(),
             cursor: Cursor::at(self.generation.checkpoint),

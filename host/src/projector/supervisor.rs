@@ -15,7 +15,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::plan::{Code, Refused, plan};
+use super::plan::{Code, Deployed, Refused, plan};
+use super::upcast::{Chain, Upcasted, Upcaster};
 use super::{DropReason, Handler, Projector, ProjectorPorts, ProjectorState, ProjectorStatus};
 use crate::domain::{FailurePolicy, Generation, GenerationState, Position};
 use crate::store::{Generations, OperatorState, Store, StoreError};
@@ -56,10 +57,14 @@ pub enum SupervisorError {
 pub trait CodeSource: Send + Sync {
     /// The handler for this code hash; an error says why it cannot be had. May block.
     fn load(&self, code_hash: &str) -> Result<Arc<dyn Handler>, String>;
+
+    /// The upcaster with this code hash; an error says why it cannot be had. May block.
+    fn load_upcaster(&self, code_hash: &str) -> Result<Arc<dyn Upcaster>, String>;
 }
 
 struct Running {
     code_hash: String,
+    upcasters: Vec<String>,
     stop: watch::Sender<bool>,
     status: watch::Receiver<ProjectorStatus>,
     task: JoinHandle<DropReason>,
@@ -67,14 +72,17 @@ struct Running {
 
 /// What the store said about one projection when it was last reconciled; a change means
 /// something (a cut-over, a rebuild, a rollback, a pause) needs reconciling again.
-type Fingerprint = (bool, Vec<(u32, u32, String, GenerationState)>);
+type Fingerprint = (bool, Vec<(u32, u32, String, Vec<String>, GenerationState)>);
 
 fn fingerprint(paused: bool, generations: &[Generation]) -> Fingerprint {
     (
         paused,
         generations
             .iter()
-            .map(|g| (g.number, g.version, g.code_hash.clone(), g.state))
+            .map(|g| {
+                let code = (g.code_hash.clone(), g.upcasters.clone());
+                (g.number, g.version, code.0, code.1, g.state)
+            })
             .collect(),
     )
 }
@@ -102,6 +110,10 @@ pub struct Supervisor {
     /// Handlers in use, by code hash, so a stored hash that matches loaded code is not loaded
     /// again.
     handlers: HashMap<String, Arc<dyn Handler>>,
+    /// The deployed upcasters.
+    chain: Chain,
+    /// Upcasters recorded for generations and loaded from the code source, by code hash.
+    stored_upcasters: HashMap<String, Arc<dyn Upcaster>>,
     running: BTreeMap<(String, u32), Running>,
     seen: BTreeMap<String, Fingerprint>,
     /// Failure policies set by the operator, by projection name (`*` for every projection);
@@ -119,6 +131,8 @@ impl Supervisor {
             code,
             deployed: BTreeMap::new(),
             handlers: HashMap::new(),
+            chain: Chain::default(),
+            stored_upcasters: HashMap::new(),
             running: BTreeMap::new(),
             seen: BTreeMap::new(),
             failure_policies: BTreeMap::new(),
@@ -150,6 +164,28 @@ impl Supervisor {
         self.reconcile(&name).await
     }
 
+    /// Put these upcasters in front of the deployed projections, and reconcile each of them:
+    /// a projection whose upcasters change builds a new generation beside the active one.
+    /// Returns each projection reconciled, with its outcome.
+    pub async fn set_upcasters(
+        &mut self,
+        chain: Chain,
+    ) -> Vec<(String, Result<(), SupervisorError>)> {
+        self.chain = chain;
+        let names: Vec<String> = self.deployed.keys().cloned().collect();
+        let mut outcomes = Vec::new();
+        for name in names {
+            let outcome = self.reconcile(&name).await;
+            outcomes.push((name, outcome));
+        }
+        outcomes
+    }
+
+    /// The deployed upcasters.
+    pub fn chain(&self) -> &Chain {
+        &self.chain
+    }
+
     /// Withdraw a projection's code: its projectors stop; its data stays.
     pub async fn undeploy(&mut self, name: &str) -> Result<(), SupervisorError> {
         self.deployed.remove(name);
@@ -165,12 +201,17 @@ impl Supervisor {
     pub async fn reconcile(&mut self, name: &str) -> Result<(), SupervisorError> {
         let paused = self.operator.paused().await?.contains(name);
         let generations = self.generations.generations(name).await?;
-        let deployed = self.deployed.get(name).cloned();
+        let deployed = self
+            .deployed
+            .get(name)
+            .map(|h| Upcasted::wrap(Arc::clone(h), &self.chain));
         let plan = plan(
             &generations,
-            deployed
-                .as_ref()
-                .map(|h| (h.manifest().version, h.code_hash())),
+            deployed.as_ref().map(|h| Deployed {
+                version: h.manifest().version,
+                hash: h.code_hash(),
+                upcasters: h.upcasters(),
+            }),
         );
         for number in &plan.abandon {
             if let Some(g) = generations.iter().find(|g| g.number == *number) {
@@ -203,7 +244,7 @@ impl Supervisor {
         if let (true, Some(handler)) = (plan.create, &deployed) {
             let generation = self
                 .generations
-                .create_generation(handler.manifest(), handler.code_hash())
+                .create_generation(handler.manifest(), handler.code_hash(), handler.upcasters())
                 .await?;
             tracing::info!(projection = %name, generation = generation.number, version = generation.version, "new generation: building from the origin");
             wanted.insert(generation.number, Arc::clone(handler));
@@ -266,27 +307,69 @@ impl Supervisor {
         Ok(outcomes)
     }
 
-    /// Code recorded for a generation: in use already, or loaded from the code source.
+    /// Code recorded for a generation, behind the upcasters recorded for it: in use already,
+    /// or loaded from the code source.
     async fn stored_code(&mut self, generation: &Generation) -> Option<Arc<dyn Handler>> {
-        if let Some(handler) = self.handlers.get(&generation.code_hash) {
-            return Some(Arc::clone(handler));
-        }
-        let code = Arc::clone(&self.code);
-        let hash = generation.code_hash.clone();
-        let loaded = tokio::task::spawn_blocking(move || code.load(&hash))
-            .await
-            .unwrap_or_else(|e| Err(format!("loading task failed: {e}")));
-        match loaded {
-            Ok(handler) => {
-                self.handlers
-                    .insert(generation.code_hash.clone(), Arc::clone(&handler));
-                Some(handler)
-            }
+        match self.load_stored(generation).await {
+            Ok(handler) => Some(handler),
             Err(error) => {
                 tracing::warn!(projection = %generation.projection, generation = generation.number, %error, "the generation's code is not available: it keeps serving reads but does not follow new events");
                 None
             }
         }
+    }
+
+    async fn load_stored(&mut self, generation: &Generation) -> Result<Arc<dyn Handler>, String> {
+        let handler = match self.handlers.get(&generation.code_hash) {
+            Some(handler) => Arc::clone(handler),
+            None => {
+                let code = Arc::clone(&self.code);
+                let hash = generation.code_hash.clone();
+                let handler = tokio::task::spawn_blocking(move || code.load(&hash))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("loading task failed: {e}")))?;
+                self.handlers
+                    .insert(generation.code_hash.clone(), Arc::clone(&handler));
+                handler
+            }
+        };
+        if generation.upcasters.is_empty() {
+            return Ok(handler);
+        }
+        let mut upcasters = Vec::new();
+        for hash in &generation.upcasters {
+            upcasters.push(self.stored_upcaster(hash).await?);
+        }
+        let chain = Chain::new(upcasters).map_err(|e| e.to_string())?;
+        let handler = Upcasted::wrap(handler, &chain);
+        if handler.upcasters() != generation.upcasters {
+            return Err(format!(
+                "its upcasters ({}) do not all reach it",
+                generation.upcasters.join(", ")
+            ));
+        }
+        Ok(handler)
+    }
+
+    /// A recorded upcaster: deployed, loaded before, or loaded from the code source now.
+    async fn stored_upcaster(&mut self, hash: &str) -> Result<Arc<dyn Upcaster>, String> {
+        if let Some(upcaster) = self
+            .chain
+            .upcasters()
+            .iter()
+            .find(|u| u.code_hash() == hash)
+            .or_else(|| self.stored_upcasters.get(hash))
+        {
+            return Ok(Arc::clone(upcaster));
+        }
+        let code = Arc::clone(&self.code);
+        let owned = hash.to_owned();
+        let upcaster = tokio::task::spawn_blocking(move || code.load_upcaster(&owned))
+            .await
+            .unwrap_or_else(|e| Err(format!("loading task failed: {e}")))?;
+        self.stored_upcasters
+            .insert(hash.to_owned(), Arc::clone(&upcaster));
+        Ok(upcaster)
     }
 
     /// Stop what should not run (or runs other code), then start what is missing, each from
@@ -301,9 +384,9 @@ impl Supervisor {
             .iter()
             .filter(|((n, number), running)| {
                 n == name
-                    && wanted
-                        .get(number)
-                        .is_none_or(|h| h.code_hash() != running.code_hash)
+                    && wanted.get(number).is_none_or(|h| {
+                        h.code_hash() != running.code_hash || h.upcasters() != running.upcasters
+                    })
             })
             .map(|(key, _)| key.clone())
             .collect();
@@ -365,6 +448,7 @@ impl Supervisor {
             (generation.projection.clone(), generation.number),
             Running {
                 code_hash: generation.code_hash,
+                upcasters: handler.upcasters().to_vec(),
                 stop,
                 status,
                 task,
@@ -382,6 +466,13 @@ impl Supervisor {
             .collect();
         self.handlers
             .retain(|hash, _| in_use.contains(hash.as_str()));
+        let upcasters_in_use: BTreeSet<&str> = self
+            .running
+            .values()
+            .flat_map(|r| r.upcasters.iter().map(String::as_str))
+            .collect();
+        self.stored_upcasters
+            .retain(|hash, _| upcasters_in_use.contains(hash.as_str()));
     }
 
     /// The latest status of every projector.

@@ -10,12 +10,18 @@ use crate::domain::{Generation, GenerationState, Manifest, Position};
 /// is `latest` (`None` for a new projection): the next number, building from the origin, with
 /// the manifest's collections. Numbers are never reused, not even those of abandoned
 /// generations, so a physical collection name always belongs to one build.
-pub fn next(manifest: &Manifest, code_hash: &str, latest: Option<u32>) -> Generation {
+pub fn next(
+    manifest: &Manifest,
+    code_hash: &str,
+    upcasters: &[String],
+    latest: Option<u32>,
+) -> Generation {
     Generation {
         projection: manifest.name.clone(),
         number: latest.unwrap_or(0) + 1,
         version: manifest.version,
         code_hash: code_hash.to_owned(),
+        upcasters: upcasters.to_vec(),
         state: GenerationState::Building,
         checkpoint: 0,
         last_error: None,
@@ -147,6 +153,7 @@ mod tests {
             number,
             version: number,
             code_hash: String::new(),
+            upcasters: vec![],
             state,
             checkpoint: 0,
             last_error: None,

@@ -191,11 +191,13 @@ pub trait Generations: Send + Sync {
 
     /// Register the projection's next generation ([`super::generations::next`]: the number after
     /// the highest ever registered, even by another host at the same moment) in state
-    /// `building` with checkpoint 0, create its collections and indexes, and return it.
+    /// `building` with checkpoint 0, built by this code behind these upcasters (their code
+    /// hashes, sorted), create its collections and indexes, and return it.
     async fn create_generation(
         &self,
         manifest: &Manifest,
         code_hash: &str,
+        upcasters: &[String],
     ) -> StoreResult<Generation>;
 
     /// Make the physical collections and indexes of a generation exist and record them as its

@@ -185,7 +185,7 @@ pub async fn trace(
         }
     }
     let replay = Replay::new(&handler, target);
-    let filter = handler.manifest().filter();
+    let filter = handler.filter();
     let replay = replay_range(&store, replay, &filter, 0, generation.checkpoint, progress).await?;
     let trace = replay.finish(trace, Mode::Full);
     Ok(trace)
@@ -256,7 +256,7 @@ async fn replay_batches(
     batches: &[WritingBatch],
     progress: &(dyn Fn(Position, Position) + Sync),
 ) -> StoreResult<Replay> {
-    let filter = replay.handler.manifest().filter();
+    let filter = replay.handler.filter();
     let last = batches.last().map_or(0, |b| b.upto);
     let mut done: Position = 0;
     for batch in batches {

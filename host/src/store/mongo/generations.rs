@@ -31,6 +31,15 @@ pub(super) fn to_generation(doc: &Document) -> StoreResult<Generation> {
         number: int("number") as u32,
         version: int("version") as u32,
         code_hash: text("codeHash"),
+        upcasters: doc
+            .get_array("upcasters")
+            .map(|hashes| {
+                hashes
+                    .iter()
+                    .filter_map(|h| h.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
         state: GenerationState::parse(&text("state")).unwrap_or(GenerationState::Retired),
         checkpoint: int("checkpoint") as Position,
         last_error: doc.get_str("lastError").ok().map(str::to_owned),
@@ -173,6 +182,7 @@ impl Generations for MongoStore {
         &self,
         manifest: &Manifest,
         code_hash: &str,
+        upcasters: &[String],
     ) -> StoreResult<Generation> {
         loop {
             let latest = self
@@ -181,13 +191,13 @@ impl Generations for MongoStore {
                 .iter()
                 .map(|g| g.number)
                 .max();
-            let generation = generations::next(manifest, code_hash, latest);
+            let generation = generations::next(manifest, code_hash, upcasters, latest);
             let inserted = self
                 .generations_collection()
                 .insert_one(doc! {
                     "_id": generation_id(&generation.projection, generation.number),
                     "projection": &generation.projection, "number": i64::from(generation.number),
-                    "version": i64::from(generation.version), "codeHash": code_hash, "state": generation.state.as_str(),
+                    "version": i64::from(generation.version), "codeHash": code_hash, "upcasters": upcasters, "state": generation.state.as_str(),
                     "checkpoint": generation.checkpoint as i64, "createdAt": mongodb::bson::DateTime::from_millis(time::now_millis()),
                 })
                 .await;

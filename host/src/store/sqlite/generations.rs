@@ -17,16 +17,18 @@ use crate::store::generations::{self, CutOver};
 use crate::store::{Generations, StoreError, StoreResult};
 
 const GENERATION_COLUMNS: &str =
-    "projection, number, version, code_hash, state, checkpoint, last_error, collections";
+    "projection, number, version, code_hash, state, checkpoint, last_error, collections, upcasters";
 
 fn row_to_generation(row: &rusqlite::Row<'_>) -> rusqlite::Result<Generation> {
     let state: String = row.get(4)?;
     let collections: String = row.get(7)?;
+    let upcasters: String = row.get(8)?;
     Ok(Generation {
         projection: row.get(0)?,
         number: row.get(1)?,
         version: row.get(2)?,
         code_hash: row.get(3)?,
+        upcasters: serde_json::from_str(&upcasters).unwrap_or_default(),
         state: GenerationState::parse(&state).unwrap_or(GenerationState::Retired),
         checkpoint: row.get::<_, i64>(5)? as Position,
         last_error: row.get(6)?,
@@ -172,9 +174,11 @@ impl Generations for SqliteStore {
         &self,
         manifest: &Manifest,
         code_hash: &str,
+        upcasters: &[String],
     ) -> StoreResult<Generation> {
         let manifest = manifest.clone();
         let code_hash = code_hash.to_owned();
+        let upcasters = upcasters.to_vec();
         self.with_writer(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -186,10 +190,12 @@ impl Generations for SqliteStore {
                     |r| r.get(0),
                 )
                 .map_err(|e| StoreError::backend("number generation", e))?;
-            let generation = generations::next(&manifest, &code_hash, latest);
+            let generation = generations::next(&manifest, &code_hash, &upcasters, latest);
+            let upcasters = serde_json::to_string(&generation.upcasters)
+                .map_err(|e| StoreError::backend("register generation", e))?;
             tx.execute(
-                "INSERT INTO generations (projection, number, version, code_hash, state, checkpoint, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![generation.projection, generation.number, generation.version, generation.code_hash, generation.state.as_str(), generation.checkpoint as i64, time::now_millis()],
+                "INSERT INTO generations (projection, number, version, code_hash, state, checkpoint, created_ms, upcasters) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![generation.projection, generation.number, generation.version, generation.code_hash, generation.state.as_str(), generation.checkpoint as i64, time::now_millis(), upcasters],
             )
             .map_err(|e| StoreError::backend("register generation", e))?;
             // Its writes are recorded from its first batch (see `WriteHistory`).

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS generations (
     last_error TEXT,
     created_ms INTEGER NOT NULL,
     collections TEXT NOT NULL DEFAULT '[]',
+    upcasters  TEXT    NOT NULL DEFAULT '[]',
     PRIMARY KEY (projection, number)
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -89,20 +90,22 @@ pub(super) fn migrate(conn: &Connection) -> StoreResult<()> {
         "DROP INDEX IF EXISTS events_by_event_type; DROP INDEX IF EXISTS events_by_aggregate_type;",
     )
     .map_err(|e| StoreError::backend("upgrade the schema", e))?;
-    // Stores created before generations recorded their collections.
-    let has_collections: bool = conn
-        .query_row(
-            "SELECT count(*) FROM pragma_table_info('generations') WHERE name = 'collections'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
-        .map(|n| n > 0)
-        .map_err(|e| StoreError::backend("inspect the schema", e))?;
-    if !has_collections {
-        conn.execute_batch(
-            "ALTER TABLE generations ADD COLUMN collections TEXT NOT NULL DEFAULT '[]'",
-        )
-        .map_err(|e| StoreError::backend("upgrade the schema", e))?;
+    // Stores created before generations recorded their collections, or their upcasters.
+    for column in ["collections", "upcasters"] {
+        let has_column: bool = conn
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('generations') WHERE name = ?1",
+                [column],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(|e| StoreError::backend("inspect the schema", e))?;
+        if !has_column {
+            conn.execute_batch(&format!(
+                "ALTER TABLE generations ADD COLUMN {column} TEXT NOT NULL DEFAULT '[]'"
+            ))
+            .map_err(|e| StoreError::backend("upgrade the schema", e))?;
+        }
     }
     Ok(())
 }
