@@ -311,8 +311,8 @@ pub(super) async fn trace(
         ));
     };
     let code = std::sync::Arc::clone(&shared.code);
-    let hash = generation.code_hash.clone();
-    let handler = tokio::task::spawn_blocking(move || code.load(&hash))
+    let recorded = generation.clone();
+    let handler = tokio::task::spawn_blocking(move || code.load_generation(&recorded))
         .await
         .map_err(|e| ApiError::from(crate::store::StoreError::backend("load code", e)))?
         .map_err(|error| {

@@ -13,7 +13,8 @@ use super::StoreArgs;
 use super::run::EngineArgs;
 use crate::control;
 use crate::domain::Position;
-use crate::projector::Handler;
+use crate::deploy::CachedCode;
+use crate::projector::{CodeSource, Handler, behind_recorded};
 use crate::store;
 use crate::trace::{Mode, Trace};
 
@@ -55,19 +56,38 @@ pub(super) async fn trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
         Some(path) => {
             let bytes =
                 std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-            Arc::new(
+            let handler = Arc::new(
                 engine
                     .load(&bytes)
                     .with_context(|| format!("{} cannot be loaded", path.display()))?,
-            )
+            );
+            let code = CachedCode(Arc::clone(&engine));
+            let upcasters = generation
+                .upcasters
+                .iter()
+                .map(|hash| code.load_upcaster(hash))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|error| {
+                    anyhow::anyhow!(
+                        "an upcaster of generation {} is not in the code cache: {error}",
+                        generation.number
+                    )
+                })?;
+            behind_recorded(handler, upcasters, &generation.upcasters)
+                .map_err(anyhow::Error::msg)?
         }
-        None => Arc::new(engine.load_cached(&generation.code_hash).with_context(|| {
-            format!(
-                "the code of generation {} of `{}` ({}) is not in the code cache: run the trace \
-                 where a host ran it, or give its component with --component FILE",
-                generation.number, generation.projection, generation.code_hash
-            )
-        })?),
+        None => CachedCode(Arc::clone(&engine))
+            .load_generation(&generation)
+            .map_err(|error| {
+                anyhow::anyhow!(
+                    "the code of generation {} of `{}` ({}) cannot be loaded from the code \
+                     cache ({error}): run the trace where a host ran it, or give its component \
+                     with --component FILE",
+                    generation.number,
+                    generation.projection,
+                    generation.code_hash
+                )
+            })?,
     };
     anyhow::ensure!(
         handler.manifest().name == generation.projection,

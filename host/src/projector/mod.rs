@@ -26,7 +26,7 @@ pub use runner::{Projector, ProjectorPorts};
 pub use status::{DropReason, ProjectorState, ProjectorStatus};
 pub use supervisor::{CodeSource, HostView, Supervisor, SupervisorError};
 pub use upcast::{
-    Chain, ChainError, MAX_UPCAST_EVENTS, UpcastEvent, Upcasted, Upcaster,
+    Chain, ChainError, MAX_UPCAST_EVENTS, UpcastEvent, Upcasted, Upcaster, behind_recorded,
 };
 
 /// Events per batch when the manifest does not say.

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::plan::{Code, Deployed, Refused, plan};
-use super::upcast::{Chain, Upcasted, Upcaster};
+use super::upcast::{Chain, Upcasted, Upcaster, behind_recorded};
 use super::{DropReason, Handler, Projector, ProjectorPorts, ProjectorState, ProjectorStatus};
 use crate::domain::{FailurePolicy, Generation, GenerationState, Position};
 use crate::store::{Generations, OperatorState, Store, StoreError};
@@ -60,6 +60,17 @@ pub trait CodeSource: Send + Sync {
 
     /// The upcaster with this code hash; an error says why it cannot be had. May block.
     fn load_upcaster(&self, code_hash: &str) -> Result<Arc<dyn Upcaster>, String>;
+
+    /// The code recorded for a generation behind the upcasters recorded for it. May block.
+    fn load_generation(&self, generation: &Generation) -> Result<Arc<dyn Handler>, String> {
+        let handler = self.load(&generation.code_hash)?;
+        let upcasters = generation
+            .upcasters
+            .iter()
+            .map(|hash| self.load_upcaster(hash))
+            .collect::<Result<Vec<_>, _>>()?;
+        behind_recorded(handler, upcasters, &generation.upcasters)
+    }
 }
 
 struct Running {
@@ -340,15 +351,7 @@ impl Supervisor {
         for hash in &generation.upcasters {
             upcasters.push(self.stored_upcaster(hash).await?);
         }
-        let chain = Chain::new(upcasters).map_err(|e| e.to_string())?;
-        let handler = Upcasted::wrap(handler, &chain);
-        if handler.upcasters() != generation.upcasters {
-            return Err(format!(
-                "its upcasters ({}) do not all reach it",
-                generation.upcasters.join(", ")
-            ));
-        }
-        Ok(handler)
+        behind_recorded(handler, upcasters, &generation.upcasters)
     }
 
     /// A recorded upcaster: deployed, loaded before, or loaded from the code source now.

@@ -344,6 +344,24 @@ impl Handler for Upcasted {
     }
 }
 
+/// `handler` behind the upcasters recorded for one of its generations (`recorded`, their code
+/// hashes), checked to be exactly those that reach it.
+pub fn behind_recorded(
+    handler: Arc<dyn Handler>,
+    upcasters: Vec<Arc<dyn Upcaster>>,
+    recorded: &[String],
+) -> Result<Arc<dyn Handler>, String> {
+    let chain = Chain::new(upcasters).map_err(|e| e.to_string())?;
+    let handler = Upcasted::wrap(handler, &chain);
+    if handler.upcasters() != recorded {
+        return Err(format!(
+            "the upcasters recorded for it ({}) are not those that reach it",
+            recorded.join(", ")
+        ));
+    }
+    Ok(handler)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
