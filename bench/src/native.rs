@@ -204,7 +204,9 @@ fn apply(document: &mut Map<String, Value>, update: &Value) {
 /// transaction. Returns the events handled.
 pub async fn raw_replay(store: &Arc<dyn Store>, name: &str, batch: usize) -> anyhow::Result<u64> {
     let manifest = manifest(name, &["payments", "org_stats"], &PAYMENT_EVENTS);
-    let mut generation: Generation = store.create_generation(&manifest, "native-raw", &[]).await?;
+    let mut generation: Generation = store
+        .create_generation(&manifest, "native-raw", &[])
+        .await?;
     generation.collections = vec!["payments".into(), "org_stats".into()];
     store.prepare_collections(&generation, &manifest).await?;
     let filter: EventFilter = manifest.filter();

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use refold::domain::{ExpectedVersion, NewEvent};
-use refold::projector::{CodeSource, Handler, ProjectorState, Supervisor};
+use refold::projector::{CodeSource, Handler, ProjectorState, Supervisor, Upcaster};
 use refold::store::Store;
 use serde::Serialize;
 use serde_json::json;
@@ -15,6 +15,10 @@ struct NoCode;
 
 impl CodeSource for NoCode {
     fn load(&self, code_hash: &str) -> Result<Arc<dyn Handler>, String> {
+        Err(format!("{code_hash}: not available in the benchmark"))
+    }
+
+    fn load_upcaster(&self, code_hash: &str) -> Result<Arc<dyn Upcaster>, String> {
         Err(format!("{code_hash}: not available in the benchmark"))
     }
 }

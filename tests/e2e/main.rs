@@ -22,3 +22,4 @@ mod refold_test;
 mod scaffold;
 mod setup;
 mod trace;
+mod upcasting;

@@ -74,6 +74,13 @@ pub fn examples() -> &'static Path {
     build_once(&CELL, "example-projections/rust", "examples")
 }
 
+/// The upcasting example (`payment_settled.wasm`, an upcaster, and `settlements.wasm`), built to
+/// components (once per test run).
+pub fn upcasting() -> &'static Path {
+    static CELL: OnceLock<PathBuf> = OnceLock::new();
+    build_once(&CELL, "example-projections/upcasting", "upcasting")
+}
+
 /// The fixture projections (healthy and hostile), built to components (once per test run).
 pub fn fixtures() -> &'static Path {
     static CELL: OnceLock<PathBuf> = OnceLock::new();

@@ -28,6 +28,7 @@ fn generation_json(g: &Generation, head: u64, running: Option<&ProjectorStatus>)
         "lagEvents": head.saturating_sub(checkpoint),
         "progressPercent": progress_percent(checkpoint, head),
         "codeHash": g.code_hash,
+        "upcasters": g.upcasters,
         "collections": g.collections,
         "running": running.is_some_and(|s| s.state != ProjectorState::Stopped),
         "lastError": running.and_then(|s| s.error.clone()).or_else(|| g.last_error.clone()),

@@ -33,7 +33,7 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                     "state": g.state, "checkpoint": g.checkpoint, "head": head,
                     "lagEvents": head.saturating_sub(g.checkpoint),
                     "progressPercent": progress_percent(g.checkpoint, head), "codeHash": g.code_hash,
-                    "lastError": g.last_error, "paused": paused.contains(&g.projection),
+                    "upcasters": g.upcasters, "lastError": g.last_error, "paused": paused.contains(&g.projection),
                 })
             })
             .collect();

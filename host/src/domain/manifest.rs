@@ -325,7 +325,11 @@ pub fn check_projection_name(name: &str) -> Result<(), ManifestError> {
     check_name("projection", name, true)
 }
 
-pub(super) fn check_name(what: &'static str, name: &str, allow_dash: bool) -> Result<(), ManifestError> {
+pub(super) fn check_name(
+    what: &'static str,
+    name: &str,
+    allow_dash: bool,
+) -> Result<(), ManifestError> {
     let fail = |rule| {
         Err(ManifestError::InvalidName {
             what,

@@ -70,13 +70,23 @@ mod tests {
     fn a_manifest_names_what_it_breaks() {
         assert!(manifest("v2", &["A"], &["B"]).validate().is_ok());
         assert!(manifest("drops", &["A"], &[]).validate().is_ok());
-        let error = manifest("Bad", &["A"], &[]).validate().unwrap_err();
+        let error = manifest("Bad", &["A"], &[])
+            .validate()
+            .expect_err("refused");
         assert!(error.to_string().contains("invalid upcaster name `Bad`"));
-        let error = manifest("v2", &[], &["B"]).validate().unwrap_err();
+        let error = manifest("v2", &[], &["B"]).validate().expect_err("refused");
         assert!(error.to_string().contains("at least one event type"));
-        let error = manifest("v2", &["A", "A"], &[]).validate().unwrap_err();
+        let error = manifest("v2", &["A", "A"], &[])
+            .validate()
+            .expect_err("refused");
         assert_eq!(error.to_string(), "event type `A` is declared twice");
-        let error = manifest("v2", &["A"], &[" "]).validate().unwrap_err();
-        assert!(error.to_string().contains("produced event type ` ` is empty"));
+        let error = manifest("v2", &["A"], &[" "])
+            .validate()
+            .expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .contains("produced event type ` ` is empty")
+        );
     }
 }

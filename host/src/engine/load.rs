@@ -219,9 +219,9 @@ pub(super) fn load_any(engine: &Arc<Engine>, bytes: &[u8]) -> Result<Loaded, Loa
 pub(super) fn load(engine: &Arc<Engine>, bytes: &[u8]) -> Result<PreparedProjection, LoadError> {
     match load_any(engine, bytes)? {
         Loaded::Projection(projection) => Ok(projection),
-        Loaded::Upcaster(upcaster) => Err(LoadError::NotAProjection(
-            upcaster.manifest.name.clone(),
-        )),
+        Loaded::Upcaster(upcaster) => {
+            Err(LoadError::NotAProjection(upcaster.manifest.name.clone()))
+        }
     }
 }
 

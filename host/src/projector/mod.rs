@@ -16,9 +16,9 @@ mod redrive;
 mod runner;
 mod status;
 mod supervisor;
-mod upcast;
 #[cfg(test)]
 mod tests;
+mod upcast;
 
 pub use context::{BatchContext, CollectionFailure, GuestLog, Watched};
 pub use handler::{HandleFailure, Handler};

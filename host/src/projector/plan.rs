@@ -129,7 +129,11 @@ pub(crate) fn plan(generations: &[Generation], deployed: Option<Deployed<'_>>) -
     };
     if let Some(active) = active {
         let current = active.version == version && active.upcasters == upcasters;
-        let code = if current { Code::Deployed } else { Code::Stored };
+        let code = if current {
+            Code::Deployed
+        } else {
+            Code::Stored
+        };
         plan.run.push((active.number, code));
         plan.create = keep.is_none() && !current;
     } else {

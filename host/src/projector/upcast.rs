@@ -115,10 +115,7 @@ impl Chain {
                 }
             }
         }
-        Ok(Self {
-            upcasters,
-            by_type,
-        })
+        Ok(Self { upcasters, by_type })
     }
 
     /// Whether it holds no upcaster.
@@ -183,8 +180,12 @@ impl Chain {
             }
         }
         filter.event_types = read.into_iter().map(str::to_owned).collect();
-        let part = Chain::new(used.iter().map(|i| Arc::clone(&self.upcasters[*i])).collect())
-            .unwrap_or_default();
+        let part = Chain::new(
+            used.iter()
+                .map(|i| Arc::clone(&self.upcasters[*i]))
+                .collect(),
+        )
+        .unwrap_or_default();
         (part, filter)
     }
 
@@ -335,8 +336,10 @@ impl Handler for Upcasted {
             Err(failure) => return (context, Err(failure)),
         };
         let subscribed = self.inner.manifest().filter();
-        let events: Vec<RecordedEvent> =
-            upcast.into_iter().filter(|e| subscribed.matches(e)).collect();
+        let events: Vec<RecordedEvent> = upcast
+            .into_iter()
+            .filter(|e| subscribed.matches(e))
+            .collect();
         if events.is_empty() {
             return (context, Ok(()));
         }
@@ -451,14 +454,17 @@ mod tests {
 
     #[test]
     fn an_event_type_has_one_upcaster() {
-        let error = Chain::new(vec![rename("b", &["A"], &["B"]), rename("a", &["A"], &["C"])])
-            .unwrap_err();
+        let error = Chain::new(vec![
+            rename("b", &["A"], &["B"]),
+            rename("a", &["A"], &["C"]),
+        ])
+        .expect_err("refused");
         assert_eq!(
             error.to_string(),
             "upcasters `a` and `b` both take `A`; an event type has at most one upcaster"
         );
         let error = Chain::new(vec![rename("a", &["A"], &["B"]), rename("a", &["C"], &[])])
-            .unwrap_err();
+            .expect_err("refused");
         assert_eq!(error, ChainError::SameName("a".into()));
     }
 
@@ -470,7 +476,7 @@ mod tests {
             rename("other", &["Shipped"], &["ShippedV2"]),
             rename("drop", &["Paid"], &["Paid"]),
         ])
-        .unwrap();
+        .expect("accepted");
         let (part, filter) = chain.for_projection(&subscribing(&["Paid"]));
         assert_eq!(filter.event_types, vec!["Paid", "PaidV1", "PaidV2"]);
         assert_eq!(names(&part), vec!["drop", "v1-to-v2", "v2-to-v3"]);
@@ -494,10 +500,10 @@ mod tests {
             rename("loop-a", &["X"], &["Y"]),
             rename("loop-b", &["Y"], &["X"]),
         ])
-        .unwrap();
+        .expect("accepted");
         let out = chain
             .apply(&[event(1, "PaidV1"), event(2, "Other"), event(3, "X")])
-            .unwrap();
+            .expect("accepted");
         let shape: Vec<(u64, &str, &str, &str)> = out
             .iter()
             .map(|e| {
@@ -548,20 +554,29 @@ mod tests {
                 data: data.into(),
                 metadata: "{}".into(),
             };
-            Chain::new(vec![Arc::new(Liar(manifest, returned)) as Arc<dyn Upcaster>]).unwrap()
+            Chain::new(vec![Arc::new(Liar(manifest, returned)) as Arc<dyn Upcaster>])
+                .expect("accepted")
         };
-        let error = liar("C", "{}").apply(&[event(4, "A")]).unwrap_err();
+        let error = liar("C", "{}")
+            .apply(&[event(4, "A")])
+            .expect_err("refused");
         assert_eq!(
             error.to_string(),
             "upcaster `liar` failed at position 4: returned an event of type `C`, which its manifest does not produce (produces: B)"
         );
         assert_eq!(error.position(), Some(4));
-        let error = liar("B", "[1]").apply(&[event(4, "A")]).unwrap_err();
-        assert!(error.to_string().ends_with("whose data is not a JSON object"));
-        let failing = Chain::new(vec![rename("a", &["A"], &["B"])]).unwrap();
+        let error = liar("B", "[1]")
+            .apply(&[event(4, "A")])
+            .expect_err("refused");
+        assert!(
+            error
+                .to_string()
+                .ends_with("whose data is not a JSON object")
+        );
+        let failing = Chain::new(vec![rename("a", &["A"], &["B"])]).expect("accepted");
         let mut bad = event(7, "A");
         bad.data = "{\"x\":\"bad\"}".into();
-        let error = failing.apply(&[event(6, "A"), bad]).unwrap_err();
+        let error = failing.apply(&[event(6, "A"), bad]).expect_err("refused");
         assert_eq!(error.position(), Some(7));
     }
 }

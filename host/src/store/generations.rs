@@ -164,12 +164,12 @@ mod tests {
     #[test]
     fn numbers_follow_the_highest_ever_registered() {
         let manifest = Manifest::new("payments", 3, ["payments"]);
-        let first = next(&manifest, "h", None);
+        let first = next(&manifest, "h", &[], None);
         assert_eq!(
             (first.number, first.state, first.checkpoint),
             (1, GenerationState::Building, 0)
         );
-        assert_eq!(next(&manifest, "h", Some(7)).number, 8);
+        assert_eq!(next(&manifest, "h", &[], Some(7)).number, 8);
         assert_eq!(first.collections, ["payments"]);
     }
 

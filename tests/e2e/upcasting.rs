@@ -1,0 +1,317 @@
+//! Upcasting through the real binary on both stores: seed 000's `PaymentProcessed` (v1) read as
+//! `PaymentSettled` (v2) by the `payment-settled` upcaster, in front of the `settlements`
+//! projection, which is written against v2 only. A history of both shapes is folded alike, on
+//! replay and live; other upcaster bytes, and no upcaster, each build a new generation beside
+//! the active one; a second upcaster of the same name is refused; an event the upcaster fails
+//! on fails for the projection under its failure policy.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use refold::domain::{ExpectedVersion, NewEvent};
+use refold::store::{Store, StreamAppend};
+use refold_tests::{
+    Running, Sandbox, catch_up, dump_uri, mongo, projections, run, text, upcasting, wait_until,
+};
+use serde_json::{Value, json};
+
+/// A payment: (cents, currency, organization).
+type Payment = (i64, String, String);
+
+fn payment(event_type: &str, organization: &str, data: Value) -> NewEvent {
+    NewEvent {
+        id: None,
+        aggregate_type: "Payment".into(),
+        event_type: event_type.into(),
+        event_data: data,
+        metadata: json!({ "organizationId": organization, "userId": "user-1" }),
+        timestamp_ms: None,
+    }
+}
+
+/// Payment `i` recorded in v1 (two of three) or v2 shape; what `settlements` should make of it.
+fn shaped(i: usize) -> (NewEvent, Payment) {
+    let cents = (i % 50) as i64 * 100 + 25;
+    let currency = if i.is_multiple_of(2) { "EUR" } else { "USD" };
+    let organization = format!("org-{}", i % 4);
+    let event = if i.is_multiple_of(3) {
+        payment(
+            "PaymentSettled",
+            &organization,
+            json!({ "amount": { "cents": cents, "currency": currency }, "method": "iban" }),
+        )
+    } else {
+        payment(
+            "PaymentProcessed",
+            &organization,
+            json!({ "amount": cents as f64 / 100.0, "currency": currency, "method": "card" }),
+        )
+    };
+    (event, (cents, currency.to_owned(), organization))
+}
+
+/// Append payments `from..from + count` in one call; what each should become, by stream.
+async fn history(store: &dyn Store, from: usize, count: usize) -> BTreeMap<String, Payment> {
+    let mut expected = BTreeMap::new();
+    let appends = (from..from + count)
+        .map(|i| {
+            let (event, settled) = shaped(i);
+            expected.insert(format!("payment-{i}"), settled);
+            StreamAppend {
+                aggregate_id: format!("payment-{i}"),
+                expected: ExpectedVersion::NoStream,
+                events: vec![event],
+            }
+        })
+        .collect();
+    store.append_all(appends).await.expect("append");
+    expected
+}
+
+/// What the read models served under the stable names hold: the settlements, and the totals
+/// per organization as (count, cents per currency).
+async fn served(uri: &str) -> (BTreeMap<String, Payment>, BTreeMap<String, Value>) {
+    let models = dump_uri(uri).await;
+    let settlements = models
+        .get("settlements__settlements")
+        .map(|docs| {
+            docs.iter()
+                .map(|(id, d)| {
+                    let payment = (
+                        d["cents"].as_i64().expect("cents"),
+                        d["currency"].as_str().expect("currency").to_owned(),
+                        d["organizationId"]
+                            .as_str()
+                            .expect("organization")
+                            .to_owned(),
+                    );
+                    (id.clone(), payment)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let totals = models
+        .get("settlements__org_totals")
+        .map(|docs| {
+            docs.iter()
+                .map(|(id, d)| (id.clone(), json!([d["settledCount"], d["cents"]])))
+                .collect()
+        })
+        .unwrap_or_default();
+    (settlements, totals)
+}
+
+fn totals_of(payments: &BTreeMap<String, Payment>) -> BTreeMap<String, Value> {
+    let mut totals: BTreeMap<String, (u64, BTreeMap<String, i64>)> = BTreeMap::new();
+    for (cents, currency, organization) in payments.values() {
+        let entry = totals.entry(organization.clone()).or_default();
+        entry.0 += 1;
+        *entry.1.entry(currency.clone()).or_default() += cents;
+    }
+    totals
+        .into_iter()
+        .map(|(org, (count, cents))| (org, json!([count, cents])))
+        .collect()
+}
+
+async fn assert_served(uri: &str, expected: &BTreeMap<String, Payment>, what: &str) {
+    let (settlements, totals) = served(uri).await;
+    assert_eq!(settlements.len(), expected.len(), "{what}: settlements");
+    assert!(settlements == *expected, "{what}: settlements differ");
+    assert_eq!(totals, totals_of(expected), "{what}: totals");
+}
+
+/// `refold status --json`'s generations of `settlements`: (number, state, upcasters).
+fn generations(uri: &str) -> Vec<(u64, String, Vec<String>)> {
+    let out = run(&["status", "--json", "--store", uri]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    status["generations"]
+        .as_array()
+        .expect("generations")
+        .iter()
+        .filter(|g| g["projection"] == "settlements")
+        .map(|g| {
+            let upcasters = g["upcasters"]
+                .as_array()
+                .expect("upcasters")
+                .iter()
+                .map(|h| h.as_str().expect("hash").to_owned())
+                .collect();
+            (
+                g["generation"].as_u64().expect("number"),
+                g["state"].as_str().expect("state").to_owned(),
+                upcasters,
+            )
+        })
+        .collect()
+}
+
+fn hash_of(path: &Path) -> String {
+    refold::engine::code_hash(&std::fs::read(path).expect("read component"))
+}
+
+fn caught_up(uri: &str, dir: &Path, extra: &[&str]) -> String {
+    let out = catch_up(uri, dir, extra);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stderr)
+}
+
+async fn old_and_new_payments_are_folded_alike(uri: &str) {
+    let sandbox = Sandbox::new();
+    let dir = projections(
+        upcasting(),
+        &["settlements", "payment_settled"],
+        &sandbox.path("p"),
+    );
+    let upcaster = dir.join("payment_settled.wasm");
+    let store = refold::store::open(uri).await.expect("open");
+    let mut expected = history(store.as_ref(), 0, 600).await;
+
+    // A replay folds v1 and v2 alike, behind the upcaster recorded with the generation.
+    caught_up(uri, &dir, &[]);
+    assert_served(uri, &expected, "replay").await;
+    let first = hash_of(&upcaster);
+    assert_eq!(
+        generations(uri),
+        [(1, "active".to_owned(), vec![first.clone()])]
+    );
+
+    // Live: a v1 payment appended while the host follows the log is read as v2.
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let mut host = Running::start(&[
+        "run",
+        "--store",
+        uri,
+        "--projections",
+        &dir_arg,
+        "--no-http",
+    ]);
+    let live = history(store.as_ref(), 1000, 2).await;
+    for (id, (cents, _, _)) in &live {
+        wait_until(&format!("{id} settled live"), || async {
+            store
+                .get_document("settlements", "settlements", id)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|d| d["cents"] == *cents)
+        })
+        .await;
+    }
+    host.kill();
+    expected.extend(live);
+    assert_served(uri, &expected, "live").await;
+
+    // Other bytes for the upcaster (the same code with a custom section added): the projection
+    // builds a new generation beside the active one, which serves until it takes over.
+    let mut bytes = std::fs::read(&upcaster).expect("read upcaster");
+    let name = b"refold-test";
+    bytes.extend([0, (name.len() + 1 + 4) as u8, name.len() as u8]);
+    bytes.extend(name);
+    bytes.extend(b"edit");
+    std::fs::write(&upcaster, &bytes).expect("write upcaster");
+    let second = hash_of(&upcaster);
+    assert_ne!(first, second);
+    caught_up(uri, &dir, &[]);
+    assert_eq!(
+        generations(uri),
+        [
+            (1, "retired".to_owned(), vec![first.clone()]),
+            (2, "active".to_owned(), vec![second.clone()]),
+        ]
+    );
+    assert_served(uri, &expected, "a changed upcaster").await;
+
+    // Without the upcaster, only the v2 payments are settled, in a generation of their own.
+    std::fs::rename(&upcaster, sandbox.path("aside.wasm")).expect("move the upcaster aside");
+    caught_up(uri, &dir, &[]);
+    assert_eq!(generations(uri)[2], (3, "active".to_owned(), vec![]));
+    let v2: BTreeMap<String, Payment> = expected
+        .iter()
+        .filter(|(id, _)| {
+            let i: usize = id["payment-".len()..].parse().expect("number");
+            i.is_multiple_of(3)
+        })
+        .map(|(id, p)| (id.clone(), p.clone()))
+        .collect();
+    assert_served(uri, &v2, "no upcaster").await;
+
+    // Back, with a second file of the same upcaster: one is refused by name, the other builds.
+    std::fs::rename(sandbox.path("aside.wasm"), &upcaster).expect("put the upcaster back");
+    std::fs::create_dir_all(dir.join("copies")).expect("create a subfolder");
+    std::fs::copy(&upcaster, dir.join("copies/again.wasm")).expect("copy the upcaster");
+    let log = caught_up(uri, &dir, &[]);
+    assert!(
+        log.contains("two upcasters are named `payment-settled`"),
+        "{log}"
+    );
+    assert_eq!(generations(uri)[3], (4, "active".to_owned(), vec![second]));
+    assert_served(uri, &expected, "the upcaster back").await;
+    std::fs::remove_file(dir.join("copies/again.wasm")).expect("remove the copy");
+
+    // A v1 event the upcaster cannot read fails for the projection, under its policy.
+    let bad = store
+        .append(
+            "payment-bad",
+            ExpectedVersion::NoStream,
+            vec![payment(
+                "PaymentProcessed",
+                "org-1",
+                json!({ "amount": "twelve", "currency": "EUR" }),
+            )],
+        )
+        .await
+        .expect("append")
+        .last_position;
+    caught_up(uri, &dir, &["--on-failure", "settlements=skip:1"]);
+    let out = run(&[
+        "dead-letters",
+        "list",
+        "settlements",
+        "--json",
+        "--store",
+        uri,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let letters: Value = serde_json::from_slice(&out.stdout).expect("dead letters JSON");
+    let [letter] = letters.as_array().expect("letters").as_slice() else {
+        panic!("one dead letter: {letters:#}");
+    };
+    assert_eq!(letter["position"], bad);
+    assert_eq!(letter["eventType"], "PaymentProcessed");
+    let error = letter["error"].as_str().expect("error");
+    assert!(
+        error.contains(&format!(
+            "upcaster `payment-settled` failed at position {bad}"
+        )) && error.contains("PaymentProcessed of payment-bad is not v1"),
+        "{error}"
+    );
+    assert_served(uri, &expected, "after the dead letter").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_and_new_payments_are_folded_alike_on_the_embedded_store() {
+    let sandbox = Sandbox::new();
+    old_and_new_payments_are_folded_alike(&sandbox.uri("upcasting.db")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_and_new_payments_are_folded_alike_on_mongodb() {
+    old_and_new_payments_are_folded_alike(&mongo::fresh_uri("upcasting")).await;
+}
+
+/// `refold test` builds the example's folder (the upcaster with the projection) and runs its
+/// fixtures through them: a failing upcaster is a failure of kind `upcast`.
+#[test]
+fn refold_test_runs_fixtures_behind_the_upcaster() {
+    let folder = refold_tests::repo_root().join("example-projections/upcasting");
+    let out = refold_tests::refold()
+        .arg("test")
+        .arg(&folder)
+        .output()
+        .expect("run refold test");
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("2 cases: 2 passed, 0 failed"), "{stdout}");
+}
