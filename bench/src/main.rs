@@ -30,6 +30,7 @@ mod peer;
 mod process;
 mod replay;
 mod trace;
+mod upcasting;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -185,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(if args.full { 1_000_000 } else { 200_000 });
     let (live_seconds, many) = if args.full { (30, 100) } else { (10, 100) };
     let mut steps = Steps {
-        total: 14,
+        total: 15,
         done: 0,
         started: Instant::now(),
     };
@@ -294,6 +295,9 @@ async fn main() -> anyhow::Result<()> {
     steps.next("refold trace: one payment, one organization, one payment replaying everything");
     let trace = trace::documents(&bin, &db, &uri, &guests.join("payments.wasm"))?;
 
+    steps.next("upcasting: settlements behind the upcaster, and over the same events as v2");
+    let upcasting = upcasting::compare(&root, dir, &engine, (&store, &db)).await?;
+
     let clients = 8;
     steps.next(&format!(
         "appends over HTTP: {clients} clients, one event per request, 10 s"
@@ -367,6 +371,7 @@ async fn main() -> anyhow::Result<()> {
         "live_latency": latency,
         "hot_swap": swap,
         "trace": trace,
+        "upcasting": upcasting,
         "memory": memory,
         "mongodb_secantusdb": mongo,
         "peer_eventsourcing": peer,

@@ -4,7 +4,7 @@
 
 use refold_tests::{
     c_examples, examples, fixtures, js_examples, js_fixtures, python_examples, python_fixtures,
-    wasi_fixture,
+    upcasting, wasi_fixture,
 };
 
 #[test]
@@ -19,6 +19,7 @@ fn build_every_component() {
         js_fixtures(),
         python_examples(),
         python_fixtures(),
+        upcasting(),
     ] {
         let components = std::fs::read_dir(built)
             .expect("read a component folder")

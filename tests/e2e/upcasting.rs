@@ -3,7 +3,8 @@
 //! projection, which is written against v2 only. A history of both shapes is folded alike, on
 //! replay and live; other upcaster bytes, and no upcaster, each build a new generation beside
 //! the active one; a second upcaster of the same name is refused; an event the upcaster fails
-//! on fails for the projection under its failure policy.
+//! on fails for the projection under its failure policy. A hostile upcaster (loops, allocates
+//! without bound, panics, lies about its types) fails only the events it misbehaves on.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,7 +12,8 @@ use std::path::Path;
 use refold::domain::{ExpectedVersion, NewEvent};
 use refold::store::{Store, StreamAppend};
 use refold_tests::{
-    Running, Sandbox, catch_up, dump_uri, mongo, projections, run, text, upcasting, wait_until,
+    Running, Sandbox, catch_up, dump_uri, fixtures, mongo, projections, run, text, thing,
+    upcasting, wait_until,
 };
 use serde_json::{Value, json};
 
@@ -147,6 +149,20 @@ fn generations(uri: &str) -> Vec<(u64, String, Vec<String>)> {
         .collect()
 }
 
+/// The first generation of `projection` in `refold status --json`.
+fn generations_of(uri: &str, projection: &str) -> Value {
+    let out = run(&["status", "--json", "--store", uri]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    status["generations"]
+        .as_array()
+        .expect("generations")
+        .iter()
+        .find(|g| g["projection"] == projection)
+        .cloned()
+        .expect("a generation")
+}
+
 fn hash_of(path: &Path) -> String {
     refold::engine::code_hash(&std::fs::read(path).expect("read component"))
 }
@@ -199,29 +215,47 @@ async fn old_and_new_payments_are_folded_alike(uri: &str) {
         })
         .await;
     }
-    host.kill();
     expected.extend(live);
-    assert_served(uri, &expected, "live").await;
 
-    // Other bytes for the upcaster (the same code with a custom section added): the projection
-    // builds a new generation beside the active one, which serves until it takes over.
+    // Other bytes for the upcaster (the same code with a custom section added), dropped into
+    // the folder of the running host: the projection builds a new generation beside the active
+    // one, which serves until the new one takes over.
     let mut bytes = std::fs::read(&upcaster).expect("read upcaster");
     let name = b"refold-test";
     bytes.extend([0, (name.len() + 1 + 4) as u8, name.len() as u8]);
     bytes.extend(name);
     bytes.extend(b"edit");
-    std::fs::write(&upcaster, &bytes).expect("write upcaster");
+    let hidden = dir.join(".payment_settled.wasm");
+    std::fs::write(&hidden, &bytes).expect("write upcaster");
+    std::fs::rename(&hidden, &upcaster).expect("replace upcaster");
     let second = hash_of(&upcaster);
     assert_ne!(first, second);
-    caught_up(uri, &dir, &[]);
-    assert_eq!(
-        generations(uri),
-        [
-            (1, "retired".to_owned(), vec![first.clone()]),
-            (2, "active".to_owned(), vec![second.clone()]),
-        ]
-    );
+    let swapped = [
+        (1, "retired".to_owned(), vec![first.clone()]),
+        (2, "active".to_owned(), vec![second.clone()]),
+    ];
+    wait_until("generation 2 took over", || async {
+        generations(uri) == swapped
+    })
+    .await;
+    host.kill();
     assert_served(uri, &expected, "a changed upcaster").await;
+
+    // A trace replays behind the generation's upcaster, and ends with the stored document.
+    let out = run(&[
+        "trace",
+        "settlements",
+        "settlements",
+        "payment-1",
+        "--json",
+        "--store",
+        uri,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let trace: Value = serde_json::from_slice(&out.stdout).expect("trace JSON");
+    assert_eq!(trace["matches"], true, "{trace:#}");
+    assert_eq!(trace["steps"][0]["event"]["eventType"], "PaymentProcessed");
+    assert_eq!(trace["document"]["cents"], 125, "{trace:#}");
 
     // Without the upcaster, only the v2 payments are settled, in a generation of their own.
     std::fs::rename(&upcaster, sandbox.path("aside.wasm")).expect("move the upcaster aside");
@@ -299,6 +333,95 @@ async fn old_and_new_payments_are_folded_alike_on_the_embedded_store() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_and_new_payments_are_folded_alike_on_mongodb() {
     old_and_new_payments_are_folded_alike(&mongo::fresh_uri("upcasting")).await;
+}
+
+/// The hostile upcaster in front of the healthy projection (which counts every event by type):
+/// each event it misbehaves on becomes a dead letter naming it and what it did, the others are
+/// read as it says, and the host reaches the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_upcaster_fails_only_the_events_it_misbehaves_on() {
+    let sandbox = Sandbox::new();
+    let uri = sandbox.uri("hostile.db");
+    let store = refold::store::open(&uri).await.expect("open");
+    let legacy = |what: &str| {
+        let mut event = thing("Legacy");
+        event.event_data = json!({ "do": what });
+        event
+    };
+    let events = vec![
+        thing("Created"),
+        legacy("nothing"),
+        legacy("loop"),
+        legacy("grow"),
+        legacy("panic"),
+        legacy("lie"),
+        legacy("split"),
+        legacy("drop"),
+        thing("Created"),
+    ];
+    store
+        .append("thing-1", ExpectedVersion::NoStream, events)
+        .await
+        .expect("append");
+    drop(store);
+    let dir = projections(
+        fixtures(),
+        &["healthy", "hostile_upcaster"],
+        &sandbox.path("p"),
+    );
+    caught_up(
+        &uri,
+        &dir,
+        &[
+            "--on-failure",
+            "healthy=skip:1",
+            "--batch-deadline-ms",
+            "300",
+            "--memory-mib",
+            "32",
+        ],
+    );
+    let out = run(&["dead-letters", "list", "healthy", "--json", "--store", &uri]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let letters: Value = serde_json::from_slice(&out.stdout).expect("dead letters JSON");
+    let errors: Vec<(u64, String)> = letters
+        .as_array()
+        .expect("letters")
+        .iter()
+        .map(|l| {
+            (
+                l["position"].as_u64().expect("position"),
+                l["error"].as_str().expect("error").to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        (3, "exceeded its deadline"),
+        (4, "exceeded its memory limit"),
+        (5, "unreachable"),
+        (6, "returned an event of type `Undeclared`"),
+    ];
+    assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+    for ((position, error), (at, says)) in errors.iter().zip(expected) {
+        assert_eq!(*position, at, "{errors:#?}");
+        assert!(
+            error.starts_with(&format!("upcaster `hostile` failed at position {at}: "))
+                && error.contains(says),
+            "{error}"
+        );
+    }
+    let models = dump_uri(&uri).await;
+    let counts: BTreeMap<&str, &Value> = models["healthy__by_type"]
+        .iter()
+        .map(|(id, d)| (id.as_str(), &d["count"]))
+        .collect();
+    // `nothing` read as one Modern, `split` as two, `drop` as none; no Legacy reaches it.
+    assert_eq!(
+        counts,
+        BTreeMap::from([("Created", &json!(2)), ("Modern", &json!(3))])
+    );
+    let status = generations_of(&uri, "healthy");
+    assert_eq!(status["checkpoint"], 9, "{status}");
 }
 
 /// `refold test` builds the example's folder (the upcaster with the projection) and runs its

@@ -47,8 +47,11 @@ enum Command {
     /// follows live appends); new code with the same declared version is swapped in place at a batch
     /// boundary; a higher version builds a new generation beside the active one and takes over
     /// atomically once it has caught up; a removed file stops its projection (its data stays). A
-    /// file that fails to compile or validate is refused and never replaces running code; the
-    /// reason shows in the log and in `refold status`. The HTTP API and the dashboard are served on
+    /// component of the `upcaster` world reads old event shapes as new ones before any projection
+    /// sees them; adding, changing or removing one rebuilds the projections it reaches into new
+    /// generations the same way (docs/upcasting.md). A file that fails to compile or validate is
+    /// refused and never replaces running code; the reason shows in the log and in `refold
+    /// status`. The HTTP API and the dashboard are served on
     /// `--http` (127.0.0.1:7070 by default). Ctrl-C or SIGTERM stop every projection at a batch
     /// boundary.
     Run(run::RunArgs),
@@ -93,7 +96,8 @@ enum Command {
     Import(import::ImportArgs),
     /// Run a projection's given-when-then fixtures through the real engine and a fresh store.
     ///
-    /// Builds the projection folder as `refold build` does (or takes a built `.wasm`), then runs
+    /// Builds the projection folder as `refold build` does (or takes a built `.wasm`; a folder
+    /// that also builds upcasters runs the cases behind them), then runs
     /// each case of the fixture files (default: the folder's `fixtures/*.json`) against an
     /// embedded store of its own: the case's events are stored in order (times 2024-01-01 and a
     /// second apart unless given), the projection folds them in, and its documents are compared
