@@ -257,6 +257,24 @@ async fn old_and_new_payments_are_folded_alike(uri: &str) {
     assert_eq!(trace["steps"][0]["event"]["eventType"], "PaymentProcessed");
     assert_eq!(trace["document"]["cents"], 125, "{trace:#}");
 
+    // A rollback returns to generation 1, behind the upcaster it was built with (loaded from the
+    // code cache: the folder holds the other bytes, refused as rolled back), and it folds the
+    // payments appended after the rollback.
+    let out = run(&["rollback", "settlements", "--store", uri]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let after = history(store.as_ref(), 2000, 3).await;
+    let log = caught_up(uri, &dir, &[]);
+    assert!(log.contains("this code was rolled back"), "{log}");
+    assert_eq!(
+        generations(uri),
+        [
+            (1, "active".to_owned(), vec![first.clone()]),
+            (2, "rolled_back".to_owned(), vec![second.clone()]),
+        ]
+    );
+    expected.extend(after);
+    assert_served(uri, &expected, "rolled back").await;
+
     // Without the upcaster, only the v2 payments are settled, in a generation of their own.
     std::fs::rename(&upcaster, sandbox.path("aside.wasm")).expect("move the upcaster aside");
     caught_up(uri, &dir, &[]);
@@ -271,8 +289,10 @@ async fn old_and_new_payments_are_folded_alike(uri: &str) {
         .collect();
     assert_served(uri, &v2, "no upcaster").await;
 
-    // Back, with a second file of the same upcaster: one is refused by name, the other builds.
-    std::fs::rename(sandbox.path("aside.wasm"), &upcaster).expect("put the upcaster back");
+    // Back as first built, with a second file of the same upcaster: one is refused by name, the
+    // other builds.
+    std::fs::copy(upcasting().join("payment_settled.wasm"), &upcaster)
+        .expect("put the upcaster back");
     std::fs::create_dir_all(dir.join("copies")).expect("create a subfolder");
     std::fs::copy(&upcaster, dir.join("copies/again.wasm")).expect("copy the upcaster");
     let log = caught_up(uri, &dir, &[]);
@@ -280,7 +300,7 @@ async fn old_and_new_payments_are_folded_alike(uri: &str) {
         log.contains("two upcasters are named `payment-settled`"),
         "{log}"
     );
-    assert_eq!(generations(uri)[3], (4, "active".to_owned(), vec![second]));
+    assert_eq!(generations(uri)[3], (4, "active".to_owned(), vec![first]));
     assert_served(uri, &expected, "the upcaster back").await;
     std::fs::remove_file(dir.join("copies/again.wasm")).expect("remove the copy");
 
@@ -422,6 +442,44 @@ async fn a_hostile_upcaster_fails_only_the_events_it_misbehaves_on() {
     );
     let status = generations_of(&uri, "healthy");
     assert_eq!(status["checkpoint"], 9, "{status}");
+}
+
+/// An upcaster that imports WASI clocks and randomness gets a fresh instance per event: a batch
+/// of many such events is read in full, none failing on the host's per-store instance limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upcaster_that_reads_the_clock_upcasts_a_whole_batch() {
+    let sandbox = Sandbox::new();
+    let uri = sandbox.uri("clocked.db");
+    let store = refold::store::open(&uri).await.expect("open");
+    store
+        .append(
+            "thing-1",
+            ExpectedVersion::NoStream,
+            (0..40).map(|_| thing("Legacy")).collect(),
+        )
+        .await
+        .expect("append");
+    drop(store);
+    let dir = projections(fixtures(), &["healthy"], &sandbox.path("p"));
+    std::fs::copy(
+        refold_tests::wasi_fixture().join("clocked_upcaster.wasm"),
+        dir.join("clocked_upcaster.wasm"),
+    )
+    .expect("copy the upcaster");
+    let log = caught_up(&uri, &dir, &["--on-failure", "healthy=skip:1"]);
+    assert!(
+        !log.contains("batch failed"),
+        "the batch went through whole: {log}"
+    );
+    let out = run(&["dead-letters", "list", "healthy", "--json", "--store", &uri]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "[]");
+    let models = dump_uri(&uri).await;
+    let counts: BTreeMap<&str, &Value> = models["healthy__by_type"]
+        .iter()
+        .map(|(id, d)| (id.as_str(), &d["count"]))
+        .collect();
+    assert_eq!(counts, BTreeMap::from([("Modern", &json!(40))]));
 }
 
 /// `refold test` builds the example's folder (the upcaster with the projection) and runs its

@@ -198,7 +198,7 @@ pub fn wasi_fixture() -> &'static Path {
         );
         let out = profile_dir().join("e2e-components").join("wasi");
         std::fs::create_dir_all(&out).expect("create the wasi fixture folder");
-        for name in ["wasi_files", "dialer"] {
+        for name in ["wasi_files", "dialer", "clocked_upcaster"] {
             std::fs::copy(
                 target.join(format!("wasm32-wasip2/release/{name}.wasm")),
                 out.join(format!("{name}.wasm")),

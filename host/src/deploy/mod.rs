@@ -185,7 +185,8 @@ impl Deployer {
     }
 
     /// Apply changed paths: removals first (so a projection moved to another file is free to be
-    /// claimed), then the upcasters, then the projections, each in name order.
+    /// claimed), then the upcasters, then the projections, each in name order. The upcasters of
+    /// the whole batch change the chain at once, so the projections rebuild once for the batch.
     pub async fn apply_all(&mut self, mut paths: Vec<PathBuf>) -> Vec<(PathBuf, Outcome)> {
         paths.sort_by_key(|p| (p.is_file(), p.clone()));
         paths.dedup();
@@ -211,22 +212,121 @@ impl Deployer {
             };
             outcomes.push((path, outcome));
         }
-        let (upcasters, projections): (Vec<_>, Vec<_>) = loaded
-            .into_iter()
-            .partition(|(_, _, c)| matches!(c, Loaded::Upcaster(_)));
-        for (path, hash, component) in upcasters.into_iter().chain(projections) {
-            let outcome = match component {
+        let mut upcasters = Vec::new();
+        let mut projections = Vec::new();
+        for (path, hash, component) in loaded {
+            match component {
                 Loaded::Upcaster(upcaster) => {
-                    self.deploy_upcaster(&path, hash, Arc::new(upcaster)).await
+                    upcasters.push((path, hash, Arc::new(upcaster) as Arc<dyn Upcaster>));
                 }
-                Loaded::Projection(projection) => self.deploy(&path, hash, projection).await,
-            };
+                Loaded::Projection(projection) => {
+                    // Refused before anything changes, an upcaster its file held included.
+                    match self.claimed_elsewhere(&path, &projection.manifest().name) {
+                        Some(error) => {
+                            let outcome = self.refused(&path, Some(hash), error);
+                            outcomes.push((path, outcome));
+                        }
+                        None => projections.push((path, hash, projection)),
+                    }
+                }
+            }
+        }
+        self.change_upcasters(upcasters, &projections, &mut outcomes)
+            .await;
+        for (path, hash, projection) in projections {
+            let outcome = self.deploy(&path, hash, projection).await;
             outcomes.push((path, outcome));
         }
         for (path, outcome) in &outcomes {
             self.record(path, outcome).await;
         }
         outcomes
+    }
+
+    /// The refusal of a projection named `name` in `path` when another file deployed that name.
+    fn claimed_elsewhere(&self, path: &Path, name: &str) -> Option<String> {
+        self.files
+            .iter()
+            .find(|(p, s)| p.as_path() != path && s.projection.as_deref() == Some(name))
+            .map(|(other, _)| {
+                format!(
+                    "projection `{name}` is already deployed from {}",
+                    self.component_name(other)
+                )
+            })
+    }
+
+    /// Put the upcasters of this batch (`loaded`, in name order) in front of the projections,
+    /// with those already deployed, less those whose files now hold a projection (`replacing`).
+    /// An upcaster that would take a type or a name another one holds is refused; the chain
+    /// changes at most once.
+    async fn change_upcasters(
+        &mut self,
+        loaded: Vec<(PathBuf, String, Arc<dyn Upcaster>)>,
+        replacing: &[(PathBuf, String, crate::engine::PreparedProjection)],
+        outcomes: &mut Vec<(PathBuf, Outcome)>,
+    ) {
+        let mut kept: Vec<Arc<dyn Upcaster>> = self
+            .files
+            .iter()
+            .filter(|(path, _)| {
+                !loaded.iter().any(|(p, _, _)| p == *path)
+                    && !replacing.iter().any(|(p, _, _)| p == *path)
+            })
+            .filter_map(|(_, state)| state.upcaster.clone())
+            .collect();
+        let mut accepted = Vec::new();
+        for (path, hash, upcaster) in loaded {
+            let mut candidate = kept.clone();
+            candidate.push(Arc::clone(&upcaster));
+            match Chain::new(candidate) {
+                Ok(_) => {
+                    kept.push(Arc::clone(&upcaster));
+                    accepted.push((path, hash, upcaster));
+                }
+                Err(error) => {
+                    let outcome = self.refused(&path, Some(hash), error.to_string());
+                    outcomes.push((path, outcome));
+                }
+            }
+        }
+        // A file that held a projection and now holds an upcaster: its projection stops first.
+        for (path, _, _) in &accepted {
+            if let Some(old) = self.files.get(path).and_then(|s| s.projection.clone())
+                && let Err(error) = self.supervisor.undeploy(&old).await
+            {
+                tracing::warn!(projection = %old, %error, "stopping the projection failed");
+            }
+        }
+        for (path, _, _) in replacing {
+            if let Some(state) = self.files.get_mut(path) {
+                state.upcaster = None;
+            }
+        }
+        match Chain::new(kept) {
+            Ok(chain) if chain.hashes() != self.supervisor.chain().hashes() => {
+                let reconciled = self.supervisor.set_upcasters(chain).await;
+                if let Err(error) = self.record_reconciled(reconciled).await {
+                    tracing::warn!(%error, "cannot record the deploy outcome in the store");
+                }
+            }
+            Ok(_) => {}
+            // Each was checked with the others as it was added.
+            Err(error) => tracing::error!(%error, "upcasters left unchanged"),
+        }
+        for (path, hash, upcaster) in accepted {
+            let name = upcaster.manifest().name.clone();
+            self.files.insert(
+                path.clone(),
+                FileState {
+                    hash,
+                    projection: None,
+                    upcaster: Some(upcaster),
+                    loaded: true,
+                },
+            );
+            outcomes.push((path, Outcome::DeployedUpcaster { upcaster: name }));
+        }
     }
 
     /// The path as recorded in the store: relative to the folder.
@@ -308,7 +408,16 @@ impl Deployer {
     /// or rollbacks from other processes), recording for each its file's refusal or clearing
     /// it.
     pub async fn sync(&mut self) -> Result<(), crate::store::StoreError> {
-        for (projection, outcome) in self.supervisor.sync().await? {
+        let reconciled = self.supervisor.sync().await?;
+        self.record_reconciled(reconciled).await
+    }
+
+    /// Record, for each projection reconciled, its file's refusal, or clear it.
+    async fn record_reconciled(
+        &self,
+        reconciled: Vec<(String, Result<(), crate::projector::SupervisorError>)>,
+    ) -> Result<(), crate::store::StoreError> {
+        for (projection, outcome) in reconciled {
             // A file whose current bytes did not load keeps its refusal whatever the
             // supervisor says about the code still running.
             let file = self
@@ -327,74 +436,16 @@ impl Deployer {
         Ok(())
     }
 
-    /// Put the deployed upcasters with `change` applied (a file's upcaster added, replaced or
-    /// removed) in front of the projections; refused, changing nothing, when two would take
-    /// the same event type.
-    async fn set_upcasters(
-        &mut self,
-        path: &Path,
-        change: Option<Arc<dyn Upcaster>>,
-    ) -> Result<(), String> {
-        let upcasters: Vec<Arc<dyn Upcaster>> = self
-            .files
-            .iter()
-            .filter(|(p, _)| p.as_path() != path)
-            .filter_map(|(_, s)| s.upcaster.clone())
-            .chain(change)
-            .collect();
-        let chain = Chain::new(upcasters).map_err(|e| e.to_string())?;
-        for (projection, outcome) in self.supervisor.set_upcasters(chain).await {
-            if let Err(error) = outcome {
-                tracing::warn!(%projection, %error, "deployed code refused");
-            }
-        }
-        Ok(())
-    }
-
-    async fn deploy_upcaster(
-        &mut self,
-        path: &Path,
-        hash: String,
-        upcaster: Arc<dyn Upcaster>,
-    ) -> Outcome {
-        let name = upcaster.manifest().name.clone();
-        let held = self.files.get(path).and_then(|s| s.projection.clone());
-        if let Err(error) = self.set_upcasters(path, Some(Arc::clone(&upcaster))).await {
-            return self.refused(path, Some(hash), error);
-        }
-        // The file held a projection before: it stops.
-        if let Some(old) = &held
-            && let Err(error) = self.supervisor.undeploy(old).await
-        {
-            tracing::warn!(projection = %old, %error, "stopping the projection failed");
-        }
-        self.files.insert(
-            path.to_path_buf(),
-            FileState {
-                hash,
-                projection: None,
-                upcaster: Some(upcaster),
-                loaded: true,
-            },
-        );
-        Outcome::DeployedUpcaster { upcaster: name }
-    }
-
     async fn remove(&mut self, path: &Path) -> Outcome {
-        let Some(state) = self.files.get(path) else {
+        let Some(state) = self.files.remove(path) else {
             return Outcome::Unchanged;
         };
-        if let Some(upcaster) = state.upcaster.clone() {
-            // Without it, no two upcasters left can take the same type.
-            let _ = self.set_upcasters(path, None).await;
-            self.files.remove(path);
+        if let Some(upcaster) = state.upcaster {
+            // It leaves the chain with the batch's other changes (`change_upcasters`).
             return Outcome::RemovedUpcaster {
                 upcaster: upcaster.manifest().name.clone(),
             };
         }
-        let Some(state) = self.files.remove(path) else {
-            return Outcome::Unchanged;
-        };
         if let Some(name) = &state.projection
             && let Err(error) = self.supervisor.undeploy(name).await
         {
@@ -411,25 +462,10 @@ impl Deployer {
         hash: String,
         projection: crate::engine::PreparedProjection,
     ) -> Outcome {
-        let previous = self.files.get(path);
-        let held = previous.and_then(|s| s.projection.clone());
-        // The file held an upcaster before: it leaves the chain.
-        if previous.is_some_and(|s| s.upcaster.is_some()) {
-            let _ = self.set_upcasters(path, None).await;
-            if let Some(state) = self.files.get_mut(path) {
-                state.upcaster = None;
-            }
-        }
+        let held = self.files.get(path).and_then(|s| s.projection.clone());
         let name = projection.manifest().name.clone();
-        if let Some((other, _)) = self
-            .files
-            .iter()
-            .find(|(p, s)| p.as_path() != path && s.projection.as_deref() == Some(&name))
-        {
-            let error = format!(
-                "projection `{name}` is already deployed from {}",
-                self.component_name(other)
-            );
+        // Another file of the same batch may have claimed the name since it was checked.
+        if let Some(error) = self.claimed_elsewhere(path, &name) {
             return self.refused(path, Some(hash), error);
         }
         // The file now declares another projection: the one it held stops.

@@ -146,7 +146,7 @@ pub(super) struct Compiled<'a> {
     pub(super) component: Component,
     pub(super) code_hash: String,
     /// Compiled now (not taken from the code cache).
-    fresh: bool,
+    pub(super) fresh: bool,
     /// It imports clocks or randomness.
     pub(super) per_event: bool,
     pub(super) bytes: &'a [u8],
@@ -262,7 +262,7 @@ fn load_projection(
     let manifest = from_wit(described);
     manifest.validate()?;
     compiled.keep(engine);
-    tracing::debug!(projection = %manifest.name, hash = %code_hash, elapsed = ?started.elapsed(), "component loaded");
+    tracing::debug!(projection = %manifest.name, hash = %code_hash, compiled = compiled.fresh, elapsed = ?started.elapsed(), "component loaded");
     let name = Arc::from(manifest.name.as_str());
     Ok(PreparedProjection {
         engine: Arc::clone(engine),

@@ -1,8 +1,9 @@
-//! Upcasters in the engine: loading one (describe, validate) and running it over events, each
-//! batch in a fresh store and instance under the same memory cap and deadline as a
-//! projection's. One that imports clocks or randomness gets a fresh instance per event, its
-//! clocks at the event's timestamp and its randomness seeded for the event, so what it returns
-//! depends on the event alone.
+//! Upcasters in the engine: loading one (describe, validate) and running it over events: the
+//! events of one call (those of a batch its chain hands it in one round) in a fresh store and
+//! instance, under the same memory cap and deadline as a projection's batch. One that imports
+//! clocks or randomness gets a fresh store and instance per event, its clocks at the event's
+//! timestamp and its randomness seeded for the event, so what it returns depends on the event
+//! alone.
 
 use std::sync::Arc;
 
@@ -70,7 +71,7 @@ pub(super) fn load(
     };
     manifest.validate().map_err(LoadError::UpcasterManifest)?;
     compiled.keep(engine);
-    tracing::debug!(upcaster = %manifest.name, hash = %compiled.code_hash, elapsed = ?compiled.started.elapsed(), "upcaster loaded");
+    tracing::debug!(upcaster = %manifest.name, hash = %compiled.code_hash, compiled = compiled.fresh, elapsed = ?compiled.started.elapsed(), "upcaster loaded");
     Ok(PreparedUpcaster {
         engine: Arc::clone(engine),
         pre,
@@ -104,7 +105,12 @@ impl Upcaster for PreparedUpcaster {
         let mut store = new_store(&self.engine, &self.name);
         let mut instance: Option<UpcasterWorld> = None;
         let mut out = Vec::with_capacity(events.len());
-        for event in events {
+        for (n, event) in events.iter().enumerate() {
+            if self.per_event && n > 0 {
+                // A store keeps every instance made in it: a fresh one per event, each with its
+                // own limits and deadline.
+                store = new_store(&self.engine, &self.name);
+            }
             store.data_mut().enter_event(event);
             let called = match instance.take() {
                 Some(current) => Ok(current),
@@ -141,7 +147,13 @@ impl Upcaster for PreparedUpcaster {
                         &state.limiter,
                         state.panic.as_deref(),
                     );
-                    return Err(self.failure(event.position, trap.to_string()));
+                    let message = match (&trap, state.stderr_tail.as_deref()) {
+                        (HandleFailure::Trap(_), Some(stderr)) => {
+                            format!("{trap}; its stderr ends: {stderr}")
+                        }
+                        _ => trap.to_string(),
+                    };
+                    return Err(self.failure(event.position, message));
                 }
             }
         }

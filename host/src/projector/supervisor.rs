@@ -209,7 +209,16 @@ impl Supervisor {
     }
 
     /// Bring one projection's projectors in line with its deployed code and its generations.
+    /// After a store failure the next [`Self::sync`] tries again.
     pub async fn reconcile(&mut self, name: &str) -> Result<(), SupervisorError> {
+        let outcome = self.reconcile_once(name).await;
+        if let Err(SupervisorError::Store(_)) = outcome {
+            self.seen.remove(name);
+        }
+        outcome
+    }
+
+    async fn reconcile_once(&mut self, name: &str) -> Result<(), SupervisorError> {
         let paused = self.operator.paused().await?.contains(name);
         let generations = self.generations.generations(name).await?;
         let deployed = self

@@ -162,40 +162,38 @@ impl Chain {
                 break;
             }
         }
-        // The upcasters those types meet, and those their output meets in turn.
-        let mut used: BTreeSet<usize> = BTreeSet::new();
-        let mut met: BTreeSet<&str> = read.clone();
-        loop {
-            let before = used.len();
-            for (index, upcaster) in self.upcasters.iter().enumerate() {
-                let m = upcaster.manifest();
-                if !used.contains(&index) && m.event_types.iter().any(|t| met.contains(t.as_str()))
-                {
-                    used.insert(index);
-                    met.extend(m.produces.iter().map(String::as_str));
-                }
-            }
-            if used.len() == before {
-                break;
-            }
-        }
+        // The upcasters those types meet. An event of another type can never become one it
+        // subscribes to, so the upcasters of other types cannot change what it receives.
+        let used: Vec<Arc<dyn Upcaster>> = self
+            .upcasters
+            .iter()
+            .filter(|u| {
+                u.manifest()
+                    .event_types
+                    .iter()
+                    .any(|t| read.contains(t.as_str()))
+            })
+            .cloned()
+            .collect();
         filter.event_types = read.into_iter().map(str::to_owned).collect();
-        let part = Chain::new(
-            used.iter()
-                .map(|i| Arc::clone(&self.upcasters[*i]))
-                .collect(),
-        )
-        .unwrap_or_default();
+        let part = Chain::new(used).unwrap_or_default();
         (part, filter)
     }
 
-    /// The events to read in place of `events`, in order.
+    /// The events to read in place of `events`, in order. What one recorded event becomes keeps
+    /// its id for the first event, and `<id>:<n>` for the n-th after it.
     pub fn apply(&self, events: &[RecordedEvent]) -> Result<Vec<RecordedEvent>, HandleFailure> {
-        // Each event with the set of upcasters that made it (a bit per upcaster).
-        let mut items: Vec<(RecordedEvent, u64)> = events.iter().map(|e| (e.clone(), 0)).collect();
+        // Each event with the set of upcasters that made it (a bit per upcaster) and the index
+        // of the recorded event it comes from.
+        let mut items: Vec<(RecordedEvent, u64, usize)> = events
+            .iter()
+            .enumerate()
+            .map(|(origin, e)| (e.clone(), 0, origin))
+            .collect();
+        let mut changed = false;
         loop {
             let mut pending: Vec<Vec<usize>> = vec![Vec::new(); self.upcasters.len()];
-            for (i, (event, made_by)) in items.iter().enumerate() {
+            for (i, (event, made_by, _)) in items.iter().enumerate() {
                 if let Some(&u) = self.by_type.get(&event.event_type)
                     && made_by & (1 << u) == 0
                 {
@@ -203,17 +201,26 @@ impl Chain {
                 }
             }
             if pending.iter().all(Vec::is_empty) {
-                return Ok(items.into_iter().map(|(event, _)| event).collect());
+                break;
             }
-            let mut replaced: Vec<Option<Vec<(RecordedEvent, u64)>>> = vec![None; items.len()];
+            changed = true;
+            let mut replaced: Vec<Option<Vec<(RecordedEvent, u64, usize)>>> =
+                vec![None; items.len()];
+            // The upcaster that made each recorded event's events this round.
+            let mut made_this_round: Vec<Option<usize>> = vec![None; events.len()];
             for (u, indices) in pending.iter().enumerate().filter(|(_, i)| !i.is_empty()) {
                 let upcaster = &self.upcasters[u];
                 let inputs: Vec<&RecordedEvent> = indices.iter().map(|&i| &items[i].0).collect();
                 let outputs = upcaster.upcast(&inputs)?;
                 for (&i, returned) in indices.iter().zip(outputs) {
-                    let (source, made_by) = &items[i];
+                    let (source, made_by, origin) = &items[i];
                     let made = checked(upcaster.manifest(), source, returned)?;
-                    replaced[i] = Some(made.into_iter().map(|e| (e, made_by | 1 << u)).collect());
+                    made_this_round[*origin] = Some(u);
+                    replaced[i] = Some(
+                        made.into_iter()
+                            .map(|e| (e, made_by | 1 << u, *origin))
+                            .collect(),
+                    );
                 }
             }
             items = items
@@ -221,12 +228,41 @@ impl Chain {
                 .zip(replaced)
                 .flat_map(|(item, made)| made.unwrap_or_else(|| vec![item]))
                 .collect();
+            // What one recorded event became stays together, in order.
+            if let Some(run) = items
+                .chunk_by(|a, b| a.2 == b.2)
+                .find(|run| run.len() > MAX_UPCAST_EVENTS)
+            {
+                let (event, _, origin) = &run[0];
+                let upcaster = made_this_round[*origin].unwrap_or_default();
+                return Err(HandleFailure::Upcast {
+                    upcaster: self.upcasters[upcaster].manifest().name.clone(),
+                    position: event.position,
+                    message: format!(
+                        "the upcasters made {} events of one; at most {MAX_UPCAST_EVENTS} are allowed",
+                        run.len()
+                    ),
+                });
+            }
         }
+        if changed {
+            for run in items.chunk_by_mut(|a, b| a.2 == b.2) {
+                let id = &events[run[0].2].id;
+                for (n, (event, _, _)) in run.iter_mut().enumerate() {
+                    event.id = if n == 0 {
+                        id.clone()
+                    } else {
+                        format!("{id}:{n}")
+                    };
+                }
+            }
+        }
+        Ok(items.into_iter().map(|(event, _, _)| event).collect())
     }
 }
 
-/// What an upcaster returned for `source`, checked and read as recorded at its position. The
-/// first event keeps the recorded id; the next ones get `<id>:<n>`.
+/// What an upcaster returned for `source`, checked and read as recorded at its position (its id
+/// is set once the chain is done, see [`Chain::apply`]).
 fn checked(
     upcaster: &UpcasterManifest,
     source: &RecordedEvent,
@@ -245,8 +281,7 @@ fn checked(
     }
     returned
         .into_iter()
-        .enumerate()
-        .map(|(n, event)| {
+        .map(|event| {
             if !upcaster.produces.contains(&event.event_type) {
                 return Err(fail(format!(
                     "returned an event of type `{}`, which its manifest does not produce (produces: {})",
@@ -270,11 +305,6 @@ fn checked(
                 }
             }
             Ok(RecordedEvent {
-                id: if n == 0 {
-                    source.id.clone()
-                } else {
-                    format!("{}:{n}", source.id)
-                },
                 event_type: event.event_type,
                 data: event.data,
                 metadata: event.metadata,
@@ -523,6 +553,45 @@ mod tests {
                 (2, "id-2", "Other", "{}"),
                 (3, "id-3", "X", "{\"v1\":{\"v1\":{}}}"),
             ]
+        );
+    }
+
+    #[test]
+    fn what_one_event_becomes_has_distinct_ids_and_a_bounded_count() {
+        let chain = Chain::new(vec![
+            rename("split-a", &["A"], &["B", "C"]),
+            rename("split-b", &["B"], &["D", "E"]),
+        ])
+        .expect("accepted");
+        let out = chain
+            .apply(&[event(1, "A"), event(2, "Z")])
+            .expect("upcast");
+        let ids: Vec<(&str, &str)> = out
+            .iter()
+            .map(|e| (e.id.as_str(), e.event_type.as_str()))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                ("id-1", "D"),
+                ("id-1:1", "E"),
+                ("id-1:2", "C"),
+                ("id-2", "Z")
+            ]
+        );
+        let nine: Vec<String> = (0..9).map(|i| format!("T{i}")).collect();
+        let nine: Vec<&str> = nine.iter().map(String::as_str).collect();
+        let eighty_one: Vec<String> = (0..9).map(|i| format!("U{i}")).collect();
+        let eighty_one: Vec<&str> = eighty_one.iter().map(String::as_str).collect();
+        let chain = Chain::new(vec![
+            rename("wide", &["A"], &nine),
+            rename("wider", &nine, &eighty_one),
+        ])
+        .expect("accepted");
+        let error = chain.apply(&[event(3, "A")]).expect_err("refused");
+        assert_eq!(
+            error.to_string(),
+            "upcaster `wider` failed at position 3: the upcasters made 81 events of one; at most 64 are allowed"
         );
     }
 
