@@ -5,6 +5,7 @@ mod contract;
 mod crash;
 mod dashboard;
 mod examples;
+mod failover;
 mod failure_policy;
 mod foreign;
 mod host_faults;

@@ -34,6 +34,14 @@ pub struct RunArgs {
     /// taken over), instead of watching the folder and following live.
     #[arg(long)]
     exit_when_caught_up: bool,
+    /// On MongoDB, where several hosts may serve the same projections: how long, in
+    /// milliseconds, a host's lease on a generation lasts without renewal. One host runs each
+    /// generation; when it stops renewing (killed, paused, cut off), another takes the
+    /// generation over after this long, and the first can no longer commit to it. Hosts renew
+    /// three times per lease time and share the generations evenly. Ignored on the embedded
+    /// store, which one host holds.
+    #[arg(long, env = "REFOLD_LEASE_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(300..=600_000))]
+    lease_ms: u64,
     #[command(flatten)]
     host: HostArgs,
     #[command(flatten)]
@@ -331,7 +339,8 @@ fn owner_name() -> String {
 }
 
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (store, tasks) = store::open_serving(&args.store.store, &owner_name()).await?;
+    let lease = Duration::from_millis(args.lease_ms);
+    let (store, tasks) = store::open_serving(&args.store.store, &owner_name(), lease).await?;
     // Watch before the first scan, so a file dropped meanwhile is not missed.
     let mut watcher = if args.exit_when_caught_up {
         None

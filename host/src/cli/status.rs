@@ -24,11 +24,27 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let generations = store.all_generations().await?;
     let refusals = store.refusals().await?;
     let paused = store.paused().await?;
+    // Where several hosts share the store (MongoDB): who runs each generation, and who is alive.
+    let leases = store.leases().await?;
+    let hosts: Vec<String> = store
+        .live_hosts()
+        .await?
+        .into_iter()
+        .map(|h| h.name)
+        .collect();
+    let lease_of = |g: &crate::domain::Generation| {
+        leases
+            .iter()
+            .find(|l| l.projection == g.projection && l.generation == g.number)
+    };
     if args.json {
         let rows: Vec<_> = generations
             .iter()
             .map(|g| {
+                let lease = lease_of(g);
                 serde_json::json!({
+                    "owner": lease.filter(|l| l.age_ms.is_some()).map(|l| &l.owner),
+                    "leaseAgeMs": lease.and_then(|l| l.age_ms),
                     "projection": g.projection, "generation": g.number, "version": g.version,
                     "state": g.state, "checkpoint": g.checkpoint, "head": head,
                     "lagEvents": head.saturating_sub(g.checkpoint),
@@ -41,11 +57,15 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "head": head, "generations": rows, "refused": refusals, "paused": paused,
+                "hosts": hosts,
             }))?
         );
         return Ok(ExitCode::SUCCESS);
     }
     println!("head: {head}");
+    if !hosts.is_empty() {
+        println!("hosts alive: {}", hosts.join(", "));
+    }
     for refusal in &refusals {
         println!(
             "refused {} ({}): {}",
@@ -66,8 +86,15 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         "projection", "gen", "version", "state", "checkpoint", "lag", "done"
     );
     for g in &generations {
+        let owner = match lease_of(g) {
+            Some(lease) => match lease.age_ms {
+                Some(age) => format!("  (run by {}, renewed {age} ms ago)", lease.owner),
+                None => "  (lease free)".to_owned(),
+            },
+            None => String::new(),
+        };
         println!(
-            "{:<24} {:>4} {:>7} {:<11} {:>12} {:>10} {:>6.1}%  {}",
+            "{:<24} {:>4} {:>7} {:<11} {:>12} {:>10} {:>6.1}%  {}{owner}",
             g.projection,
             g.number,
             g.version,

@@ -409,7 +409,8 @@ impl Deployer {
     /// it.
     pub async fn sync(&mut self) -> Result<(), crate::store::StoreError> {
         let reconciled = self.supervisor.sync().await?;
-        self.record_reconciled(reconciled).await
+        self.record_reconciled(reconciled).await?;
+        self.supervisor.tend().await
     }
 
     /// Record, for each projection reconciled, its file's refusal, or clear it.

@@ -11,6 +11,21 @@ use crate::domain::Position;
 use crate::metrics;
 use crate::store::{BatchWrites, DeadLetter, StoreError};
 
+/// For the fencing test only: while the file `REFOLD_TEST_HOLD_COMMITS` names exists, a batch
+/// waits before it commits, so the test can take the lease over in that window. Unset in any
+/// real deployment.
+async fn hold_for_test() {
+    static HOLD: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let Some(path) =
+        HOLD.get_or_init(|| std::env::var_os("REFOLD_TEST_HOLD_COMMITS").map(Into::into))
+    else {
+        return;
+    };
+    while path.exists() {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 impl Projector {
     /// Skip an event: record its dead letter and move the checkpoint from `from` past it, to
     /// `to`, in one commit (retrying store failures), so the dead letter exists exactly when the
@@ -75,6 +90,7 @@ impl Projector {
         if writes.commit_id == 0 {
             writes.commit_id = fastrand::u64(1..);
         }
+        hold_for_test().await;
         let mut backoff = Backoff::new();
         loop {
             match self
@@ -87,6 +103,13 @@ impl Projector {
                 Err(StoreError::Refused(message)) => {
                     context.discard();
                     return Ok(Err(HandleFailure::Refused(message)));
+                }
+                Err(StoreError::LeaseLost(message)) => {
+                    // Another host runs the generation now: nothing of this batch landed, and
+                    // this projector has nothing left to do. Not a failure of the projection.
+                    context.discard();
+                    tracing::warn!(projection = %self.generation.projection, generation = self.generation.number, %message, "lease lost: stopping this projector");
+                    return Err(DropReason::Superseded(message));
                 }
                 Err(StoreError::CheckpointMoved { .. }) | Err(StoreError::NotFound(_)) => {
                     context.discard();
@@ -130,7 +153,11 @@ impl Projector {
         {
             Ok(()) => cursor.flushed(scanned),
             // Another writer: the next commit meets it and stops the projector.
-            Err(StoreError::CheckpointMoved { .. } | StoreError::NotFound(_)) => {
+            Err(
+                StoreError::CheckpointMoved { .. }
+                | StoreError::NotFound(_)
+                | StoreError::LeaseLost(_),
+            ) => {
                 cursor.flushed(stored);
             }
             Err(error) => {

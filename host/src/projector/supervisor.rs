@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -19,7 +20,7 @@ use super::plan::{Code, Deployed, Refused, plan};
 use super::upcast::{Chain, Upcasted, Upcaster, behind_recorded};
 use super::{DropReason, Handler, Projector, ProjectorPorts, ProjectorState, ProjectorStatus};
 use crate::domain::{FailurePolicy, Generation, GenerationState, Position};
-use crate::store::{Generations, OperatorState, Store, StoreError};
+use crate::store::{Generations, Leases, OperatorState, Store, StoreError};
 
 /// Why deployed code does not run.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +75,7 @@ pub trait CodeSource: Send + Sync {
 }
 
 struct Running {
+    handler: Arc<dyn Handler>,
     code_hash: String,
     upcasters: Vec<String>,
     stop: watch::Sender<bool>,
@@ -130,6 +132,16 @@ pub struct Supervisor {
     /// Failure policies set by the operator, by projection name (`*` for every projection);
     /// they win over the manifests'.
     failure_policies: BTreeMap<String, FailurePolicy>,
+    /// Who runs which generation, when several hosts share the store.
+    leases: Arc<dyn Leases>,
+    /// Generations this host would run but holds no lease of (another host runs them, or this
+    /// host runs its share already), with their code and whether they are building; taken
+    /// when free, by [`Self::tend`].
+    waiting: BTreeMap<(String, u32), (Arc<dyn Handler>, bool)>,
+    /// Most generations this host runs while others share the store (unbounded alone).
+    share: usize,
+    /// When [`Self::tend`] last renewed the leases.
+    tended: Option<Instant>,
 }
 
 impl Supervisor {
@@ -147,6 +159,10 @@ impl Supervisor {
             running: BTreeMap::new(),
             seen: BTreeMap::new(),
             failure_policies: BTreeMap::new(),
+            leases: store,
+            waiting: BTreeMap::new(),
+            share: usize::MAX,
+            tended: None,
         }
     }
 
@@ -407,19 +423,162 @@ impl Supervisor {
                 let _ = running.stop.send(true);
                 let reason = running.task.await;
                 tracing::info!(projection = %key.0, generation = key.1, reason = ?reason.ok(), "projector stopped");
+                // Kept for the code that replaces it here; else another host may take it now.
+                if !wanted.contains_key(&key.1)
+                    && let Err(error) = self.leases.release_lease(&key.0, key.1).await
+                {
+                    tracing::warn!(projection = %key.0, generation = key.1, %error, "cannot give the lease up; it expires by itself");
+                }
             }
         }
+        self.waiting
+            .retain(|(n, number), _| n != name || wanted.contains_key(number));
         let generations = self.generations.generations(name).await?;
         for (number, handler) in wanted {
-            if self.running.contains_key(&(name.to_owned(), number)) {
+            let key = (name.to_owned(), number);
+            if self.running.contains_key(&key) {
                 continue;
             }
             let Some(generation) = generations.iter().find(|g| g.number == number) else {
                 continue;
             };
+            if !self.claim(generation).await? {
+                let building = generation.state == GenerationState::Building;
+                self.waiting.insert(key, (handler, building));
+                continue;
+            }
+            self.waiting.remove(&key);
             self.start(generation.clone(), handler).await?;
         }
         Ok(())
+    }
+
+    /// Take a generation's lease, within this host's share, when hosts share the store.
+    async fn claim(&self, generation: &Generation) -> Result<bool, StoreError> {
+        if self.leases.lease_time().is_none() {
+            return Ok(true);
+        }
+        if self.running.len() >= self.share {
+            return Ok(false);
+        }
+        self.leases.take_lease(generation).await
+    }
+
+    /// On a store several hosts share (else nothing): renew this host's presence and leases,
+    /// stop the projectors whose lease another host took over, and take or give up leases so
+    /// that each live host runs an even share of the generations (active ones before building
+    /// ones). Works at most three times per lease time.
+    pub async fn tend(&mut self) -> Result<(), StoreError> {
+        let Some(lease) = self.leases.lease_time() else {
+            return Ok(());
+        };
+        if self.tended.is_some_and(|at| at.elapsed() < lease / 3) {
+            return Ok(());
+        }
+        self.tended = Some(Instant::now());
+        let wants: Vec<(String, u32)> = self
+            .running
+            .keys()
+            .chain(self.waiting.keys())
+            .cloned()
+            .collect();
+        let mut lost: BTreeSet<(String, u32)> = self
+            .leases
+            .renew_leases(&wants)
+            .await?
+            .into_iter()
+            .collect();
+        // A projector whose commit met another host's lease stopped on its own.
+        lost.extend(
+            self.running
+                .iter()
+                .filter(|(_, r)| {
+                    r.task.is_finished() && {
+                        let status = r.status.borrow();
+                        status.state == ProjectorState::Stopped && status.error.is_none()
+                    }
+                })
+                .map(|(key, _)| key.clone()),
+        );
+        for key in lost {
+            tracing::warn!(projection = %key.0, generation = key.1, "lease lost: another host runs this generation now");
+            self.set_aside(&key, false).await;
+        }
+        // The share is counted among the live hosts that would run some of the same
+        // generations; a generation is given up only to a host that would run it.
+        let hosts = self.leases.live_hosts().await?;
+        let others: Vec<&crate::store::Host> = hosts.iter().filter(|h| !h.this).collect();
+        let peers = 1 + others
+            .iter()
+            .filter(|h| h.wants.iter().any(|w| wants.contains(w)))
+            .count();
+        self.share = wants.len().div_ceil(peers).max(1);
+        // Over the share (a host joined): give up building generations first.
+        while self.running.len() > self.share {
+            let building =
+                |r: &Running| r.status.borrow().generation_state == GenerationState::Building;
+            let wanted_elsewhere =
+                |key: &(String, u32)| others.iter().any(|h| h.wants.contains(key));
+            let Some(key) = self
+                .running
+                .iter()
+                .filter(|(key, _)| wanted_elsewhere(key))
+                .rfind(|(_, r)| building(r))
+                .or_else(|| self.running.iter().rfind(|(key, _)| wanted_elsewhere(key)))
+                .map(|(key, _)| key.clone())
+            else {
+                break;
+            };
+            tracing::info!(projection = %key.0, generation = key.1, share = self.share, peers, "giving the generation up to even out the hosts' shares");
+            self.set_aside(&key, true).await;
+        }
+        // Under it (a host left, or leases came free): active generations first.
+        let mut free: Vec<((String, u32), bool)> = self
+            .waiting
+            .iter()
+            .map(|(key, (_, building))| (key.clone(), *building))
+            .collect();
+        free.sort_by_key(|(key, building)| (*building, key.clone()));
+        for (key, _) in free {
+            if self.running.len() >= self.share {
+                break;
+            }
+            let Some(generation) = self
+                .generations
+                .generations(&key.0)
+                .await?
+                .into_iter()
+                .find(|g| g.number == key.1)
+            else {
+                self.waiting.remove(&key);
+                continue;
+            };
+            if self.leases.take_lease(&generation).await?
+                && let Some((handler, _)) = self.waiting.remove(&key)
+            {
+                tracing::info!(projection = %key.0, generation = key.1, "lease taken: running the generation from its checkpoint");
+                if let Err(error) = self.start(generation, handler).await {
+                    tracing::warn!(projection = %key.0, generation = key.1, %error, "cannot start the projector");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stop a generation's projector and keep its code waiting for the lease; `release` gives
+    /// the lease up, so another host may take it at once.
+    async fn set_aside(&mut self, key: &(String, u32), release: bool) {
+        let Some(running) = self.running.remove(key) else {
+            return;
+        };
+        let _ = running.stop.send(true);
+        let building = running.status.borrow().generation_state == GenerationState::Building;
+        let _ = running.task.await;
+        if release && let Err(error) = self.leases.release_lease(&key.0, key.1).await {
+            tracing::warn!(projection = %key.0, generation = key.1, %error, "cannot give the lease up; it expires by itself");
+        }
+        self.waiting
+            .insert(key.clone(), (running.handler, building));
     }
 
     async fn start(
@@ -459,6 +618,7 @@ impl Supervisor {
         self.running.insert(
             (generation.projection.clone(), generation.number),
             Running {
+                handler: Arc::clone(&handler),
                 code_hash: generation.code_hash,
                 upcasters: handler.upcasters().to_vec(),
                 stop,
@@ -520,14 +680,16 @@ impl Supervisor {
 
     /// Whether every projector has folded in everything up to `position` and is following live
     /// (or has stopped), with no generation still building.
+    /// A generation waiting for its lease (another host holds it) is not caught up here.
     pub fn caught_up(&self, position: Position) -> bool {
-        self.running.values().all(|r| {
-            let s = r.status.borrow();
-            s.state == ProjectorState::Stopped
-                || (s.state == ProjectorState::Live
-                    && s.checkpoint >= position
-                    && s.generation_state == GenerationState::Active)
-        })
+        self.waiting.is_empty()
+            && self.running.values().all(|r| {
+                let s = r.status.borrow();
+                s.state == ProjectorState::Stopped
+                    || (s.state == ProjectorState::Live
+                        && s.checkpoint >= position
+                        && s.generation_state == GenerationState::Active)
+            })
     }
 
     /// Wait until every projector has folded in everything up to `position` and is following
@@ -559,16 +721,20 @@ impl Supervisor {
     }
 
     /// Stop every projector at its next batch boundary and wait for them.
+    /// Their leases are given up, so other hosts take the generations over at once.
     pub async fn shutdown(self) -> Vec<(String, DropReason)> {
         for running in self.running.values() {
             let _ = running.stop.send(true);
         }
         let mut reasons = Vec::new();
-        for ((name, _), running) in self.running {
+        for ((name, number), running) in self.running {
             let reason = running
                 .task
                 .await
                 .unwrap_or_else(|e| DropReason::Store(format!("projector task failed: {e}")));
+            if let Err(error) = self.leases.release_lease(&name, number).await {
+                tracing::warn!(projection = %name, generation = number, %error, "cannot give the lease up; it expires by itself");
+            }
             reasons.push((name, reason));
         }
         reasons

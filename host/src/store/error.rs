@@ -51,6 +51,10 @@ pub enum StoreError {
         /// Which bound it met, and what to do.
         message: String,
     },
+    /// This host no longer holds the lease of the generation it commits to: another host took
+    /// it over (the fencing token moved), so the commit changed nothing.
+    #[error("{0}")]
+    LeaseLost(String),
     /// A projection or generation that does not exist.
     #[error("not found: {0}")]
     NotFound(String),

@@ -32,7 +32,8 @@ pub(crate) use import::FastMap;
 pub use import::{ImportBatch, Imported, ImportedEvent};
 pub use ports::{
     Checkpoints, DeadLetter, DeadLetterKey, DeadLetters, DocumentReader, Documents, EventLog,
-    Generations, MAX_DEAD_LETTER_PAGE, OperatorState, Page, Refusal, WriteHistory,
+    Generations, Host, Lease, Leases, MAX_DEAD_LETTER_PAGE, OperatorState, Page, Refusal,
+    WriteHistory,
 };
 
 /// Ring a change feed with a new head; a lower or equal position changes nothing, so rings from
@@ -47,7 +48,14 @@ pub(crate) fn ring(feed: &watch::Sender<Position>, position: Position) {
 
 /// Every port of a store: what [`open`] returns, for the wiring that hands the ports out.
 pub trait Store:
-    EventLog + Checkpoints + Generations + Documents + DeadLetters + OperatorState + WriteHistory
+    EventLog
+    + Checkpoints
+    + Generations
+    + Documents
+    + DeadLetters
+    + OperatorState
+    + WriteHistory
+    + Leases
 {
 }
 
@@ -59,6 +67,7 @@ impl<T> Store for T where
         + DeadLetters
         + OperatorState
         + WriteHistory
+        + Leases
 {
 }
 
@@ -83,11 +92,18 @@ impl HostTasks {
 }
 
 /// Open the store a host serves projections from, as [`open`] does, with the tasks such a host
-/// runs beside it (`owner` names the host in the sequencer's lease).
-pub async fn open_serving(uri: &str, owner: &str) -> StoreResult<(Arc<dyn Store>, HostTasks)> {
+/// runs beside it (`owner` names the host in the sequencer's lease and in the generations'
+/// leases, which last `lease` without renewal: see [`Leases`]).
+pub async fn open_serving(
+    uri: &str,
+    owner: &str,
+    lease: std::time::Duration,
+) -> StoreResult<(Arc<dyn Store>, HostTasks)> {
     #[cfg(feature = "mongodb")]
     if uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://") {
-        let store = mongo::MongoStore::open(uri).await?;
+        let store = mongo::MongoStore::open(uri)
+            .await?
+            .with_leases(owner, lease);
         let sequencer = store.spawn_sequencer(owner.to_owned());
         let tasks = HostTasks {
             sequencer: Some(sequencer),
@@ -95,7 +111,7 @@ pub async fn open_serving(uri: &str, owner: &str) -> StoreResult<(Arc<dyn Store>
         };
         return Ok((Arc::new(store), tasks));
     }
-    let _ = owner;
+    let _ = (owner, lease);
     // The lock first: a second host is refused before it touches the file.
     let lock = match uri.strip_prefix("sqlite://") {
         Some(path) if !path.is_empty() => Some(sqlite::lock_for_host(std::path::Path::new(path))?),

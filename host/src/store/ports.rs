@@ -157,10 +157,71 @@ pub trait WriteHistory: Send + Sync {
     ) -> StoreResult<Option<Vec<WritingBatch>>>;
 }
 
+/// A generation's lease, as stored: who runs it, under which fencing token, renewed when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Lease {
+    /// Projection.
+    pub projection: String,
+    /// Generation number.
+    pub generation: u32,
+    /// The host holding it.
+    pub owner: String,
+    /// Its fencing token: it moves on each time another host takes the lease over.
+    pub epoch: u64,
+    /// Milliseconds since its last renewal, by this host's clock; none for a lease given up.
+    pub age_ms: Option<u64>,
+}
+
+/// A host alive on a store several hosts share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// Its name.
+    pub name: String,
+    /// The generations it would run, as `(projection, number)`.
+    pub wants: Vec<(String, u32)>,
+    /// Whether it is this host.
+    pub this: bool,
+}
+
+/// One owner per generation when several hosts serve projections from one store (MongoDB).
+///
+/// A host takes a generation's lease before it runs its projector and renews it while it does;
+/// a lease its owner stops renewing expires after the lease time, and another host may take it
+/// over, which moves its epoch on. Every batch commit checks the epoch in its own transaction
+/// (the fencing token), so a host that lost a lease (paused, cut off, slow) can never commit to
+/// that generation again. Hosts also renew their own presence, so each knows how many share the
+/// work. The embedded store is held by one host (its file lock): it takes every lease at once
+/// and has no other host.
+#[async_trait]
+pub trait Leases: Send + Sync {
+    /// How long a lease lasts without renewal, when several hosts may share this store (leases
+    /// then decide who runs what); `None` when one host holds the store.
+    fn lease_time(&self) -> Option<std::time::Duration>;
+
+    /// Take a generation's lease for this host, or keep it when held; whether it is held now.
+    async fn take_lease(&self, generation: &Generation) -> StoreResult<bool>;
+
+    /// Renew this host's presence, with the generations it would run (`wants`, as
+    /// `(projection, number)`), and every lease it holds; returns the generations whose lease it
+    /// lost.
+    async fn renew_leases(&self, wants: &[(String, u32)]) -> StoreResult<Vec<(String, u32)>>;
+
+    /// Give a generation's lease up, so another host may take it at once.
+    async fn release_lease(&self, projection: &str, generation: u32) -> StoreResult<()>;
+
+    /// The hosts alive (renewed within the lease time), this one included, by name.
+    async fn live_hosts(&self) -> StoreResult<Vec<Host>>;
+
+    /// Every lease, by projection and generation.
+    async fn leases(&self) -> StoreResult<Vec<Lease>>;
+}
+
 /// Checkpoint-guarded commits: the only way a generation's documents change.
 #[async_trait]
 pub trait Checkpoints: Send + Sync {
-    /// Commit a batch: apply its writes to the generation's collections, record which documents
+    /// Commit a batch (on a shared store, only under the generation's lease: else
+    /// [`StoreError::LeaseLost`], and nothing changes): apply its writes to the generation's collections, record which documents
     /// it wrote ([`WriteHistory`]), record the dead letters of the events it skipped, delete
     /// those it re-drove, and move its checkpoint from `from`
     /// to `to` (or keep it, `from == to`), in one transaction. When the stored checkpoint is not `from`, nothing changes and the error

@@ -108,7 +108,37 @@ impl Checkpoints for MongoStore {
         let generations = self.generations_collection();
         let key = generation_id(&generation.projection, generation.number);
         let commit_id = writes.commit_id as i64;
+        // The fencing token: on a host that takes leases, the epoch it holds this generation's
+        // lease with, checked (and written, so a takeover conflicts) in the transaction.
+        let fence = match &self.leasing {
+            None => None,
+            Some(leasing) => match leasing.epoch(&key) {
+                Some(epoch) => Some((leasing.owner.clone(), epoch)),
+                None => {
+                    return Err(StoreError::LeaseLost(format!(
+                        "{} generation {}: this host does not hold its lease",
+                        generation.projection, generation.number
+                    )));
+                }
+            },
+        };
+        let leases = self.db.collection::<Document>("leases");
         transaction!(self, "commit batch", |session| async {
+            if let Some((owner, epoch)) = &fence {
+                let held = leases
+                    .update_one(
+                        doc! { "_id": &key, "owner": owner, "epoch": epoch },
+                        doc! { "$set": { "committedAtMs": crate::domain::time::now_millis() } },
+                    )
+                    .session(&mut session)
+                    .await?;
+                if held.matched_count == 0 {
+                    return Ok(Err(StoreError::LeaseLost(format!(
+                        "{} generation {}: another host took its lease over (epoch {epoch} is no longer current)",
+                        generation.projection, generation.number
+                    ))));
+                }
+            }
             let moved = generations
                 .update_one(
                     doc! { "_id": &key, "checkpoint": from as i64 },

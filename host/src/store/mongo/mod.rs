@@ -20,6 +20,7 @@ mod errors;
 mod events;
 mod feed;
 mod generations;
+mod leases;
 mod operator;
 pub mod sequencer;
 
@@ -46,6 +47,8 @@ pub struct MongoStore {
     client: Client,
     db: Database,
     feed: Arc<watch::Sender<Position>>,
+    /// The leases this host takes, when it serves projections beside other hosts.
+    leasing: Option<Arc<leases::Leasing>>,
 }
 
 fn backend(context: &str) -> impl FnOnce(mongodb::error::Error) -> StoreError + '_ {
@@ -75,6 +78,7 @@ impl MongoStore {
             client,
             db,
             feed: Arc::new(watch::channel(0).0),
+            leasing: None,
         };
         store.create_indexes().await?;
         let head = store.head_now().await?;
@@ -232,6 +236,7 @@ impl MongoStore {
             client: self.client.clone(),
             db: self.db.clone(),
             feed: Arc::new(watch::channel(0).0),
+            leasing: None,
         };
         let task = tokio::spawn(sequencer::run(
             own,

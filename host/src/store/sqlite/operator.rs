@@ -7,10 +7,10 @@ use async_trait::async_trait;
 use rusqlite::{Connection, params};
 
 use super::SqliteStore;
-use crate::domain::{Position, time};
+use crate::domain::{Generation, Position, time};
 use crate::store::{
-    DeadLetter, DeadLetterKey, DeadLetters, MAX_DEAD_LETTER_PAGE, OperatorState, Refusal,
-    StoreError, StoreResult,
+    DeadLetter, DeadLetterKey, DeadLetters, Host, Lease, Leases, MAX_DEAD_LETTER_PAGE,
+    OperatorState, Refusal, StoreError, StoreResult,
 };
 
 /// Record a dead letter, replacing the one at the same (projection, generation, position).
@@ -245,5 +245,33 @@ impl SqliteStore {
             Ok(changed as u64)
         })
         .await
+    }
+}
+
+/// The embedded store is held by one host (its file lock): every lease is this host's.
+#[async_trait]
+impl Leases for SqliteStore {
+    fn lease_time(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    async fn take_lease(&self, _: &Generation) -> StoreResult<bool> {
+        Ok(true)
+    }
+
+    async fn renew_leases(&self, _: &[(String, u32)]) -> StoreResult<Vec<(String, u32)>> {
+        Ok(vec![])
+    }
+
+    async fn release_lease(&self, _: &str, _: u32) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn live_hosts(&self) -> StoreResult<Vec<Host>> {
+        Ok(vec![])
+    }
+
+    async fn leases(&self) -> StoreResult<Vec<Lease>> {
+        Ok(vec![])
     }
 }
