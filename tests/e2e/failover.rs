@@ -118,7 +118,7 @@ fn shared_at_head(status: &Value, count: usize, head: u64, hosts: &[u32]) -> boo
         && per_host.values().all(|n| *n <= count.div_ceil(hosts.len()))
 }
 
-fn host(uri: &str, dir: &Path, log: &Path, env: &[(&str, &str)]) -> Running {
+fn host(uri: &str, dir: &Path, log: &Path, lease_ms: &str, env: &[(&str, &str)]) -> Running {
     Running::logged(
         &[
             "run",
@@ -127,7 +127,7 @@ fn host(uri: &str, dir: &Path, log: &Path, env: &[(&str, &str)]) -> Running {
             "--projections",
             &dir.to_string_lossy(),
             "--lease-ms",
-            LEASE_MS,
+            lease_ms,
             "--no-http",
         ],
         env,
@@ -149,7 +149,10 @@ async fn hosts_share_the_generations_and_survivors_take_a_killed_host_s_over() {
     let head = store.head().await.expect("head");
 
     let mut hosts: Vec<Running> = (0..3)
-        .map(|i| host(&uri, &dir, &sandbox.path(&format!("host-{i}.log")), &[]))
+        .map(|i| {
+            let log = sandbox.path(&format!("host-{i}.log"));
+            host(&uri, &dir, &log, LEASE_MS, &[])
+        })
         .collect();
     let pids: Vec<u32> = hosts.iter().map(|h| h.0.id()).collect();
     wait_until(
@@ -211,8 +214,9 @@ async fn hosts_share_the_generations_and_survivors_take_a_killed_host_s_over() {
 /// A host that lost its lease while it held a batch (paused, cut off, slow) commits nothing
 /// to that generation: its commit meets the new epoch and changes nothing. The batch is held
 /// before its commit by the test-only `REFOLD_TEST_HOLD_COMMITS` file while the test takes
-/// the lease over as another host would; without the fencing token in the commit, the held
-/// batch would land.
+/// the lease over as another host would. The host's lease is long (ten minutes), so it does not
+/// renew, and learn of the takeover, before it commits: only the fencing token checked in the
+/// commit's transaction stands in the way, and without it the held batch would land.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_host_that_lost_its_lease_commits_nothing() {
     let sandbox = Sandbox::new();
@@ -228,6 +232,7 @@ async fn a_host_that_lost_its_lease_commits_nothing() {
         &uri,
         &dir,
         &log,
+        "600000",
         &[
             ("REFOLD_TEST_HOLD_COMMITS", &hold_arg),
             ("REFOLD_LOG", "info"),
@@ -235,21 +240,32 @@ async fn a_host_that_lost_its_lease_commits_nothing() {
     );
     let (_client, db) = mongo::database(&uri).await;
     let leases = db.collection::<mongodb::bson::Document>("leases");
-    wait_until("the host took the lease", || async {
+    let read_lease = || async {
         leases
             .find_one(doc! { "_id": "healthy:1" })
             .await
             .expect("read the lease")
-            .is_some()
+    };
+    wait_until("the host took the lease", || async {
+        read_lease().await.is_some()
+    })
+    .await;
+    let taken_at = read_lease()
+        .await
+        .expect("the lease")
+        .get_i64("renewedAtMs");
+    // Its first renewal done, the host believes in its lease for ten minutes.
+    wait_until("the host renewed its lease", || async {
+        read_lease()
+            .await
+            .expect("the lease")
+            .get_i64("renewedAtMs")
+            != taken_at
     })
     .await;
     // Its first batch is handled and held before its commit. Another host takes the lease
     // over, and keeps it.
-    let lease = leases
-        .find_one(doc! { "_id": "healthy:1" })
-        .await
-        .expect("read the lease")
-        .expect("the lease");
+    let lease = read_lease().await.expect("the lease");
     let epoch = lease.get_i64("epoch").expect("epoch");
     let far = refold::domain::time::now_millis() + 3_600_000;
     let taken = leases
@@ -261,12 +277,20 @@ async fn a_host_that_lost_its_lease_commits_nothing() {
         .expect("take the lease over");
     assert_eq!(taken.modified_count, 1);
     std::fs::remove_file(&hold).expect("release the held commit");
-    wait_until("the held commit was refused", || async {
+    let refused = || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
             .contains("lease lost: stopping this projector")
+    };
+    eventually("the held commit refused, or landed", || async {
+        refused() || status(&uri)["generations"][0]["checkpoint"] != 0
     })
     .await;
+    assert!(
+        refused(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     assert!(owner.alive(), "the host keeps running");
     let generations = status(&uri)["generations"].clone();
     assert_eq!(generations[0]["checkpoint"], 0, "{generations:#}");
