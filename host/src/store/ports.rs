@@ -202,9 +202,10 @@ pub trait Leases: Send + Sync {
     /// Take a generation's lease for this host, or keep it when held; whether it is held now.
     async fn take_lease(&self, generation: &Generation) -> StoreResult<bool>;
 
-    /// Renew this host's presence, with the generations it would run (`wants`, as
-    /// `(projection, number)`), and every lease it holds; returns the generations whose lease it
-    /// lost.
+    /// Record the generations this host would run (`wants`, as `(projection, number)`), which
+    /// its presence carries; returns the generations whose lease another host took over since
+    /// the last call. (A task of the store renews the host's presence and leases, three times
+    /// per lease time, whatever else the host is doing.)
     async fn renew_leases(&self, wants: &[(String, u32)]) -> StoreResult<Vec<(String, u32)>>;
 
     /// Give a generation's lease up, so another host may take it at once.

@@ -4,12 +4,16 @@
 //! ([`MongoStore::with_leases`]); its commits then check, in their own transaction, that the
 //! generation's lease is still theirs under the epoch they took it with (see `checkpoints.rs`).
 //!
+//! Renewals run in a task of their own, three times per lease time, so nothing the host does
+//! meanwhile (a slow reconcile, a projector finishing its batch) can delay them past the lease
+//! time.
+//!
 //! Expiry is judged by the clock of the host that would take the lease over against the renewal
 //! time the owner wrote: hosts' clocks must agree to well within the lease time (NTP does), as
 //! for the sequencer's lease.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,12 +26,17 @@ use super::{MongoStore, errors};
 use crate::domain::{Generation, time};
 use crate::store::{Host, Lease, Leases, StoreError, StoreResult};
 
-/// This host's side of the leases: its name, the lease time, and the leases it holds.
+/// This host's side of the leases: its name, the lease time, the leases it holds, what it would
+/// run, and the leases the renewal task found lost.
 pub(super) struct Leasing {
     pub(super) owner: String,
     ttl: Duration,
     /// By lease id: the generation and the epoch it was taken with.
     held: Mutex<HashMap<String, (String, u32, i64)>>,
+    /// The generations this host would run, as lease ids, written with its presence.
+    wants: Mutex<Vec<String>>,
+    /// Generations whose lease a renewal found taken over, not reported yet.
+    lost: Mutex<BTreeSet<(String, u32)>>,
 }
 
 impl Leasing {
@@ -58,6 +67,72 @@ impl Leasing {
     }
 }
 
+/// Renew the host's presence and leases three times per lease time, until `leasing` is dropped
+/// (with the last clone of the store that enabled it). A failed round is logged and tried again
+/// at the next one.
+async fn renew_until_dropped(store: MongoStore, leasing: Weak<Leasing>) {
+    loop {
+        let Some(held) = leasing.upgrade() else {
+            return;
+        };
+        let pause = held.ttl / 3;
+        if let Err(error) = renew(&store, &held).await {
+            tracing::warn!(%error, "cannot renew the leases; trying again");
+        }
+        drop(held);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// One renewal: the host's presence with what it would run, then each lease it holds (those
+/// found taken over are dropped, and reported by [`Leases::renew_leases`]).
+async fn renew(store: &MongoStore, leasing: &Leasing) -> StoreResult<()> {
+    let now = time::now_millis();
+    let wants = leasing
+        .wants
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    store
+        .hosts_collection()
+        .update_one(
+            doc! { "_id": &leasing.owner },
+            doc! { "$set": { "renewedAtMs": now, "wants": wants } },
+        )
+        .upsert(true)
+        .await
+        .map_err(failed)?;
+    let held: Vec<(String, i64)> = leasing
+        .held
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|(id, (_, _, epoch))| (id.clone(), *epoch))
+        .collect();
+    for (id, epoch) in held {
+        let renewed = store
+            .leases_collection()
+            .update_one(
+                doc! { "_id": &id, "owner": &leasing.owner, "epoch": epoch },
+                doc! { "$set": { "renewedAtMs": now } },
+            )
+            .await
+            .map_err(failed)?;
+        // Unless it was given up (or taken again) meanwhile.
+        if renewed.matched_count == 0
+            && leasing.epoch(&id) == Some(epoch)
+            && let Some((projection, number, _)) = leasing.drop_held(&id)
+        {
+            leasing
+                .lost
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert((projection, number));
+        }
+    }
+    Ok(())
+}
+
 fn failed(e: mongodb::error::Error) -> StoreError {
     StoreError::backend("generation lease", e)
 }
@@ -73,12 +148,23 @@ fn int(doc: &Document, key: &str) -> i64 {
 impl MongoStore {
     /// This store, taking leases as `owner`, each lasting `ttl` without renewal: its commits
     /// then need the generation's lease.
+    /// A task renews them until the last clone of this store is dropped.
     pub fn with_leases(mut self, owner: &str, ttl: Duration) -> Self {
-        self.leasing = Some(Arc::new(Leasing {
+        let leasing = Arc::new(Leasing {
             owner: owner.to_owned(),
             ttl,
             held: Mutex::new(HashMap::new()),
-        }));
+            wants: Mutex::new(Vec::new()),
+            lost: Mutex::new(BTreeSet::new()),
+        });
+        let renewing = Self {
+            client: self.client.clone(),
+            db: self.db.clone(),
+            feed: Arc::new(tokio::sync::watch::channel(0).0),
+            leasing: None,
+        };
+        tokio::spawn(renew_until_dropped(renewing, Arc::downgrade(&leasing)));
+        self.leasing = Some(leasing);
         self
     }
 
@@ -163,43 +249,13 @@ impl Leases for MongoStore {
         let Some(leasing) = &self.leasing else {
             return Ok(vec![]);
         };
-        let now = time::now_millis();
-        let wants: Vec<String> = wants
+        *leasing.wants.lock().unwrap_or_else(PoisonError::into_inner) = wants
             .iter()
             .map(|(projection, number)| generation_id(projection, *number))
             .collect();
-        self.hosts_collection()
-            .update_one(
-                doc! { "_id": &leasing.owner },
-                doc! { "$set": { "renewedAtMs": now, "wants": wants } },
-            )
-            .upsert(true)
-            .await
-            .map_err(failed)?;
-        let held: Vec<(String, i64)> = leasing
-            .held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-            .map(|(id, (_, _, epoch))| (id.clone(), *epoch))
-            .collect();
-        let mut lost = Vec::new();
-        for (id, epoch) in held {
-            let renewed = self
-                .leases_collection()
-                .update_one(
-                    doc! { "_id": &id, "owner": &leasing.owner, "epoch": epoch },
-                    doc! { "$set": { "renewedAtMs": now } },
-                )
-                .await
-                .map_err(failed)?;
-            if renewed.matched_count == 0
-                && let Some((projection, number, _)) = leasing.drop_held(&id)
-            {
-                lost.push((projection, number));
-            }
-        }
-        Ok(lost)
+        let lost =
+            std::mem::take(&mut *leasing.lost.lock().unwrap_or_else(PoisonError::into_inner));
+        Ok(lost.into_iter().collect())
     }
 
     async fn release_lease(&self, projection: &str, generation: u32) -> StoreResult<()> {
