@@ -155,12 +155,16 @@ async fn crash_cycles(crashed: &str, clean: &str, events: usize) {
 
     let mut redeploys = 0;
     for cycle in 0..cycles {
+        // On MongoDB the killed host's leases expire before the next host may take them: a
+        // short lease, so that every cycle's host runs.
         let mut host = Running::start(&[
             "run",
             "--store",
             crashed,
             "--projections",
             &dir.to_string_lossy(),
+            "--lease-ms",
+            "300",
         ]);
         // Live appends race the replay and the live loop of the child.
         let appends: Vec<_> = (0..rng.random_range(0..200))

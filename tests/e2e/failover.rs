@@ -300,7 +300,7 @@ async fn a_host_that_lost_its_lease_commits_nothing() {
     };
     eventually(
         "the held commit refused, or landed",
-        &[log.clone()],
+        std::slice::from_ref(&log),
         || async { refused() || status(&uri)["generations"][0]["checkpoint"] != 0 },
     )
     .await;

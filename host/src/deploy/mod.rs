@@ -408,9 +408,11 @@ impl Deployer {
     /// or rollbacks from other processes), recording for each its file's refusal or clearing
     /// it.
     pub async fn sync(&mut self) -> Result<(), crate::store::StoreError> {
-        let reconciled = self.supervisor.sync().await?;
-        self.record_reconciled(reconciled).await?;
-        self.supervisor.tend().await
+        // The leases are tended whatever the reconcile met.
+        let reconciled = self.supervisor.sync().await;
+        let tended = self.supervisor.tend().await;
+        self.record_reconciled(reconciled?).await?;
+        tended
     }
 
     /// Record, for each projection reconciled, its file's refusal, or clear it.

@@ -142,6 +142,9 @@ pub struct Supervisor {
     share: usize,
     /// When [`Self::tend`] last renewed the leases.
     tended: Option<Instant>,
+    /// The generations this host would run that other live hosts would run too (as of the
+    /// last [`Self::tend`]): the ones its share counts.
+    elsewhere: BTreeSet<(String, u32)>,
 }
 
 impl Supervisor {
@@ -163,6 +166,7 @@ impl Supervisor {
             waiting: BTreeMap::new(),
             share: usize::MAX,
             tended: None,
+            elsewhere: BTreeSet::new(),
         }
     }
 
@@ -442,32 +446,60 @@ impl Supervisor {
             let Some(generation) = generations.iter().find(|g| g.number == number) else {
                 continue;
             };
-            if !self.claim(generation).await? {
+            let Some(fresh) = self.claim(generation).await? else {
                 let building = generation.state == GenerationState::Building;
                 self.waiting.insert(key, (handler, building));
                 continue;
-            }
+            };
             self.waiting.remove(&key);
-            self.start(generation.clone(), handler).await?;
+            self.start(fresh, handler).await?;
         }
         Ok(())
     }
 
-    /// Take a generation's lease, within this host's share, when hosts share the store.
-    async fn claim(&self, generation: &Generation) -> Result<bool, StoreError> {
+    /// Take a generation's lease, when hosts share the store: always when no other live host
+    /// would run it, else within this host's share. The generation as stored once the lease is
+    /// taken (the previous owner's last commit may have moved its checkpoint since it was
+    /// read); `None` when not taken.
+    async fn claim(&self, generation: &Generation) -> Result<Option<Generation>, StoreError> {
         if self.leases.lease_time().is_none() {
-            return Ok(true);
+            return Ok(Some(generation.clone()));
         }
-        if self.running.len() >= self.share {
-            return Ok(false);
+        let key = (generation.projection.clone(), generation.number);
+        if self.elsewhere.contains(&key) && self.running_shared() >= self.share {
+            return Ok(None);
         }
-        self.leases.take_lease(generation).await
+        if !self.leases.take_lease(generation).await? {
+            return Ok(None);
+        }
+        let fresh = self
+            .generations
+            .generations(&generation.projection)
+            .await?
+            .into_iter()
+            .find(|g| g.number == generation.number);
+        if fresh.is_none() {
+            self.leases
+                .release_lease(&generation.projection, generation.number)
+                .await?;
+        }
+        Ok(fresh)
     }
 
-    /// On a store several hosts share (else nothing): renew this host's presence and leases,
-    /// stop the projectors whose lease another host took over, and take or give up leases so
-    /// that each live host runs an even share of the generations (active ones before building
-    /// ones). Works at most three times per lease time.
+    /// How many of the generations this host runs other live hosts would run too.
+    fn running_shared(&self) -> usize {
+        self.running
+            .keys()
+            .filter(|key| self.elsewhere.contains(*key))
+            .count()
+    }
+
+    /// On a store several hosts share (else nothing): record what this host would run, stop
+    /// the projectors whose lease another host took over, give up leases it holds without a
+    /// projector, and take or give up leases so that the live hosts that would run the same
+    /// generations run an even share of them (building ones given up first, active ones taken
+    /// first); a generation no other host would run is always taken. Works at most three times
+    /// per lease time.
     pub async fn tend(&mut self) -> Result<(), StoreError> {
         let Some(lease) = self.leases.lease_time() else {
             return Ok(());
@@ -502,29 +534,36 @@ impl Supervisor {
         );
         for key in lost {
             tracing::warn!(projection = %key.0, generation = key.1, "lease lost: another host runs this generation now");
-            self.set_aside(&key, false).await;
+            self.set_aside(&key, true).await;
         }
-        // The share is counted among the live hosts that would run some of the same
-        // generations; a generation is given up only to a host that would run it.
+        for (projection, number) in self.leases.held_leases() {
+            if !self.running.contains_key(&(projection.clone(), number)) {
+                self.leases.release_lease(&projection, number).await?;
+            }
+        }
         let hosts = self.leases.live_hosts().await?;
-        let others: Vec<&crate::store::Host> = hosts.iter().filter(|h| !h.this).collect();
-        let peers = 1 + others
+        self.elsewhere = hosts
             .iter()
-            .filter(|h| h.wants.iter().any(|w| wants.contains(w)))
+            .filter(|h| !h.this)
+            .flat_map(|h| h.wants.iter().cloned())
+            .filter(|key| wants.contains(key))
+            .collect();
+        let peers = 1 + hosts
+            .iter()
+            .filter(|h| !h.this && h.wants.iter().any(|w| wants.contains(w)))
             .count();
-        self.share = wants.len().div_ceil(peers).max(1);
+        self.share = self.elsewhere.len().div_ceil(peers).max(1);
         // Over the share (a host joined): give up building generations first.
-        while self.running.len() > self.share {
+        while self.running_shared() > self.share {
             let building =
                 |r: &Running| r.status.borrow().generation_state == GenerationState::Building;
-            let wanted_elsewhere =
-                |key: &(String, u32)| others.iter().any(|h| h.wants.contains(key));
+            let shared = |key: &(String, u32)| self.elsewhere.contains(key);
             let Some(key) = self
                 .running
                 .iter()
-                .filter(|(key, _)| wanted_elsewhere(key))
+                .filter(|(key, _)| shared(key))
                 .rfind(|(_, r)| building(r))
-                .or_else(|| self.running.iter().rfind(|(key, _)| wanted_elsewhere(key)))
+                .or_else(|| self.running.iter().rfind(|(key, _)| shared(key)))
                 .map(|(key, _)| key.clone())
             else {
                 break;
@@ -532,7 +571,7 @@ impl Supervisor {
             tracing::info!(projection = %key.0, generation = key.1, share = self.share, peers, "giving the generation up to even out the hosts' shares");
             self.set_aside(&key, true).await;
         }
-        // Under it (a host left, or leases came free): active generations first.
+        // Free generations (a host left): active ones first.
         let mut free: Vec<((String, u32), bool)> = self
             .waiting
             .iter()
@@ -540,26 +579,29 @@ impl Supervisor {
             .collect();
         free.sort_by_key(|(key, building)| (*building, key.clone()));
         for (key, _) in free {
-            if self.running.len() >= self.share {
-                break;
-            }
             let Some(generation) = self
                 .generations
                 .generations(&key.0)
                 .await?
                 .into_iter()
                 .find(|g| g.number == key.1)
+                .filter(|g| matches!(g.state, GenerationState::Active | GenerationState::Building))
             else {
+                // Retired, abandoned or rolled back meanwhile: the next reconcile decides.
                 self.waiting.remove(&key);
                 continue;
             };
-            if self.leases.take_lease(&generation).await?
-                && let Some((handler, _)) = self.waiting.remove(&key)
-            {
-                tracing::info!(projection = %key.0, generation = key.1, "lease taken: running the generation from its checkpoint");
-                if let Err(error) = self.start(generation, handler).await {
-                    tracing::warn!(projection = %key.0, generation = key.1, %error, "cannot start the projector");
-                }
+            let Some(fresh) = self.claim(&generation).await? else {
+                continue;
+            };
+            let Some((handler, building)) = self.waiting.remove(&key) else {
+                continue;
+            };
+            tracing::info!(projection = %key.0, generation = key.1, "lease taken: running the generation from its checkpoint");
+            if let Err(error) = self.start(fresh, Arc::clone(&handler)).await {
+                tracing::warn!(projection = %key.0, generation = key.1, %error, "cannot start the projector; trying again");
+                self.waiting.insert(key.clone(), (handler, building));
+                self.leases.release_lease(&key.0, key.1).await?;
             }
         }
         Ok(())
@@ -736,6 +778,9 @@ impl Supervisor {
                 tracing::warn!(projection = %name, generation = number, %error, "cannot give the lease up; it expires by itself");
             }
             reasons.push((name, reason));
+        }
+        if let Err(error) = self.leases.leave().await {
+            tracing::warn!(%error, "cannot withdraw this host's presence; it expires by itself");
         }
         reasons
     }

@@ -211,6 +211,13 @@ pub trait Leases: Send + Sync {
     /// Give a generation's lease up, so another host may take it at once.
     async fn release_lease(&self, projection: &str, generation: u32) -> StoreResult<()>;
 
+    /// The generations whose lease this host holds, as `(projection, number)`.
+    fn held_leases(&self) -> Vec<(String, u32)>;
+
+    /// Leave: stop renewing, and withdraw this host's presence, so the others count it out at
+    /// once (its leases are given up one by one before).
+    async fn leave(&self) -> StoreResult<()>;
+
     /// The hosts alive (renewed within the lease time), this one included, by name.
     async fn live_hosts(&self) -> StoreResult<Vec<Host>>;
 

@@ -37,6 +37,8 @@ pub(super) struct Leasing {
     wants: Mutex<Vec<String>>,
     /// Generations whose lease a renewal found taken over, not reported yet.
     lost: Mutex<BTreeSet<(String, u32)>>,
+    /// The host left: renewals stop.
+    left: std::sync::atomic::AtomicBool,
 }
 
 impl Leasing {
@@ -71,33 +73,40 @@ impl Leasing {
 /// (with the last clone of the store that enabled it). A failed round is logged and tried again
 /// at the next one.
 async fn renew_until_dropped(store: MongoStore, leasing: Weak<Leasing>) {
+    let Some(ttl) = leasing.upgrade().map(|l| l.ttl) else {
+        return;
+    };
+    // At a fixed rate, however long a round takes.
+    let mut rounds = tokio::time::interval(ttl / 3);
+    rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        rounds.tick().await;
         let Some(held) = leasing.upgrade() else {
             return;
         };
-        let pause = held.ttl / 3;
-        if let Err(error) = renew(&store, &held).await {
-            tracing::warn!(%error, "cannot renew the leases; trying again");
+        if held.left.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
         }
-        drop(held);
-        tokio::time::sleep(pause).await;
+        if let Err(error) = renew(&store, &held).await {
+            tracing::warn!(%error, "cannot renew this host's presence; trying again");
+        }
     }
 }
 
 /// One renewal: the host's presence with what it would run, then each lease it holds (those
 /// found taken over are dropped, and reported by [`Leases::renew_leases`]).
 async fn renew(store: &MongoStore, leasing: &Leasing) -> StoreResult<()> {
-    let now = time::now_millis();
     let wants = leasing
         .wants
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .clone();
+    let ttl_ms = leasing.ttl.as_millis() as i64;
     store
         .hosts_collection()
         .update_one(
             doc! { "_id": &leasing.owner },
-            doc! { "$set": { "renewedAtMs": now, "wants": wants } },
+            doc! { "$set": { "renewedAtMs": time::now_millis(), "ttlMs": ttl_ms, "wants": wants } },
         )
         .upsert(true)
         .await
@@ -110,14 +119,18 @@ async fn renew(store: &MongoStore, leasing: &Leasing) -> StoreResult<()> {
         .map(|(id, (_, _, epoch))| (id.clone(), *epoch))
         .collect();
     for (id, epoch) in held {
-        let renewed = store
-            .leases_collection()
-            .update_one(
-                doc! { "_id": &id, "owner": &leasing.owner, "epoch": epoch },
-                doc! { "$set": { "renewedAtMs": now } },
-            )
-            .await
-            .map_err(failed)?;
+        // Not one given up meanwhile (its renewal time 0), which stays free.
+        let filter = doc! {
+            "_id": &id, "owner": &leasing.owner, "epoch": epoch, "renewedAtMs": { "$gt": 0i64 },
+        };
+        let set = doc! { "$set": { "renewedAtMs": time::now_millis(), "ttlMs": ttl_ms } };
+        let renewed = match store.leases_collection().update_one(filter, set).await {
+            Ok(renewed) => renewed,
+            Err(error) => {
+                tracing::warn!(lease = %id, %error, "cannot renew a lease; trying again");
+                continue;
+            }
+        };
         // Unless it was given up (or taken again) meanwhile.
         if renewed.matched_count == 0
             && leasing.epoch(&id) == Some(epoch)
@@ -156,6 +169,7 @@ impl MongoStore {
             held: Mutex::new(HashMap::new()),
             wants: Mutex::new(Vec::new()),
             lost: Mutex::new(BTreeSet::new()),
+            left: std::sync::atomic::AtomicBool::new(false),
         });
         let renewing = Self {
             client: self.client.clone(),
@@ -200,7 +214,7 @@ impl Leases for MongoStore {
                 .insert_one(doc! {
                     "_id": &id, "projection": &generation.projection,
                     "generation": i64::from(generation.number), "owner": &leasing.owner,
-                    "epoch": 1i64, "renewedAtMs": now,
+                    "epoch": 1i64, "renewedAtMs": now, "ttlMs": leasing.ttl.as_millis() as i64,
                 })
                 .await;
             return match created {
@@ -214,8 +228,12 @@ impl Leases for MongoStore {
         };
         let epoch = int(&found, "epoch");
         let mine = found.get_str("owner").ok() == Some(leasing.owner.as_str());
-        let expired =
-            now.saturating_sub(int(&found, "renewedAtMs")) > leasing.ttl.as_millis() as i64;
+        // By the lease time its owner renews it under (this host's, for a lease without one).
+        let ttl_ms = match int(&found, "ttlMs") {
+            0 => leasing.ttl.as_millis() as i64,
+            ttl => ttl,
+        };
+        let expired = now.saturating_sub(int(&found, "renewedAtMs")) > ttl_ms;
         let (filter, set, taken_epoch) = if mine && leasing.epoch(&id) == Some(epoch) {
             (
                 doc! { "_id": &id, "owner": &leasing.owner, "epoch": epoch },
@@ -227,7 +245,10 @@ impl Leases for MongoStore {
             // any commit still in flight under the old one is refused.
             (
                 doc! { "_id": &id, "epoch": epoch },
-                doc! { "owner": &leasing.owner, "epoch": epoch + 1, "renewedAtMs": now },
+                doc! {
+                    "owner": &leasing.owner, "epoch": epoch + 1, "renewedAtMs": now,
+                    "ttlMs": leasing.ttl.as_millis() as i64,
+                },
                 epoch + 1,
             )
         } else {
@@ -276,15 +297,43 @@ impl Leases for MongoStore {
         Ok(())
     }
 
+    fn held_leases(&self) -> Vec<(String, u32)> {
+        self.leasing.as_ref().map_or_else(Vec::new, |leasing| {
+            leasing
+                .held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .map(|(projection, number, _)| (projection.clone(), *number))
+                .collect()
+        })
+    }
+
+    async fn leave(&self) -> StoreResult<()> {
+        let Some(leasing) = &self.leasing else {
+            return Ok(());
+        };
+        leasing
+            .left
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.hosts_collection()
+            .delete_one(doc! { "_id": &leasing.owner })
+            .await
+            .map_err(failed)?;
+        Ok(())
+    }
+
     async fn live_hosts(&self) -> StoreResult<Vec<Host>> {
-        let ttl = self
+        // Each host by the lease time it renews under.
+        let now = time::now_millis();
+        let default_ttl = self
             .leasing
             .as_ref()
-            .map_or(super::sequencer::LEASE, |l| l.ttl);
-        let since = time::now_millis() - ttl.as_millis() as i64;
+            .map_or(super::sequencer::LEASE, |l| l.ttl)
+            .as_millis() as i64;
         let hosts: Vec<Document> = self
             .hosts_collection()
-            .find(doc! { "renewedAtMs": { "$gt": since } })
+            .find(doc! {})
             .sort(doc! { "_id": 1 })
             .await
             .map_err(failed)?
@@ -294,6 +343,13 @@ impl Leases for MongoStore {
         let this = self.leasing.as_ref().map(|l| l.owner.as_str());
         Ok(hosts
             .iter()
+            .filter(|h| {
+                let ttl = match int(h, "ttlMs") {
+                    0 => default_ttl,
+                    ttl => ttl,
+                };
+                now.saturating_sub(int(h, "renewedAtMs")) <= ttl
+            })
             .filter_map(|h| {
                 let name = h.get_str("_id").ok()?.to_owned();
                 let wants = h

@@ -267,6 +267,14 @@ impl Leases for SqliteStore {
         Ok(())
     }
 
+    fn held_leases(&self) -> Vec<(String, u32)> {
+        vec![]
+    }
+
+    async fn leave(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
     async fn live_hosts(&self) -> StoreResult<Vec<Host>> {
         Ok(vec![])
     }
