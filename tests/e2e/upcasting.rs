@@ -123,8 +123,8 @@ async fn assert_served(uri: &str, expected: &BTreeMap<String, Payment>, what: &s
     assert_eq!(totals, totals_of(expected), "{what}: totals");
 }
 
-/// `refold status --json`'s generations of `settlements`: (number, state, upcasters).
-fn generations(uri: &str) -> Vec<(u64, String, Vec<String>)> {
+/// The generations of `projection` in `refold status --json`.
+fn generations_of(uri: &str, projection: &str) -> Vec<Value> {
     let out = run(&["status", "--json", "--store", uri]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
@@ -132,7 +132,15 @@ fn generations(uri: &str) -> Vec<(u64, String, Vec<String>)> {
         .as_array()
         .expect("generations")
         .iter()
-        .filter(|g| g["projection"] == "settlements")
+        .filter(|g| g["projection"] == projection)
+        .cloned()
+        .collect()
+}
+
+/// The generations of `settlements`: (number, state, upcasters).
+fn generations(uri: &str) -> Vec<(u64, String, Vec<String>)> {
+    generations_of(uri, "settlements")
+        .iter()
         .map(|g| {
             let upcasters = g["upcasters"]
                 .as_array()
@@ -147,20 +155,6 @@ fn generations(uri: &str) -> Vec<(u64, String, Vec<String>)> {
             )
         })
         .collect()
-}
-
-/// The first generation of `projection` in `refold status --json`.
-fn generations_of(uri: &str, projection: &str) -> Value {
-    let out = run(&["status", "--json", "--store", uri]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
-    status["generations"]
-        .as_array()
-        .expect("generations")
-        .iter()
-        .find(|g| g["projection"] == projection)
-        .cloned()
-        .expect("a generation")
 }
 
 fn hash_of(path: &Path) -> String {
@@ -440,7 +434,7 @@ async fn a_hostile_upcaster_fails_only_the_events_it_misbehaves_on() {
         counts,
         BTreeMap::from([("Created", &json!(2)), ("Modern", &json!(3))])
     );
-    let status = generations_of(&uri, "healthy");
+    let status = &generations_of(&uri, "healthy")[0];
     assert_eq!(status["checkpoint"], 9, "{status}");
 }
 
