@@ -79,7 +79,7 @@ impl Projector {
                     }
                 }
             };
-            self.failed_again(letter, error).await;
+            self.failed_again(&mut context, letter, error, at).await?;
         }
         Ok(context)
     }
@@ -104,15 +104,27 @@ impl Projector {
         }
     }
 
-    /// Record that a re-driven dead letter failed again.
-    async fn failed_again(&self, mut letter: DeadLetter, error: String) {
+    /// Record that a re-driven dead letter failed again, in a commit that keeps the checkpoint
+    /// at `at`: like every commit, only while this projector still owns the generation (its
+    /// checkpoint, and its lease where hosts share the store), so a host that lost the
+    /// generation cannot bring back a dead letter its new owner re-drove.
+    async fn failed_again(
+        &self,
+        context: &mut BatchContext,
+        mut letter: DeadLetter,
+        error: String,
+        at: Position,
+    ) -> Result<(), DropReason> {
         tracing::warn!(projection = %letter.projection, position = letter.position, %error, "re-driven dead letter failed again");
         letter.error = error;
         letter.attempts += 1;
         letter.retry_requested = false;
         letter.at_ms = crate::domain::time::now_millis();
-        if let Err(error) = self.ports.dead_letters.record_dead_letter(&letter).await {
-            tracing::warn!(projection = %letter.projection, %error, "cannot record the failed re-drive");
+        let mut writes = context.take_writes();
+        writes.dead_letters.push(letter.clone());
+        if let Err(refused) = self.commit_writes(context, writes, at, at).await? {
+            tracing::warn!(projection = %letter.projection, error = %refused, "cannot record the failed re-drive");
         }
+        Ok(())
     }
 }
