@@ -3,21 +3,10 @@
 //! same again once the record is gone (a store from before it existed); and errors that name
 //! what exists.
 
-use refold::domain::{ExpectedVersion, NewEvent, Position};
+use refold::domain::{ExpectedVersion, Position};
 use refold::store::{Store, StreamAppend};
-use refold_tests::{Sandbox, catch_up, examples, mongo, projections, run, text};
+use refold_tests::{Sandbox, catch_up, examples, mongo, payment, projections, run, text};
 use serde_json::{Value, json};
-
-fn payment(event_type: &str, organization: &str, data: Value) -> NewEvent {
-    NewEvent {
-        id: None,
-        aggregate_type: "Payment".into(),
-        event_type: event_type.into(),
-        event_data: data,
-        metadata: json!({ "organizationId": organization, "userId": "user-1" }),
-        timestamp_ms: None,
-    }
-}
 
 /// `count` payments of other streams, processed, across five organizations, in one append.
 async fn others(store: &dyn Store, from: usize, count: usize) {

@@ -12,24 +12,13 @@ use std::path::Path;
 use refold::domain::{ExpectedVersion, NewEvent};
 use refold::store::{Store, StreamAppend};
 use refold_tests::{
-    Running, Sandbox, catch_up, dump_uri, fixtures, mongo, projections, run, text, thing,
+    Running, Sandbox, catch_up, dump_uri, fixtures, mongo, payment, projections, run, text, thing,
     upcasting, wait_until,
 };
 use serde_json::{Value, json};
 
 /// A payment: (cents, currency, organization).
 type Payment = (i64, String, String);
-
-fn payment(event_type: &str, organization: &str, data: Value) -> NewEvent {
-    NewEvent {
-        id: None,
-        aggregate_type: "Payment".into(),
-        event_type: event_type.into(),
-        event_data: data,
-        metadata: json!({ "organizationId": organization, "userId": "user-1" }),
-        timestamp_ms: None,
-    }
-}
 
 /// Payment `i` recorded in v1 (two of three) or v2 shape; what `settlements` should make of it.
 fn shaped(i: usize) -> (NewEvent, Payment) {

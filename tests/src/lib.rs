@@ -220,6 +220,22 @@ pub fn projections(from: &Path, names: &[&str], dest: &Path) -> PathBuf {
     dest.to_path_buf()
 }
 
+/// A seed 000 payment event of `organization` (user `user-1`), without id or time.
+pub fn payment(
+    event_type: &str,
+    organization: &str,
+    data: serde_json::Value,
+) -> refold::domain::NewEvent {
+    refold::domain::NewEvent {
+        id: None,
+        aggregate_type: "Payment".into(),
+        event_type: event_type.into(),
+        event_data: data,
+        metadata: serde_json::json!({ "organizationId": organization, "userId": "user-1" }),
+        timestamp_ms: None,
+    }
+}
+
 /// A minimal event of aggregate type `Thing`, for tests that only count events.
 pub fn thing(event_type: &str) -> refold::domain::NewEvent {
     refold::domain::NewEvent {

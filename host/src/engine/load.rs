@@ -123,6 +123,20 @@ pub(super) fn load_cached(
     load(engine, &bytes)
 }
 
+/// Why `describe` failed, from the error and the state of its store.
+pub(super) fn describe_failed(
+    engine: &Engine,
+    state: &host::HostState,
+    error: &wasmtime::Error,
+) -> LoadError {
+    LoadError::Describe(host::classify_trap(
+        error,
+        &engine.limits,
+        &state.limiter,
+        state.panic.as_deref(),
+    ))
+}
+
 /// A loaded component: a projection or an upcaster.
 pub enum Loaded {
     /// A projection.
@@ -249,16 +263,7 @@ fn load_projection(
         .instantiate(&mut store)
         .and_then(|instance| instance.call_describe(&mut store))
         .inspect(|_| store.data_mut().flush_output())
-        .map_err(|e| {
-            let state = store.data();
-            let panic = state.panic.as_deref();
-            LoadError::Describe(host::classify_trap(
-                &e,
-                &engine.limits,
-                &state.limiter,
-                panic,
-            ))
-        })?;
+        .map_err(|e| describe_failed(engine, store.data(), &e))?;
     let manifest = from_wit(described);
     manifest.validate()?;
     compiled.keep(engine);

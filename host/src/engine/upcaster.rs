@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::bindings::upcaster::refold::projection::upcast as wit;
 use super::bindings::upcaster::{Upcaster as UpcasterWorld, UpcasterPre};
-use super::load::{Compiled, LoadError, NoDocuments};
+use super::load::{Compiled, LoadError, NoDocuments, describe_failed};
 use super::{Engine, host};
 use crate::domain::{Manifest, RecordedEvent, UpcasterManifest};
 use crate::projector::{BatchContext, HandleFailure, UpcastEvent, Upcaster};
@@ -55,15 +55,7 @@ pub(super) fn load(
         .instantiate(&mut store)
         .and_then(|instance| instance.call_describe(&mut store))
         .inspect(|_| store.data_mut().flush_output())
-        .map_err(|e| {
-            let state = store.data();
-            LoadError::Describe(host::classify_trap(
-                &e,
-                &engine.limits,
-                &state.limiter,
-                state.panic.as_deref(),
-            ))
-        })?;
+        .map_err(|e| describe_failed(engine, store.data(), &e))?;
     let manifest = UpcasterManifest {
         name: described.name,
         event_types: described.event_types,
