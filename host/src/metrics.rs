@@ -3,11 +3,16 @@
 //! Projectors and the HTTP API count into one static registry (a handful of atomic adds per
 //! batch, never per event); values that live in the store (head, checkpoints, lag, generations)
 //! are read when `/metrics` is scraped and passed to [`render`].
+//!
+//! What this host counts (appends, refusals, events handled, errors, batch durations) and the
+//! generations whose lease it holds carry a `host` label, its name ([`set_host`]), so several
+//! hosts on one store can be told apart; what the store holds (head, checkpoints, lag) is the
+//! same from every host and carries none.
 
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 /// Upper bounds of the batch duration histogram's buckets, in seconds.
@@ -39,9 +44,27 @@ static METRICS: Metrics = Metrics {
     projections: Mutex::new(BTreeMap::new()),
 };
 
+static HOST: OnceLock<String> = OnceLock::new();
+
 /// The process's registry.
 pub fn global() -> &'static Metrics {
     &METRICS
+}
+
+/// Name this host in its metrics (once: later calls change nothing); `refold run` names it as
+/// in its leases.
+pub fn set_host(name: &str) {
+    let _ = HOST.set(name.to_owned());
+}
+
+/// This host's name in its metrics: as set, else the machine's name and the process id.
+pub fn host() -> &'static str {
+    HOST.get_or_init(|| {
+        let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_owned())
+            .unwrap_or_default();
+        format!("{machine}:{}", std::process::id())
+    })
 }
 
 impl Metrics {
@@ -109,6 +132,10 @@ pub struct StoreGauges {
     pub paused: Vec<String>,
     /// Per projection: lag of its serving generation in seconds.
     pub lag_seconds: Vec<(String, f64)>,
+    /// This host's name.
+    pub host: String,
+    /// The generations whose lease this host holds, as (projection, number).
+    pub owned: Vec<(String, u32)>,
 }
 
 /// A metric family. Its name (`refold_<noun>_<unit>`) is written once, here, and both its
@@ -169,6 +196,11 @@ const GENERATIONS: Family = Family {
     kind: "gauge",
     help: "Generations per projection and state.",
 };
+const GENERATION_OWNED: Family = Family {
+    name: "refold_generation_owned",
+    kind: "gauge",
+    help: "1 for each generation whose lease this host holds (several hosts on one store).",
+};
 const PROJECTION_PAUSED: Family = Family {
     name: "refold_projection_paused",
     kind: "gauge",
@@ -227,20 +259,21 @@ fn render_from(metrics: &Metrics, gauges: &StoreGauges) -> String {
         .unwrap_or_default();
     let mut text = String::new();
     let out = &mut text;
+    let host: (&str, &dyn Display) = ("host", &gauges.host);
     EVENTS_APPENDED_TOTAL.header(out);
-    EVENTS_APPENDED_TOTAL.sample(out, &[], metrics.appended.load(Ordering::Relaxed));
+    EVENTS_APPENDED_TOTAL.sample(out, &[host], metrics.appended.load(Ordering::Relaxed));
     COMPONENTS_REFUSED_TOTAL.header(out);
-    COMPONENTS_REFUSED_TOTAL.sample(out, &[], metrics.refused.load(Ordering::Relaxed));
+    COMPONENTS_REFUSED_TOTAL.sample(out, &[host], metrics.refused.load(Ordering::Relaxed));
     HEAD_POSITION.header(out);
     HEAD_POSITION.sample(out, &[], gauges.head);
 
     EVENTS_HANDLED_TOTAL.header(out);
     for (name, p) in &projections {
-        EVENTS_HANDLED_TOTAL.sample(out, &[("projection", name)], p.handled);
+        EVENTS_HANDLED_TOTAL.sample(out, &[("projection", name), host], p.handled);
     }
     PROJECTION_ERRORS_TOTAL.header(out);
     for (name, p) in &projections {
-        PROJECTION_ERRORS_TOTAL.sample(out, &[("projection", name)], p.errors);
+        PROJECTION_ERRORS_TOTAL.sample(out, &[("projection", name), host], p.errors);
     }
     BATCH_DURATION_SECONDS.header(out);
     for (name, p) in &projections {
@@ -250,18 +283,19 @@ fn render_from(metrics: &Metrics, gauges: &StoreGauges) -> String {
             BATCH_DURATION_SECONDS.series(
                 out,
                 "_bucket",
-                &[("projection", name), ("le", bound)],
+                &[("projection", name), ("le", bound), host],
                 cumulative,
             );
         }
         BATCH_DURATION_SECONDS.series(
             out,
             "_bucket",
-            &[("projection", name), ("le", &"+Inf")],
+            &[("projection", name), ("le", &"+Inf"), host],
             p.batches,
         );
-        BATCH_DURATION_SECONDS.series(out, "_sum", &[("projection", name)], p.seconds);
-        BATCH_DURATION_SECONDS.series(out, "_count", &[("projection", name)], p.batches);
+        let labels = [("projection", name as &dyn Display), host];
+        BATCH_DURATION_SECONDS.series(out, "_sum", &labels, p.seconds);
+        BATCH_DURATION_SECONDS.series(out, "_count", &labels, p.batches);
     }
 
     GENERATION_CHECKPOINT.header(out);
@@ -304,6 +338,14 @@ fn render_from(metrics: &Metrics, gauges: &StoreGauges) -> String {
     for name in &gauges.paused {
         PROJECTION_PAUSED.sample(out, &[("projection", name)], 1);
     }
+    GENERATION_OWNED.header(out);
+    for (name, number) in &gauges.owned {
+        GENERATION_OWNED.sample(
+            out,
+            &[("projection", name), ("generation", number), host],
+            1,
+        );
+    }
     text
 }
 
@@ -320,53 +362,53 @@ mod tests {
     /// dashboards read it, so a change here is a change of the API.
     const EXPECTED: &str = r#"# HELP refold_events_appended_total Events appended through this host.
 # TYPE refold_events_appended_total counter
-refold_events_appended_total 7
+refold_events_appended_total{host="box:7"} 7
 # HELP refold_components_refused_total Component files this host refused to deploy.
 # TYPE refold_components_refused_total counter
-refold_components_refused_total 1
+refold_components_refused_total{host="box:7"} 1
 # HELP refold_head_position Position of the last event in the store.
 # TYPE refold_head_position gauge
 refold_head_position 20
 # HELP refold_events_handled_total Events handed to a projection by this host.
 # TYPE refold_events_handled_total counter
-refold_events_handled_total{projection="a\"b\\c\nd"} 0
-refold_events_handled_total{projection="payments"} 15
+refold_events_handled_total{projection="a\"b\\c\nd",host="box:7"} 0
+refold_events_handled_total{projection="payments",host="box:7"} 15
 # HELP refold_projection_errors_total Failed batches of a projection (guest or host side).
 # TYPE refold_projection_errors_total counter
-refold_projection_errors_total{projection="a\"b\\c\nd"} 0
-refold_projection_errors_total{projection="payments"} 1
+refold_projection_errors_total{projection="a\"b\\c\nd",host="box:7"} 0
+refold_projection_errors_total{projection="payments",host="box:7"} 1
 # HELP refold_batch_duration_seconds Time from reading a batch to committing it.
 # TYPE refold_batch_duration_seconds histogram
-refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.0005"} 0
-refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.001"} 0
-refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.0025"} 0
-refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.005"} 0
-refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.01"} 0
-refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.025"} 0
-refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.05"} 0
-refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.1"} 0
-refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.25"} 0
-refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.5"} 0
-refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="1"} 0
-refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="5"} 0
-refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="+Inf"} 0
-refold_batch_duration_seconds_sum{projection="a\"b\\c\nd"} 0
-refold_batch_duration_seconds_count{projection="a\"b\\c\nd"} 0
-refold_batch_duration_seconds_bucket{projection="payments",le="0.0005"} 0
-refold_batch_duration_seconds_bucket{projection="payments",le="0.001"} 0
-refold_batch_duration_seconds_bucket{projection="payments",le="0.0025"} 0
-refold_batch_duration_seconds_bucket{projection="payments",le="0.005"} 1
-refold_batch_duration_seconds_bucket{projection="payments",le="0.01"} 1
-refold_batch_duration_seconds_bucket{projection="payments",le="0.025"} 1
-refold_batch_duration_seconds_bucket{projection="payments",le="0.05"} 1
-refold_batch_duration_seconds_bucket{projection="payments",le="0.1"} 1
-refold_batch_duration_seconds_bucket{projection="payments",le="0.25"} 1
-refold_batch_duration_seconds_bucket{projection="payments",le="0.5"} 1
-refold_batch_duration_seconds_bucket{projection="payments",le="1"} 1
-refold_batch_duration_seconds_bucket{projection="payments",le="5"} 1
-refold_batch_duration_seconds_bucket{projection="payments",le="+Inf"} 2
-refold_batch_duration_seconds_sum{projection="payments"} 9.003
-refold_batch_duration_seconds_count{projection="payments"} 2
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.0005",host="box:7"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.001",host="box:7"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.0025",host="box:7"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.005",host="box:7"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.01",host="box:7"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.025",host="box:7"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.05",host="box:7"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.1",host="box:7"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.25",host="box:7"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.5",host="box:7"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="1",host="box:7"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="5",host="box:7"} 0
+refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="+Inf",host="box:7"} 0
+refold_batch_duration_seconds_sum{projection="a\"b\\c\nd",host="box:7"} 0
+refold_batch_duration_seconds_count{projection="a\"b\\c\nd",host="box:7"} 0
+refold_batch_duration_seconds_bucket{projection="payments",le="0.0005",host="box:7"} 0
+refold_batch_duration_seconds_bucket{projection="payments",le="0.001",host="box:7"} 0
+refold_batch_duration_seconds_bucket{projection="payments",le="0.0025",host="box:7"} 0
+refold_batch_duration_seconds_bucket{projection="payments",le="0.005",host="box:7"} 1
+refold_batch_duration_seconds_bucket{projection="payments",le="0.01",host="box:7"} 1
+refold_batch_duration_seconds_bucket{projection="payments",le="0.025",host="box:7"} 1
+refold_batch_duration_seconds_bucket{projection="payments",le="0.05",host="box:7"} 1
+refold_batch_duration_seconds_bucket{projection="payments",le="0.1",host="box:7"} 1
+refold_batch_duration_seconds_bucket{projection="payments",le="0.25",host="box:7"} 1
+refold_batch_duration_seconds_bucket{projection="payments",le="0.5",host="box:7"} 1
+refold_batch_duration_seconds_bucket{projection="payments",le="1",host="box:7"} 1
+refold_batch_duration_seconds_bucket{projection="payments",le="5",host="box:7"} 1
+refold_batch_duration_seconds_bucket{projection="payments",le="+Inf",host="box:7"} 2
+refold_batch_duration_seconds_sum{projection="payments",host="box:7"} 9.003
+refold_batch_duration_seconds_count{projection="payments",host="box:7"} 2
 # HELP refold_generation_checkpoint Last position a generation has folded in.
 # TYPE refold_generation_checkpoint gauge
 refold_generation_checkpoint{projection="payments",generation="1",state="active"} 15
@@ -388,6 +430,9 @@ refold_generations{projection="payments",state="building"} 1
 # HELP refold_projection_paused 1 for a paused projection.
 # TYPE refold_projection_paused gauge
 refold_projection_paused{projection="a\"b\\c\nd"} 1
+# HELP refold_generation_owned 1 for each generation whose lease this host holds (several hosts on one store).
+# TYPE refold_generation_owned gauge
+refold_generation_owned{projection="payments",generation="2",host="box:7"} 1
 "#;
 
     #[test]
@@ -410,6 +455,8 @@ refold_projection_paused{projection="a\"b\\c\nd"} 1
             ],
             paused: vec!["a\"b\\c\nd".into()],
             lag_seconds: vec![("payments".into(), 1.5)],
+            host: "box:7".into(),
+            owned: vec![("payments".into(), 2)],
         };
         assert_eq!(render_from(&metrics, &gauges), EXPECTED);
     }

@@ -3,6 +3,7 @@
 //! Routes (described in `openapi.json`, served at `/openapi.json`):
 //! - streams: append with an expected version, read a stream, read the global log;
 //! - projections: list and detail with status, pause, resume, rebuild, rollback, dead letters;
+//! - hosts: the hosts alive on the store, their leases, and the components it publishes;
 //! - read collections: a document by id, and queries (filter, sort, skip, limit);
 //! - operations: `/metrics` (Prometheus), `/healthz`, `/readyz`, and the dashboard at `/`.
 //!
@@ -197,6 +198,7 @@ pub(crate) fn router(shared: Shared, access: Arc<Access>) -> Router {
             post(streams::append).get(streams::read_stream),
         )
         .route("/api/events", get(streams::read_all))
+        .route("/api/hosts", get(projections::hosts))
         .route("/api/projections", get(projections::list))
         .route("/api/projections/{name}", get(projections::detail))
         .route("/api/projections/{name}/pause", post(projections::pause))

@@ -75,6 +75,8 @@ pub(super) async fn metrics(State(shared): State<Shared>) -> Result<impl IntoRes
             .collect(),
         paused: shared.store.paused().await?.into_iter().collect(),
         lag_seconds,
+        host: metrics::host().to_owned(),
+        owned: shared.store.held_leases(),
     };
     Ok((
         [(

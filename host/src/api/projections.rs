@@ -16,11 +16,18 @@ use crate::control;
 use crate::domain::generation::progress_percent;
 use crate::domain::{EventFilter, Generation, GenerationState, time};
 use crate::projector::{ProjectorState, ProjectorStatus};
-use crate::store::{DeadLetterKey, MAX_DEAD_LETTER_PAGE};
+use crate::store::{DeadLetterKey, Lease, MAX_DEAD_LETTER_PAGE};
 
-fn generation_json(g: &Generation, head: u64, running: Option<&ProjectorStatus>) -> Value {
+fn generation_json(
+    g: &Generation,
+    head: u64,
+    running: Option<&ProjectorStatus>,
+    lease: Option<&Lease>,
+) -> Value {
     let checkpoint = running.map_or(g.checkpoint, |s| s.checkpoint.max(g.checkpoint));
     json!({
+        "owner": lease.filter(|l| l.age_ms.is_some()).map(|l| &l.owner),
+        "leaseAgeMs": lease.and_then(|l| l.age_ms),
         "number": g.number,
         "version": g.version,
         "state": g.state,
@@ -69,6 +76,9 @@ pub(super) async fn views(
         host.projectors.iter().map(|r| r.borrow().clone()).collect();
     let rates = shared.rates();
     let dead_letters = shared.store.count_dead_letters().await?;
+    // Where several hosts share the store: who runs each generation.
+    let leases = shared.store.leases().await?;
+    let held = shared.store.held_leases();
     let names: BTreeSet<String> = by_name
         .keys()
         .chain(host.deployed.keys())
@@ -83,6 +93,13 @@ pub(super) async fn views(
                 .iter()
                 .find(|s| s.projection == name && s.generation == number)
         };
+        let lease_of = |number: u32| {
+            leases
+                .iter()
+                .find(|l| l.projection == name && l.generation == number)
+        };
+        let json_of =
+            |g: &Generation| generation_json(g, head, status_of(g.number), lease_of(g.number));
         let active = generations
             .iter()
             .rfind(|g| g.state == GenerationState::Active);
@@ -102,17 +119,24 @@ pub(super) async fn views(
             .iter()
             .filter(|s| s.projection == name && s.state != ProjectorState::Stopped)
             .collect();
+        // Run by another host, under a lease it renews: its state is read from the store.
+        let elsewhere = [active, building].into_iter().flatten().any(|g| {
+            lease_of(g.number)
+                .is_some_and(|l| l.age_ms.is_some() && !held.contains(&(name.clone(), g.number)))
+        });
         let state = if paused.contains(&name) {
             "paused"
         } else if last_error.is_some() {
             "failed"
-        } else if running.is_empty() {
+        } else if running.is_empty() && !elsewhere {
             "stopped"
         } else if active.is_some() && building.is_some() {
             "rebuilding"
         } else if active.is_none() {
             "replaying"
-        } else if running.iter().all(|s| s.state == ProjectorState::Live) {
+        } else if running.is_empty() && checkpoint >= head
+            || !running.is_empty() && running.iter().all(|s| s.state == ProjectorState::Live)
+        {
             "live"
         } else {
             "catching_up"
@@ -131,9 +155,9 @@ pub(super) async fn views(
             "eventsPerSecond": rates.get(&name).copied().unwrap_or(0.0),
             "lastError": last_error,
             "deadLetters": dead_letters.get(&name).copied().unwrap_or(0),
-            "active": active.map(|g| generation_json(g, head, status_of(g.number))),
-            "building": building.map(|g| generation_json(g, head, status_of(g.number))),
-            "generations": generations.iter().map(|g| generation_json(g, head, status_of(g.number))).collect::<Vec<_>>(),
+            "active": active.map(json_of),
+            "building": building.map(json_of),
+            "generations": generations.iter().map(json_of).collect::<Vec<_>>(),
         }));
     }
     Ok((head, out))
@@ -332,4 +356,34 @@ pub(super) async fn discard_dead_letters(
         control::discard_dead_letters(shared.store.as_ref(), &name, body.positions.as_deref())
             .await?;
     Ok(Json(json!({ "projection": name, "discarded": discarded })))
+}
+
+/// `GET /api/hosts`: this host, the hosts alive on the store with the generations each would
+/// run, every lease, and the components the store publishes.
+pub(super) async fn hosts(
+    State(shared): State<Shared>,
+    params: Params,
+) -> Result<Json<Value>, ApiError> {
+    params.only(&[])?;
+    let hosts: Vec<Value> = shared
+        .store
+        .live_hosts()
+        .await?
+        .into_iter()
+        .map(|h| {
+            let wants: Vec<Value> = h
+                .wants
+                .iter()
+                .map(|(projection, number)| json!({ "projection": projection, "generation": number }))
+                .collect();
+            json!({ "name": h.name, "this": h.this, "wants": wants })
+        })
+        .collect();
+    Ok(Json(json!({
+        "host": crate::metrics::host(),
+        "shared": shared.store.lease_time().is_some(),
+        "hosts": hosts,
+        "leases": shared.store.leases().await?,
+        "components": shared.store.published().await?,
+    })))
 }

@@ -3,6 +3,7 @@
 mod append;
 mod demo;
 pub mod demo_data;
+mod deploy;
 mod fixture;
 mod generations;
 mod import;
@@ -121,6 +122,19 @@ enum Command {
     /// changes (`+` added, `~` changed, `-` removed, by field path), the lines the guest logged,
     /// and the document after it; `--json` prints the API's shape. See docs/trace.md.
     Trace(trace::TraceArgs),
+    /// Publish components to a MongoDB store, for every host that serves it.
+    ///
+    /// Checks each file (compiled, imports, exports, manifest) and publishes it in the store under
+    /// its file name (or `--name`): every `refold run` on the store deploys it, as if it had been
+    /// dropped into its folder, and runs it if its lease falls to that host. The same rules apply
+    /// as for a folder: same version swaps in place, a higher one builds a new generation that
+    /// takes over once caught up, a lower one or code rolled back from is refused (see `refold
+    /// status`). A file refused here publishes nothing. A host's watched folder publishes its
+    /// files the same way, named by their path under the folder; the last publication of a name
+    /// wins. `--remove NAME` withdraws a component (every host stops it, its data stays);
+    /// `--list` prints what is published. The embedded store has one host, whose folder is the
+    /// deployment: use the folder there.
+    Deploy(deploy::DeployArgs),
     /// Show every projection's generations, checkpoints, lag and errors, and refused components.
     ///
     /// Show every projection generation in the store: state, version, checkpoint, head, lag in
@@ -231,6 +245,7 @@ pub fn main() -> ExitCode {
             Command::Import(args) => import::import(args).await,
             Command::Test(args) => fixture::test(args).await,
             Command::Trace(args) => trace::trace(args).await,
+            Command::Deploy(args) => deploy::deploy(args).await,
             Command::Status(args) => status::status(args).await,
             Command::Rebuild(args) => generations::rebuild(args).await,
             Command::Rollback(args) => generations::rollback(args).await,

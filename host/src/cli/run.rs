@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::StoreArgs;
-use crate::deploy::{CachedCode, Changes, Deployer, FolderWatcher, Outcome};
+use crate::deploy::{CachedCode, Changes, Deployer, FolderPublisher, FolderWatcher, Outcome};
 use crate::domain::FailurePolicy;
 use crate::engine::{CodeCache, Engine, Limits};
 use crate::projector::{CodeSource, HostView, Supervisor};
@@ -265,16 +265,15 @@ pub(super) async fn start_folder(
         .supervisor
         .set_failure_policies(host.on_failure.iter().cloned().collect());
     let outcomes = deployer.scan().await?;
-    report(&deployer, outcomes);
+    report(outcomes);
     Ok(deployer)
 }
 
 /// Print refusals (the log has every outcome).
-pub(super) fn report(deployer: &Deployer, outcomes: Vec<(PathBuf, Outcome)>) {
-    for (path, outcome) in outcomes {
+pub(super) fn report(outcomes: Vec<(String, Outcome)>) {
+    for (component, outcome) in outcomes {
         if let Outcome::Refused { error } = outcome {
-            let shown = path.strip_prefix(deployer.dir()).unwrap_or(&path);
-            eprintln!("refused {}: {error}", shown.display());
+            eprintln!("refused {component}: {error}");
         }
     }
 }
@@ -292,7 +291,69 @@ pub(super) async fn apply_changes(deployer: &mut Deployer, changes: Changes) {
     } else {
         deployer.apply_all(changes.paths).await
     };
-    report(deployer, outcomes);
+    report(outcomes);
+}
+
+/// How a host deploys: its folder, or, on a store that keeps components, what the store
+/// publishes (its folder publishing to it).
+enum Deploys {
+    Folder,
+    Store(FolderPublisher),
+}
+
+impl Deploys {
+    /// Deploy the folder's components, or publish them and deploy what the store publishes.
+    async fn start(
+        store: &Arc<dyn Store>,
+        dir: &Path,
+        host: &HostArgs,
+        engine: Arc<Engine>,
+    ) -> anyhow::Result<(Self, Deployer)> {
+        if !store.publishes() {
+            let deployer = start_folder(Arc::clone(store), dir, host, engine).await?;
+            return Ok((Self::Folder, deployer));
+        }
+        let mut publisher = FolderPublisher::new(Arc::clone(&engine), Arc::clone(store), dir);
+        report(publisher.publish_folder().await?);
+        let mut deployer = Deployer::new(engine, Arc::clone(store), dir);
+        deployer
+            .supervisor
+            .set_failure_policies(host.on_failure.iter().cloned().collect());
+        report(deployer.follow_store().await?);
+        Ok((Self::Store(publisher), deployer))
+    }
+
+    /// Apply a batch of folder changes: to the deployer, or published.
+    async fn changed(&mut self, deployer: &mut Deployer, changes: Changes) {
+        let Self::Store(publisher) = self else {
+            return apply_changes(deployer, changes).await;
+        };
+        let outcomes = if changes.rescan {
+            match publisher.publish_folder().await {
+                Ok(outcomes) => outcomes,
+                Err(error) => {
+                    tracing::error!(%error, "cannot rescan the projections folder");
+                    return;
+                }
+            }
+        } else {
+            publisher.publish(changes.paths).await
+        };
+        report(outcomes);
+        self.follow(deployer).await;
+    }
+
+    /// Publish what failed to publish before, and deploy what the store publishes now.
+    async fn follow(&mut self, deployer: &mut Deployer) {
+        let Self::Store(publisher) = self else {
+            return;
+        };
+        report(publisher.publish_failed().await);
+        match deployer.follow_store().await {
+            Ok(outcomes) => report(outcomes),
+            Err(error) => tracing::warn!(%error, "cannot read the published components; retrying"),
+        }
+    }
 }
 
 /// Reconcile projections whose generations changed in the store (cut-overs, and rebuilds or
@@ -340,7 +401,9 @@ fn owner_name() -> String {
 
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let lease = Duration::from_millis(args.lease_ms);
-    let (store, tasks) = store::open_serving(&args.store.store, &owner_name(), lease).await?;
+    let owner = owner_name();
+    crate::metrics::set_host(&owner);
+    let (store, tasks) = store::open_serving(&args.store.store, &owner, lease).await?;
     // Watch before the first scan, so a file dropped meanwhile is not missed.
     let mut watcher = if args.exit_when_caught_up {
         None
@@ -364,8 +427,8 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let mut deployer =
-        start_folder(Arc::clone(&store), &args.projections, &args.host, engine).await?;
+    let (mut deploys, mut deployer) =
+        Deploys::start(&store, &args.projections, &args.host, engine).await?;
     let publish = |deployer: &Deployer| {
         if let Some(api) = &api {
             api.publish(&deployer.supervisor);
@@ -395,10 +458,13 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 tokio::select! {
                     _ = &mut stop => break,
                     changes = watcher.next() => match changes {
-                        Some(changes) => apply_changes(&mut deployer, changes).await,
+                        Some(changes) => deploys.changed(&mut deployer, changes).await,
                         None => break,
                     },
-                    _ = tick.tick() => sync(&mut deployer).await,
+                    _ = tick.tick() => {
+                        deploys.follow(&mut deployer).await;
+                        sync(&mut deployer).await;
+                    }
                 }
                 publish(&deployer);
             }

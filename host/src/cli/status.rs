@@ -32,6 +32,7 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .map(|h| h.name)
         .collect();
+    let components = store.published().await?;
     let lease_of = |g: &crate::domain::Generation| {
         leases
             .iter()
@@ -57,7 +58,7 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "head": head, "generations": rows, "refused": refusals, "paused": paused,
-                "hosts": hosts,
+                "hosts": hosts, "components": components,
             }))?
         );
         return Ok(ExitCode::SUCCESS);
@@ -65,6 +66,16 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     println!("head: {head}");
     if !hosts.is_empty() {
         println!("hosts alive: {}", hosts.join(", "));
+    }
+    for component in &components {
+        println!(
+            "published {} ({}, {} bytes, by {} at {})",
+            component.name,
+            &component.hash[..12.min(component.hash.len())],
+            component.size,
+            component.source,
+            crate::domain::time::iso8601_millis(component.published_at_ms)
+        );
     }
     for refusal in &refusals {
         println!(

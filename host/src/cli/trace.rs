@@ -52,6 +52,11 @@ pub(super) async fn trace(args: TraceArgs) -> anyhow::Result<ExitCode> {
     let generation =
         control::traced_generation(store.as_ref(), &args.projection, args.generation).await?;
     let engine = args.engine.engine()?;
+    // Code a host published through the store, when this machine's cache lacks it.
+    let recorded = std::iter::once(&generation.code_hash).chain(&generation.upcasters);
+    for hash in recorded.skip(usize::from(args.component.is_some())) {
+        crate::deploy::fetch(&engine, store.as_ref(), hash).await?;
+    }
     let handler: Arc<dyn Handler> = match &args.component {
         Some(path) => {
             let bytes =

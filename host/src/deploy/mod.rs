@@ -1,4 +1,5 @@
-//! Hot deploy: the projections folder is the deployment.
+//! Hot deploy: the projections folder is the deployment; on a store several hosts serve
+//! (MongoDB), the components published to the store are (see [`publish`]).
 //!
 //! Every `*.wasm` file under the folder (recursively; names starting with `.` are ignored, so
 //! editors' and copy tools' temporary files are not loaded) is a projection or an upcaster (a
@@ -14,13 +15,20 @@
 //! from the first event; an upcaster that would take an event type another one takes is
 //! refused. Adding, changing or removing an upcaster rebuilds the projections it reaches into
 //! new generations, beside the active ones.
+//!
+//! On a store that keeps components ([`crate::store::Components`]), each host's folder
+//! publishes its files to the store ([`FolderPublisher`]) and every host deploys what the store
+//! publishes ([`Deployer::follow_store`]), under the same rules: a component is named by its
+//! file's path under the folder that published it, or by the name `refold deploy` gave it.
 
+mod publish;
 mod watch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use publish::{FolderPublisher, deploy_source};
 pub use watch::{Changes, FolderWatcher};
 
 use crate::engine::{Engine, Loaded, code_hash};
@@ -75,6 +83,17 @@ pub enum Outcome {
     },
 }
 
+/// A component's content, as its source has it now.
+#[derive(Debug)]
+pub enum Content {
+    /// Its bytes.
+    Bytes(Vec<u8>),
+    /// It is gone (the file was removed, the component withdrawn).
+    Gone,
+    /// It cannot be read: why.
+    Unreadable(String),
+}
+
 /// Loads generations' code from the engine's code cache.
 pub struct CachedCode(pub Arc<Engine>);
 
@@ -94,7 +113,7 @@ impl CodeSource for CachedCode {
     }
 }
 
-/// What is known about one file.
+/// What is known about one component.
 struct FileState {
     /// Hash of the bytes last applied (deployed or refused).
     hash: String,
@@ -112,7 +131,10 @@ pub struct Deployer {
     engine: Arc<Engine>,
     store: Arc<dyn Store>,
     dir: PathBuf,
-    files: BTreeMap<PathBuf, FileState>,
+    /// By component name.
+    files: BTreeMap<String, FileState>,
+    /// Code hashes of generations already looked for in the store ([`Self::follow_store`]).
+    fetched: std::collections::BTreeSet<String>,
     /// The projectors.
     pub supervisor: Supervisor,
 }
@@ -153,6 +175,32 @@ pub fn is_component(path: &Path) -> bool {
             .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
 }
 
+/// A component's bytes by hash: from the engine's code cache, else from the store (kept in the
+/// cache then); `None` when neither has them.
+pub async fn fetch(
+    engine: &Engine,
+    store: &dyn Store,
+    hash: &str,
+) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+    if let Some(bytes) = engine.cached_source(hash) {
+        return Ok(Some(bytes));
+    }
+    let bytes = store.component(hash).await?;
+    if let Some(bytes) = &bytes {
+        engine.cache_source(bytes);
+    }
+    Ok(bytes)
+}
+
+/// Compile and check a component, off the async threads.
+async fn load_off_thread(engine: &Arc<Engine>, bytes: Vec<u8>) -> Result<Loaded, String> {
+    let engine = Arc::clone(engine);
+    tokio::task::spawn_blocking(move || engine.load_any(&bytes))
+        .await
+        .map_err(|e| format!("loading task failed: {e}"))
+        .and_then(|r| r.map_err(|e| e.to_string()))
+}
+
 impl Deployer {
     /// A deployer for a folder, with an empty supervisor.
     pub fn new(engine: Arc<Engine>, store: Arc<dyn Store>, dir: &Path) -> Self {
@@ -163,6 +211,7 @@ impl Deployer {
             store,
             dir: dir.to_path_buf(),
             files: BTreeMap::new(),
+            fetched: Default::default(),
         }
     }
 
@@ -172,31 +221,113 @@ impl Deployer {
     }
 
     /// Apply every file of the folder, and the removal of files applied before that are gone.
-    pub async fn scan(&mut self) -> Result<Vec<(PathBuf, Outcome)>, DeployError> {
+    pub async fn scan(&mut self) -> Result<Vec<(String, Outcome)>, DeployError> {
         let mut paths = components_in(&self.dir)?;
         paths.extend(
             self.files
                 .keys()
+                .map(|name| self.dir.join(name))
                 .filter(|p| !p.is_file())
-                .cloned()
                 .collect::<Vec<_>>(),
         );
         Ok(self.apply_all(paths).await)
     }
 
-    /// Apply changed paths: removals first (so a projection moved to another file is free to be
-    /// claimed), then the upcasters, then the projections, each in name order. The upcasters of
-    /// the whole batch change the chain at once, so the projections rebuild once for the batch.
-    pub async fn apply_all(&mut self, mut paths: Vec<PathBuf>) -> Vec<(PathBuf, Outcome)> {
-        paths.sort_by_key(|p| (p.is_file(), p.clone()));
-        paths.dedup();
+    /// Apply changed files of the folder.
+    pub async fn apply_all(&mut self, paths: Vec<PathBuf>) -> Vec<(String, Outcome)> {
+        let items = paths
+            .into_iter()
+            .map(|path| {
+                let content = match std::fs::read(&path) {
+                    Ok(bytes) => Content::Bytes(bytes),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Content::Gone,
+                    Err(e) => Content::Unreadable(format!("cannot read the file: {e}")),
+                };
+                (self.component_name(&path), content)
+            })
+            .collect();
+        self.apply_named(items).await
+    }
+
+    /// Deploy what the store publishes: components published or changed since the last call,
+    /// and the withdrawal of those no longer published. Bytes come from the code cache when it
+    /// has them, else from the store (and are then kept in the cache). The code of every
+    /// generation that may run is fetched into the cache too, so this host can run any of them.
+    pub async fn follow_store(
+        &mut self,
+    ) -> Result<Vec<(String, Outcome)>, crate::store::StoreError> {
+        let published = self.store.published().await?;
+        let mut items = Vec::new();
+        for component in &published {
+            if self
+                .files
+                .get(&component.name)
+                .is_some_and(|s| s.hash == component.hash)
+            {
+                continue;
+            }
+            let content = match self.fetch(&component.hash).await? {
+                Some(bytes) => Content::Bytes(bytes),
+                None => Content::Unreadable(format!(
+                    "the store keeps no bytes for component {}",
+                    component.hash
+                )),
+            };
+            items.push((component.name.clone(), content));
+        }
+        for name in self.files.keys() {
+            if !published.iter().any(|c| &c.name == name) {
+                items.push((name.clone(), Content::Gone));
+            }
+        }
+        self.fetch_generations_code().await?;
+        Ok(self.apply_named(items).await)
+    }
+
+    async fn fetch(&self, hash: &str) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
+        fetch(&self.engine, self.store.as_ref(), hash).await
+    }
+
+    /// Fetch into the code cache the code (and upcasters) of every generation that may run
+    /// again, when the store keeps it: an active or building one, or one a rollback returns to.
+    async fn fetch_generations_code(&mut self) -> Result<(), crate::store::StoreError> {
+        let generations = self.store.all_generations().await?;
+        let may_run =
+            |g: &&crate::domain::Generation| g.state != crate::domain::GenerationState::Abandoned;
+        for generation in generations.iter().filter(may_run) {
+            let hashes = std::iter::once(&generation.code_hash).chain(&generation.upcasters);
+            for hash in hashes {
+                if self.fetched.contains(hash) {
+                    continue;
+                }
+                // A generation of code the store does not keep (deployed from a folder before
+                // components were kept) loads from this host's cache, if at all.
+                self.fetch(hash).await?;
+                self.fetched.insert(hash.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply changed components: removals first (so a projection moved to another component is
+    /// free to be claimed), then the upcasters, then the projections, each in name order. The
+    /// upcasters of the whole batch change the chain at once, so the projections rebuild once
+    /// for the batch.
+    pub async fn apply_named(
+        &mut self,
+        mut items: Vec<(String, Content)>,
+    ) -> Vec<(String, Outcome)> {
+        items.sort_by(|(a, x), (b, y)| {
+            (!matches!(x, Content::Gone), a).cmp(&(!matches!(y, Content::Gone), b))
+        });
+        items.dedup_by(|(a, _), (b, _)| a == b);
         let mut loaded = Vec::new();
         let mut outcomes = Vec::new();
-        for path in paths {
-            let outcome = match std::fs::read(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.remove(&path).await,
-                Err(e) => self.refused(&path, None, format!("cannot read the file: {e}")),
-                Ok(bytes) => {
+        for (path, content) in items {
+            let outcome = match content {
+                Content::Gone => self.remove(&path).await,
+                Content::Unreadable(error) => self.refused(&path, None, error),
+                Content::Bytes(bytes) => {
                     let hash = code_hash(&bytes);
                     if self.files.get(&path).is_some_and(|s| s.hash == hash) {
                         continue;
@@ -243,17 +374,13 @@ impl Deployer {
         outcomes
     }
 
-    /// The refusal of a projection named `name` in `path` when another file deployed that name.
-    fn claimed_elsewhere(&self, path: &Path, name: &str) -> Option<String> {
+    /// The refusal of a projection named `name` in component `path` when another component
+    /// deployed that name.
+    fn claimed_elsewhere(&self, path: &str, name: &str) -> Option<String> {
         self.files
             .iter()
-            .find(|(p, s)| p.as_path() != path && s.projection.as_deref() == Some(name))
-            .map(|(other, _)| {
-                format!(
-                    "projection `{name}` is already deployed from {}",
-                    self.component_name(other)
-                )
-            })
+            .find(|(p, s)| p.as_str() != path && s.projection.as_deref() == Some(name))
+            .map(|(other, _)| format!("projection `{name}` is already deployed from {other}"))
     }
 
     /// Put the upcasters of this batch (`loaded`, in name order) in front of the projections,
@@ -262,9 +389,9 @@ impl Deployer {
     /// changes at most once.
     async fn change_upcasters(
         &mut self,
-        loaded: Vec<(PathBuf, String, Arc<dyn Upcaster>)>,
-        replacing: &[(PathBuf, String, crate::engine::PreparedProjection)],
-        outcomes: &mut Vec<(PathBuf, Outcome)>,
+        loaded: Vec<(String, String, Arc<dyn Upcaster>)>,
+        replacing: &[(String, String, crate::engine::PreparedProjection)],
+        outcomes: &mut Vec<(String, Outcome)>,
     ) {
         let mut kept: Vec<Arc<dyn Upcaster>> = self
             .files
@@ -329,8 +456,8 @@ impl Deployer {
         }
     }
 
-    /// The path as recorded in the store: relative to the folder.
-    fn component_name(&self, path: &Path) -> String {
+    /// A file's component name, as recorded in the store: its path relative to the folder.
+    pub fn component_name(&self, path: &Path) -> String {
         path.strip_prefix(&self.dir)
             .unwrap_or(path)
             .to_string_lossy()
@@ -347,20 +474,16 @@ impl Deployer {
 
     /// Compile and check a component, off the async threads.
     async fn load(&self, bytes: Vec<u8>) -> Result<Loaded, String> {
-        let engine = Arc::clone(&self.engine);
-        tokio::task::spawn_blocking(move || engine.load_any(&bytes))
-            .await
-            .map_err(|e| format!("loading task failed: {e}"))
-            .and_then(|r| r.map_err(|e| e.to_string()))
+        load_off_thread(&self.engine, bytes).await
     }
 
     /// Refuse a file's bytes (`hash`, when they could be read): what it deployed before keeps
     /// running.
-    fn refused(&mut self, path: &Path, hash: Option<String>, error: String) -> Outcome {
+    fn refused(&mut self, path: &str, hash: Option<String>, error: String) -> Outcome {
         if let Some(hash) = hash {
             let previous = self.files.remove(path);
             self.files.insert(
-                path.to_path_buf(),
+                path.to_owned(),
                 FileState {
                     hash,
                     projection: previous.as_ref().and_then(|s| s.projection.clone()),
@@ -373,8 +496,7 @@ impl Deployer {
     }
 
     /// Log an outcome and record it in the store (a refusal, or its clearing).
-    async fn record(&self, path: &Path, outcome: &Outcome) {
-        let component = self.component_name(path);
+    async fn record(&self, component: &str, outcome: &Outcome) {
         let recorded = match outcome {
             Outcome::Unchanged => return,
             Outcome::Refused { error } => {
@@ -427,7 +549,7 @@ impl Deployer {
                 .files
                 .iter()
                 .find(|(_, s)| s.loaded && s.projection.as_deref() == Some(projection.as_str()))
-                .map(|(path, _)| self.component_name(path));
+                .map(|(name, _)| name.clone());
             let error = outcome.err().map(|e| e.to_string());
             if let Some(error) = &error {
                 tracing::warn!(%projection, %error, "deployed code refused");
@@ -439,7 +561,7 @@ impl Deployer {
         Ok(())
     }
 
-    async fn remove(&mut self, path: &Path) -> Outcome {
+    async fn remove(&mut self, path: &str) -> Outcome {
         let Some(state) = self.files.remove(path) else {
             return Outcome::Unchanged;
         };
@@ -461,7 +583,7 @@ impl Deployer {
 
     async fn deploy(
         &mut self,
-        path: &Path,
+        path: &str,
         hash: String,
         projection: crate::engine::PreparedProjection,
     ) -> Outcome {
@@ -479,7 +601,7 @@ impl Deployer {
         }
         let deployed = self.supervisor.deploy(Arc::new(projection)).await;
         self.files.insert(
-            path.to_path_buf(),
+            path.to_owned(),
             FileState {
                 hash,
                 projection: Some(name.clone()),

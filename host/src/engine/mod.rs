@@ -129,6 +129,19 @@ impl Engine {
         }
     }
 
+    /// The component the code cache holds under this hash, checked against it.
+    pub fn cached_source(&self, hash: &str) -> Option<Vec<u8>> {
+        self.cache.as_ref().and_then(|c| c.source(hash))
+    }
+
+    /// Keep a component's bytes in the code cache under their hash (bytes fetched from the
+    /// store, for generations whose code this host never loaded from a file).
+    pub fn cache_source(&self, bytes: &[u8]) {
+        if let Some(cache) = &self.cache {
+            cache.store_source(&code_hash(bytes), bytes);
+        }
+    }
+
     /// Load the component with this code hash from the code cache (for a generation whose
     /// file is no longer deployed, e.g. the active one while a new version builds).
     pub fn load_cached(self: &Arc<Self>, hash: &str) -> Result<PreparedProjection, LoadError> {

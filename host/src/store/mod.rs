@@ -31,9 +31,9 @@ pub use error::{BackendError, StoreError, StoreResult};
 pub(crate) use import::FastMap;
 pub use import::{ImportBatch, Imported, ImportedEvent};
 pub use ports::{
-    Checkpoints, DeadLetter, DeadLetterKey, DeadLetters, DocumentReader, Documents, EventLog,
-    Generations, Host, Lease, Leases, MAX_DEAD_LETTER_PAGE, OperatorState, Page, Refusal,
-    WriteHistory,
+    Checkpoints, Components, DeadLetter, DeadLetterKey, DeadLetters, DocumentReader, Documents,
+    EventLog, Generations, Host, Lease, Leases, MAX_DEAD_LETTER_PAGE, OperatorState, Page,
+    Published, Refusal, WriteHistory,
 };
 
 /// Ring a change feed with a new head; a lower or equal position changes nothing, so rings from
@@ -56,6 +56,7 @@ pub trait Store:
     + OperatorState
     + WriteHistory
     + Leases
+    + Components
 {
 }
 
@@ -68,6 +69,7 @@ impl<T> Store for T where
         + OperatorState
         + WriteHistory
         + Leases
+        + Components
 {
 }
 

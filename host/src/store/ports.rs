@@ -225,6 +225,53 @@ pub trait Leases: Send + Sync {
     async fn leases(&self) -> StoreResult<Vec<Lease>>;
 }
 
+/// A component published to a store several hosts serve (see [`Components`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Published {
+    /// Its name: the file's path under the projections folder that published it, or the name
+    /// `refold deploy` gave.
+    pub name: String,
+    /// The SHA-256 of its bytes, in hex.
+    pub hash: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Who published it: `folder HOST:PATH` for a host's watched folder, `deploy HOST` for
+    /// `refold deploy`.
+    pub source: String,
+    /// When, in milliseconds since the epoch.
+    pub published_at_ms: i64,
+}
+
+/// Components kept in the store, so that every host serving it runs the same code whichever
+/// host's folder (or `refold deploy`) published it (MongoDB). Bytes are kept by their hash,
+/// in chunks; the deployment is the set of published names, each naming one hash. The
+/// embedded store is served by one host, whose folder is the deployment: it keeps none.
+#[async_trait]
+pub trait Components: Send + Sync {
+    /// Whether this store keeps published components (else hosts deploy their folder).
+    fn publishes(&self) -> bool;
+
+    /// Keep `bytes` under their hash (once, whoever else kept them) and publish them as `name`;
+    /// returns the publication, and whether it changed anything (other bytes, or a new name).
+    async fn publish(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        source: &str,
+    ) -> StoreResult<(Published, bool)>;
+
+    /// Withdraw the component published as `name` (only if `source` published it, when given):
+    /// every host stops it, its data stays. Whether one was withdrawn.
+    async fn unpublish(&self, name: &str, source: Option<&str>) -> StoreResult<bool>;
+
+    /// The components published, by name.
+    async fn published(&self) -> StoreResult<Vec<Published>>;
+
+    /// The bytes kept under a hash, checked against it; `None` when none are kept.
+    async fn component(&self, hash: &str) -> StoreResult<Option<Vec<u8>>>;
+}
+
 /// Checkpoint-guarded commits: the only way a generation's documents change.
 #[async_trait]
 pub trait Checkpoints: Send + Sync {

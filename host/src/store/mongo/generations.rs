@@ -215,8 +215,29 @@ impl Generations for MongoStore {
                     self.prepare_collections(&generation, manifest).await?;
                     return Ok(generation);
                 }
-                // Another host numbered the same generation first: take the next number.
-                Err(e) if errors::code(&e) == Some(errors::DUPLICATE_KEY) => continue,
+                // Another host numbered the same generation first. Hosts that serve the same
+                // published code decide alike: when it is the generation this one would have
+                // created (same version, same upcasters, building), it is that one; otherwise
+                // take the next number.
+                Err(e) if errors::code(&e) == Some(errors::DUPLICATE_KEY) => {
+                    let theirs = self
+                        .generations(&manifest.name)
+                        .await?
+                        .into_iter()
+                        .find(|g| g.number == generation.number);
+                    match theirs {
+                        Some(g)
+                            if g.state == crate::domain::GenerationState::Building
+                                && g.version == generation.version
+                                && g.upcasters == upcasters =>
+                        {
+                            // Its indexes exist before this host may run it (idempotent).
+                            self.prepare_collections(&g, manifest).await?;
+                            return Ok(g);
+                        }
+                        _ => continue,
+                    }
+                }
                 Err(e) => return Err(StoreError::backend("register generation", e)),
             }
         }

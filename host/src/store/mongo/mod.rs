@@ -15,6 +15,7 @@
 //!   views on the active generation.
 
 mod checkpoints;
+mod components;
 mod documents;
 mod errors;
 mod events;
@@ -176,6 +177,11 @@ impl MongoStore {
             ))
             .await
             .map_err(backend("create write-history indexes"))?;
+        self.db
+            .collection::<Document>("component_chunks")
+            .create_index(index(doc! { "hash": 1, "n": 1 }, "hash_n", true))
+            .await
+            .map_err(backend("create component indexes"))?;
         Ok(())
     }
 

@@ -9,8 +9,8 @@ use rusqlite::{Connection, params};
 use super::SqliteStore;
 use crate::domain::{Generation, Position, time};
 use crate::store::{
-    DeadLetter, DeadLetterKey, DeadLetters, Host, Lease, Leases, MAX_DEAD_LETTER_PAGE,
-    OperatorState, Refusal, StoreError, StoreResult,
+    Components, DeadLetter, DeadLetterKey, DeadLetters, Host, Lease, Leases, MAX_DEAD_LETTER_PAGE,
+    OperatorState, Published, Refusal, StoreError, StoreResult,
 };
 
 /// Record a dead letter, replacing the one at the same (projection, generation, position).
@@ -282,4 +282,36 @@ impl Leases for SqliteStore {
     async fn leases(&self) -> StoreResult<Vec<Lease>> {
         Ok(vec![])
     }
+}
+
+/// The embedded store is served by one host, whose projections folder is the deployment: it
+/// keeps no components.
+#[async_trait]
+impl Components for SqliteStore {
+    fn publishes(&self) -> bool {
+        false
+    }
+
+    async fn publish(&self, name: &str, _: &[u8], _: &str) -> StoreResult<(Published, bool)> {
+        Err(one_host(name))
+    }
+
+    async fn unpublish(&self, name: &str, _: Option<&str>) -> StoreResult<bool> {
+        Err(one_host(name))
+    }
+
+    async fn published(&self) -> StoreResult<Vec<Published>> {
+        Ok(vec![])
+    }
+
+    async fn component(&self, _: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(None)
+    }
+}
+
+fn one_host(name: &str) -> StoreError {
+    StoreError::InvalidInput(format!(
+        "cannot publish or withdraw `{name}` on the embedded store: one host serves it, and its \
+         projections folder is the deployment (copy the component there, or remove it)"
+    ))
 }
