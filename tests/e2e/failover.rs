@@ -205,27 +205,7 @@ async fn hosts_share_the_generations_and_survivors_take_a_killed_host_s_over() {
         "no generation reports an error: {generations:#}"
     );
     drop(hosts);
-
-    // The same log replayed by one host on the embedded store gives the same read models.
-    let clean = sandbox.uri("clean.db");
-    refold_tests::copy_log(
-        store.as_ref(),
-        refold::store::open(&clean).await.expect("open").as_ref(),
-    )
-    .await;
-    let out = catch_up(&clean, &dir, &[]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let (shared, alone) = (dump_uri(&uri).await, dump_uri(&clean).await);
-    assert_eq!(
-        shared.keys().collect::<Vec<_>>(),
-        alone.keys().collect::<Vec<_>>()
-    );
-    for (model, documents) in &alone {
-        assert!(
-            shared[model] == *documents,
-            "{model} differs between the hosts' store and a clean replay"
-        );
-    }
+    equal_to_a_clean_replay(&sandbox, &uri, &dir).await;
 }
 
 /// A host that lost its lease while it held a batch (paused, cut off, slow) commits nothing
@@ -323,4 +303,435 @@ async fn a_host_that_lost_its_lease_commits_nothing() {
         "nothing of the held batch landed: {models:?}"
     );
     owner.kill();
+}
+
+/// The newest generation of `projection`: (number, state, checkpoint, owner's process id).
+fn newest(status: &Value, projection: &str) -> Option<(u64, String, u64, Option<u32>)> {
+    status["generations"]
+        .as_array()?
+        .iter()
+        .filter(|g| g["projection"] == projection)
+        .map(|g| {
+            (
+                g["generation"].as_u64().expect("number"),
+                g["state"].as_str().expect("state").to_owned(),
+                g["checkpoint"].as_u64().expect("checkpoint"),
+                g["owner"].as_str().map(pid_of),
+            )
+        })
+        .max_by_key(|g| g.0)
+}
+
+/// The read models of `uri` equal those a clean replay of its log by `dir`'s components on the
+/// embedded store builds.
+async fn equal_to_a_clean_replay(sandbox: &Sandbox, uri: &str, dir: &Path) {
+    let store = refold::store::open(uri).await.expect("open");
+    let clean = sandbox.uri("clean.db");
+    refold_tests::copy_log(
+        store.as_ref(),
+        refold::store::open(&clean).await.expect("open").as_ref(),
+    )
+    .await;
+    let out = catch_up(&clean, dir, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (shared, alone) = (dump_uri(uri).await, dump_uri(&clean).await);
+    assert_eq!(
+        shared.keys().collect::<Vec<_>>(),
+        alone.keys().collect::<Vec<_>>()
+    );
+    for (model, documents) in &alone {
+        assert!(
+            shared[model] == *documents,
+            "{model} differs between the hosts' store and a clean replay"
+        );
+    }
+}
+
+/// `refold deploy` on `uri` with arguments.
+fn deploy(uri: &str, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["deploy", "--store", uri];
+    all.extend_from_slice(args);
+    run(&all)
+}
+
+/// A component published by one host's folder, or by `refold deploy` from no host at all, runs
+/// on whichever host owns its generation, hosts whose folders are empty included; a new version
+/// builds one new generation (decided once, not per host) that takes over; a withdrawn
+/// component stops everywhere; a broken file publishes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_published_once_run_on_whichever_host_owns_them() {
+    let sandbox = Sandbox::new();
+    let uri = mongo::fresh_uri("deploys");
+    let full = projections(fixtures(), &["healthy"], &sandbox.path("full"));
+    let store = refold::store::open(&uri).await.expect("open");
+    demo_history(store.as_ref(), 600, 3).await;
+    let logs: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| sandbox.path(&format!("host-{i}.log")))
+        .collect();
+    let mut hosts: Vec<Running> = (0..3)
+        .map(|i| {
+            let dir = if i == 0 {
+                full.clone()
+            } else {
+                let empty = sandbox.path(&format!("empty-{i}"));
+                std::fs::create_dir_all(&empty).expect("create folder");
+                empty
+            };
+            host(&uri, &dir, &logs[i], LEASE_MS, &[("REFOLD_LOG", "info")])
+        })
+        .collect();
+    let pids: Vec<u32> = hosts.iter().map(|h| h.0.id()).collect();
+    let head = store.head().await.expect("head");
+    eventually("`healthy` at the head", &logs, || async {
+        newest(&status(&uri), "healthy").is_some_and(|(_, state, checkpoint, owner)| {
+            state == "active" && checkpoint == head && owner.is_some()
+        })
+    })
+    .await;
+    let published = status(&uri)["components"].clone();
+    assert_eq!(published[0]["name"], "healthy.wasm", "{published:#}");
+    assert!(
+        published[0]["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("folder ")),
+        "{published:#}"
+    );
+
+    // The only host whose folder holds it dies: a host with an empty folder runs it.
+    hosts[0].kill();
+    let survivors = &pids[1..];
+    more_payments(store.as_ref(), 300).await;
+    let head = store.head().await.expect("head");
+    eventually("a survivor runs `healthy` at the head", &logs, || async {
+        newest(&status(&uri), "healthy").is_some_and(|(_, _, checkpoint, owner)| {
+            checkpoint == head && owner.is_some_and(|o| survivors.contains(&o))
+        })
+    })
+    .await;
+
+    // Published from no host: `refold deploy`.
+    let v1 = refold_tests::fixture("counter-v1");
+    let out = deploy(&uri, &[&v1.to_string_lossy(), "--name", "counter.wasm"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(shown["name"], "counter.wasm");
+    assert_eq!(shown["changed"], true);
+    assert!(
+        shown["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("deploy "))
+    );
+    eventually("a survivor runs `counter` at the head", &logs, || async {
+        newest(&status(&uri), "counter").is_some_and(|(number, state, checkpoint, owner)| {
+            number == 1
+                && state == "active"
+                && checkpoint == head
+                && owner.is_some_and(|o| survivors.contains(&o))
+        })
+    })
+    .await;
+    // The same bytes again change nothing.
+    let again = deploy(&uri, &[&v1.to_string_lossy(), "--name", "counter.wasm"]);
+    let shown: Value = serde_json::from_slice(&again.stdout).expect("JSON");
+    assert_eq!(shown["changed"], false);
+
+    // A higher version: both hosts deploy it, one generation builds and takes over.
+    let v2 = refold_tests::fixture("counter-v2");
+    let out = deploy(&uri, &[&v2.to_string_lossy(), "--name", "counter.wasm"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    eventually(
+        "generation 2 of `counter` active at the head",
+        &logs,
+        || async {
+            newest(&status(&uri), "counter").is_some_and(|(number, state, checkpoint, _)| {
+                number == 2 && state == "active" && checkpoint == head
+            })
+        },
+    )
+    .await;
+    let generations: Vec<(u64, String)> = status(&uri)["generations"]
+        .as_array()
+        .expect("generations")
+        .iter()
+        .filter(|g| g["projection"] == "counter")
+        .map(|g| {
+            (
+                g["generation"].as_u64().expect("number"),
+                g["state"].as_str().expect("state").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        generations,
+        [(1, "retired".to_owned()), (2, "active".to_owned())],
+        "one new generation, built once"
+    );
+
+    // A file that cannot load is refused before anything is published.
+    let broken = sandbox.path("broken.wasm");
+    std::fs::write(&broken, b"\0asm not really").expect("write");
+    let out = deploy(&uri, &[&broken.to_string_lossy(), "--name", "counter.wasm"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("nothing was published"),
+        "{}",
+        text(&out.stderr)
+    );
+    let published = status(&uri)["components"].clone();
+    let counter = published
+        .as_array()
+        .expect("components")
+        .iter()
+        .find(|c| c["name"] == "counter.wasm")
+        .expect("counter published");
+    assert_eq!(
+        counter["hash"].as_str(),
+        Some(refold::engine::code_hash(&std::fs::read(&v2).expect("read")).as_str())
+    );
+
+    // Withdrawn: every host stops it; its data stays.
+    let out = deploy(&uri, &["--remove", "counter.wasm"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    eventually("no host runs `counter`", &logs, || async {
+        newest(&status(&uri), "counter").is_some_and(|(_, _, _, owner)| owner.is_none())
+    })
+    .await;
+    let out = deploy(&uri, &["--remove", "counter.wasm"]);
+    assert!(!out.status.success(), "a second withdrawal names nothing");
+    drop(hosts);
+
+    let dir = projections(
+        fixtures(),
+        &["healthy", "counter-v2"],
+        &sandbox.path("clean"),
+    );
+    equal_to_a_clean_replay(&sandbox, &uri, &dir).await;
+}
+
+/// Hosts that join take their share of the generations; a host that stops (SIGTERM) gives
+/// its generations up at once and the others take them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hosts_joining_and_leaving_rebalance_the_generations() {
+    let sandbox = Sandbox::new();
+    let uri = mongo::fresh_uri("rebalance");
+    let dir = projections(examples(), &EXAMPLE_NAMES, &sandbox.path("p"));
+    projections(fixtures(), &["healthy", "counter-v1"], &dir);
+    let store = refold::store::open(&uri).await.expect("open");
+    demo_history(store.as_ref(), 1_000, 5).await;
+    let head = store.head().await.expect("head");
+    let logs: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| sandbox.path(&format!("host-{i}.log")))
+        .collect();
+    let mut hosts = vec![host(&uri, &dir, &logs[0], LEASE_MS, &[])];
+    let first = [hosts[0].0.id()];
+    eventually("one host runs all six", &logs, || async {
+        shared_at_head(&status(&uri), 6, head, &first)
+    })
+    .await;
+    for log in &logs[1..] {
+        hosts.push(host(&uri, &dir, log, LEASE_MS, &[]));
+    }
+    let pids: Vec<u32> = hosts.iter().map(|h| h.0.id()).collect();
+    eventually("three hosts run two each", &logs, || async {
+        shared_at_head(&status(&uri), 6, head, &pids)
+    })
+    .await;
+    let stopped = hosts[1].terminate();
+    assert!(stopped.success(), "a stopping host exits cleanly");
+    let rest = [pids[0], pids[2]];
+    eventually("two hosts run three each", &logs, || async {
+        shared_at_head(&status(&uri), 6, head, &rest)
+    })
+    .await;
+    assert_eq!(status(&uri)["hosts"].as_array().map(Vec::len), Some(2));
+}
+
+/// The owner of a generation is killed while it replays the history, then the owner of a new
+/// generation while it builds beside the active one (before its cut-over): each time a survivor
+/// takes over from the checkpoint, and the read models end equal to a clean replay. Commits
+/// past a position are held (`REFOLD_TEST_HOLD_COMMITS`) so each kill lands mid-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owners_killed_mid_replay_and_mid_build_are_taken_over() {
+    let sandbox = Sandbox::new();
+    let uri = mongo::fresh_uri("midway");
+    let dir = projections(examples(), &["payments"], &sandbox.path("p"));
+    projections(fixtures(), &["counter-v1"], &dir);
+    let store = refold::store::open(&uri).await.expect("open");
+    demo_history(store.as_ref(), 6_000, 11).await;
+    let head = store.head().await.expect("head");
+    let hold = sandbox.path("hold");
+    std::fs::write(&hold, (head / 2).to_string()).expect("write the hold file");
+    let hold_arg = hold.to_string_lossy().into_owned();
+    let logs: Vec<std::path::PathBuf> = (0..3)
+        .map(|i| sandbox.path(&format!("host-{i}.log")))
+        .collect();
+    let mut hosts: Vec<Running> = logs
+        .iter()
+        .map(|log| {
+            host(
+                &uri,
+                &dir,
+                log,
+                LEASE_MS,
+                &[("REFOLD_TEST_HOLD_COMMITS", &hold_arg)],
+            )
+        })
+        .collect();
+    let pids: Vec<u32> = hosts.iter().map(|h| h.0.id()).collect();
+    let mid_way = |projection: &'static str, number: u64| {
+        let uri = uri.clone();
+        async move {
+            newest(&status(&uri), projection).filter(|(n, state, checkpoint, owner)| {
+                *n == number
+                    && state == "building"
+                    && *checkpoint > 0
+                    && *checkpoint <= head / 2
+                    && owner.is_some()
+            })
+        }
+    };
+    eventually("`payments` held mid-replay", &logs, || async {
+        mid_way("payments", 1).await.is_some()
+    })
+    .await;
+    let (_, _, _, owner) = mid_way("payments", 1).await.expect("mid-way");
+    let victim = owner.expect("an owner");
+    let index = pids.iter().position(|p| *p == victim).expect("a host");
+    hosts[index].kill();
+    std::fs::remove_file(&hold).expect("release the commits");
+    let alive: Vec<u32> = pids.iter().copied().filter(|p| *p != victim).collect();
+    eventually("a survivor finishes the replay", &logs, || async {
+        ["payments", "counter"].iter().all(|p| {
+            newest(&status(&uri), p).is_some_and(|(_, state, checkpoint, owner)| {
+                state == "active" && checkpoint == head && owner.is_some_and(|o| alive.contains(&o))
+            })
+        })
+    })
+    .await;
+
+    // A new version builds beside the active one; its owner dies before the cut-over.
+    std::fs::write(&hold, (head / 2).to_string()).expect("write the hold file");
+    let out = deploy(
+        &uri,
+        &[
+            &refold_tests::fixture("counter-v2").to_string_lossy(),
+            "--name",
+            "counter_v1.wasm",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    eventually(
+        "generation 2 of `counter` held mid-build",
+        &logs,
+        || async { mid_way("counter", 2).await.is_some() },
+    )
+    .await;
+    let (_, _, _, owner) = mid_way("counter", 2).await.expect("mid-way");
+    let victim = owner.expect("an owner");
+    let index = pids.iter().position(|p| *p == victim).expect("a host");
+    hosts[index].kill();
+    std::fs::remove_file(&hold).expect("release the commits");
+    more_payments(store.as_ref(), 200).await;
+    let head = store.head().await.expect("head");
+    let last = pids
+        .iter()
+        .copied()
+        .find(|p| alive.contains(p) && *p != victim)
+        .expect("one host left");
+    eventually("the last host cuts over and runs both", &logs, || async {
+        let status = status(&uri);
+        newest(&status, "counter").is_some_and(|(n, state, checkpoint, owner)| {
+            n == 2 && state == "active" && checkpoint == head && owner == Some(last)
+        }) && newest(&status, "payments")
+            .is_some_and(|(_, _, checkpoint, owner)| checkpoint == head && owner == Some(last))
+    })
+    .await;
+    drop(hosts);
+    let clean = projections(examples(), &["payments"], &sandbox.path("clean"));
+    projections(fixtures(), &["counter-v2"], &clean);
+    equal_to_a_clean_replay(&sandbox, &uri, &clean).await;
+}
+
+/// A host cut off from the server (through a proxy) past its lease, holding a handled batch,
+/// while another host takes the generation over and holds its own first batch: once the cut
+/// heals and the first host's batch is let go, nothing of it lands (it learns it lost the
+/// lease), and the new owner's batch commits after it, with no error anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_cut_off_past_its_lease_commits_nothing_once_it_is_back() {
+    let Some(server) = mongo::fault_server() else {
+        println!("skipped: REFOLD_TEST_MONGODB_URI is set without REFOLD_TEST_MONGODB_FAULTS=1");
+        return;
+    };
+    let sandbox = Sandbox::new();
+    let uri = server.fresh_uri("partition");
+    let dir = projections(fixtures(), &["healthy"], &sandbox.path("p"));
+    let store = refold::store::open(&uri).await.expect("open");
+    demo_history(store.as_ref(), 300, 13).await;
+    let head = store.head().await.expect("head");
+    let proxy = refold_tests::proxy::Proxy::start(server.address()).await;
+    let logs = [sandbox.path("cut-off.log"), sandbox.path("other.log")];
+    let holds = [sandbox.path("hold-cut-off"), sandbox.path("hold-other")];
+    for hold in &holds {
+        std::fs::write(hold, b"").expect("create the hold file");
+    }
+    let hold_of = |i: usize| holds[i].to_string_lossy().into_owned();
+    let (first_hold, other_hold) = (hold_of(0), hold_of(1));
+    let mut cut_off = host(
+        &server.through_proxy(&uri, proxy.port()),
+        &dir,
+        &logs[0],
+        LEASE_MS,
+        &[
+            ("REFOLD_TEST_HOLD_COMMITS", &first_hold),
+            ("REFOLD_LOG", "info"),
+        ],
+    );
+    let first = cut_off.0.id();
+    eventually("the first host holds the lease", &logs, || async {
+        newest(&status(&uri), "healthy").is_some_and(|(_, _, _, owner)| owner == Some(first))
+    })
+    .await;
+    // Its first batch is handled and held before its commit; then it is cut off.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    proxy.cut();
+    let mut other = host(
+        &uri,
+        &dir,
+        &logs[1],
+        LEASE_MS,
+        &[("REFOLD_TEST_HOLD_COMMITS", &other_hold)],
+    );
+    let second = other.0.id();
+    eventually("the other host takes the lease over", &logs, || async {
+        newest(&status(&uri), "healthy").is_some_and(|(_, _, _, owner)| owner == Some(second))
+    })
+    .await;
+    proxy.heal();
+    std::fs::remove_file(&holds[0]).expect("let the first host's batch go");
+    let lost = || {
+        std::fs::read_to_string(&logs[0])
+            .unwrap_or_default()
+            .contains("lease lost")
+    };
+    eventually("the first host learns it lost the lease", &logs, || async {
+        lost()
+    })
+    .await;
+    let models = dump_uri(&uri).await;
+    assert!(
+        models.get("healthy__by_type").is_none_or(Vec::is_empty),
+        "nothing of the cut-off host's batch landed"
+    );
+    std::fs::remove_file(&holds[1]).expect("let the other host's batch go");
+    eventually("the new owner at the head", &logs, || async {
+        newest(&status(&uri), "healthy").is_some_and(|(_, state, checkpoint, owner)| {
+            state == "active" && checkpoint == head && owner == Some(second)
+        })
+    })
+    .await;
+    let generations = status(&uri)["generations"].clone();
+    assert!(generations[0]["lastError"].is_null(), "{generations:#}");
+    assert!(cut_off.alive() && other.alive());
+    drop((cut_off, other));
+    equal_to_a_clean_replay(&sandbox, &uri, &dir).await;
 }

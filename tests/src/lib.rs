@@ -411,6 +411,17 @@ impl Running {
         matches!(self.0.try_wait(), Ok(None))
     }
 
+    /// SIGTERM the process (it stops at a batch boundary) and wait for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = libc::pid_t::try_from(self.0.id()).expect("a process id");
+        // SAFETY: kill(2) on the pid of a child this guard owns and has not reaped yet.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        self.0.wait().expect("wait for refold")
+    }
+
     /// SIGKILL the process and reap it.
     pub fn kill(&mut self) {
         let _ = self.0.kill();

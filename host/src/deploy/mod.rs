@@ -256,6 +256,8 @@ impl Deployer {
     pub async fn follow_store(
         &mut self,
     ) -> Result<Vec<(String, Outcome)>, crate::store::StoreError> {
+        // The revision first: the components read after it hold every change up to it.
+        let revision = self.store.deployment_revision().await?;
         let published = self.store.published().await?;
         let mut items = Vec::new();
         for component in &published {
@@ -281,6 +283,7 @@ impl Deployer {
             }
         }
         self.fetch_generations_code().await?;
+        self.supervisor.set_deployment_revision(revision);
         Ok(self.apply_named(items).await)
     }
 

@@ -11,17 +11,21 @@ use crate::domain::Position;
 use crate::metrics;
 use crate::store::{BatchWrites, DeadLetter, StoreError};
 
-/// For the fencing test only: while the file `REFOLD_TEST_HOLD_COMMITS` names exists, a batch
-/// waits before it commits, so the test can take the lease over in that window. Unset in any
-/// real deployment.
-async fn hold_for_test() {
+/// For the failover tests only: while the file `REFOLD_TEST_HOLD_COMMITS` names exists, a batch
+/// that would move a checkpoint past the position the file holds (any batch, when it holds no
+/// number) waits before it commits, so a test can take a lease over, or kill a host, in that
+/// window. Unset in any real deployment.
+async fn hold_for_test(to: Position) {
     static HOLD: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
     let Some(path) =
         HOLD.get_or_init(|| std::env::var_os("REFOLD_TEST_HOLD_COMMITS").map(Into::into))
     else {
         return;
     };
-    while path.exists() {
+    while let Ok(text) = std::fs::read_to_string(path) {
+        if text.trim().parse::<Position>().is_ok_and(|past| to <= past) {
+            return;
+        }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
@@ -90,7 +94,7 @@ impl Projector {
         if writes.commit_id == 0 {
             writes.commit_id = fastrand::u64(1..);
         }
-        hold_for_test().await;
+        hold_for_test(to).await;
         let mut backoff = Backoff::new();
         loop {
             match self

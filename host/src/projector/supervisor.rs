@@ -20,7 +20,7 @@ use super::plan::{Code, Deployed, Refused, plan};
 use super::upcast::{Chain, Upcasted, Upcaster, behind_recorded};
 use super::{DropReason, Handler, Projector, ProjectorPorts, ProjectorState, ProjectorStatus};
 use crate::domain::{FailurePolicy, Generation, GenerationState, Position};
-use crate::store::{Generations, Leases, OperatorState, Store, StoreError};
+use crate::store::{Components, Generations, Leases, OperatorState, Store, StoreError};
 
 /// Why deployed code does not run.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +145,11 @@ pub struct Supervisor {
     /// The generations this host would run that other live hosts would run too (as of the
     /// last [`Self::tend`]): the ones its share counts.
     elsewhere: BTreeSet<(String, u32)>,
+    /// The components the store publishes, when it does.
+    components: Arc<dyn Components>,
+    /// The deployment revision the deployed code was read at, when the store publishes the
+    /// deployment ([`Self::set_deployment_revision`]).
+    revision: Option<u64>,
 }
 
 impl Supervisor {
@@ -162,12 +167,31 @@ impl Supervisor {
             running: BTreeMap::new(),
             seen: BTreeMap::new(),
             failure_policies: BTreeMap::new(),
+            components: store.clone(),
             leases: store,
             waiting: BTreeMap::new(),
             share: usize::MAX,
             tended: None,
             elsewhere: BTreeSet::new(),
+            revision: None,
         }
+    }
+
+    /// The deployment revision of the store (see [`Components::deployment_revision`]) that
+    /// the code deployed from now on was read at. Several hosts then decide alike: a host
+    /// creates or abandons a generation only when the deployment has not changed since, so
+    /// one that has not seen a publication yet cannot abandon the generation another host
+    /// built for it.
+    pub fn set_deployment_revision(&mut self, revision: u64) {
+        self.revision = Some(revision);
+    }
+
+    /// Whether the deployment is still at the revision the deployed code was read at.
+    async fn deployment_current(&self) -> Result<bool, SupervisorError> {
+        Ok(match self.revision {
+            None => true,
+            Some(revision) => self.components.deployment_revision().await? == revision,
+        })
     }
 
     /// Failure policies that win over the manifests', by projection name (`*` for every
@@ -253,6 +277,11 @@ impl Supervisor {
                 upcasters: h.upcasters(),
             }),
         );
+        if (plan.create || !plan.abandon.is_empty()) && !self.deployment_current().await? {
+            tracing::debug!(projection = %name, "the deployment changed since this host read it: planning again once it has read it");
+            self.seen.remove(name);
+            return Ok(());
+        }
         for number in &plan.abandon {
             if let Some(g) = generations.iter().find(|g| g.number == *number) {
                 tracing::info!(projection = %name, generation = number, "abandoning a building generation: different code was deployed");

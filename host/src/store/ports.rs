@@ -270,6 +270,11 @@ pub trait Components: Send + Sync {
 
     /// The bytes kept under a hash, checked against it; `None` when none are kept.
     async fn component(&self, hash: &str) -> StoreResult<Option<Vec<u8>>>;
+
+    /// The deployment's revision: it moves on with every publication and withdrawal that
+    /// changes something (0 on a store that keeps no components). A host that read the
+    /// revision before the components published knows it saw every change up to it.
+    async fn deployment_revision(&self) -> StoreResult<u64>;
 }
 
 /// Checkpoint-guarded commits: the only way a generation's documents change.

@@ -2,7 +2,8 @@
 //! (`_id` `HASH:N`, at most [`CHUNK_BYTES`] each), recorded whole in `components` (`_id` the
 //! hash, its size and number of chunks) only once every chunk is written, so a component found
 //! there is complete; the deployment in `deployments` (`_id` the name, the hash it names, who
-//! published it and when). Bytes are never removed: a rollback, or a host that starts later,
+//! published it and when), whose revision (`counters`, `_id` `deployments`) moves on with
+//! every change. Bytes are never removed: a rollback, or a host that starts later,
 //! may need the code of any generation.
 
 use async_trait::async_trait;
@@ -28,6 +29,19 @@ impl MongoStore {
 
     fn deployments_collection(&self) -> mongodb::Collection<Document> {
         self.db.collection("deployments")
+    }
+
+    /// Move the deployment's revision on, after a change to it.
+    async fn next_revision(&self) -> StoreResult<()> {
+        self.counters()
+            .update_one(
+                doc! { "_id": "deployments" },
+                doc! { "$inc": { "revision": 1i64 } },
+            )
+            .upsert(true)
+            .await
+            .map_err(backend("move the deployment's revision on"))?;
+        Ok(())
     }
 
     /// Keep `bytes` under `hash`, unless they are kept already.
@@ -119,6 +133,7 @@ impl Components for MongoStore {
             .upsert(true)
             .await
             .map_err(backend("publish a component"))?;
+        self.next_revision().await?;
         Ok((to_published(&record), true))
     }
 
@@ -132,6 +147,9 @@ impl Components for MongoStore {
             .delete_one(filter)
             .await
             .map_err(backend("withdraw a component"))?;
+        if deleted.deleted_count > 0 {
+            self.next_revision().await?;
+        }
         Ok(deleted.deleted_count > 0)
     }
 
@@ -146,6 +164,17 @@ impl Components for MongoStore {
             .await
             .map_err(backend("read the deployment"))?;
         Ok(docs.iter().map(to_published).collect())
+    }
+
+    async fn deployment_revision(&self) -> StoreResult<u64> {
+        let counter = self
+            .counters()
+            .find_one(doc! { "_id": "deployments" })
+            .await
+            .map_err(backend("read the deployment's revision"))?;
+        Ok(counter
+            .and_then(|c| c.get_i64("revision").ok())
+            .unwrap_or_default() as u64)
     }
 
     async fn component(&self, hash: &str) -> StoreResult<Option<Vec<u8>>> {

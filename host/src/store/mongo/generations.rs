@@ -217,8 +217,8 @@ impl Generations for MongoStore {
                 }
                 // Another host numbered the same generation first. Hosts that serve the same
                 // published code decide alike: when it is the generation this one would have
-                // created (same version, same upcasters, building), it is that one; otherwise
-                // take the next number.
+                // created (same version, same upcasters, building, or active already when it
+                // caught up at once), it is that one; otherwise take the next number.
                 Err(e) if errors::code(&e) == Some(errors::DUPLICATE_KEY) => {
                     let theirs = self
                         .generations(&manifest.name)
@@ -227,8 +227,11 @@ impl Generations for MongoStore {
                         .find(|g| g.number == generation.number);
                     match theirs {
                         Some(g)
-                            if g.state == crate::domain::GenerationState::Building
-                                && g.version == generation.version
+                            if matches!(
+                                g.state,
+                                crate::domain::GenerationState::Building
+                                    | crate::domain::GenerationState::Active
+                            ) && g.version == generation.version
                                 && g.upcasters == upcasters =>
                         {
                             // Its indexes exist before this host may run it (idempotent).

@@ -307,6 +307,10 @@ impl Components for SqliteStore {
     async fn component(&self, _: &str) -> StoreResult<Option<Vec<u8>>> {
         Ok(None)
     }
+
+    async fn deployment_revision(&self) -> StoreResult<u64> {
+        Ok(0)
+    }
 }
 
 fn one_host(name: &str) -> StoreError {
