@@ -20,6 +20,7 @@
 //! `--languages` compares the payment example in Rust, C, JavaScript and Python (size, compile,
 //! instantiate, replay; see `languages.rs`).
 
+mod failover;
 mod http_appends;
 mod import;
 mod languages;
@@ -61,6 +62,15 @@ struct Args {
     /// Skip the Python `eventsourcing` peer.
     #[arg(long)]
     no_peer: bool,
+    /// Run the several-hosts benchmark instead, on MongoDB (SecantusDB, or
+    /// `REFOLD_BENCH_MONGODB_URI`): the cost of the lease checks on a replay, and the failover
+    /// time (owner killed → another host committing); 10,000 events unless `--events` says
+    /// otherwise.
+    #[arg(long)]
+    failover: bool,
+    /// Lease time of the failover benchmark, in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    lease_ms: u64,
     /// Python interpreter with `eventsourcing` installed (scripts/bench makes one in
     /// target/bench-venv).
     #[arg(long, env = "REFOLD_BENCH_PYTHON", default_value = "python3")]
@@ -196,6 +206,26 @@ async fn main() -> anyhow::Result<()> {
     let root = repo_root();
     if args.load {
         return sustained_load(&args, &bin, &root, dir).await;
+    }
+    if args.failover {
+        let guests = dir.join("guests");
+        refold::guest_build::build_rust(&root.join("example-projections/rust/payments"), &guests)?;
+        let engine = Arc::new(Engine::new(Limits::default(), None)?);
+        let figures = failover::measure(
+            &bin,
+            &engine,
+            &guests.join("payments.wasm"),
+            dir,
+            args.events.unwrap_or(10_000),
+            args.lease_ms,
+        )
+        .await?;
+        let results = json!({
+            "date": refold::domain::time::iso8601_millis(refold::domain::time::now_millis()),
+            "machine": machine(),
+            "failover": figures,
+        });
+        return write_results(&args.out, results);
     }
     if args.languages {
         let figures = languages::compare(&root, dir, args.events.unwrap_or(50_000)).await?;

@@ -13,12 +13,51 @@ use serde_json::{Value, json};
 
 use crate::{fill, native, replay, warm};
 
-struct Server(Child);
+/// A server started here, killed on drop.
+pub struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// The server to measure: `REFOLD_BENCH_MONGODB_URI`, or a SecantusDB started here (kept
+/// running while the first value lives); with its URI and what it is.
+pub fn server() -> anyhow::Result<(Option<Server>, String, &'static str)> {
+    Ok(match std::env::var("REFOLD_BENCH_MONGODB_URI") {
+        Ok(uri) => (None, uri, "MongoDB (REFOLD_BENCH_MONGODB_URI)"),
+        Err(_) => {
+            let (server, uri) = start_secantus()?;
+            (
+                Some(server),
+                uri,
+                "SecantusDB 0.7.0b3 (a Python server, not mongod)",
+            )
+        }
+    })
+}
+
+/// `uri` naming another database.
+pub fn with_database(uri: &str, database: &str) -> String {
+    let (scheme, rest) = uri.split_once("://").unwrap_or(("mongodb", uri));
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let query = rest.split_once('?').map(|(_, q)| q).unwrap_or_default();
+    format!("{scheme}://{authority}/{database}?{query}")
+}
+
+/// Open the store, waiting up to 30 s for a server that is starting.
+pub async fn open_when_up(uri: &str) -> anyhow::Result<Arc<dyn store::Store>> {
+    let started = Instant::now();
+    loop {
+        match store::open(uri).await {
+            Ok(store) => return Ok(store),
+            Err(_) if started.elapsed() < Duration::from_secs(30) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
@@ -45,28 +84,8 @@ pub async fn replay(
     noop: &Path,
     events: usize,
 ) -> anyhow::Result<Value> {
-    let (_server, uri, server) = match std::env::var("REFOLD_BENCH_MONGODB_URI") {
-        Ok(uri) => (None, uri, "MongoDB (REFOLD_BENCH_MONGODB_URI)"),
-        Err(_) => {
-            let (server, uri) = start_secantus()?;
-            (
-                Some(server),
-                uri,
-                "SecantusDB 0.7.0b3 (a Python server, not mongod)",
-            )
-        }
-    };
-    let started = Instant::now();
-    let store = loop {
-        match store::open(&uri).await {
-            Ok(store) => break store,
-            // The server takes a moment to start.
-            Err(_) if started.elapsed() < Duration::from_secs(30) => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
+    let (_server, uri, server) = server()?;
+    let store = open_when_up(&uri).await?;
     let append_per_s = fill(&store, events, 42).await?;
     warm(&store).await?;
     let started = Instant::now();

@@ -67,6 +67,11 @@ impl Host {
         Ok(Self(child))
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     /// (resident, peak resident) memory in KiB, from `/proc`.
     pub fn memory_kib(&self) -> anyhow::Result<(u64, u64)> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id()))?;

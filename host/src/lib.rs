@@ -20,6 +20,7 @@ pub mod deploy;
 pub mod domain;
 pub mod engine;
 pub mod guest_build;
+pub mod machine;
 pub mod metrics;
 pub mod projector;
 #[cfg(test)]

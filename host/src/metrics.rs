@@ -59,12 +59,7 @@ pub fn set_host(name: &str) {
 
 /// This host's name in its metrics: as set, else the machine's name and the process id.
 pub fn host() -> &'static str {
-    HOST.get_or_init(|| {
-        let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|name| name.trim().to_owned())
-            .unwrap_or_default();
-        format!("{machine}:{}", std::process::id())
-    })
+    HOST.get_or_init(|| format!("{}:{}", crate::machine::name(), std::process::id()))
 }
 
 impl Metrics {
@@ -171,6 +166,11 @@ const PROJECTION_ERRORS_TOTAL: Family = Family {
     kind: "counter",
     help: "Failed batches of a projection (guest or host side).",
 };
+const DEAD_LETTERS_TOTAL: Family = Family {
+    name: "refold_dead_letters_total",
+    kind: "counter",
+    help: "Events a projection skipped into the dead letters on this host.",
+};
 const BATCH_DURATION_SECONDS: Family = Family {
     name: "refold_batch_duration_seconds",
     kind: "histogram",
@@ -275,6 +275,10 @@ fn render_from(metrics: &Metrics, gauges: &StoreGauges) -> String {
     for (name, p) in &projections {
         PROJECTION_ERRORS_TOTAL.sample(out, &[("projection", name), host], p.errors);
     }
+    DEAD_LETTERS_TOTAL.header(out);
+    for (name, p) in &projections {
+        DEAD_LETTERS_TOTAL.sample(out, &[("projection", name), host], p.dead_letters);
+    }
     BATCH_DURATION_SECONDS.header(out);
     for (name, p) in &projections {
         let mut cumulative = 0;
@@ -377,6 +381,10 @@ refold_events_handled_total{projection="payments",host="box:7"} 15
 # TYPE refold_projection_errors_total counter
 refold_projection_errors_total{projection="a\"b\\c\nd",host="box:7"} 0
 refold_projection_errors_total{projection="payments",host="box:7"} 1
+# HELP refold_dead_letters_total Events a projection skipped into the dead letters on this host.
+# TYPE refold_dead_letters_total counter
+refold_dead_letters_total{projection="a\"b\\c\nd",host="box:7"} 1
+refold_dead_letters_total{projection="payments",host="box:7"} 0
 # HELP refold_batch_duration_seconds Time from reading a batch to committing it.
 # TYPE refold_batch_duration_seconds histogram
 refold_batch_duration_seconds_bucket{projection="a\"b\\c\nd",le="0.0005",host="box:7"} 0

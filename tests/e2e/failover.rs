@@ -29,9 +29,11 @@ async fn demo_history(store: &dyn Store, count: usize, seed: u64) {
 async fn more_payments(store: &dyn Store, count: usize) {
     use refold::domain::{ExpectedVersion, NewEvent};
     use refold::store::StreamAppend;
+    // Streams of their own at each call.
+    let after = store.head().await.expect("head");
     let appends: Vec<StreamAppend> = (0..count)
         .map(|i| StreamAppend {
-            aggregate_id: format!("payment-more-{i}"),
+            aggregate_id: format!("payment-more-{after}-{i}"),
             expected: ExpectedVersion::NoStream,
             events: vec![NewEvent {
                 id: None,
@@ -258,9 +260,10 @@ async fn a_host_that_lost_its_lease_commits_nothing() {
             .is_some()
     })
     .await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     // Its first batch is handled and held before its commit. Another host takes the lease
     // over, and keeps it.
+    let marker = sandbox.path("hold-commits.held");
+    wait_until("the host holds a batch", || async { marker.exists() }).await;
     let lease = read_lease().await.expect("the lease");
     let epoch = lease.get_i64("epoch").expect("epoch");
     let far = refold::domain::time::now_millis() + 3_600_000;
@@ -692,7 +695,8 @@ async fn a_host_cut_off_past_its_lease_commits_nothing_once_it_is_back() {
     })
     .await;
     // Its first batch is handled and held before its commit; then it is cut off.
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let marker = sandbox.path("hold-cut-off.held");
+    wait_until("the first host holds a batch", || async { marker.exists() }).await;
     proxy.cut();
     let mut other = host(
         &uri,
@@ -734,4 +738,168 @@ async fn a_host_cut_off_past_its_lease_commits_nothing_once_it_is_back() {
     assert!(cut_off.alive() && other.alive());
     drop((cut_off, other));
     equal_to_a_clean_replay(&sandbox, &uri, &dir).await;
+}
+
+/// The hash of a file.
+fn hash_of(path: &Path) -> String {
+    refold::engine::code_hash(&std::fs::read(path).expect("read"))
+}
+
+/// The published component named `name`: (hash, source).
+fn published_as(status: &Value, name: &str) -> Option<(String, String)> {
+    status["components"].as_array()?.iter().find_map(|c| {
+        (c["name"] == name).then(|| {
+            (
+                c["hash"].as_str().expect("hash").to_owned(),
+                c["source"].as_str().expect("source").to_owned(),
+            )
+        })
+    })
+}
+
+/// A host's folder publishes only what changed in it, so a restart does not undo a newer
+/// `refold deploy` of the same name; a renamed file moves its publication without a rebuild;
+/// a removed file withdraws only the bytes the folder published; one component at a time may
+/// declare a projection. `GET /api/hosts` answers as documented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_folder_publishes_what_changed_in_it_and_withdraws_what_it_published() {
+    let sandbox = Sandbox::new();
+    let uri = mongo::fresh_uri("folder");
+    let dir = projections(fixtures(), &["healthy"], &sandbox.path("p"));
+    std::fs::copy(
+        refold_tests::fixture("counter-v1"),
+        dir.join("counter.wasm"),
+    )
+    .expect("copy");
+    let store = refold::store::open(&uri).await.expect("open");
+    demo_history(store.as_ref(), 300, 17).await;
+    let head = store.head().await.expect("head");
+    let log = sandbox.path("host.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let start = |log: &Path| {
+        Running::logged(
+            &[
+                "run",
+                "--store",
+                &uri,
+                "--projections",
+                &dir.to_string_lossy(),
+                "--lease-ms",
+                LEASE_MS,
+                "--http",
+                &format!("127.0.0.1:{port}"),
+            ],
+            &[("REFOLD_LOG", "info")],
+            log,
+        )
+    };
+    let mut host = start(&log);
+    let logs = [log.clone()];
+    let both_at = |head: u64, counter: u64| {
+        let uri = uri.clone();
+        async move {
+            let status = status(&uri);
+            newest(&status, "healthy").is_some_and(|(_, s, c, _)| s == "active" && c == head)
+                && newest(&status, "counter")
+                    .is_some_and(|(n, s, c, _)| n == counter && s == "active" && c == head)
+        }
+    };
+    eventually("both at the head", &logs, || both_at(head, 1)).await;
+
+    // What /api/hosts says, against the OpenAPI document.
+    let answer: Value = reqwest::get(format!("http://127.0.0.1:{port}/api/hosts"))
+        .await
+        .expect("GET /api/hosts")
+        .json()
+        .await
+        .expect("JSON");
+    let spec: Value = serde_json::from_str(include_str!("../../host/src/api/openapi.json"))
+        .expect("openapi.json");
+    let mut schema = spec["components"]["schemas"]["Hosts"].clone();
+    schema["components"] = spec["components"].clone();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    assert!(validator.is_valid(&answer), "{answer:#}");
+    assert_eq!(answer["shared"], true);
+    assert_eq!(answer["hosts"].as_array().map(Vec::len), Some(1));
+    assert_eq!(answer["hosts"][0]["this"], true);
+    assert!(
+        answer["leases"]
+            .as_array()
+            .expect("leases")
+            .iter()
+            .all(|l| l["live"] == true && l["owner"] == answer["host"]),
+        "{answer:#}"
+    );
+    assert_eq!(answer["components"].as_array().map(Vec::len), Some(2));
+
+    // One component at a time declares a projection.
+    let v2 = refold_tests::fixture("counter-v2");
+    let out = deploy(&uri, &[&v2.to_string_lossy(), "--name", "other.wasm"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("already published as `counter.wasm`"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A newer publication of the folder's name, then a restart on the unchanged folder: the
+    // newer one stays.
+    let out = deploy(&uri, &[&v2.to_string_lossy(), "--name", "counter.wasm"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    eventually("generation 2 of `counter`", &logs, || both_at(head, 2)).await;
+    assert!(host.terminate().success());
+    let mut host = start(&sandbox.path("host-again.log"));
+    let logs = [log.clone(), sandbox.path("host-again.log")];
+    more_payments(store.as_ref(), 50).await;
+    let head = store.head().await.expect("head");
+    eventually("both at the head again", &logs, || both_at(head, 2)).await;
+    let now = status(&uri);
+    assert_eq!(
+        published_as(&now, "counter.wasm").map(|(hash, _)| hash),
+        Some(hash_of(&v2)),
+        "the restart left the newer publication: {now:#}"
+    );
+    assert!(
+        now["refused"].as_array().is_some_and(Vec::is_empty),
+        "{now:#}"
+    );
+
+    // A rename moves the publication; the projection keeps its generation.
+    std::fs::rename(dir.join("healthy.wasm"), dir.join("renamed.wasm")).expect("rename");
+    eventually("the publication moved", &logs, || async {
+        let status = status(&uri);
+        published_as(&status, "healthy.wasm").is_none()
+            && published_as(&status, "renamed.wasm").is_some()
+    })
+    .await;
+    more_payments(store.as_ref(), 50).await;
+    let head = store.head().await.expect("head");
+    eventually("both at the head after the rename", &logs, || async {
+        let status = status(&uri);
+        newest(&status, "healthy").is_some_and(|(n, s, c, o)| {
+            n == 1 && s == "active" && c == head && o == Some(host.0.id())
+        })
+    })
+    .await;
+
+    // The folder's counter.wasm is not what the store publishes under that name: removing it
+    // withdraws nothing. Removing renamed.wasm withdraws its component: its projection stops.
+    std::fs::remove_file(dir.join("counter.wasm")).expect("remove");
+    std::fs::remove_file(dir.join("renamed.wasm")).expect("remove");
+    eventually("`healthy` withdrawn and stopped", &logs, || async {
+        let status = status(&uri);
+        published_as(&status, "renamed.wasm").is_none()
+            && newest(&status, "healthy").is_some_and(|(_, _, _, owner)| owner.is_none())
+    })
+    .await;
+    let now = status(&uri);
+    assert_eq!(
+        published_as(&now, "counter.wasm").map(|(hash, _)| hash),
+        Some(hash_of(&v2)),
+        "{now:#}"
+    );
+    host.kill();
 }

@@ -16,6 +16,7 @@
 pub mod access;
 mod collections;
 mod error;
+mod hosts;
 mod ops;
 mod projections;
 mod streams;
@@ -198,7 +199,7 @@ pub(crate) fn router(shared: Shared, access: Arc<Access>) -> Router {
             post(streams::append).get(streams::read_stream),
         )
         .route("/api/events", get(streams::read_all))
-        .route("/api/hosts", get(projections::hosts))
+        .route("/api/hosts", get(hosts::list))
         .route("/api/projections", get(projections::list))
         .route("/api/projections/{name}", get(projections::detail))
         .route("/api/projections/{name}/pause", post(projections::pause))

@@ -26,7 +26,7 @@ fn generation_json(
 ) -> Value {
     let checkpoint = running.map_or(g.checkpoint, |s| s.checkpoint.max(g.checkpoint));
     json!({
-        "owner": lease.filter(|l| l.age_ms.is_some()).map(|l| &l.owner),
+        "owner": lease.filter(|l| l.live).map(|l| &l.owner),
         "leaseAgeMs": lease.and_then(|l| l.age_ms),
         "number": g.number,
         "version": g.version,
@@ -121,8 +121,7 @@ pub(super) async fn views(
             .collect();
         // Run by another host, under a lease it renews: its state is read from the store.
         let elsewhere = [active, building].into_iter().flatten().any(|g| {
-            lease_of(g.number)
-                .is_some_and(|l| l.age_ms.is_some() && !held.contains(&(name.clone(), g.number)))
+            lease_of(g.number).is_some_and(|l| l.live && !held.contains(&(name.clone(), g.number)))
         });
         let state = if paused.contains(&name) {
             "paused"
@@ -356,34 +355,4 @@ pub(super) async fn discard_dead_letters(
         control::discard_dead_letters(shared.store.as_ref(), &name, body.positions.as_deref())
             .await?;
     Ok(Json(json!({ "projection": name, "discarded": discarded })))
-}
-
-/// `GET /api/hosts`: this host, the hosts alive on the store with the generations each would
-/// run, every lease, and the components the store publishes.
-pub(super) async fn hosts(
-    State(shared): State<Shared>,
-    params: Params,
-) -> Result<Json<Value>, ApiError> {
-    params.only(&[])?;
-    let hosts: Vec<Value> = shared
-        .store
-        .live_hosts()
-        .await?
-        .into_iter()
-        .map(|h| {
-            let wants: Vec<Value> = h
-                .wants
-                .iter()
-                .map(|(projection, number)| json!({ "projection": projection, "generation": number }))
-                .collect();
-            json!({ "name": h.name, "this": h.this, "wants": wants })
-        })
-        .collect();
-    Ok(Json(json!({
-        "host": crate::metrics::host(),
-        "shared": shared.store.lease_time().is_some(),
-        "hosts": hosts,
-        "leases": shared.store.leases().await?,
-        "components": shared.store.published().await?,
-    })))
 }

@@ -40,6 +40,15 @@ pub(super) async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         "--name names one file; {} given",
         args.files.len()
     );
+    // Refused before the store is opened, which would create an embedded store's file.
+    if args.store.store.starts_with("sqlite://") {
+        anyhow::bail!(
+            "{} is an embedded store: one host serves it, and its projections folder is the \
+             deployment (copy the component there, or remove it from there). `refold deploy` \
+             publishes to MongoDB, for every host that serves it",
+            args.store.store
+        );
+    }
     let store = store::open(&args.store.store).await?;
     if args.list {
         println!(
@@ -48,16 +57,8 @@ pub(super) async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    if !store.publishes() {
-        anyhow::bail!(
-            "{} is an embedded store: one host serves it, and its projections folder is the \
-             deployment (copy the component there, or remove it from there). `refold deploy` \
-             publishes to MongoDB, for every host that serves it",
-            args.store.store
-        );
-    }
     for name in &args.remove {
-        let withdrawn = store.unpublish(name, None).await?;
+        let withdrawn = store.unpublish(name, None, None).await?;
         anyhow::ensure!(
             withdrawn,
             "no component is published as `{name}` (see refold deploy --list)"
@@ -74,9 +75,11 @@ pub(super) async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
             let (engine, bytes) = (std::sync::Arc::clone(&engine), bytes.clone());
             tokio::task::spawn_blocking(move || engine.load_any(&bytes)).await?
         };
-        loaded.map_err(|e| {
-            anyhow::anyhow!("{} is refused, nothing was published: {e}", file.display())
-        })?;
+        let declares = loaded
+            .map_err(|e| {
+                anyhow::anyhow!("{} is refused, nothing was published: {e}", file.display())
+            })?
+            .declares();
         let name = match &args.name {
             Some(name) => name.clone(),
             None => file
@@ -84,11 +87,11 @@ pub(super) async fn deploy(args: DeployArgs) -> anyhow::Result<ExitCode> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .with_context(|| format!("{} names no file", file.display()))?,
         };
-        checked.push((name, bytes));
+        checked.push((name, bytes, declares));
     }
     let source = deploy_source();
-    for (name, bytes) in checked {
-        let (published, changed) = store.publish(&name, &bytes, &source).await?;
+    for (name, bytes, declares) in checked {
+        let (published, changed) = store.publish(&name, &bytes, &source, &declares).await?;
         let mut shown = serde_json::to_value(&published)?;
         shown["changed"] = changed.into();
         println!("{shown}");

@@ -42,6 +42,12 @@ pub struct RunArgs {
     /// store, which one host holds.
     #[arg(long, env = "REFOLD_LEASE_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(300..=600_000))]
     lease_ms: u64,
+    /// This host's name: in its leases (with its process id), its metrics' `host` label, and
+    /// the source of its folder's publications on MongoDB, which a restarted host must name
+    /// alike to withdraw what its folder published before [default: the machine's name]. Give
+    /// one where machine names change across restarts (containers).
+    #[arg(long, env = "REFOLD_HOST_NAME", value_name = "NAME")]
+    host_name: Option<String>,
     #[command(flatten)]
     host: HostArgs,
     #[command(flatten)]
@@ -307,13 +313,15 @@ impl Deploys {
         store: &Arc<dyn Store>,
         dir: &Path,
         host: &HostArgs,
+        host_name: &str,
         engine: Arc<Engine>,
     ) -> anyhow::Result<(Self, Deployer)> {
         if !store.publishes() {
             let deployer = start_folder(Arc::clone(store), dir, host, engine).await?;
             return Ok((Self::Folder, deployer));
         }
-        let mut publisher = FolderPublisher::new(Arc::clone(&engine), Arc::clone(store), dir);
+        let mut publisher =
+            FolderPublisher::new(Arc::clone(&engine), Arc::clone(store), dir, host_name);
         report(publisher.publish_folder().await?);
         let mut deployer = Deployer::new(engine, Arc::clone(store), dir);
         deployer
@@ -387,28 +395,35 @@ pub(super) async fn stop_signal() {
     }
 }
 
-/// This process, as named in the leases it holds: the machine's name, the process id, and a
+/// This process, as named in the leases it holds: the host's name, the process id, and a
 /// random suffix (containers that share a name may all be process 1).
-fn owner_name() -> String {
-    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "host".to_owned());
-    format!("{machine}:{}:{:04x}", std::process::id(), fastrand::u16(..))
+fn owner_name(host: &str) -> String {
+    format!("{host}:{}:{:04x}", std::process::id(), fastrand::u16(..))
 }
 
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let lease = Duration::from_millis(args.lease_ms);
-    let owner = owner_name();
+    let host = args
+        .host_name
+        .clone()
+        .filter(|name| !name.trim().is_empty())
+        .unwrap_or_else(crate::machine::name);
+    let owner = owner_name(&host);
     crate::metrics::set_host(&owner);
     let (store, tasks) = store::open_serving(&args.store.store, &owner, lease).await?;
+    // Absolute, as the watcher reports changed paths: components are named by their path
+    // under it.
+    let projections = std::path::absolute(&args.projections).with_context(|| {
+        format!(
+            "projections folder {} has no absolute path",
+            args.projections.display()
+        )
+    })?;
     // Watch before the first scan, so a file dropped meanwhile is not missed.
     let mut watcher = if args.exit_when_caught_up {
         None
     } else {
-        let dir = &args.projections;
+        let dir = &projections;
         anyhow::ensure!(
             dir.is_dir(),
             "projections folder {} does not exist or is not a folder",
@@ -428,7 +443,7 @@ pub(super) async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let (mut deploys, mut deployer) =
-        Deploys::start(&store, &args.projections, &args.host, engine).await?;
+        Deploys::start(&store, &projections, &args.host, &host, engine).await?;
     let publish = |deployer: &Deployer| {
         if let Some(api) = &api {
             api.publish(&deployer.supervisor);

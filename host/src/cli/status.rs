@@ -44,7 +44,7 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             .map(|g| {
                 let lease = lease_of(g);
                 serde_json::json!({
-                    "owner": lease.filter(|l| l.age_ms.is_some()).map(|l| &l.owner),
+                    "owner": lease.filter(|l| l.live).map(|l| &l.owner),
                     "leaseAgeMs": lease.and_then(|l| l.age_ms),
                     "projection": g.projection, "generation": g.number, "version": g.version,
                     "state": g.state, "checkpoint": g.checkpoint, "head": head,
@@ -99,7 +99,10 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     for g in &generations {
         let owner = match lease_of(g) {
             Some(lease) => match lease.age_ms {
-                Some(age) => format!("  (run by {}, renewed {age} ms ago)", lease.owner),
+                Some(age) if lease.live => {
+                    format!("  (run by {}, renewed {age} ms ago)", lease.owner)
+                }
+                Some(age) => format!("  (lease expired {age} ms after {}'s renewal)", lease.owner),
                 None => "  (lease free)".to_owned(),
             },
             None => String::new(),

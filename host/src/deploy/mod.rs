@@ -135,6 +135,8 @@ pub struct Deployer {
     files: BTreeMap<String, FileState>,
     /// Code hashes of generations already looked for in the store ([`Self::follow_store`]).
     fetched: std::collections::BTreeSet<String>,
+    /// The deployment revision last applied ([`Self::follow_store`]).
+    revision: Option<u64>,
     /// The projectors.
     pub supervisor: Supervisor,
 }
@@ -212,6 +214,7 @@ impl Deployer {
             dir: dir.to_path_buf(),
             files: BTreeMap::new(),
             fetched: Default::default(),
+            revision: None,
         }
     }
 
@@ -258,8 +261,13 @@ impl Deployer {
     ) -> Result<Vec<(String, Outcome)>, crate::store::StoreError> {
         // The revision first: the components read after it hold every change up to it.
         let revision = self.store.deployment_revision().await?;
+        if self.revision == Some(revision) {
+            return Ok(Vec::new());
+        }
         let published = self.store.published().await?;
         let mut items = Vec::new();
+        // A component whose bytes the store failed to give is tried again at the next call.
+        let mut again = false;
         for component in &published {
             if self
                 .files
@@ -268,12 +276,16 @@ impl Deployer {
             {
                 continue;
             }
-            let content = match self.fetch(&component.hash).await? {
-                Some(bytes) => Content::Bytes(bytes),
-                None => Content::Unreadable(format!(
+            let content = match self.fetch(&component.hash).await {
+                Ok(Some(bytes)) => Content::Bytes(bytes),
+                Ok(None) => Content::Unreadable(format!(
                     "the store keeps no bytes for component {}",
                     component.hash
                 )),
+                Err(error) => {
+                    again = true;
+                    Content::Unreadable(error.to_string())
+                }
             };
             items.push((component.name.clone(), content));
         }
@@ -283,8 +295,13 @@ impl Deployer {
             }
         }
         self.fetch_generations_code().await?;
-        self.supervisor.set_deployment_revision(revision);
-        Ok(self.apply_named(items).await)
+        self.supervisor.set_deployment_revision(revision, true);
+        let outcomes = self.apply_named(items).await;
+        // A host that could not apply a publication does not take part in deciding generations.
+        let settled = self.files.values().all(|s| s.loaded);
+        self.supervisor.set_deployment_revision(revision, settled);
+        self.revision = (!again).then_some(revision);
+        Ok(outcomes)
     }
 
     async fn fetch(&self, hash: &str) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
@@ -305,8 +322,14 @@ impl Deployer {
                 }
                 // A generation of code the store does not keep (deployed from a folder before
                 // components were kept) loads from this host's cache, if at all.
-                self.fetch(hash).await?;
-                self.fetched.insert(hash.clone());
+                match self.fetch(hash).await {
+                    Ok(_) => {
+                        self.fetched.insert(hash.clone());
+                    }
+                    Err(error) => {
+                        tracing::warn!(%hash, %error, "cannot fetch a generation's code from the store")
+                    }
+                }
             }
         }
         Ok(())

@@ -1,16 +1,20 @@
 //! A host's projections folder, published to a store that keeps components (MongoDB), so that
 //! every host serving the store runs what any host's folder holds.
 //!
-//! When the host starts (and when the folder must be rescanned), each file whose bytes the
-//! store does not publish under its name is checked (compiled, imports, exports, manifest) and,
-//! if it passes, published; a file that fails is refused on the spot, recorded for `refold
-//! status`, and not published, so what ran before keeps running everywhere. Components this
-//! folder published whose files are gone are withdrawn. While the host runs, each change to a
-//! file publishes it the same way, and removing a file withdraws its component, as long as this
-//! folder published its current bytes (another host's folder, or `refold deploy`, may have
-//! published the name since). The last publication of a name wins.
+//! A folder is named, as the source of its publications, by its host's name and its absolute
+//! path (`folder HOST:PATH`), and the store remembers what each source published under each
+//! name. When the host starts (and when the folder must be rescanned), each file whose bytes
+//! differ from what this folder last published under its name is checked (compiled, imports,
+//! exports, manifest) and, if it passes, published; a file that fails is refused on the spot,
+//! recorded for `refold status`, and not published, so what ran before keeps running
+//! everywhere. A file this folder published before, unchanged since, is not published again, so
+//! a restart does not undo a newer publication of the name (by `refold deploy`, or another
+//! host's folder). Components this folder published whose files are gone are withdrawn, as long
+//! as the store still publishes the bytes this folder published. While the host runs, each
+//! change to a file is applied the same way, removals first. The last publication of a name
+//! wins.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,19 +22,9 @@ use super::{DeployError, Outcome, components_in, load_off_thread};
 use crate::engine::{Engine, code_hash};
 use crate::store::{Store, StoreError};
 
-/// This machine's name, for the sources of publications.
-fn machine() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| "host".to_owned())
-}
-
-/// The source `refold deploy` records: `deploy MACHINE`.
+/// The source `refold deploy` records: `deploy HOST`.
 pub fn deploy_source() -> String {
-    format!("deploy {}", machine())
+    format!("deploy {}", crate::machine::name())
 }
 
 /// Publishes a folder's components to the store.
@@ -38,28 +32,34 @@ pub struct FolderPublisher {
     engine: Arc<Engine>,
     store: Arc<dyn Store>,
     dir: PathBuf,
-    /// `folder MACHINE:PATH`: what this folder's publications record as their source.
+    /// `folder HOST:PATH`: what this folder's publications record as their source.
     source: String,
+    /// By component name: the hash this folder last published.
+    published: BTreeMap<String, String>,
     /// By component name: the hash last published or refused from this folder.
     seen: BTreeMap<String, String>,
-    /// Files whose publication failed on the store, to try again.
-    retry: Vec<PathBuf>,
     /// Names whose file this publisher refused last.
-    refused: std::collections::BTreeSet<String>,
+    refused: BTreeSet<String>,
+    /// Files whose publication or withdrawal failed on the store, to try again.
+    retry: Vec<PathBuf>,
+    /// The whole folder must be published again (reading the store failed).
+    rescan: bool,
 }
 
 impl FolderPublisher {
-    /// A publisher of `dir` to `store`.
-    pub fn new(engine: Arc<Engine>, store: Arc<dyn Store>, dir: &Path) -> Self {
-        let absolute = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    /// A publisher of `dir` (absolute, as the folder watcher reports its paths) to `store`,
+    /// for the host named `host`.
+    pub fn new(engine: Arc<Engine>, store: Arc<dyn Store>, dir: &Path, host: &str) -> Self {
         Self {
             engine,
             store,
-            source: format!("folder {}:{}", machine(), absolute.display()),
+            source: format!("folder {host}:{}", dir.display()),
             dir: dir.to_path_buf(),
+            published: BTreeMap::new(),
             seen: BTreeMap::new(),
+            refused: BTreeSet::new(),
             retry: Vec::new(),
-            refused: Default::default(),
+            rescan: false,
         }
     }
 
@@ -70,59 +70,57 @@ impl FolderPublisher {
             .into_owned()
     }
 
-    /// Publish every file of the folder the store does not publish as it is, and withdraw the
-    /// components this folder published whose files are gone.
+    /// Publish every file of the folder that changed since this folder last published it, and
+    /// withdraw the components it published whose files are gone.
     pub async fn publish_folder(&mut self) -> Result<Vec<(String, Outcome)>, DeployError> {
         let files = components_in(&self.dir)?;
-        let published = match self.store.published().await {
+        self.rescan = false;
+        self.published = match self.store.published_by(&self.source).await {
             Ok(published) => published,
             Err(error) => {
-                tracing::warn!(%error, "cannot read the published components; trying again");
-                self.retry.extend(files);
+                tracing::warn!(%error, "cannot read what this folder published; trying again");
+                self.rescan = true;
                 return Ok(Vec::new());
             }
         };
-        let mut outcomes = Vec::new();
-        for path in &files {
-            let name = self.name(path);
-            if let Some(current) = published.iter().find(|p| p.name == name) {
-                self.seen.insert(name, current.hash.clone());
-            }
+        for (name, hash) in &self.published {
+            self.seen
+                .entry(name.clone())
+                .or_insert_with(|| hash.clone());
         }
-        outcomes.extend(self.publish(files.clone()).await);
-        let names: Vec<String> = files.iter().map(|p| self.name(p)).collect();
-        let gone: Vec<String> = published
-            .into_iter()
-            .filter(|p| p.source == self.source && !names.contains(&p.name))
-            .map(|p| p.name)
-            .collect();
-        for name in gone {
-            let outcome = self.withdraw(&name).await;
-            outcomes.push((name, outcome));
-        }
-        Ok(outcomes)
+        let names: BTreeSet<String> = files.iter().map(|p| self.name(p)).collect();
+        let mut paths = files;
+        paths.extend(
+            self.published
+                .keys()
+                .filter(|name| !names.contains(*name))
+                .map(|name| self.dir.join(name)),
+        );
+        Ok(self.publish(paths).await)
     }
 
-    /// Publish changed files, and withdraw the components of removed ones.
+    /// Apply changed files: withdraw the components of removed ones first (so a projection
+    /// moved to another file is free when that one is published), then publish the others.
     pub async fn publish(&mut self, mut paths: Vec<PathBuf>) -> Vec<(String, Outcome)> {
-        paths.sort();
+        paths.sort_by_key(|p| (p.is_file(), p.clone()));
         paths.dedup();
         let mut outcomes = Vec::new();
         for path in paths {
             let name = self.name(&path);
-            let outcome = match std::fs::read(&path) {
+            let done = match std::fs::read(&path) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => self.withdraw(&name).await,
-                Err(e) => Outcome::Refused {
+                Err(e) => Ok(Outcome::Refused {
                     error: format!("cannot read the file: {e}"),
-                },
-                Ok(bytes) => match self.publish_bytes(&name, bytes).await {
-                    Ok(outcome) => outcome,
-                    Err(error) => {
-                        tracing::warn!(component = %name, %error, "cannot publish the component; trying again");
-                        self.retry.push(path);
-                        continue;
-                    }
-                },
+                }),
+                Ok(bytes) => self.publish_bytes(&name, bytes).await,
+            };
+            let outcome = match done {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    tracing::warn!(component = %name, %error, "cannot publish or withdraw the component; trying again");
+                    self.retry.push(path);
+                    continue;
+                }
             };
             if let Outcome::Refused { error } = &outcome {
                 tracing::error!(component = %name, %error, "component refused");
@@ -136,8 +134,17 @@ impl FolderPublisher {
         outcomes
     }
 
-    /// Publish again the files whose publication the store failed.
+    /// Apply again the changes the store failed, or the whole folder if it must.
     pub async fn publish_failed(&mut self) -> Vec<(String, Outcome)> {
+        if self.rescan {
+            return match self.publish_folder().await {
+                Ok(outcomes) => outcomes,
+                Err(error) => {
+                    tracing::error!(%error, "cannot rescan the projections folder");
+                    Vec::new()
+                }
+            };
+        }
         if self.retry.is_empty() {
             return Vec::new();
         }
@@ -151,14 +158,20 @@ impl FolderPublisher {
             return Ok(Outcome::Unchanged);
         }
         // Checked here, so a component that cannot run on any host is never published.
-        let checked = load_off_thread(&self.engine, bytes.clone()).await;
-        if let Err(error) = checked {
-            self.seen.insert(name.to_owned(), hash);
-            self.refused.insert(name.to_owned());
-            return Ok(Outcome::Refused { error });
-        }
-        let (published, changed) = self.store.publish(name, &bytes, &self.source).await?;
-        self.seen.insert(name.to_owned(), hash);
+        let declares = match load_off_thread(&self.engine, bytes.clone()).await {
+            Ok(loaded) => loaded.declares(),
+            Err(error) => return Ok(self.refuse(name, hash, error)),
+        };
+        let (published, changed) = match self
+            .store
+            .publish(name, &bytes, &self.source, &declares)
+            .await
+        {
+            Ok(publication) => publication,
+            // Another name publishes the same projection: refused as it is.
+            Err(StoreError::InvalidInput(error)) => return Ok(self.refuse(name, hash, error)),
+            Err(error) => return Err(error),
+        };
         if changed {
             tracing::info!(component = %name, hash = %published.hash, "component published to the store");
         } else if self.refused.contains(name) {
@@ -167,22 +180,35 @@ impl FolderPublisher {
             self.store.record_refusal(name, None).await?;
         }
         self.refused.remove(name);
+        self.published.insert(name.to_owned(), hash.clone());
+        self.seen.insert(name.to_owned(), hash);
         Ok(Outcome::Unchanged)
     }
 
-    async fn withdraw(&mut self, name: &str) -> Outcome {
-        self.seen.remove(name);
-        match self.store.unpublish(name, Some(&self.source)).await {
-            Ok(true) => {
-                tracing::info!(component = %name, "component withdrawn from the store: every host stops it, its data stays");
-                Outcome::Unchanged
-            }
-            Ok(false) => Outcome::Unchanged,
-            Err(error) => {
-                tracing::warn!(component = %name, %error, "cannot withdraw the component");
-                self.retry.push(self.dir.join(name));
-                Outcome::Unchanged
-            }
+    fn refuse(&mut self, name: &str, hash: String, error: String) -> Outcome {
+        self.seen.insert(name.to_owned(), hash);
+        self.refused.insert(name.to_owned());
+        Outcome::Refused { error }
+    }
+
+    /// Withdraw what this folder published under `name`, if the store still publishes it.
+    async fn withdraw(&mut self, name: &str) -> Result<Outcome, StoreError> {
+        if self.refused.contains(name) {
+            self.store.record_refusal(name, None).await?;
+            self.refused.remove(name);
         }
+        self.seen.remove(name);
+        let Some(hash) = self.published.get(name).cloned() else {
+            return Ok(Outcome::Unchanged);
+        };
+        if self
+            .store
+            .unpublish(name, Some(&hash), Some(&self.source))
+            .await?
+        {
+            tracing::info!(component = %name, "component withdrawn from the store: every host stops it, its data stays");
+        }
+        self.published.remove(name);
+        Ok(Outcome::Unchanged)
     }
 }

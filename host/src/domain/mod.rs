@@ -21,3 +21,10 @@ pub use manifest::{
     CollectionSpec, FailurePolicy, IndexKey, IndexSpec, Manifest, ManifestError, OnFailure,
 };
 pub use upcaster::UpcasterManifest;
+
+/// The SHA-256 of a component, in hex: its code hash, by which generations, the code cache and
+/// the store's published components name it.
+pub fn code_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}

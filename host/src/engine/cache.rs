@@ -16,7 +16,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 type Tag = Hmac<Sha256>;
 
@@ -29,10 +29,7 @@ pub struct CodeCache {
     key: [u8; KEY_BYTES],
 }
 
-/// The SHA-256 of a component, in hex: its code hash.
-pub fn code_hash(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
-}
+pub use crate::domain::code_hash;
 
 fn is_hash(name: &str) -> bool {
     name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())

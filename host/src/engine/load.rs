@@ -145,6 +145,18 @@ pub enum Loaded {
     Upcaster(PreparedUpcaster),
 }
 
+impl Loaded {
+    /// What the component declares: `projection NAME` or `upcaster NAME`. One published
+    /// component at a time may declare each.
+    pub fn declares(&self) -> String {
+        use crate::projector::{Handler, Upcaster};
+        match self {
+            Self::Projection(p) => format!("projection {}", p.manifest().name),
+            Self::Upcaster(u) => format!("upcaster {}", u.manifest().name),
+        }
+    }
+}
+
 /// Load the component the code cache holds under `hash`, whichever it is.
 pub(super) fn load_any_cached(engine: &Arc<Engine>, hash: &str) -> Result<Loaded, LoadError> {
     let bytes = engine

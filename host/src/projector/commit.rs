@@ -14,7 +14,7 @@ use crate::store::{BatchWrites, DeadLetter, StoreError};
 /// For the failover tests only: while the file `REFOLD_TEST_HOLD_COMMITS` names exists, a batch
 /// that would move a checkpoint past the position the file holds (any batch, when it holds no
 /// number) waits before it commits, so a test can take a lease over, or kill a host, in that
-/// window. Unset in any real deployment.
+/// window; the file `<path>.held` says a batch is held. Unset in any real deployment.
 async fn hold_for_test(to: Position) {
     static HOLD: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
     let Some(path) =
@@ -22,9 +22,14 @@ async fn hold_for_test(to: Position) {
     else {
         return;
     };
+    let mut held = false;
     while let Ok(text) = std::fs::read_to_string(path) {
         if text.trim().parse::<Position>().is_ok_and(|past| to <= past) {
             return;
+        }
+        if !held {
+            held = true;
+            let _ = std::fs::write(format!("{}.held", path.display()), to.to_string());
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }

@@ -147,9 +147,10 @@ pub struct Supervisor {
     elsewhere: BTreeSet<(String, u32)>,
     /// The components the store publishes, when it does.
     components: Arc<dyn Components>,
-    /// The deployment revision the deployed code was read at, when the store publishes the
-    /// deployment ([`Self::set_deployment_revision`]).
-    revision: Option<u64>,
+    /// The deployment revision the deployed code was read at, and whether every component
+    /// published then was applied, when the store publishes the deployment
+    /// ([`Self::set_deployment_revision`]).
+    revision: Option<(u64, bool)>,
 }
 
 impl Supervisor {
@@ -178,19 +179,22 @@ impl Supervisor {
     }
 
     /// The deployment revision of the store (see [`Components::deployment_revision`]) that
-    /// the code deployed from now on was read at. Several hosts then decide alike: a host
-    /// creates or abandons a generation only when the deployment has not changed since, so
-    /// one that has not seen a publication yet cannot abandon the generation another host
-    /// built for it.
-    pub fn set_deployment_revision(&mut self, revision: u64) {
-        self.revision = Some(revision);
+    /// the code deployed from now on was read at, and whether this host applied every
+    /// component published then (`settled`: it refused none). Several hosts then decide
+    /// alike: a host creates or abandons a generation only when it is settled and the
+    /// deployment has not changed since, so one that has not seen a publication yet, or could
+    /// not apply one, cannot abandon the generation another host built for it.
+    pub fn set_deployment_revision(&mut self, revision: u64, settled: bool) {
+        self.revision = Some((revision, settled));
     }
 
-    /// Whether the deployment is still at the revision the deployed code was read at.
+    /// Whether this host may create or abandon generations now (see
+    /// [`Self::set_deployment_revision`]).
     async fn deployment_current(&self) -> Result<bool, SupervisorError> {
         Ok(match self.revision {
             None => true,
-            Some(revision) => self.components.deployment_revision().await? == revision,
+            Some((_, false)) => false,
+            Some((revision, true)) => self.components.deployment_revision().await? == revision,
         })
     }
 

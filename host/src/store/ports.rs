@@ -171,6 +171,9 @@ pub struct Lease {
     pub epoch: u64,
     /// Milliseconds since its last renewal, by this host's clock; none for a lease given up.
     pub age_ms: Option<u64>,
+    /// Whether it is held: renewed within its owner's lease time (an expired lease may be
+    /// taken over by any host).
+    pub live: bool,
 }
 
 /// A host alive on a store several hosts share.
@@ -234,6 +237,9 @@ pub struct Published {
     pub name: String,
     /// The SHA-256 of its bytes, in hex.
     pub hash: String,
+    /// What it declares: `projection NAME` or `upcaster NAME` (one published component at a
+    /// time declares each).
+    pub declares: String,
     /// Its size in bytes.
     pub size: u64,
     /// Who published it: `folder HOST:PATH` for a host's watched folder, `deploy HOST` for
@@ -252,21 +258,36 @@ pub trait Components: Send + Sync {
     /// Whether this store keeps published components (else hosts deploy their folder).
     fn publishes(&self) -> bool;
 
-    /// Keep `bytes` under their hash (once, whoever else kept them) and publish them as `name`;
-    /// returns the publication, and whether it changed anything (other bytes, or a new name).
+    /// Keep `bytes` under their hash (once, whoever else kept them) and publish them as `name`,
+    /// a component that `declares` a projection or an upcaster (`projection NAME`), recording
+    /// that `source` published them; returns the publication, and whether it changed anything
+    /// (other bytes, or a new name). The publication, the record and the deployment's revision
+    /// change in one transaction. [`StoreError::InvalidInput`] when another name publishes a
+    /// component that declares the same, so every host reads one component for each.
     async fn publish(
         &self,
         name: &str,
         bytes: &[u8],
         source: &str,
+        declares: &str,
     ) -> StoreResult<(Published, bool)>;
 
-    /// Withdraw the component published as `name` (only if `source` published it, when given):
-    /// every host stops it, its data stays. Whether one was withdrawn.
-    async fn unpublish(&self, name: &str, source: Option<&str>) -> StoreResult<bool>;
+    /// Withdraw the component published as `name` (only while it names the bytes `hash`, when
+    /// given): every host stops it, its data stays. Whether one was withdrawn. What `source`
+    /// published under the name is forgotten either way (when given).
+    async fn unpublish(
+        &self,
+        name: &str,
+        hash: Option<&str>,
+        source: Option<&str>,
+    ) -> StoreResult<bool>;
 
     /// The components published, by name.
     async fn published(&self) -> StoreResult<Vec<Published>>;
+
+    /// What `source` last published under each name (its hash), withdrawn or replaced since or
+    /// not: a folder publishes again only the files that changed since.
+    async fn published_by(&self, source: &str) -> StoreResult<BTreeMap<String, String>>;
 
     /// The bytes kept under a hash, checked against it; `None` when none are kept.
     async fn component(&self, hash: &str) -> StoreResult<Option<Vec<u8>>>;

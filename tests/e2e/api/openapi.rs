@@ -73,6 +73,8 @@ fn cases() -> Vec<(&'static str, Method, String, Option<Value>, u16)> {
         ("readStream", Method::GET, "/api/streams/thing-404".into(), None, 404),
         ("readAll", Method::GET, "/api/events?after=0&limit=3".into(), None, 200),
         ("readAll", Method::GET, "/api/events?limit=0".into(), None, 400),
+        ("listHosts", Method::GET, "/api/hosts".into(), None, 200),
+        ("listHosts", Method::GET, "/api/hosts?x=1".into(), None, 400),
         ("listProjections", Method::GET, "/api/projections".into(), None, 200),
         ("getProjection", Method::GET, "/api/projections/payments".into(), None, 200),
         ("getProjection", Method::GET, "/api/projections/nope".into(), None, 404),

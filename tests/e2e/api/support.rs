@@ -235,9 +235,29 @@ fn progress(projection: &Value) -> String {
     )
 }
 
-/// A value of a metric line without labels or with these exact labels.
+/// A series' name and labels (`name{a="x",b="y"}`), the labels sorted; values must not hold
+/// `,` or `"`.
+fn series(text: &str) -> (&str, Vec<&str>) {
+    match text.split_once('{') {
+        Some((name, labels)) => {
+            let mut labels: Vec<&str> = labels.trim_end_matches('}').split(',').collect();
+            labels.sort_unstable();
+            (name, labels)
+        }
+        None => (text, Vec::new()),
+    }
+}
+
+/// The value of the first metric line of this name that has these labels, and maybe others (as
+/// a Prometheus selector matches: the `host` label, for one).
 pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    let (name, wanted) = series(name_and_labels);
     text.lines()
-        .find_map(|line| line.strip_prefix(name_and_labels)?.strip_prefix(' '))
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (line_series, value) = line.rsplit_once(' ')?;
+            let (line_name, labels) = series(line_series);
+            (line_name == name && wanted.iter().all(|l| labels.contains(l))).then_some(value)
+        })
         .and_then(|v| v.trim().parse().ok())
 }

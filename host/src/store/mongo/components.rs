@@ -3,16 +3,17 @@
 //! hash, its size and number of chunks) only once every chunk is written, so a component found
 //! there is complete; the deployment in `deployments` (`_id` the name, the hash it names, who
 //! published it and when), whose revision (`counters`, `_id` `deployments`) moves on with
-//! every change. Bytes are never removed: a rollback, or a host that starts later,
+//! every change, in the same transaction; what each source published under each name in
+//! `publications` (`_id` `SOURCE\nNAME`), so a folder publishes again only what changed in it. Bytes are never removed: a rollback, or a host that starts later,
 //! may need the code of any generation.
 
 use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{Binary, Document, doc, spec::BinarySubtype};
-use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 
-use super::{MongoStore, backend};
-use crate::domain::time;
+use super::{MongoStore, backend, transaction};
+use crate::domain::{code_hash, time};
 use crate::store::{Components, Published, StoreError, StoreResult};
 
 /// Bytes per chunk: well under a document's 16 MiB.
@@ -31,17 +32,8 @@ impl MongoStore {
         self.db.collection("deployments")
     }
 
-    /// Move the deployment's revision on, after a change to it.
-    async fn next_revision(&self) -> StoreResult<()> {
-        self.counters()
-            .update_one(
-                doc! { "_id": "deployments" },
-                doc! { "$inc": { "revision": 1i64 } },
-            )
-            .upsert(true)
-            .await
-            .map_err(backend("move the deployment's revision on"))?;
-        Ok(())
+    fn publications_collection(&self) -> mongodb::Collection<Document> {
+        self.db.collection("publications")
     }
 
     /// Keep `bytes` under `hash`, unless they are kept already.
@@ -86,11 +78,33 @@ impl MongoStore {
     }
 }
 
+/// Move the deployment's revision on, in the transaction of the change.
+async fn next_revision(
+    counters: &mongodb::Collection<Document>,
+    session: &mut mongodb::ClientSession,
+) -> Result<(), mongodb::error::Error> {
+    counters
+        .update_one(
+            doc! { "_id": "deployments" },
+            doc! { "$inc": { "revision": 1i64 } },
+        )
+        .upsert(true)
+        .session(session)
+        .await?;
+    Ok(())
+}
+
+/// A source's record of what it published under a name.
+fn publication_id(source: &str, name: &str) -> String {
+    format!("{source}\n{name}")
+}
+
 fn to_published(d: &Document) -> Published {
     let text = |key: &str| d.get_str(key).unwrap_or_default().to_owned();
     Published {
         name: text("_id"),
         hash: text("hash"),
+        declares: text("declares"),
         size: d.get_i64("size").unwrap_or_default() as u64,
         source: text("source"),
         published_at_ms: d.get_i64("publishedAtMs").unwrap_or_default(),
@@ -108,49 +122,110 @@ impl Components for MongoStore {
         name: &str,
         bytes: &[u8],
         source: &str,
+        declares: &str,
     ) -> StoreResult<(Published, bool)> {
         if name.is_empty() || name.len() > 1024 {
             return Err(StoreError::InvalidInput(format!(
                 "component name `{name}`: give 1 to 1024 characters"
             )));
         }
-        let hash = format!("{:x}", Sha256::digest(bytes));
+        let hash = code_hash(bytes);
         self.keep(&hash, bytes).await?;
-        let deployments = self.deployments_collection();
-        let current = deployments
-            .find_one(doc! { "_id": name })
-            .await
-            .map_err(backend("read the deployment"))?;
-        if let Some(current) = current.filter(|d| d.get_str("hash") == Ok(hash.as_str())) {
-            return Ok((to_published(&current), false));
-        }
+        let (deployments, publications, counters) = (
+            self.deployments_collection(),
+            self.publications_collection(),
+            self.counters(),
+        );
         let record = doc! {
             "_id": name, "hash": &hash, "size": bytes.len() as i64, "source": source,
-            "publishedAtMs": time::now_millis(),
+            "declares": declares, "publishedAtMs": time::now_millis(),
         };
-        deployments
-            .replace_one(doc! { "_id": name }, record.clone())
-            .upsert(true)
-            .await
-            .map_err(backend("publish a component"))?;
-        self.next_revision().await?;
-        Ok((to_published(&record), true))
+        transaction!(self, "publish a component", |session| async {
+            let other = deployments
+                .find_one(doc! { "declares": declares, "_id": { "$ne": name } })
+                .session(&mut session)
+                .await?;
+            if let Some(other) = other {
+                let other = other.get_str("_id").unwrap_or_default().to_owned();
+                return Ok(Err(StoreError::InvalidInput(format!(
+                    "{declares} is already published as `{other}`: publish it under that name, \
+                     or withdraw that one first (refold deploy --remove {other})"
+                ))));
+            }
+            publications
+                .replace_one(
+                    doc! { "_id": publication_id(source, name) },
+                    doc! { "source": source, "name": name, "hash": &hash },
+                )
+                .upsert(true)
+                .session(&mut session)
+                .await?;
+            let current = deployments
+                .find_one(doc! { "_id": name })
+                .session(&mut session)
+                .await?;
+            if let Some(current) = current.filter(|d| d.get_str("hash") == Ok(hash.as_str())) {
+                return Ok(Ok((to_published(&current), false)));
+            }
+            deployments
+                .replace_one(doc! { "_id": name }, record.clone())
+                .upsert(true)
+                .session(&mut session)
+                .await?;
+            next_revision(&counters, &mut session).await?;
+            Ok(Ok((to_published(&record), true)))
+        })
     }
 
-    async fn unpublish(&self, name: &str, source: Option<&str>) -> StoreResult<bool> {
+    async fn unpublish(
+        &self,
+        name: &str,
+        hash: Option<&str>,
+        source: Option<&str>,
+    ) -> StoreResult<bool> {
+        let (deployments, publications, counters) = (
+            self.deployments_collection(),
+            self.publications_collection(),
+            self.counters(),
+        );
         let mut filter = doc! { "_id": name };
-        if let Some(source) = source {
-            filter.insert("source", source);
+        if let Some(hash) = hash {
+            filter.insert("hash", hash);
         }
-        let deleted = self
-            .deployments_collection()
-            .delete_one(filter)
+        transaction!(self, "withdraw a component", |session| async {
+            if let Some(source) = source {
+                publications
+                    .delete_one(doc! { "_id": publication_id(source, name) })
+                    .session(&mut session)
+                    .await?;
+            }
+            let deleted = deployments
+                .delete_one(filter.clone())
+                .session(&mut session)
+                .await?;
+            if deleted.deleted_count > 0 {
+                next_revision(&counters, &mut session).await?;
+            }
+            Ok(Ok(deleted.deleted_count > 0))
+        })
+    }
+
+    async fn published_by(&self, source: &str) -> StoreResult<BTreeMap<String, String>> {
+        let docs: Vec<Document> = self
+            .publications_collection()
+            .find(doc! { "source": source })
             .await
-            .map_err(backend("withdraw a component"))?;
-        if deleted.deleted_count > 0 {
-            self.next_revision().await?;
-        }
-        Ok(deleted.deleted_count > 0)
+            .map_err(backend("read a source's publications"))?
+            .try_collect()
+            .await
+            .map_err(backend("read a source's publications"))?;
+        Ok(docs
+            .iter()
+            .map(|d| {
+                let text = |key: &str| d.get_str(key).unwrap_or_default().to_owned();
+                (text("name"), text("hash"))
+            })
+            .collect())
     }
 
     async fn published(&self) -> StoreResult<Vec<Published>> {
@@ -205,7 +280,7 @@ impl Components for MongoStore {
                 bytes.extend_from_slice(data);
             }
         }
-        if chunks.len() as i64 != expected || format!("{:x}", Sha256::digest(&bytes)) != hash {
+        if chunks.len() as i64 != expected || code_hash(&bytes) != hash {
             return Err(StoreError::NotFound(format!(
                 "the bytes of component {hash}: its stored chunks are missing or corrupt"
             )));

@@ -232,6 +232,7 @@ impl Generations for MongoStore {
                                 crate::domain::GenerationState::Building
                                     | crate::domain::GenerationState::Active
                             ) && g.version == generation.version
+                                && g.code_hash == code_hash
                                 && g.upcasters == upcasters =>
                         {
                             // Its indexes exist before this host may run it (idempotent).

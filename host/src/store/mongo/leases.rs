@@ -386,7 +386,9 @@ impl Leases for MongoStore {
             .iter()
             .map(|l| {
                 let renewed = int(l, "renewedAtMs");
+                let age = now.saturating_sub(renewed);
                 Lease {
+                    live: renewed != 0 && age <= int(l, "ttlMs"),
                     projection: l.get_str("projection").unwrap_or_default().to_owned(),
                     generation: int(l, "generation") as u32,
                     owner: l.get_str("owner").unwrap_or_default().to_owned(),

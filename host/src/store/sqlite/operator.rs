@@ -292,16 +292,26 @@ impl Components for SqliteStore {
         false
     }
 
-    async fn publish(&self, name: &str, _: &[u8], _: &str) -> StoreResult<(Published, bool)> {
+    async fn publish(
+        &self,
+        name: &str,
+        _: &[u8],
+        _: &str,
+        _: &str,
+    ) -> StoreResult<(Published, bool)> {
         Err(one_host(name))
     }
 
-    async fn unpublish(&self, name: &str, _: Option<&str>) -> StoreResult<bool> {
+    async fn unpublish(&self, name: &str, _: Option<&str>, _: Option<&str>) -> StoreResult<bool> {
         Err(one_host(name))
     }
 
     async fn published(&self) -> StoreResult<Vec<Published>> {
         Ok(vec![])
+    }
+
+    async fn published_by(&self, _: &str) -> StoreResult<BTreeMap<String, String>> {
+        Ok(BTreeMap::new())
     }
 
     async fn component(&self, _: &str) -> StoreResult<Option<Vec<u8>>> {
