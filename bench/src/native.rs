@@ -205,7 +205,7 @@ fn apply(document: &mut Map<String, Value>, update: &Value) {
 pub async fn raw_replay(store: &Arc<dyn Store>, name: &str, batch: usize) -> anyhow::Result<u64> {
     let manifest = manifest(name, &["payments", "org_stats"], &PAYMENT_EVENTS);
     let mut generation: Generation = store
-        .create_generation(&manifest, "native-raw", &[])
+        .create_generation(&manifest, "native-raw", &[], None)
         .await?;
     generation.collections = vec!["payments".into(), "org_stats".into()];
     store.prepare_collections(&generation, &manifest).await?;

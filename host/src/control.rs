@@ -127,7 +127,12 @@ pub async fn rebuild<S: Generations + ?Sized>(
     // manifest when it starts the generation.
     let manifest = Manifest::new(&active.projection, active.version, &active.collections);
     let generation = store
-        .create_generation(&manifest, &active.code_hash, &active.upcasters)
+        .create_generation(
+            &manifest,
+            &active.code_hash,
+            &active.upcasters,
+            Some(generations.iter().map(|g| g.number).max().unwrap_or(0)),
+        )
         .await?;
     Ok((generation, active.clone()))
 }
@@ -265,7 +270,7 @@ mod tests {
         let manifest = Manifest::new("p", 1, ["docs"]);
         for _ in 0..2 {
             let generation = store
-                .create_generation(&manifest, "h", &[])
+                .create_generation(&manifest, "h", &[], None)
                 .await
                 .expect("create");
             store

@@ -576,7 +576,10 @@ async fn owners_killed_mid_replay_and_mid_build_are_taken_over() {
                 &dir,
                 log,
                 LEASE_MS,
-                &[("REFOLD_TEST_HOLD_COMMITS", &hold_arg)],
+                &[
+                    ("REFOLD_TEST_HOLD_COMMITS", &hold_arg),
+                    ("REFOLD_LOG", "info"),
+                ],
             )
         })
         .collect();

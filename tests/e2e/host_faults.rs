@@ -43,7 +43,12 @@ async fn a_store_failure_inside_a_host_call_is_the_hosts_failure_and_the_retry_s
     let bytes = std::fs::read(fixtures().join("healthy.wasm")).expect("healthy component");
     let handler: Arc<dyn Handler> = Arc::new(engine.load(&bytes).expect("load"));
     let generation = store
-        .create_generation(handler.manifest(), handler.code_hash(), handler.upcasters())
+        .create_generation(
+            handler.manifest(),
+            handler.code_hash(),
+            handler.upcasters(),
+            None,
+        )
         .await
         .expect("generation");
     let events = store

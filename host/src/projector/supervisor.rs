@@ -317,7 +317,12 @@ impl Supervisor {
         if let (true, Some(handler)) = (plan.create, &deployed) {
             let generation = self
                 .generations
-                .create_generation(handler.manifest(), handler.code_hash(), handler.upcasters())
+                .create_generation(
+                    handler.manifest(),
+                    handler.code_hash(),
+                    handler.upcasters(),
+                    Some(generations.iter().map(|g| g.number).max().unwrap_or(0)),
+                )
                 .await?;
             tracing::info!(projection = %name, generation = generation.number, version = generation.version, "new generation: building from the origin");
             wanted.insert(generation.number, Arc::clone(handler));

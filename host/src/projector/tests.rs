@@ -192,7 +192,7 @@ async fn fixture(events: usize) -> Fixture {
         .await
         .expect("append");
     let generation = store
-        .create_generation(&scripted_manifest(), "scripted", &[])
+        .create_generation(&scripted_manifest(), "scripted", &[], None)
         .await
         .expect("create generation");
     Fixture {

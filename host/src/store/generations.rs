@@ -29,6 +29,29 @@ pub fn next(
     }
 }
 
+/// A generation of `manifest`'s projection registered after `seen` (the newest number a caller
+/// saw when it planned to register one, 0 for none) for the same version and code behind the
+/// same upcasters, still building or already active: another writer (a host serving the same
+/// published code, planning alike) registered the generation the caller meant to. The newest
+/// such; none when the caller gives no `seen`.
+pub fn registered_since<'a>(
+    generations: &'a [Generation],
+    seen: Option<u32>,
+    manifest: &Manifest,
+    code_hash: &str,
+    upcasters: &[String],
+) -> Option<&'a Generation> {
+    let seen = seen?;
+    generations.iter().rev().find(|g| {
+        g.projection == manifest.name
+            && g.number > seen
+            && matches!(g.state, GenerationState::Building | GenerationState::Active)
+            && g.version == manifest.version
+            && g.code_hash == code_hash
+            && g.upcasters == upcasters
+    })
+}
+
 /// The checkpoint guard of a commit that starts from `from`, given the checkpoint stored for
 /// the generation (`None`: the generation is not registered). Anything but `from` means another
 /// writer handled the same events (or the generation was dropped): the commit must change
@@ -171,6 +194,32 @@ mod tests {
         );
         assert_eq!(next(&manifest, "h", &[], Some(7)).number, 8);
         assert_eq!(first.collections, ["payments"]);
+    }
+
+    #[test]
+    fn a_generation_registered_alike_since_the_plan_is_the_one_to_build() {
+        let manifest = Manifest::new("payments", 2, ["payments"]);
+        let alike = |number, state| Generation {
+            version: 2,
+            code_hash: "h".into(),
+            ..generation(number, state, &["payments"])
+        };
+        let generations = vec![
+            generation(1, GenerationState::Active, &["payments"]),
+            alike(2, GenerationState::Building),
+        ];
+        let found = registered_since(&generations, Some(1), &manifest, "h", &[]);
+        assert_eq!(found.map(|g| g.number), Some(2));
+        // Seen already (the caller planned with it), other code, other upcasters, no `seen`.
+        assert!(registered_since(&generations, Some(2), &manifest, "h", &[]).is_none());
+        assert!(registered_since(&generations, Some(1), &manifest, "other", &[]).is_none());
+        assert!(registered_since(&generations, Some(1), &manifest, "h", &["u".into()]).is_none());
+        assert!(registered_since(&generations, None, &manifest, "h", &[]).is_none());
+        // Active already (it caught up at once); not once abandoned.
+        let active = vec![alike(1, GenerationState::Active)];
+        assert!(registered_since(&active, Some(0), &manifest, "h", &[]).is_some());
+        let abandoned = vec![alike(1, GenerationState::Abandoned)];
+        assert!(registered_since(&abandoned, Some(0), &manifest, "h", &[]).is_none());
     }
 
     #[test]

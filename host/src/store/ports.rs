@@ -334,12 +334,17 @@ pub trait Generations: Send + Sync {
     /// Register the projection's next generation ([`super::generations::next`]: the number after
     /// the highest ever registered, even by another host at the same moment) in state
     /// `building` with checkpoint 0, built by this code behind these upcasters (their code
-    /// hashes, sorted), create its collections and indexes, and return it.
+    /// hashes, sorted), create its collections and indexes, and return it; unless, when the
+    /// caller says which generations it planned from (`seen`: the newest number it read, 0 for
+    /// none), another writer registered one alike since
+    /// ([`super::generations::registered_since`]): that one is returned, so hosts that plan
+    /// alike from the same published code build one generation.
     async fn create_generation(
         &self,
         manifest: &Manifest,
         code_hash: &str,
         upcasters: &[String],
+        seen: Option<u32>,
     ) -> StoreResult<Generation>;
 
     /// Make the physical collections and indexes of a generation exist and record them as its

@@ -17,7 +17,7 @@ pub(super) async fn batch_commits_are_guarded_by_the_checkpoint(store: Arc<dyn S
         failure_policy: None,
     };
     let generation = store
-        .create_generation(&manifest, "hash-1", &[])
+        .create_generation(&manifest, "hash-1", &[], None)
         .await
         .expect("create generation");
     assert_eq!((generation.number, generation.checkpoint), (1, 0));

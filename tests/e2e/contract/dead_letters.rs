@@ -7,7 +7,7 @@ use super::*;
 /// at all: a commit the checkpoint guard refuses records none.
 pub(super) async fn dead_letters_commit_with_their_checkpoint(store: Arc<dyn Store>) {
     let generation = store
-        .create_generation(&ledger(&["entries"]), "hash", &[])
+        .create_generation(&ledger(&["entries"]), "hash", &[], None)
         .await
         .expect("create generation");
     let letter = |position| DeadLetter {

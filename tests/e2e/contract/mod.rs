@@ -95,7 +95,7 @@ async fn commit_first(
 /// A generation holding one document `{"_id": "a", "gen": <its number>}` in each collection.
 async fn filled_generation(store: &Arc<dyn Store>, manifest: &Manifest) -> Generation {
     let generation = store
-        .create_generation(manifest, "hash", &[])
+        .create_generation(manifest, "hash", &[], None)
         .await
         .expect("create generation");
     let docs = manifest.collections.iter().map(|c| {

@@ -10,7 +10,7 @@ pub(super) async fn queries_follow_mongodb_semantics_and_pauses_are_recorded(
 ) {
     let manifest = ledger(&["items"]);
     let generation = store
-        .create_generation(&manifest, "hash", &[])
+        .create_generation(&manifest, "hash", &[], None)
         .await
         .expect("create generation");
     let docs = [

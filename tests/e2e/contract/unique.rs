@@ -43,7 +43,7 @@ fn writes(documents: Vec<Value>) -> BatchWrites {
 /// index), leaving the documents and the checkpoint as they were.
 pub(super) async fn unique_indexes_mean_the_same_on_both_stores(store: Arc<dyn Store>) {
     let generation = store
-        .create_generation(&manifest(), "hash", &[])
+        .create_generation(&manifest(), "hash", &[], None)
         .await
         .expect("create generation");
     let first = writes(vec![

@@ -211,7 +211,7 @@ async fn load(store: &Arc<dyn Store>, projection: &str, documents: &[Value]) {
         failure_policy: None,
     };
     let generation = store
-        .create_generation(&manifest, "differential", &[])
+        .create_generation(&manifest, "differential", &[], None)
         .await
         .expect("create generation");
     let documents = documents

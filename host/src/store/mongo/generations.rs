@@ -183,14 +183,18 @@ impl Generations for MongoStore {
         manifest: &Manifest,
         code_hash: &str,
         upcasters: &[String],
+        seen: Option<u32>,
     ) -> StoreResult<Generation> {
         loop {
-            let latest = self
-                .generations(&manifest.name)
-                .await?
-                .iter()
-                .map(|g| g.number)
-                .max();
+            let registered = self.generations(&manifest.name).await?;
+            if let Some(g) =
+                generations::registered_since(&registered, seen, manifest, code_hash, upcasters)
+            {
+                // Its indexes exist before this host may run it (idempotent).
+                self.prepare_collections(g, manifest).await?;
+                return Ok(g.clone());
+            }
+            let latest = registered.iter().map(|g| g.number).max();
             let generation = generations::next(manifest, code_hash, upcasters, latest);
             let inserted = self
                 .generations_collection()
@@ -215,33 +219,8 @@ impl Generations for MongoStore {
                     self.prepare_collections(&generation, manifest).await?;
                     return Ok(generation);
                 }
-                // Another host numbered the same generation first. Hosts that serve the same
-                // published code decide alike: when it is the generation this one would have
-                // created (same version, same upcasters, building, or active already when it
-                // caught up at once), it is that one; otherwise take the next number.
-                Err(e) if errors::code(&e) == Some(errors::DUPLICATE_KEY) => {
-                    let theirs = self
-                        .generations(&manifest.name)
-                        .await?
-                        .into_iter()
-                        .find(|g| g.number == generation.number);
-                    match theirs {
-                        Some(g)
-                            if matches!(
-                                g.state,
-                                crate::domain::GenerationState::Building
-                                    | crate::domain::GenerationState::Active
-                            ) && g.version == generation.version
-                                && g.code_hash == code_hash
-                                && g.upcasters == upcasters =>
-                        {
-                            // Its indexes exist before this host may run it (idempotent).
-                            self.prepare_collections(&g, manifest).await?;
-                            return Ok(g);
-                        }
-                        _ => continue,
-                    }
-                }
+                // Another host numbered the same generation first: read them again.
+                Err(e) if errors::code(&e) == Some(errors::DUPLICATE_KEY) => continue,
                 Err(e) => return Err(StoreError::backend("register generation", e)),
             }
         }

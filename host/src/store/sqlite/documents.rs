@@ -313,7 +313,7 @@ mod tests {
         documents: impl IntoIterator<Item = Value>,
     ) {
         let generation = store
-            .create_generation(manifest, "hash", &[])
+            .create_generation(manifest, "hash", &[], None)
             .await
             .expect("create generation");
         let collection = &manifest.collections[0].name;

@@ -175,6 +175,7 @@ impl Generations for SqliteStore {
         manifest: &Manifest,
         code_hash: &str,
         upcasters: &[String],
+        seen: Option<u32>,
     ) -> StoreResult<Generation> {
         let manifest = manifest.clone();
         let code_hash = code_hash.to_owned();
@@ -183,6 +184,12 @@ impl Generations for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(|e| StoreError::backend("begin create generation", e))?;
+            let registered = query_generations(&tx, Some(&manifest.name))?;
+            if let Some(g) =
+                generations::registered_since(&registered, seen, &manifest, &code_hash, &upcasters)
+            {
+                return Ok(g.clone());
+            }
             let latest: Option<u32> = tx
                 .query_row(
                     "SELECT max(number) FROM generations WHERE projection = ?1",
