@@ -21,6 +21,7 @@
 //! publishes ([`Deployer::follow_store`]), under the same rules: a component is named by its
 //! file's path under the folder that published it, or by the name `refold deploy` gave it.
 
+mod follow;
 mod publish;
 mod watch;
 
@@ -28,6 +29,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use follow::fetch;
 pub use publish::{FolderPublisher, deploy_source};
 pub use watch::{Changes, FolderWatcher};
 
@@ -177,23 +179,6 @@ pub fn is_component(path: &Path) -> bool {
             .is_some_and(|n| !n.to_string_lossy().starts_with('.'))
 }
 
-/// A component's bytes by hash: from the engine's code cache, else from the store (kept in the
-/// cache then); `None` when neither has them.
-pub async fn fetch(
-    engine: &Engine,
-    store: &dyn Store,
-    hash: &str,
-) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
-    if let Some(bytes) = engine.cached_source(hash) {
-        return Ok(Some(bytes));
-    }
-    let bytes = store.component(hash).await?;
-    if let Some(bytes) = &bytes {
-        engine.cache_source(bytes);
-    }
-    Ok(bytes)
-}
-
 /// Compile and check a component, off the async threads.
 async fn load_off_thread(engine: &Arc<Engine>, bytes: Vec<u8>) -> Result<Loaded, String> {
     let engine = Arc::clone(engine);
@@ -250,89 +235,6 @@ impl Deployer {
             })
             .collect();
         self.apply_named(items).await
-    }
-
-    /// Deploy what the store publishes: components published or changed since the last call,
-    /// and the withdrawal of those no longer published. Bytes come from the code cache when it
-    /// has them, else from the store (and are then kept in the cache). The code of every
-    /// generation that may run is fetched into the cache too, so this host can run any of them.
-    pub async fn follow_store(
-        &mut self,
-    ) -> Result<Vec<(String, Outcome)>, crate::store::StoreError> {
-        // The revision first: the components read after it hold every change up to it.
-        let revision = self.store.deployment_revision().await?;
-        if self.revision == Some(revision) {
-            return Ok(Vec::new());
-        }
-        let published = self.store.published().await?;
-        let mut items = Vec::new();
-        // A component whose bytes the store failed to give is tried again at the next call.
-        let mut again = false;
-        for component in &published {
-            if self
-                .files
-                .get(&component.name)
-                .is_some_and(|s| s.hash == component.hash)
-            {
-                continue;
-            }
-            let content = match self.fetch(&component.hash).await {
-                Ok(Some(bytes)) => Content::Bytes(bytes),
-                Ok(None) => Content::Unreadable(format!(
-                    "the store keeps no bytes for component {}",
-                    component.hash
-                )),
-                Err(error) => {
-                    again = true;
-                    Content::Unreadable(error.to_string())
-                }
-            };
-            items.push((component.name.clone(), content));
-        }
-        for name in self.files.keys() {
-            if !published.iter().any(|c| &c.name == name) {
-                items.push((name.clone(), Content::Gone));
-            }
-        }
-        self.fetch_generations_code().await?;
-        self.supervisor.set_deployment_revision(revision, true);
-        let outcomes = self.apply_named(items).await;
-        // A host that could not apply a publication does not take part in deciding generations.
-        let settled = self.files.values().all(|s| s.loaded);
-        self.supervisor.set_deployment_revision(revision, settled);
-        self.revision = (!again).then_some(revision);
-        Ok(outcomes)
-    }
-
-    async fn fetch(&self, hash: &str) -> Result<Option<Vec<u8>>, crate::store::StoreError> {
-        fetch(&self.engine, self.store.as_ref(), hash).await
-    }
-
-    /// Fetch into the code cache the code (and upcasters) of every generation that may run
-    /// again, when the store keeps it: an active or building one, or one a rollback returns to.
-    async fn fetch_generations_code(&mut self) -> Result<(), crate::store::StoreError> {
-        let generations = self.store.all_generations().await?;
-        let may_run =
-            |g: &&crate::domain::Generation| g.state != crate::domain::GenerationState::Abandoned;
-        for generation in generations.iter().filter(may_run) {
-            let hashes = std::iter::once(&generation.code_hash).chain(&generation.upcasters);
-            for hash in hashes {
-                if self.fetched.contains(hash) {
-                    continue;
-                }
-                // A generation of code the store does not keep (deployed from a folder before
-                // components were kept) loads from this host's cache, if at all.
-                match self.fetch(hash).await {
-                    Ok(_) => {
-                        self.fetched.insert(hash.clone());
-                    }
-                    Err(error) => {
-                        tracing::warn!(%hash, %error, "cannot fetch a generation's code from the store")
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Apply changed components: removals first (so a projection moved to another component is
@@ -528,23 +430,23 @@ impl Deployer {
             Outcome::Refused { error } => {
                 tracing::error!(%component, %error, "component refused");
                 crate::metrics::global().refused();
-                self.store.record_refusal(&component, Some(error)).await
+                self.store.record_refusal(component, Some(error)).await
             }
             Outcome::Deployed { projection } => {
                 tracing::info!(%component, %projection, "component deployed");
-                self.store.record_refusal(&component, None).await
+                self.store.record_refusal(component, None).await
             }
             Outcome::DeployedUpcaster { upcaster } => {
                 tracing::info!(%component, %upcaster, "upcaster deployed");
-                self.store.record_refusal(&component, None).await
+                self.store.record_refusal(component, None).await
             }
             Outcome::Removed { projection } => {
                 tracing::info!(%component, projection = ?projection, "component removed: its projection stops, its data stays");
-                self.store.record_refusal(&component, None).await
+                self.store.record_refusal(component, None).await
             }
             Outcome::RemovedUpcaster { upcaster } => {
                 tracing::info!(%component, %upcaster, "upcaster removed: the projections it reached rebuild without it");
-                self.store.record_refusal(&component, None).await
+                self.store.record_refusal(component, None).await
             }
         };
         if let Err(error) = recorded {
