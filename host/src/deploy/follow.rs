@@ -51,7 +51,9 @@ impl Deployer {
                     component.hash
                 )),
                 Err(error) => {
-                    again = true;
+                    // Tried again at the next call when the store failed; bytes it holds
+                    // corrupt stay refused until the name is published again.
+                    again |= !matches!(error, StoreError::NotFound(_));
                     Content::Unreadable(error.to_string())
                 }
             };
@@ -62,11 +64,14 @@ impl Deployer {
                 items.push((name.clone(), Content::Gone));
             }
         }
-        self.fetch_generations_code().await?;
-        self.supervisor.set_deployment_revision(revision, true);
+        again |= !self.fetch_generations_code().await?;
+        // Not settled while the batch applies: its projections plan again at the next sync.
+        self.supervisor.set_deployment_revision(revision, false);
         let outcomes = self.apply_named(items).await;
-        // A host that could not apply a publication does not take part in deciding generations.
-        let settled = self.files.values().all(|s| s.loaded);
+        // A host that could not read or load a publication (where others may have) does not
+        // take part in deciding generations; refusals every host reaches alike (a name or an
+        // event type another component holds) do not keep it out.
+        let settled = self.failed_here.is_empty();
         self.supervisor.set_deployment_revision(revision, settled);
         self.revision = (!again).then_some(revision);
         Ok(outcomes)
@@ -78,7 +83,9 @@ impl Deployer {
 
     /// Fetch into the code cache the code (and upcasters) of every generation that may run
     /// again, when the store keeps it: an active or building one, or one a rollback returns to.
-    async fn fetch_generations_code(&mut self) -> Result<(), StoreError> {
+    /// Whether every fetch went through (else the next call tries again).
+    async fn fetch_generations_code(&mut self) -> Result<bool, StoreError> {
+        let mut fetched_all = true;
         let generations = self.store.all_generations().await?;
         let may_run =
             |g: &&crate::domain::Generation| g.state != crate::domain::GenerationState::Abandoned;
@@ -95,11 +102,12 @@ impl Deployer {
                         self.fetched.insert(hash.clone());
                     }
                     Err(error) => {
+                        fetched_all = false;
                         tracing::warn!(%hash, %error, "cannot fetch a generation's code from the store")
                     }
                 }
             }
         }
-        Ok(())
+        Ok(fetched_all)
     }
 }

@@ -139,6 +139,9 @@ pub struct Deployer {
     fetched: std::collections::BTreeSet<String>,
     /// The deployment revision last applied ([`Self::follow_store`]).
     revision: Option<u64>,
+    /// Components whose current content this host could not read or load (where another host
+    /// may have): while any is, this host does not take part in deciding generations.
+    failed_here: std::collections::BTreeSet<String>,
     /// The projectors.
     pub supervisor: Supervisor,
 }
@@ -200,6 +203,7 @@ impl Deployer {
             files: BTreeMap::new(),
             fetched: Default::default(),
             revision: None,
+            failed_here: Default::default(),
         }
     }
 
@@ -252,9 +256,13 @@ impl Deployer {
         let mut loaded = Vec::new();
         let mut outcomes = Vec::new();
         for (path, content) in items {
+            self.failed_here.remove(&path);
             let outcome = match content {
                 Content::Gone => self.remove(&path).await,
-                Content::Unreadable(error) => self.refused(&path, None, error),
+                Content::Unreadable(error) => {
+                    self.failed_here.insert(path.clone());
+                    self.refused(&path, None, error)
+                }
                 Content::Bytes(bytes) => {
                     let hash = code_hash(&bytes);
                     if self.files.get(&path).is_some_and(|s| s.hash == hash) {
@@ -265,7 +273,10 @@ impl Deployer {
                             loaded.push((path, hash, component));
                             continue;
                         }
-                        Err(error) => self.refused(&path, Some(hash), error),
+                        Err(error) => {
+                            self.failed_here.insert(path.clone());
+                            self.refused(&path, Some(hash), error)
+                        }
                     }
                 }
             };

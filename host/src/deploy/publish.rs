@@ -44,7 +44,15 @@ pub struct FolderPublisher {
     retry: Vec<PathBuf>,
     /// The whole folder must be published again (reading the store failed).
     rescan: bool,
+    /// Files refused because another name publishes their projection, tried again every
+    /// [`CONFLICT_RETRY`] (that name may be withdrawn meanwhile), and when the last try was.
+    conflicts: (BTreeSet<PathBuf>, Option<std::time::Instant>),
+    /// The refusal last recorded for each name, so a refusal tried again is recorded once.
+    last_refusal: BTreeMap<String, String>,
 }
+
+/// How often a file refused because another name publishes its projection is tried again.
+const CONFLICT_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl FolderPublisher {
     /// A publisher of `dir` (absolute, as the folder watcher reports its paths) to `store`,
@@ -60,6 +68,8 @@ impl FolderPublisher {
             refused: BTreeSet::new(),
             retry: Vec::new(),
             rescan: false,
+            conflicts: Default::default(),
+            last_refusal: BTreeMap::new(),
         }
     }
 
@@ -123,6 +133,10 @@ impl FolderPublisher {
                 }
             };
             if let Outcome::Refused { error } = &outcome {
+                if self.last_refusal.get(&name) == Some(error) {
+                    continue;
+                }
+                self.last_refusal.insert(name.clone(), error.clone());
                 tracing::error!(component = %name, %error, "component refused");
                 crate::metrics::global().refused();
                 if let Err(error) = self.store.record_refusal(&name, Some(error)).await {
@@ -134,8 +148,14 @@ impl FolderPublisher {
         outcomes
     }
 
-    /// Apply again the changes the store failed, or the whole folder if it must.
+    /// Apply again the changes the store failed, or the whole folder if it must, and, now and
+    /// then, the files refused because another name published their projection.
     pub async fn publish_failed(&mut self) -> Vec<(String, Outcome)> {
+        let (conflicts, tried) = &mut self.conflicts;
+        if !conflicts.is_empty() && tried.is_none_or(|at| at.elapsed() >= CONFLICT_RETRY) {
+            *tried = Some(std::time::Instant::now());
+            self.retry.extend(std::mem::take(conflicts));
+        }
         if self.rescan {
             return match self.publish_folder().await {
                 Ok(outcomes) => outcomes,
@@ -168,8 +188,13 @@ impl FolderPublisher {
             .await
         {
             Ok(publication) => publication,
-            // Another name publishes the same projection: refused as it is.
-            Err(StoreError::InvalidInput(error)) => return Ok(self.refuse(name, hash, error)),
+            // Another name publishes the same projection: refused as it is, and tried again
+            // now and then (that name may be withdrawn).
+            Err(StoreError::InvalidInput(error)) => {
+                self.refused.insert(name.to_owned());
+                self.conflicts.0.insert(self.dir.join(name));
+                return Ok(Outcome::Refused { error });
+            }
             Err(error) => return Err(error),
         };
         if changed {
@@ -180,6 +205,7 @@ impl FolderPublisher {
             self.store.record_refusal(name, None).await?;
         }
         self.refused.remove(name);
+        self.last_refusal.remove(name);
         self.published.insert(name.to_owned(), hash.clone());
         self.seen.insert(name.to_owned(), hash);
         Ok(Outcome::Unchanged)
@@ -193,6 +219,8 @@ impl FolderPublisher {
 
     /// Withdraw what this folder published under `name`, if the store still publishes it.
     async fn withdraw(&mut self, name: &str) -> Result<Outcome, StoreError> {
+        self.last_refusal.remove(name);
+        self.conflicts.0.remove(&self.dir.join(name));
         if self.refused.contains(name) {
             self.store.record_refusal(name, None).await?;
             self.refused.remove(name);

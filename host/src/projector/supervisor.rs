@@ -281,10 +281,15 @@ impl Supervisor {
                 upcasters: h.upcasters(),
             }),
         );
-        if (plan.create || !plan.abandon.is_empty()) && !self.deployment_current().await? {
-            tracing::debug!(projection = %name, "the deployment changed since this host read it: planning again once it has read it");
-            self.seen.remove(name);
-            return Ok(());
+        let mut plan = plan;
+        // Generations are created and abandoned only by a host whose view of the deployment is
+        // current; this one runs what exists and plans again at the next sync.
+        let replan =
+            (plan.create || !plan.abandon.is_empty()) && !self.deployment_current().await?;
+        if replan {
+            tracing::debug!(projection = %name, "the deployment changed since this host read it, or it could not apply part of it: planning again");
+            plan.create = false;
+            plan.abandon.clear();
         }
         for number in &plan.abandon {
             if let Some(g) = generations.iter().find(|g| g.number == *number) {
@@ -334,8 +339,12 @@ impl Supervisor {
         self.converge(name, wanted).await?;
         // What this pass acted on, not what the store holds now: any change since (this pass's
         // own, or a generation that activated meanwhile) makes the next sync reconcile again.
-        self.seen
-            .insert(name.to_owned(), fingerprint(paused, &generations));
+        if replan {
+            self.seen.remove(name);
+        } else {
+            self.seen
+                .insert(name.to_owned(), fingerprint(paused, &generations));
+        }
         self.forget_unused_handlers();
         match plan.refused {
             None => Ok(()),
