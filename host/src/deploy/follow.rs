@@ -65,8 +65,10 @@ impl Deployer {
             }
         }
         again |= !self.fetch_generations_code().await?;
-        // Not settled while the batch applies: its projections plan again at the next sync.
-        self.supervisor.set_deployment_revision(revision, false);
+        // While the batch applies, settled as before it (its projections create their
+        // generations as they deploy, which `--exit-when-caught-up` waits for).
+        self.supervisor
+            .set_deployment_revision(revision, self.failed_here.is_empty());
         let outcomes = self.apply_named(items).await;
         // A host that could not read or load a publication (where others may have) does not
         // take part in deciding generations; refusals every host reaches alike (a name or an
