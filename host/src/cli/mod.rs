@@ -131,8 +131,10 @@ enum Command {
     /// takes over once caught up, a lower one or code rolled back from is refused (see `refold
     /// status`). A file refused here publishes nothing. A host's watched folder publishes its
     /// files the same way, named by their path under the folder; the last publication of a name
-    /// wins. `--remove NAME` withdraws a component (every host stops it, its data stays);
-    /// `--list` prints what is published. The embedded store has one host, whose folder is the
+    /// wins. One published component at a time may declare a projection (or an upcaster):
+    /// another name declaring it is refused, naming the one published. `--remove NAME`
+    /// withdraws a component (every host stops it, its data stays); `--list` prints what is
+    /// published. The embedded store has one host, whose folder is the
     /// deployment: use the folder there.
     Deploy(deploy::DeployArgs),
     /// Show every projection's generations, checkpoints, lag and errors, and refused components.
