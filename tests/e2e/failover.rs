@@ -131,6 +131,24 @@ fn shared_at_head(status: &Value, count: usize, head: u64, hosts: &[u32]) -> boo
         && per_host.values().all(|n| *n <= count.div_ceil(hosts.len()))
 }
 
+/// A fresh database holding `events` events of the demo's history (`seed`), and a folder of six
+/// projections (the four examples, `healthy` and `counter`): the URI, the folder, the store and
+/// its head.
+async fn six_projections(
+    sandbox: &Sandbox,
+    label: &str,
+    events: usize,
+    seed: u64,
+) -> (String, std::path::PathBuf, std::sync::Arc<dyn Store>, u64) {
+    let uri = mongo::fresh_uri(label);
+    let dir = projections(examples(), &EXAMPLE_NAMES, &sandbox.path("p"));
+    projections(fixtures(), &["healthy", "counter-v1"], &dir);
+    let store = refold::store::open(&uri).await.expect("open");
+    demo_history(store.as_ref(), events, seed).await;
+    let head = store.head().await.expect("head");
+    (uri, dir, store, head)
+}
+
 fn host(uri: &str, dir: &Path, log: &Path, lease_ms: &str, env: &[(&str, &str)]) -> Running {
     Running::logged(
         &[
@@ -154,12 +172,7 @@ fn host(uri: &str, dir: &Path, log: &Path, lease_ms: &str, env: &[(&str, &str)])
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_share_the_generations_and_survivors_take_a_killed_host_s_over() {
     let sandbox = Sandbox::new();
-    let uri = mongo::fresh_uri("failover");
-    let dir = projections(examples(), &EXAMPLE_NAMES, &sandbox.path("p"));
-    projections(fixtures(), &["healthy", "counter-v1"], &dir);
-    let store = refold::store::open(&uri).await.expect("open");
-    demo_history(store.as_ref(), 3_000, 7).await;
-    let head = store.head().await.expect("head");
+    let (uri, dir, store, head) = six_projections(&sandbox, "failover", 3_000, 7).await;
 
     let mut hosts: Vec<Running> = (0..3)
         .map(|i| {
@@ -516,12 +529,7 @@ async fn components_published_once_run_on_whichever_host_owns_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hosts_joining_and_leaving_rebalance_the_generations() {
     let sandbox = Sandbox::new();
-    let uri = mongo::fresh_uri("rebalance");
-    let dir = projections(examples(), &EXAMPLE_NAMES, &sandbox.path("p"));
-    projections(fixtures(), &["healthy", "counter-v1"], &dir);
-    let store = refold::store::open(&uri).await.expect("open");
-    demo_history(store.as_ref(), 1_000, 5).await;
-    let head = store.head().await.expect("head");
+    let (uri, dir, _, head) = six_projections(&sandbox, "rebalance", 1_000, 5).await;
     let logs: Vec<std::path::PathBuf> = (0..3)
         .map(|i| sandbox.path(&format!("host-{i}.log")))
         .collect();

@@ -287,24 +287,28 @@ pub(super) fn report(outcomes: Vec<(String, Outcome)>) {
 /// Apply a batch of folder changes.
 pub(super) async fn apply_changes(deployer: &mut Deployer, changes: Changes) {
     let outcomes = if changes.rescan {
-        match deployer.scan().await {
-            Ok(outcomes) => outcomes,
-            Err(error) => {
-                tracing::error!(%error, "cannot rescan the projections folder");
-                return;
-            }
-        }
+        rescanned(deployer.scan().await)
     } else {
         deployer.apply_all(changes.paths).await
     };
     report(outcomes);
 }
 
+/// The outcomes of a rescan of the folder; none, logged, when it cannot be read.
+fn rescanned(
+    scan: Result<Vec<(String, Outcome)>, crate::deploy::DeployError>,
+) -> Vec<(String, Outcome)> {
+    scan.unwrap_or_else(|error| {
+        tracing::error!(%error, "cannot rescan the projections folder");
+        Vec::new()
+    })
+}
+
 /// How a host deploys: its folder, or, on a store that keeps components, what the store
 /// publishes (its folder publishing to it).
 enum Deploys {
     Folder,
-    Store(FolderPublisher),
+    Store(Box<FolderPublisher>),
 }
 
 impl Deploys {
@@ -328,7 +332,7 @@ impl Deploys {
             .supervisor
             .set_failure_policies(host.on_failure.iter().cloned().collect());
         report(deployer.follow_store().await?);
-        Ok((Self::Store(publisher), deployer))
+        Ok((Self::Store(Box::new(publisher)), deployer))
     }
 
     /// Apply a batch of folder changes: to the deployer, or published.
@@ -337,13 +341,7 @@ impl Deploys {
             return apply_changes(deployer, changes).await;
         };
         let outcomes = if changes.rescan {
-            match publisher.publish_folder().await {
-                Ok(outcomes) => outcomes,
-                Err(error) => {
-                    tracing::error!(%error, "cannot rescan the projections folder");
-                    return;
-                }
-            }
+            rescanned(publisher.publish_folder().await)
         } else {
             publisher.publish(changes.paths).await
         };

@@ -8,11 +8,10 @@
 //! may need the code of any generation.
 
 use async_trait::async_trait;
-use futures_util::TryStreamExt;
 use mongodb::bson::{Binary, Document, doc, spec::BinarySubtype};
 use std::collections::BTreeMap;
 
-use super::{MongoStore, backend, transaction};
+use super::{MongoStore, backend, find_all, transaction};
 use crate::domain::{code_hash, time};
 use crate::store::{Components, Published, StoreError, StoreResult};
 
@@ -211,14 +210,13 @@ impl Components for MongoStore {
     }
 
     async fn published_by(&self, source: &str) -> StoreResult<BTreeMap<String, String>> {
-        let docs: Vec<Document> = self
-            .publications_collection()
-            .find(doc! { "source": source })
-            .await
-            .map_err(backend("read a source's publications"))?
-            .try_collect()
-            .await
-            .map_err(backend("read a source's publications"))?;
+        let docs = find_all(
+            &self.publications_collection(),
+            doc! { "source": source },
+            doc! { "_id": 1 },
+            "read a source's publications",
+        )
+        .await?;
         Ok(docs
             .iter()
             .map(|d| {
@@ -229,15 +227,13 @@ impl Components for MongoStore {
     }
 
     async fn published(&self) -> StoreResult<Vec<Published>> {
-        let docs: Vec<Document> = self
-            .deployments_collection()
-            .find(doc! {})
-            .sort(doc! { "_id": 1 })
-            .await
-            .map_err(backend("read the deployment"))?
-            .try_collect()
-            .await
-            .map_err(backend("read the deployment"))?;
+        let docs = find_all(
+            &self.deployments_collection(),
+            doc! {},
+            doc! { "_id": 1 },
+            "read the deployment",
+        )
+        .await?;
         Ok(docs.iter().map(to_published).collect())
     }
 
@@ -261,15 +257,13 @@ impl Components for MongoStore {
         else {
             return Ok(None);
         };
-        let chunks: Vec<Document> = self
-            .chunks_collection()
-            .find(doc! { "hash": hash })
-            .sort(doc! { "n": 1 })
-            .await
-            .map_err(backend("read a component's bytes"))?
-            .try_collect()
-            .await
-            .map_err(backend("read a component's bytes"))?;
+        let chunks = find_all(
+            &self.chunks_collection(),
+            doc! { "hash": hash },
+            doc! { "n": 1 },
+            "read a component's bytes",
+        )
+        .await?;
         let expected = record.get_i64("chunks").unwrap_or_default();
         let mut bytes = Vec::with_capacity(record.get_i64("size").unwrap_or_default() as usize);
         for (n, chunk) in chunks.iter().enumerate() {

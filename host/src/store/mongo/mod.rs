@@ -56,6 +56,25 @@ fn backend(context: &str) -> impl FnOnce(mongodb::error::Error) -> StoreError + 
     move |e| StoreError::backend(context, e)
 }
 
+/// Every document of `collection` that matches `filter`, in `sort` order; `context` names the
+/// read in an error.
+async fn find_all(
+    collection: &Collection<Document>,
+    filter: Document,
+    sort: Document,
+    context: &str,
+) -> StoreResult<Vec<Document>> {
+    use futures_util::TryStreamExt;
+    collection
+        .find(filter)
+        .sort(sort)
+        .await
+        .map_err(backend(context))?
+        .try_collect()
+        .await
+        .map_err(backend(context))
+}
+
 impl MongoStore {
     /// Connect, create the indexes (idempotent), and start the change feed.
     pub async fn open(uri: &str) -> StoreResult<Self> {

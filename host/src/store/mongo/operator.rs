@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 
-use super::{MongoStore, backend};
+use super::{MongoStore, backend, find_all};
 use crate::domain::{Position, time};
 use crate::store::{
     DeadLetter, DeadLetterKey, DeadLetters, MAX_DEAD_LETTER_PAGE, OperatorState, Refusal,
@@ -208,15 +208,13 @@ impl OperatorState for MongoStore {
     }
 
     async fn refusals(&self) -> StoreResult<Vec<Refusal>> {
-        let docs: Vec<Document> = self
-            .refusals_collection()
-            .find(doc! {})
-            .sort(doc! { "_id": 1 })
-            .await
-            .map_err(backend("read refusals"))?
-            .try_collect()
-            .await
-            .map_err(backend("read refusals"))?;
+        let docs = find_all(
+            &self.refusals_collection(),
+            doc! {},
+            doc! { "_id": 1 },
+            "read refusals",
+        )
+        .await?;
         Ok(docs
             .iter()
             .map(|d| Refusal {
@@ -251,14 +249,13 @@ impl OperatorState for MongoStore {
     }
 
     async fn paused(&self) -> StoreResult<BTreeSet<String>> {
-        let docs: Vec<Document> = self
-            .paused_collection()
-            .find(doc! {})
-            .await
-            .map_err(backend("read paused projections"))?
-            .try_collect()
-            .await
-            .map_err(backend("read paused projections"))?;
+        let docs = find_all(
+            &self.paused_collection(),
+            doc! {},
+            doc! { "_id": 1 },
+            "read paused projections",
+        )
+        .await?;
         Ok(docs
             .iter()
             .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))
