@@ -30,6 +30,7 @@ mod native;
 mod peer;
 mod process;
 mod replay;
+mod shape;
 mod trace;
 mod upcasting;
 
@@ -94,6 +95,10 @@ struct Args {
     /// `--events` says otherwise.
     #[arg(long)]
     languages: bool,
+    /// Run only the payment shape (every event a payment event, handled), with the naive
+    /// rusqlite loop beside it; part of the default run too.
+    #[arg(long)]
+    shape: bool,
 }
 
 /// The same allocator as the `refold` binary, so in-process figures match it.
@@ -196,13 +201,21 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or(if args.full { 1_000_000 } else { 200_000 });
     let (live_seconds, many) = if args.full { (30, 100) } else { (10, 100) };
     let mut steps = Steps {
-        total: 15,
+        total: 16,
         done: 0,
         started: Instant::now(),
     };
     let bin = refold_bin()?;
-    let work = tempfile::tempdir()?;
-    let dir = work.path();
+    // `REFOLD_BENCH_KEEP=1` keeps the stores and components for a look afterwards.
+    let (work, kept);
+    let dir: &Path = if std::env::var_os("REFOLD_BENCH_KEEP").is_some() {
+        kept = tempfile::tempdir()?.keep();
+        eprintln!("keeping the benchmark's files in {}", kept.display());
+        &kept
+    } else {
+        work = tempfile::tempdir()?;
+        work.path()
+    };
     let root = repo_root();
     if args.load {
         return sustained_load(&args, &bin, &root, dir).await;
@@ -240,6 +253,16 @@ async fn main() -> anyhow::Result<()> {
     steps.next("building the guest components");
     let guests = dir.join("guests");
     refold::guest_build::build_rust(&root.join("example-projections/rust/payments"), &guests)?;
+    if args.shape {
+        let engine = Arc::new(Engine::new(Limits::default(), None)?);
+        let figures = payment_shape(&engine, &guests, dir, events).await?;
+        let results = json!({
+            "date": refold::domain::time::iso8601_millis(refold::domain::time::now_millis()),
+            "machine": machine(),
+            "payment_shape": figures,
+        });
+        return write_results(&args.out, results);
+    }
     refold::guest_build::build_rust(&root.join("bench/guests"), &guests)?;
     refold::guest_build::build_rust(&root.join("tests/fixtures"), &guests)?;
 
@@ -301,6 +324,11 @@ async fn main() -> anyhow::Result<()> {
         identical,
         "the guest, native and raw payment read models differ"
     );
+
+    steps.next(&format!(
+        "the payment shape: {events} payment events, the naive rusqlite loop beside the replay"
+    ));
+    let shape = payment_shape(&engine, &guests, dir, events).await?;
 
     steps.next(&format!(
         "live latency: {live_seconds} s at 100 appends/s (payments guest)"
@@ -393,6 +421,7 @@ async fn main() -> anyhow::Result<()> {
         "import_jsonl": import,
         "replay": [raw, native_payments, guest_payments, native_noop, guest_noop],
         "replay_ratio_guest_to_raw": guest_payments.log_events_per_s / raw.log_events_per_s,
+        "payment_shape": shape,
         "guest_overhead_us_per_event": {
             "payments": overhead(&guest_payments, &native_payments),
             "noop": overhead(&guest_noop, &native_noop),
@@ -407,6 +436,65 @@ async fn main() -> anyhow::Result<()> {
         "peer_eventsourcing": peer,
     });
     write_results(&args.out, results)
+}
+
+/// The payment shape: its history on a store of its own, the naive rusqlite loop at 1,000 and
+/// 10,000 events per transaction, the payment projection natively behind the projector and as
+/// the Rust guest; the read models checked equal; the guest's ratio to the naive loop.
+async fn payment_shape(
+    engine: &Arc<Engine>,
+    guests: &Path,
+    dir: &Path,
+    events: usize,
+) -> anyhow::Result<Value> {
+    let db = dir.join("shape.db");
+    let store = store::open(&format!("sqlite://{}", db.display())).await?;
+    let payments = shape::fill(&*store, events, 18).await?;
+    warm(&store).await?;
+    let mut naive = Vec::new();
+    for per_transaction in [1_000, 10_000] {
+        let out = dir.join(format!("shape-naive-{per_transaction}.db"));
+        let db = db.clone();
+        let run =
+            tokio::task::spawn_blocking(move || shape::naive_loop(&db, &out, per_transaction))
+                .await??;
+        eprintln!("  {}: {:.0} events/s", run.name, run.handled_per_s);
+        naive.push(run);
+    }
+    let (native, s) = replay::replay(
+        &store,
+        Arc::new(native::NativePayments::new("shape_native")),
+        "payments, native behind the projector",
+    )
+    .await?;
+    s.shutdown().await;
+    eprintln!("  {}: {:.0} events/s", native.name, native.handled_per_s);
+    let guest = load(engine, &guests.join("payments.wasm"))?;
+    let (guest, s) = replay::replay(&store, guest, "payments, Rust guest").await?;
+    s.shutdown().await;
+    eprintln!("  {}: {:.0} events/s", guest.name, guest.handled_per_s);
+    let naive_db = dir.join("shape-naive-10000.db");
+    for collection in ["payments", "org_stats"] {
+        let expected = shape::documents(&naive_db, collection)?;
+        for table in [
+            format!("payments__g1__{collection}"),
+            format!("shape_native__g1__{collection}"),
+        ] {
+            anyhow::ensure!(
+                !expected.is_empty() && shape::documents(&db, &table)? == expected,
+                "the payment shape: `{table}` differs from the naive loop's `{collection}`"
+            );
+        }
+    }
+    let naive_best = naive.last().map_or(0.0, |n| n.handled_per_s);
+    Ok(json!({
+        "events": events,
+        "payments": payments,
+        "naive": naive,
+        "replay": [native, guest.clone()],
+        "ratio_guest_to_naive_10000": guest.handled_per_s / naive_best,
+        "read_models_identical": true,
+    }))
 }
 
 /// `--load`: build the components, run the load, write the figures.

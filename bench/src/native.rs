@@ -46,7 +46,7 @@ fn date(ms: i64) -> Value {
 
 /// The two updates the payment projection makes for one event: (payments, org_stats), with the
 /// organization id. `None` for other events or malformed ones.
-fn payment_updates(event: &RecordedEvent) -> Option<(Value, String, Value)> {
+pub(crate) fn payment_updates(event: &RecordedEvent) -> Option<(Value, String, Value)> {
     let meta: Value = serde_json::from_str(&event.metadata).ok()?;
     let data: Value = serde_json::from_str(&event.data).ok()?;
     let organization = meta["organizationId"].as_str()?.to_owned();
@@ -172,7 +172,7 @@ impl Handler for NativeNoop {
 }
 
 /// Apply `$set` and `$inc` to a document in place (all the payment projection uses).
-fn apply(document: &mut Map<String, Value>, update: &Value) {
+pub(crate) fn apply(document: &mut Map<String, Value>, update: &Value) {
     if let Some(set) = update["$set"].as_object() {
         for (k, v) in set {
             document.insert(k.clone(), v.clone());

@@ -187,6 +187,83 @@ pub fn apply_update(
     Ok(Some(doc))
 }
 
+/// Whether an update certainly applies to `doc` as it is, so that [`apply_in_place`] cannot
+/// fail half-way: every operator known, no field path equal to or inside another of the
+/// update's (so no operator sees another's change), each one fitting the document. When not,
+/// [`apply_update`] on a copy says what fails, if anything does.
+pub fn applies_in_place(doc: &Map<String, Value>, update: &Map<String, Value>) -> bool {
+    let mut paths: Vec<&str> = Vec::new();
+    for (operator, fields) in update {
+        let Value::Object(fields) = fields else {
+            return false;
+        };
+        for (path, value) in fields {
+            if !crate::domain::manifest::is_field_path(path)
+                || path == "_id"
+                || path.starts_with("_id.")
+                || !fits(doc, operator, path, value)
+            {
+                return false;
+            }
+            paths.push(path);
+        }
+    }
+    let inside =
+        |a: &str, b: &str| a.len() > b.len() && a.starts_with(b) && a.as_bytes()[b.len()] == b'.';
+    paths.iter().enumerate().all(|(i, a)| {
+        paths[i + 1..]
+            .iter()
+            .all(|b| a != b && !inside(a, b) && !inside(b, a))
+    })
+}
+
+/// Apply an update that [`applies_in_place`] to `doc` where it is.
+pub fn apply_in_place(id: &str, doc: &mut Map<String, Value>, update: &Map<String, Value>) {
+    for (operator, fields) in update {
+        if let Value::Object(fields) = fields {
+            for (path, value) in fields {
+                if let Err(error) = apply_one(doc, operator, path, value) {
+                    unreachable!("an update checked to apply failed: {error}");
+                }
+            }
+        }
+    }
+    stamp_id(doc, id);
+}
+
+/// Whether one operator applies to `doc` as it is ([`apply_one`] would not fail).
+fn fits(doc: &Map<String, Value>, operator: &str, path: &str, value: &Value) -> bool {
+    let (prefix, leaf) = match path.rsplit_once('.') {
+        Some((prefix, leaf)) => (Some(prefix), leaf),
+        None => (None, path),
+    };
+    let mut current = doc;
+    let mut missing = false;
+    for segment in prefix.into_iter().flat_map(|p| p.split('.')) {
+        match current.get(segment) {
+            Some(Value::Object(inner)) => current = inner,
+            None | Some(Value::Null) => {
+                missing = true;
+                break;
+            }
+            Some(_) => return false,
+        }
+    }
+    let target = if missing { None } else { current.get(leaf) };
+    match operator {
+        "$set" | "$unset" => true,
+        "$inc" => match (value, target) {
+            (Value::Number(_), None | Some(Value::Null)) => true,
+            (Value::Number(by), Some(Value::Number(n))) => add(n, by).is_some(),
+            _ => false,
+        },
+        "$push" | "$addToSet" | "$pull" => {
+            matches!(target, None | Some(Value::Null) | Some(Value::Array(_)))
+        }
+        _ => false,
+    }
+}
+
 fn apply_one(
     doc: &mut Map<String, Value>,
     operator: &str,

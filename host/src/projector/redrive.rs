@@ -1,6 +1,7 @@
 //! Re-driving dead letters: an operator asked for events a failure policy skipped to be handled
 //! again, by the code running now.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::runner::{Projector, REDRIVE_POLL, Run};
@@ -53,7 +54,8 @@ impl Projector {
             let error = match event {
                 None => format!("event {} is not in the log", letter.position),
                 Some(event) => {
-                    let (returned, result) = self.handle(vec![event], context).await?;
+                    let (returned, result) =
+                        self.handle(Arc::new(vec![event]), 0..1, context).await?;
                     context = returned;
                     match result {
                         Ok(()) => {

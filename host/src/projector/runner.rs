@@ -21,6 +21,11 @@ use crate::domain::{
 use crate::metrics;
 use crate::store::{Checkpoints, DeadLetters, EventLog, Generations, Page, Store, StoreError};
 
+/// Most events read and committed together: a page is handed to the handler in calls of the
+/// manifest's batch size, and their writes commit in one transaction (fewer commits, and a
+/// document written by many events of the page written once).
+pub(super) const COMMIT_GROUP: usize = 5_000;
+
 /// How often the loop looks for dead letters an operator asked to re-drive.
 pub(super) const REDRIVE_POLL: Duration = Duration::from_secs(1);
 
@@ -164,6 +169,10 @@ impl Projector {
         let mut context = self
             .open_context()
             .map_err(|error| DropReason::Store(error.to_string()))?;
+        if self.generation.checkpoint == 0 {
+            // Nothing was ever committed to the generation's collections.
+            context.starting_empty();
+        }
         if self.generation.last_error.is_some() {
             let _ = self
                 .ports
@@ -185,7 +194,7 @@ impl Projector {
 
     /// The next page after the cursor, retrying store failures.
     async fn read_page(&self, run: &Run) -> Result<Page, DropReason> {
-        let limit = run.cursor.limit(run.batch_size);
+        let limit = run.cursor.limit(run.batch_size.max(COMMIT_GROUP));
         let mut backoff = super::backoff::Backoff::new();
         let page = loop {
             match self
@@ -245,35 +254,52 @@ impl Projector {
         self.fold(events, scanned_to, context, run).await
     }
 
-    /// Fold a batch of events and commit it with the checkpoint at `scanned_to`, or apply the
-    /// failure policy.
+    /// Fold a page of events, in calls of at most the manifest's batch size, and commit them
+    /// together with the checkpoint at `scanned_to`, or apply the failure policy. A page whose
+    /// writes grow past a share of the batch limits is committed early, up to the last event
+    /// handled; the rest is read again.
     async fn fold(
         &mut self,
         events: Vec<RecordedEvent>,
         scanned_to: Position,
-        context: BatchContext,
+        mut context: BatchContext,
         run: &mut Run,
     ) -> Result<BatchContext, DropReason> {
-        let count = events.len();
         let single = match events.as_slice() {
             [event] => Some(FailedEvent::of(event)),
             _ => None,
         };
         let started = Instant::now();
-        let (mut context, mut result) = self.handle(events, context).await?;
-        if result.is_ok() {
-            result = self
-                .commit(&mut context, run.cursor.stored, scanned_to)
+        let events = Arc::new(events);
+        let (mut handled, mut to) = (0, scanned_to);
+        let mut result = Ok(());
+        while handled < events.len() {
+            let end = (handled + run.batch_size).min(events.len());
+            let outcome = self
+                .handle(Arc::clone(&events), handled..end, context)
                 .await?;
+            context = outcome.0;
+            result = outcome.1;
+            handled = end;
+            if result.is_err() {
+                break;
+            }
+            if handled < events.len() && context.nearly_full() {
+                to = events[handled - 1].position;
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = self.commit(&mut context, run.cursor.stored, to).await?;
         }
         match result {
             Ok(()) => {
-                metrics::global().batch(&run.manifest.name, count as u64, started.elapsed());
-                run.cursor.committed(scanned_to);
+                metrics::global().batch(&run.manifest.name, handled as u64, started.elapsed());
+                run.cursor.committed(to);
                 run.failures.batch_committed();
                 self.publish(|s| {
-                    s.checkpoint = scanned_to;
-                    s.handled += count as u64;
+                    s.checkpoint = to;
+                    s.handled += handled as u64;
                 });
             }
             Err(failure) => {
@@ -348,17 +374,21 @@ impl Projector {
         Ok(BatchContext::new(self.handler.manifest(), reader))
     }
 
-    /// Run the handler off the async threads. If the handler's task itself fails (a panic in
-    /// the host), its context is lost with it: a fresh one is opened, and the batch fails as a
-    /// host failure so it is retried.
+    /// Run the handler on `events[range]` off the async threads. If the handler's task itself
+    /// fails (a panic in the host), its context is lost with it: a fresh one is opened, and the
+    /// batch fails as a host failure so it is retried.
     pub(super) async fn handle(
         &self,
-        events: Vec<RecordedEvent>,
+        events: Arc<Vec<RecordedEvent>>,
+        range: std::ops::Range<usize>,
         context: BatchContext,
     ) -> Result<(BatchContext, Result<(), HandleFailure>), DropReason> {
         let handler = Arc::clone(&self.handler);
-        let first = events.first().map(|e| e.position).unwrap_or_default();
-        match tokio::task::spawn_blocking(move || handler.handle(&events, context)).await {
+        let first = events
+            .get(range.start)
+            .map(|e| e.position)
+            .unwrap_or_default();
+        match tokio::task::spawn_blocking(move || handler.handle(&events[range], context)).await {
             Ok(outcome) => Ok(outcome),
             Err(task) => {
                 let context = self

@@ -59,6 +59,12 @@ impl Scripted {
         }
     }
 
+    /// At most `size` events per call.
+    fn batches_of(mut self, size: u32) -> Self {
+        self.manifest.batch_size = Some(size);
+        self
+    }
+
     /// The events at `positions` claim the same unique value.
     fn claiming(mut self, positions: &[Position]) -> Self {
         self.claims = positions.to_vec();
@@ -481,4 +487,63 @@ async fn a_skipped_events_dead_letter_commits_with_the_checkpoint_or_not_at_all(
     let letters = fixture.store.dead_letters(None).await.expect("read");
     assert!(letters.is_empty(), "{letters:?}");
     assert_eq!(seen(&fixture.store, &fixture.generation).await, [1, 2]);
+}
+
+/// The batches committed so far (one row of `document_writes` per commit that wrote documents,
+/// beside the row each generation starts with).
+fn commits(fixture: &Fixture) -> i64 {
+    let conn = rusqlite::Connection::open(fixture._dir.path().join("refold.db")).expect("open");
+    conn.query_row(
+        "SELECT count(*) - 1 FROM document_writes WHERE projection = 'scripted'",
+        [],
+        |r| r.get(0),
+    )
+    .expect("count commits")
+}
+
+/// A page longer than the manifest's batch size is handed over in calls of that size, and its
+/// writes commit once, with the checkpoint at its end.
+#[tokio::test]
+async fn a_page_is_handled_in_calls_of_the_batch_size_and_committed_once() {
+    let fixture = fixture(7).await;
+    let handler = Arc::new(Scripted::new().batches_of(3));
+    let mut running = start(&fixture, &handler, FailurePolicy::default());
+    running.reaches(7).await;
+    assert_eq!(running.stop().await, DropReason::Shutdown);
+    assert_eq!(handler.calls(), [(1, 3), (4, 3), (7, 1)]);
+    assert_eq!(commits(&fixture), 1);
+    assert_eq!(
+        seen(&fixture.store, &fixture.generation).await,
+        [1, 2, 3, 4, 5, 6, 7]
+    );
+}
+
+/// A call failing after others of its page succeeded fails the whole page: nothing of the calls
+/// before it is committed twice, and the page is gone through one event at a time.
+#[tokio::test]
+async fn a_call_failing_late_in_a_page_fails_the_page_and_nothing_applies_twice() {
+    let fixture = fixture(7).await;
+    let handler = Arc::new(Scripted::new().batches_of(3).failing(5, u32::MAX));
+    let mut running = start(&fixture, &handler, policy(1, OnFailure::Skip));
+    running.reaches(7).await;
+    assert_eq!(running.stop().await, DropReason::Shutdown);
+    assert_eq!(
+        handler.calls(),
+        [
+            (1, 3),
+            (4, 3),
+            (1, 1),
+            (2, 1),
+            (3, 1),
+            (4, 1),
+            (5, 1),
+            (6, 1),
+            (7, 1)
+        ]
+    );
+    assert_eq!(
+        seen(&fixture.store, &fixture.generation).await,
+        [1, 2, 3, 4, 6, 7]
+    );
+    assert_eq!(dead_letters(&fixture).await, 1);
 }

@@ -7,6 +7,7 @@
 //! batch clears the cache, so nothing it staged can leak into a retry.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -77,6 +78,29 @@ struct Entry {
 /// `$set` of a nested path adds braces; an `$inc` on a float may add digits).
 const UPDATE_GROWTH_SLACK: usize = 32;
 
+/// Maps keyed by collection and document id: foldhash, quicker than SipHash on short keys.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Most ids [`Written`] remembers; past it, documents missing from the cache are read again.
+const MAX_WRITTEN: usize = 4_000_000;
+
+/// The documents a projector has written since its generation's collections were empty, as
+/// hashes of collection and id: a document whose hash is not here does not exist, so it is not
+/// read from the store (a replay from the start creates most of its documents). A hash that
+/// collides only costs a read. Kept until the projector reaches the head, or until it holds
+/// [`MAX_WRITTEN`] ids.
+#[derive(Default)]
+struct Written {
+    hashes: HashSet<u64, foldhash::fast::RandomState>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Written {
+    fn hash(&self, collection: &str, id: &str) -> u64 {
+        self.hasher.hash_one((collection, id))
+    }
+}
+
 /// A unique index of a collection: its name and key fields.
 type UniqueKeys = (String, Vec<String>);
 
@@ -87,7 +111,9 @@ pub struct BatchContext {
     /// Collection -> its unique indexes.
     unique_keys: Arc<HashMap<String, Vec<UniqueKeys>>>,
     /// Collection -> id -> entry: looked up by `&str`, so a cache hit allocates nothing.
-    entries: HashMap<String, HashMap<String, Entry>>,
+    entries: FastMap<String, FastMap<String, Entry>>,
+    /// What was written since the collections were empty, while that is known.
+    written: Option<Written>,
     dirty: usize,
     written_bytes: usize,
     /// Documents and bytes read from the store during this batch.
@@ -128,7 +154,8 @@ impl BatchContext {
             reader,
             collections: Arc::new(collections),
             unique_keys: Arc::new(unique_keys),
-            entries: HashMap::new(),
+            entries: FastMap::default(),
+            written: None,
             dirty: 0,
             written_bytes: 0,
             reads: 0,
@@ -140,6 +167,12 @@ impl BatchContext {
             logs: None,
             watch: None,
         }
+    }
+
+    /// The generation's collections are empty (a projector starting at position 0): from now
+    /// on, a document this context never wrote is known not to exist, without a read.
+    pub fn starting_empty(&mut self) {
+        self.written = Some(Written::default());
     }
 
     /// Time spent waiting on the store for reads so far (it only grows): subtracted from a
@@ -193,14 +226,23 @@ impl BatchContext {
         if let Some(entry) = self.entries.get(collection).and_then(|c| c.get(id)) {
             return Ok(entry.document.clone());
         }
+        let never_written = self
+            .written
+            .as_ref()
+            .is_some_and(|w| !w.hashes.contains(&w.hash(collection, id)));
         if self.reads >= MAX_READS_PER_BATCH {
             return Err(self.refuse(CollectionFailure::LimitExceeded(format!(
                 "a batch may read at most {MAX_READS_PER_BATCH} documents"
             ))));
         }
-        let asked = Instant::now();
-        let read = self.reader.get(collection, id);
-        self.blocked += asked.elapsed();
+        let read = if never_written {
+            Ok(None)
+        } else {
+            let asked = Instant::now();
+            let read = self.reader.get(collection, id);
+            self.blocked += asked.elapsed();
+            read
+        };
         let document = match read {
             Ok(document) => document.map(Arc::new),
             Err(error) => {
@@ -266,6 +308,13 @@ impl BatchContext {
         bytes: usize,
         size: usize,
     ) -> Result<(), CollectionFailure> {
+        if let Some(written) = &mut self.written {
+            let hash = written.hash(collection, id);
+            written.hashes.insert(hash);
+            if written.hashes.len() > MAX_WRITTEN {
+                self.written = None;
+            }
+        }
         self.written_bytes += bytes;
         if self.written_bytes > MAX_BYTES_PER_BATCH {
             return Err(self.refuse(CollectionFailure::LimitExceeded(format!(
@@ -364,22 +413,36 @@ impl BatchContext {
             document::check_update_values(fields)
                 .map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
         }
-        let current = self.load(collection, id)?;
+        let mut current = self.load(collection, id)?;
         let existed = current.is_some();
-        let before = self
-            .entries
-            .get(collection)
-            .and_then(|c| c.get(id))
+        let entry = self.entries.get_mut(collection).and_then(|c| c.get_mut(id));
+        let before = entry
+            .as_ref()
             .and_then(|e| e.size)
             .unwrap_or_else(|| current.as_deref().map_or(0, document::encoded_len));
-        // The one copy left: a failed update must leave the document as it was.
-        match document::apply_update(id, current.map(Arc::unwrap_or_clone), &update, upsert) {
+        // An update that certainly applies changes the document where it is: the entry lets go
+        // of it first, so it is copied only while a commit still holds it. Any other is applied
+        // to a copy, since a failed update must leave the document as it was.
+        let mut changed = None;
+        if let (Some(entry), Some(doc)) = (entry, current.as_mut())
+            && document::applies_in_place(doc, &update)
+        {
+            entry.document = None;
+            document::apply_in_place(id, Arc::make_mut(doc), &update);
+            changed = current.take();
+        }
+        let outcome = match changed {
+            Some(doc) => Ok(Some(doc)),
+            None => document::apply_update(id, current.map(Arc::unwrap_or_clone), &update, upsert)
+                .map(|doc| doc.map(Arc::new)),
+        };
+        match outcome {
             Ok(Some(doc)) => {
                 // Measured only when the bound says it may be too large: documents that grow
                 // through many small updates are caught without a serialisation per update.
                 let mut size = before + bytes + UPDATE_GROWTH_SLACK;
                 if size > MAX_DOCUMENT_BYTES {
-                    size = document::encoded_len(&doc);
+                    size = document::encoded_len(&*doc);
                     if size > MAX_DOCUMENT_BYTES {
                         return Err(self.refuse(CollectionFailure::InvalidDocument(format!(
                             "document `{id}` would have {size} bytes after the update; at most {MAX_DOCUMENT_BYTES} are allowed"
@@ -387,12 +450,22 @@ impl BatchContext {
                     }
                 }
                 self.check_unique_keys(collection, &doc)?;
-                self.stage(collection, id, Some(Arc::new(doc)), bytes, size)?;
+                self.stage(collection, id, Some(doc), bytes, size)?;
                 Ok(true)
             }
             Ok(None) => Ok(existed),
             Err(e) => Err(CollectionFailure::InvalidUpdate(e.to_string())),
         }
+    }
+
+    /// Whether the batch has used a quarter of any of its limits: a page handled in several
+    /// calls is committed at that point, so the calls still to come keep most of the limits a
+    /// batch of their own would have.
+    pub fn nearly_full(&self) -> bool {
+        self.dirty > MAX_DOCUMENTS_PER_BATCH / 4
+            || self.written_bytes > MAX_BYTES_PER_BATCH / 4
+            || self.reads > MAX_READS_PER_BATCH / 4
+            || self.read_bytes > MAX_READ_BYTES_PER_BATCH / 4
     }
 
     /// The batch's writes, coalesced per document, for the store to commit. The documents stay
@@ -423,6 +496,8 @@ impl BatchContext {
     /// Between batches, at the head: drop a cache grown by a replay (and its memory), and keep a
     /// small one, which is what following live appends reads from.
     pub fn release_cache(&mut self) {
+        // Live from here on: reads are few, and the set of ids would only grow.
+        self.written = None;
         let cached: usize = self.entries.values().map(HashMap::len).sum();
         let bytes: usize = self
             .entries
@@ -431,7 +506,7 @@ impl BatchContext {
             .map(|e| e.size.unwrap_or(0))
             .sum();
         if self.dirty == 0 && (cached > LIVE_CACHE_LIMIT || bytes > LIVE_CACHE_BYTES_LIMIT) {
-            self.entries = HashMap::new();
+            self.entries = FastMap::default();
         }
     }
 

@@ -219,3 +219,85 @@ fn the_cache_between_batches_is_bounded_in_bytes() {
     assert!(context.get("docs", "big-0-0").is_ok());
     assert_eq!(count(), before + 1, "400 MiB of documents were not kept");
 }
+
+/// Counts the reads that reach the store.
+struct Counting(Arc<std::sync::atomic::AtomicUsize>);
+
+impl DocumentReader for Counting {
+    fn get(&mut self, _: &str, _: &str) -> StoreResult<Option<Map<String, Value>>> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(None)
+    }
+}
+
+/// Starting from empty collections, a document the context never wrote is not read from the
+/// store; one it wrote, then forgot (a failed batch), is.
+#[test]
+fn starting_empty_reads_only_what_was_written() {
+    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut context = BatchContext::new(
+        &Manifest::new("p", 1, ["docs"]),
+        Box::new(Counting(Arc::clone(&reads))),
+    );
+    context.starting_empty();
+    let read = || reads.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(context.get("docs", "a").expect("get"), None);
+    context
+        .update("docs", "b", r#"{"$inc": {"n": 1}}"#, true)
+        .expect("update");
+    assert_eq!(read(), 0);
+    context.discard();
+    assert_eq!(context.get("docs", "b").expect("get"), None);
+    assert_eq!(read(), 1);
+    // Once live, nothing is assumed.
+    context.release_cache();
+    context.discard();
+    assert_eq!(context.get("docs", "c").expect("get"), None);
+    assert_eq!(read(), 2);
+}
+
+/// An update applied where the document is gives what a copy gives; one whose operators touch
+/// the same field, or that does not apply, leaves the document as it was.
+#[test]
+fn updates_in_place_equal_updates_on_a_copy() {
+    let start = r#"{"n": 1, "s": "x", "o": {"a": 1}, "l": [1, 2]}"#;
+    let cases = [
+        (
+            r#"{"$set": {"o.b": 2, "t": true}, "$inc": {"n": 2, "o.a": 1}}"#,
+            true,
+        ),
+        (
+            r#"{"$push": {"l": 3}, "$unset": {"s": 1}, "$pull": {"m": 1}}"#,
+            true,
+        ),
+        (r#"{"$set": {"o": 5}, "$inc": {"o.a": 1}}"#, false),
+        (r#"{"$inc": {"s": 1}}"#, false),
+        (r#"{"$set": {"n.x": 1}}"#, false),
+        (r#"{"$push": {"n": 1}}"#, false),
+        (r#"{"$inc": {"n": 9223372036854775807}}"#, false),
+    ];
+    for (update, in_place) in cases {
+        let parsed = document::parse_update(update).expect("update");
+        let doc = document::parse_document("d", start).expect("document");
+        assert_eq!(
+            document::applies_in_place(&doc, &parsed),
+            in_place,
+            "{update}"
+        );
+        let mut context = context();
+        context.put("docs", "d", start).expect("put");
+        let result = context.update("docs", "d", update, true).map(drop);
+        let copied = document::apply_update("d", Some(doc), &parsed, true);
+        assert_eq!(result.is_ok(), copied.is_ok(), "{update}");
+        let expected = copied
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| document::parse_document("d", start).expect("document"));
+        let held = context.get("docs", "d").expect("get").expect("document");
+        assert_eq!(
+            serde_json::from_str::<Value>(&held).expect("json"),
+            Value::Object(expected),
+            "{update}"
+        );
+    }
+}

@@ -341,6 +341,56 @@ mod tests {
             .expect("activate");
     }
 
+    /// A building generation's collections get their unique indexes at once and the others at
+    /// the cut-over, in the same transaction that makes the generation active.
+    #[tokio::test]
+    async fn secondary_indexes_are_built_at_the_cut_over() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let path = dir.path().join("refold.db");
+        let store = SqliteStore::open(&path).await.expect("open");
+        let mut manifest = Manifest::new("people", 1, ["people"]);
+        let indexes = &mut manifest.collections[0].indexes;
+        indexes.push(crate::domain::IndexSpec::unique("by_email", &["email"]));
+        indexes.push(crate::domain::IndexSpec {
+            unique: false,
+            ..crate::domain::IndexSpec::unique("by_name", &["name"])
+        });
+        let generation = store
+            .create_generation(&manifest, "hash", &[], None)
+            .await
+            .expect("create generation");
+        let indexes = || {
+            let conn = Connection::open(&path).expect("open");
+            let names: Vec<String> = conn
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'people__g1__people' AND sql IS NOT NULL ORDER BY name")
+                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+                .expect("indexes");
+            names
+        };
+        assert_eq!(indexes(), ["people__g1__people__by_email"]);
+        store
+            .prepare_collections(&generation, &manifest)
+            .await
+            .expect("prepare again");
+        assert_eq!(indexes(), ["people__g1__people__by_email"]);
+        store
+            .activate(&generation, GenerationState::Retired)
+            .await
+            .expect("activate");
+        assert_eq!(
+            indexes(),
+            [
+                "people__g1__people__by_email",
+                "people__g1__people__by_name"
+            ]
+        );
+        let conn = Connection::open(&path).expect("open");
+        let left: i64 = conn
+            .query_row("SELECT count(*) FROM deferred_indexes", [], |r| r.get(0))
+            .expect("count");
+        assert_eq!(left, 0);
+    }
+
     /// A query asking the first key of a unique index to equal strings or numbers reads the
     /// documents the index gives (SQLite's plan says so), and answers as a scan would:
     /// documents without the key, or with a value of another kind, are neither missed nor

@@ -80,16 +80,30 @@ fn create_collections(
                     }
                 })
                 .collect();
-            sql.push_str(&format!(
+            let statement = format!(
                 "CREATE {}INDEX IF NOT EXISTS {} ON {} ({});",
                 if index.unique { "UNIQUE " } else { "" },
                 quoted(&format!("{table}__{}", index.name)),
                 quoted(&table),
                 keys.join(", ")
-            ));
+            );
+            if index.unique || generation.state != GenerationState::Building {
+                sql.push_str(&statement);
+            } else {
+                // Built in one pass at the cut-over instead of kept up to date through the
+                // replay: nothing reads a building generation's collections by them.
+                conn.execute(
+                    "INSERT OR IGNORE INTO deferred_indexes (projection, generation, statement) VALUES (?1, ?2, ?3)",
+                    params![generation.projection, generation.number, statement],
+                )
+                .map_err(|e| StoreError::backend(format!("defer index of {table}"), e))?;
+            }
         }
         conn.execute_batch(&sql)
             .map_err(|e| StoreError::backend(format!("create collection {table}"), e))?;
+    }
+    if generation.state != GenerationState::Building {
+        build_deferred_indexes(conn, generation)?;
     }
     let names: Vec<String> = manifest.collection_names();
     conn.execute(
@@ -131,6 +145,32 @@ fn point_views(conn: &Connection, generation: &Generation, plan: &CutOver) -> St
         .map_err(|e| StoreError::backend("repoint stable names", e))
 }
 
+/// Build the indexes a building generation's collections were created without.
+fn build_deferred_indexes(conn: &Connection, generation: &Generation) -> StoreResult<()> {
+    const BUILD: &str = "build the generation's indexes";
+    let statements: Vec<String> = conn
+        .prepare_cached(
+            "SELECT statement FROM deferred_indexes WHERE projection = ?1 AND generation = ?2",
+        )
+        .and_then(|mut s| {
+            s.query_map(params![generation.projection, generation.number], |r| {
+                r.get(0)
+            })?
+            .collect()
+        })
+        .map_err(|e| StoreError::backend(BUILD, e))?;
+    for statement in statements {
+        conn.execute_batch(&statement)
+            .map_err(|e| StoreError::backend(BUILD, e))?;
+    }
+    conn.execute(
+        "DELETE FROM deferred_indexes WHERE projection = ?1 AND generation = ?2",
+        params![generation.projection, generation.number],
+    )
+    .map(drop)
+    .map_err(|e| StoreError::backend(BUILD, e))
+}
+
 fn activate_blocking(
     conn: &mut Connection,
     generation: &Generation,
@@ -141,6 +181,7 @@ fn activate_blocking(
         .map_err(|e| StoreError::backend("begin cut-over", e))?;
     let registered = query_generations(&tx, Some(&generation.projection))?;
     let plan = generations::cut_over(&registered, generation)?;
+    build_deferred_indexes(&tx, generation)?;
     point_views(&tx, generation, &plan)?;
     for number in &plan.demote {
         tx.execute(

@@ -59,6 +59,12 @@ CREATE TABLE IF NOT EXISTS paused (
     projection TEXT    PRIMARY KEY NOT NULL,
     at_ms      INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS deferred_indexes (
+    projection TEXT    NOT NULL,
+    generation INTEGER NOT NULL,
+    statement  TEXT    NOT NULL,
+    PRIMARY KEY (projection, generation, statement)
+);
 CREATE TABLE IF NOT EXISTS refusals (
     component TEXT    PRIMARY KEY NOT NULL,
     error     TEXT    NOT NULL,
