@@ -217,14 +217,20 @@ pub fn applies_in_place(doc: &Map<String, Value>, update: &Map<String, Value>) -
     })
 }
 
-/// Apply an update that [`applies_in_place`] to `doc` where it is.
-pub fn apply_in_place(id: &str, doc: &mut Map<String, Value>, update: &Map<String, Value>) {
+/// Apply an update that [`applies_in_place`] to `doc` where it is; the values it sets are moved
+/// into the document, not copied.
+pub fn apply_in_place(id: &str, doc: &mut Map<String, Value>, update: Map<String, Value>) {
     for (operator, fields) in update {
-        if let Value::Object(fields) = fields {
-            for (path, value) in fields {
-                if let Err(error) = apply_one(doc, operator, path, value) {
-                    unreachable!("an update checked to apply failed: {error}");
-                }
+        let Value::Object(fields) = fields else {
+            continue;
+        };
+        for (path, value) in fields {
+            let applied = match operator.as_str() {
+                "$set" => slot(doc, &operator, &path).map(|target| *target = value),
+                _ => apply_one(doc, &operator, &path, &value),
+            };
+            if let Err(error) = applied {
+                unreachable!("an update checked to apply failed: {error}");
             }
         }
     }
@@ -344,7 +350,13 @@ fn slot<'a>(
 ) -> Result<&'a mut Value, UpdateError> {
     let (parent, leaf) = parent_of(doc, operator, path, true)?;
     let parent = parent.ok_or_else(|| mismatch(operator, path, "no parent object"))?;
-    Ok(parent.entry(leaf).or_insert(Value::Null))
+    // Looked up before it is inserted: a field that exists costs no allocation of its name.
+    if !parent.contains_key(leaf) {
+        parent.insert(leaf.to_owned(), Value::Null);
+    }
+    parent
+        .get_mut(leaf)
+        .ok_or_else(|| mismatch(operator, path, "no field"))
 }
 
 /// The object holding the last segment of `path`, and that segment. Missing intermediate
@@ -374,7 +386,12 @@ fn parent_of<'a, 'p>(
                     ));
                 }
             }
-            let slot = current.entry(segment.to_owned()).or_insert(Value::Null);
+            if !current.contains_key(segment) {
+                current.insert(segment.to_owned(), Value::Null);
+            }
+            let Some(slot) = current.get_mut(segment) else {
+                return Err(mismatch(operator, path, "not an object"));
+            };
             if slot.is_null() {
                 *slot = Value::Object(Map::new());
             }

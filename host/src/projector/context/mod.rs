@@ -413,7 +413,7 @@ impl BatchContext {
             document::check_update_values(fields)
                 .map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
         }
-        let mut current = self.load(collection, id)?;
+        let current = self.load(collection, id)?;
         let existed = current.is_some();
         let entry = self.entries.get_mut(collection).and_then(|c| c.get_mut(id));
         let before = entry
@@ -423,18 +423,22 @@ impl BatchContext {
         // An update that certainly applies changes the document where it is: the entry lets go
         // of it first, so it is copied only while a commit still holds it. Any other is applied
         // to a copy, since a failed update must leave the document as it was.
-        let mut changed = None;
-        if let (Some(entry), Some(doc)) = (entry, current.as_mut())
-            && document::applies_in_place(doc, &update)
-        {
-            entry.document = None;
-            document::apply_in_place(id, Arc::make_mut(doc), &update);
-            changed = current.take();
-        }
-        let outcome = match changed {
-            Some(doc) => Ok(Some(doc)),
-            None => document::apply_update(id, current.map(Arc::unwrap_or_clone), &update, upsert)
-                .map(|doc| doc.map(Arc::new)),
+        let in_place = match (entry, current.as_ref()) {
+            (Some(entry), Some(doc)) if document::applies_in_place(doc, &update) => {
+                entry.document = None;
+                true
+            }
+            _ => false,
+        };
+        let outcome = match current {
+            Some(mut doc) if in_place => {
+                document::apply_in_place(id, Arc::make_mut(&mut doc), update);
+                Ok(Some(doc))
+            }
+            current => {
+                document::apply_update(id, current.map(Arc::unwrap_or_clone), &update, upsert)
+                    .map(|doc| doc.map(Arc::new))
+            }
         };
         match outcome {
             Ok(Some(doc)) => {
