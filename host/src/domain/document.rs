@@ -192,6 +192,8 @@ pub fn apply_update(
 /// update's (so no operator sees another's change), each one fitting the document. When not,
 /// [`apply_update`] on a copy says what fails, if anything does.
 pub fn applies_in_place(doc: &Map<String, Value>, update: &Map<String, Value>) -> bool {
+    // The paths are compared pairwise: an update of many fields takes the copy.
+    const MOST_PATHS: usize = 64;
     let mut paths: Vec<&str> = Vec::new();
     for (operator, fields) in update {
         let Value::Object(fields) = fields else {
@@ -206,6 +208,9 @@ pub fn applies_in_place(doc: &Map<String, Value>, update: &Map<String, Value>) -
                 return false;
             }
             paths.push(path);
+            if paths.len() > MOST_PATHS {
+                return false;
+            }
         }
     }
     let inside =
@@ -218,23 +223,26 @@ pub fn applies_in_place(doc: &Map<String, Value>, update: &Map<String, Value>) -
 }
 
 /// Apply an update that [`applies_in_place`] to `doc` where it is; the values it sets are moved
-/// into the document, not copied.
-pub fn apply_in_place(id: &str, doc: &mut Map<String, Value>, update: Map<String, Value>) {
+/// into the document, not copied. An error here means the check and the update disagree: the
+/// document may be half-changed, and the caller must not keep it.
+pub fn apply_in_place(
+    id: &str,
+    doc: &mut Map<String, Value>,
+    update: Map<String, Value>,
+) -> Result<(), UpdateError> {
     for (operator, fields) in update {
         let Value::Object(fields) = fields else {
             continue;
         };
         for (path, value) in fields {
-            let applied = match operator.as_str() {
-                "$set" => slot(doc, &operator, &path).map(|target| *target = value),
-                _ => apply_one(doc, &operator, &path, &value),
-            };
-            if let Err(error) = applied {
-                unreachable!("an update checked to apply failed: {error}");
+            match operator.as_str() {
+                "$set" => *slot(doc, &operator, &path)? = value,
+                _ => apply_one(doc, &operator, &path, &value)?,
             }
         }
     }
     stamp_id(doc, id);
+    Ok(())
 }
 
 /// Whether one operator applies to `doc` as it is ([`apply_one`] would not fail).

@@ -16,10 +16,7 @@ use crate::store::{BatchWrites, DeadLetter, StoreError};
 /// number) waits before it commits, so a test can take a lease over, or kill a host, in that
 /// window; the file `<path>.held` says a batch is held. Unset in any real deployment.
 async fn hold_for_test(to: Position) {
-    static HOLD: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    let Some(path) =
-        HOLD.get_or_init(|| std::env::var_os("REFOLD_TEST_HOLD_COMMITS").map(Into::into))
-    else {
+    let Some(path) = hold_file() else {
         return;
     };
     let mut held = false;
@@ -33,6 +30,18 @@ async fn hold_for_test(to: Position) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+}
+
+fn hold_file() -> Option<&'static std::path::PathBuf> {
+    static HOLD: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    HOLD.get_or_init(|| std::env::var_os("REFOLD_TEST_HOLD_COMMITS").map(Into::into))
+        .as_ref()
+}
+
+/// Whether the failover tests' hook is set: a projector then reads a batch at a time, so a held
+/// commit lands mid-replay, as before batches were committed in groups.
+pub(super) fn holding_for_test() -> bool {
+    hold_file().is_some()
 }
 
 impl Projector {

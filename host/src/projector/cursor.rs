@@ -23,6 +23,9 @@ pub(super) struct Cursor {
     /// After a failed batch, events up to here are read one at a time, to name the failing
     /// event and keep the effect of the good ones before it.
     careful_until: Position,
+    /// After a failed page read as a group, events up to here are read a batch at a time, as
+    /// they were before pages were grouped: the failure is then met in a batch of its own.
+    batches_until: Position,
     last_flush: Instant,
     /// A checkpoint flush the store gave no definite answer to (it may have landed): its
     /// target and commit id. It is sent again with that id, which the store recognises, before
@@ -37,6 +40,7 @@ impl Cursor {
             stored: checkpoint,
             scanned: checkpoint,
             careful_until: 0,
+            batches_until: 0,
             last_flush: Instant::now(),
             unconfirmed: None,
         }
@@ -47,9 +51,21 @@ impl Cursor {
         self.scanned < self.careful_until
     }
 
-    /// Events to read next: one in careful mode, a batch otherwise.
-    pub(super) fn limit(&self, batch_size: usize) -> usize {
-        if self.careful() { 1 } else { batch_size }
+    /// Events to read next: one in careful mode, a batch after a failed group, a group
+    /// otherwise.
+    pub(super) fn limit(&self, batch_size: usize, group: usize) -> usize {
+        if self.careful() {
+            1
+        } else if self.scanned < self.batches_until {
+            batch_size
+        } else {
+            group.max(batch_size)
+        }
+    }
+
+    /// Read a batch at a time up to `end` (the end of a group that failed).
+    pub(super) fn go_by_batches_until(&mut self, end: Position) {
+        self.batches_until = end;
     }
 
     /// Go one event at a time up to `end` (the end of a batch that failed).
@@ -89,12 +105,17 @@ mod tests {
     #[test]
     fn careful_mode_reads_one_event_until_the_failed_batch_ends() {
         let mut cursor = Cursor::at(10);
-        assert_eq!(cursor.limit(500), 500);
+        assert_eq!(cursor.limit(500, 5_000), 5_000);
+        cursor.go_by_batches_until(30);
+        assert_eq!(cursor.limit(500, 5_000), 500);
         cursor.go_carefully_until(20);
-        assert_eq!(cursor.limit(500), 1);
+        assert_eq!(cursor.limit(500, 5_000), 1);
         cursor.committed(20);
         assert!(!cursor.careful());
         assert_eq!((cursor.stored, cursor.scanned), (20, 20));
+        assert_eq!(cursor.limit(500, 5_000), 500);
+        cursor.committed(30);
+        assert_eq!(cursor.limit(500, 5_000), 5_000);
     }
 
     #[test]

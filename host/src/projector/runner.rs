@@ -25,6 +25,9 @@ use crate::store::{Checkpoints, DeadLetters, EventLog, Generations, Page, Store,
 /// manifest's batch size, and their writes commit in one transaction (fewer commits, and a
 /// document written by many events of the page written once).
 pub(super) const COMMIT_GROUP: usize = 5_000;
+/// Bytes of events (payloads and metadata) a group aims at: a log of large events is read in
+/// smaller groups, never smaller than a batch.
+const GROUP_BYTES: usize = 16 * 1024 * 1024;
 
 /// How often the loop looks for dead letters an operator asked to re-drive.
 pub(super) const REDRIVE_POLL: Duration = Duration::from_secs(1);
@@ -69,6 +72,8 @@ pub(super) struct Run {
     manifest: Manifest,
     filter: EventFilter,
     batch_size: usize,
+    /// Events to read at once while catching up (see [`COMMIT_GROUP`]).
+    group: usize,
     feed: watch::Receiver<Position>,
     pub(super) cursor: Cursor,
     failures: Failures,
@@ -160,6 +165,12 @@ impl Projector {
         let mut run = Run {
             filter: self.handler.filter(),
             batch_size: manifest.batch_size.unwrap_or(DEFAULT_BATCH_SIZE) as usize,
+            // A test holding commits at a position wants them mid-replay: a batch at a time.
+            group: if super::commit::holding_for_test() {
+                0
+            } else {
+                COMMIT_GROUP
+            },
             feed: self.ports.log.feed(),
             cursor: Cursor::at(self.generation.checkpoint),
             failures: Failures::new(self.policy),
@@ -169,10 +180,6 @@ impl Projector {
         let mut context = self
             .open_context()
             .map_err(|error| DropReason::Store(error.to_string()))?;
-        if self.generation.checkpoint == 0 {
-            // Nothing was ever committed to the generation's collections.
-            context.starting_empty();
-        }
         if self.generation.last_error.is_some() {
             let _ = self
                 .ports
@@ -194,7 +201,7 @@ impl Projector {
 
     /// The next page after the cursor, retrying store failures.
     async fn read_page(&self, run: &Run) -> Result<Page, DropReason> {
-        let limit = run.cursor.limit(run.batch_size.max(COMMIT_GROUP));
+        let limit = run.cursor.limit(run.batch_size, run.group);
         let mut backoff = super::backoff::Backoff::new();
         let page = loop {
             match self
@@ -269,6 +276,11 @@ impl Projector {
             [event] => Some(FailedEvent::of(event)),
             _ => None,
         };
+        let grouped = events.len() > run.batch_size;
+        let bytes: usize = events.iter().map(|e| e.data.len() + e.metadata.len()).sum();
+        if run.group > 0 {
+            run.group = (GROUP_BYTES / (bytes / events.len().max(1)).max(1)).clamp(1, COMMIT_GROUP);
+        }
         let started = Instant::now();
         let events = Arc::new(events);
         let (mut handled, mut to) = (0, scanned_to);
@@ -284,7 +296,8 @@ impl Projector {
             if result.is_err() {
                 break;
             }
-            if handled < events.len() && context.nearly_full() {
+            context.end_call(events[end - 1].position);
+            if handled < events.len() && (context.nearly_full() || self.stopping()) {
                 to = events[handled - 1].position;
                 break;
             }
@@ -305,8 +318,15 @@ impl Projector {
             Err(failure) => {
                 metrics::global().error(&run.manifest.name);
                 context.discard();
-                self.failed(failure, single, scanned_to, &mut context, run)
-                    .await?;
+                if grouped && !failure.is_transient() {
+                    // Read again a batch at a time: the failure is met in a batch of its own,
+                    // and the batches before it commit.
+                    tracing::warn!(projection = %run.manifest.name, %failure, "a group of batches failed; reading it again a batch at a time");
+                    run.cursor.go_by_batches_until(scanned_to);
+                } else {
+                    self.failed(failure, single, scanned_to, &mut context, run)
+                        .await?;
+                }
             }
         }
         Ok(context)

@@ -24,6 +24,10 @@ pub struct BatchWrites {
     /// id with the checkpoint, so that the commit sent again finds its own checkpoint instead
     /// of taking it for another writer's.
     pub commit_id: u64,
+    /// What each call of the handler wrote, when the batch was handled in several calls (see
+    /// [`BatchWrites::segments`]): each call's last event and the [`written_key`]s of the
+    /// documents it wrote. Empty when the batch was one call, or is not a handler's.
+    pub calls: Vec<(crate::domain::Position, Vec<String>)>,
 }
 
 impl BatchWrites {
@@ -59,6 +63,36 @@ pub fn written_key(collection: &str, id: &str) -> String {
 }
 
 impl BatchWrites {
+    /// The stretches of the log a commit from `from` to `to` handled, each with the
+    /// [`written_key`]s of the documents written while handling it: one per call of the handler
+    /// (the last one reaching `to`), or the whole commit when it was one call. Recorded one by
+    /// one, so `refold trace` replays only the calls that wrote a document.
+    pub fn segments(
+        &self,
+        from: crate::domain::Position,
+        to: crate::domain::Position,
+    ) -> Vec<(
+        crate::domain::Position,
+        crate::domain::Position,
+        Vec<String>,
+    )> {
+        if self.calls.is_empty() {
+            return vec![(from, to, self.written_keys().collect())];
+        }
+        let mut after = from;
+        let last = self.calls.len() - 1;
+        self.calls
+            .iter()
+            .enumerate()
+            .map(|(i, (end, keys))| {
+                let upto = if i == last { to } else { (*end).min(to) };
+                let segment = (after, upto, keys.clone());
+                after = upto;
+                segment
+            })
+            .collect()
+    }
+
     /// The documents the batch writes, as [`written_key`]s.
     pub fn written_keys(&self) -> impl Iterator<Item = String> + '_ {
         self.documents

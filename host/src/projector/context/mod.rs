@@ -7,13 +7,12 @@
 //! batch clears the cache, so nothing it staged can leak into a retry.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::domain::document::{self, Document, MAX_DOCUMENT_BYTES};
 use crate::domain::{Manifest, Position, extjson};
-use crate::store::{BatchWrites, DocumentReader};
+use crate::store::{BatchWrites, DocumentReader, FastMap};
 
 /// Most documents one batch may touch.
 pub const MAX_DOCUMENTS_PER_BATCH: usize = 100_000;
@@ -72,34 +71,13 @@ struct Entry {
     dirty: bool,
     /// An upper bound of the document's size as JSON; `None` until measured.
     size: Option<usize>,
+    /// The last call of the handler whose writes name it (see [`BatchContext::end_call`]).
+    noted: u64,
 }
 
 /// How much one update may grow a document beyond the length of the update's own text (a
 /// `$set` of a nested path adds braces; an `$inc` on a float may add digits).
 const UPDATE_GROWTH_SLACK: usize = 32;
-
-/// Maps keyed by collection and document id: foldhash, quicker than SipHash on short keys.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-/// Most ids [`Written`] remembers; past it, documents missing from the cache are read again.
-const MAX_WRITTEN: usize = 4_000_000;
-
-/// The documents a projector has written since its generation's collections were empty, as
-/// hashes of collection and id: a document whose hash is not here does not exist, so it is not
-/// read from the store (a replay from the start creates most of its documents). A hash that
-/// collides only costs a read. Kept until the projector reaches the head, or until it holds
-/// [`MAX_WRITTEN`] ids.
-#[derive(Default)]
-struct Written {
-    hashes: HashSet<u64, foldhash::fast::RandomState>,
-    hasher: foldhash::fast::RandomState,
-}
-
-impl Written {
-    fn hash(&self, collection: &str, id: &str) -> u64 {
-        self.hasher.hash_one((collection, id))
-    }
-}
 
 /// A unique index of a collection: its name and key fields.
 type UniqueKeys = (String, Vec<String>);
@@ -112,8 +90,12 @@ pub struct BatchContext {
     unique_keys: Arc<HashMap<String, Vec<UniqueKeys>>>,
     /// Collection -> id -> entry: looked up by `&str`, so a cache hit allocates nothing.
     entries: FastMap<String, FastMap<String, Entry>>,
-    /// What was written since the collections were empty, while that is known.
-    written: Option<Written>,
+    /// The handler's current call, counted over the context's life.
+    call: u64,
+    /// The documents the current call wrote, as written keys.
+    call_keys: Vec<String>,
+    /// Each ended call of the batch: its last event and what it wrote.
+    calls: Vec<(Position, Vec<String>)>,
     dirty: usize,
     written_bytes: usize,
     /// Documents and bytes read from the store during this batch.
@@ -155,7 +137,9 @@ impl BatchContext {
             collections: Arc::new(collections),
             unique_keys: Arc::new(unique_keys),
             entries: FastMap::default(),
-            written: None,
+            call: 1,
+            call_keys: Vec::new(),
+            calls: Vec::new(),
             dirty: 0,
             written_bytes: 0,
             reads: 0,
@@ -167,12 +151,6 @@ impl BatchContext {
             logs: None,
             watch: None,
         }
-    }
-
-    /// The generation's collections are empty (a projector starting at position 0): from now
-    /// on, a document this context never wrote is known not to exist, without a read.
-    pub fn starting_empty(&mut self) {
-        self.written = Some(Written::default());
     }
 
     /// Time spent waiting on the store for reads so far (it only grows): subtracted from a
@@ -226,23 +204,14 @@ impl BatchContext {
         if let Some(entry) = self.entries.get(collection).and_then(|c| c.get(id)) {
             return Ok(entry.document.clone());
         }
-        let never_written = self
-            .written
-            .as_ref()
-            .is_some_and(|w| !w.hashes.contains(&w.hash(collection, id)));
         if self.reads >= MAX_READS_PER_BATCH {
             return Err(self.refuse(CollectionFailure::LimitExceeded(format!(
                 "a batch may read at most {MAX_READS_PER_BATCH} documents"
             ))));
         }
-        let read = if never_written {
-            Ok(None)
-        } else {
-            let asked = Instant::now();
-            let read = self.reader.get(collection, id);
-            self.blocked += asked.elapsed();
-            read
-        };
+        let asked = Instant::now();
+        let read = self.reader.get(collection, id);
+        self.blocked += asked.elapsed();
         let document = match read {
             Ok(document) => document.map(Arc::new),
             Err(error) => {
@@ -263,6 +232,7 @@ impl BatchContext {
                     document: document.clone(),
                     dirty: false,
                     size: Some(size),
+                    noted: 0,
                 },
             );
         self.reads += 1;
@@ -308,13 +278,6 @@ impl BatchContext {
         bytes: usize,
         size: usize,
     ) -> Result<(), CollectionFailure> {
-        if let Some(written) = &mut self.written {
-            let hash = written.hash(collection, id);
-            written.hashes.insert(hash);
-            if written.hashes.len() > MAX_WRITTEN {
-                self.written = None;
-            }
-        }
         self.written_bytes += bytes;
         if self.written_bytes > MAX_BYTES_PER_BATCH {
             return Err(self.refuse(CollectionFailure::LimitExceeded(format!(
@@ -331,13 +294,19 @@ impl BatchContext {
                 document: None,
                 dirty: false,
                 size: None,
+                noted: 0,
             }),
         };
         let newly_dirty = !entry.dirty;
+        if entry.noted != self.call {
+            self.call_keys
+                .push(crate::store::written_key(collection, id));
+        }
         *entry = Entry {
             document,
             dirty: true,
             size: Some(size),
+            noted: self.call,
         };
         if newly_dirty {
             self.dirty += 1;
@@ -422,7 +391,9 @@ impl BatchContext {
             .unwrap_or_else(|| current.as_deref().map_or(0, document::encoded_len));
         // An update that certainly applies changes the document where it is: the entry lets go
         // of it first, so it is copied only while a commit still holds it. Any other is applied
-        // to a copy, since a failed update must leave the document as it was.
+        // to a copy, since a failed update must leave the document as it was. (A check after an
+        // update in place that refuses the document is a violation: the batch fails, and its
+        // cache goes with it.)
         let in_place = match (entry, current.as_ref()) {
             (Some(entry), Some(doc)) if document::applies_in_place(doc, &update) => {
                 entry.document = None;
@@ -432,7 +403,13 @@ impl BatchContext {
         };
         let outcome = match current {
             Some(mut doc) if in_place => {
-                document::apply_in_place(id, Arc::make_mut(&mut doc), update);
+                if let Err(error) = document::apply_in_place(id, Arc::make_mut(&mut doc), update) {
+                    // Checked to apply, yet it failed: the document may be half-changed, so the
+                    // batch fails (a violation) and its cache is dropped with it.
+                    return Err(self.refuse(CollectionFailure::InvalidDocument(format!(
+                        "the update of `{id}` failed where it was checked to apply: {error}"
+                    ))));
+                }
                 Ok(Some(doc))
             }
             current => {
@@ -462,6 +439,14 @@ impl BatchContext {
         }
     }
 
+    /// A call of the handler ended with the event at `last`: what it wrote is recorded apart
+    /// from the next call's (see [`BatchWrites::segments`]).
+    pub fn end_call(&mut self, last: Position) {
+        let keys = std::mem::take(&mut self.call_keys);
+        self.calls.push((last, keys));
+        self.call += 1;
+    }
+
     /// Whether the batch has used a quarter of any of its limits: a page handled in several
     /// calls is committed at that point, so the calls still to come keep most of the limits a
     /// batch of their own would have.
@@ -487,12 +472,19 @@ impl BatchContext {
                 }
             }
         }
+        // Writes after the last ended call (none from the projector) belong to the last one.
+        let mut calls = std::mem::take(&mut self.calls);
+        let rest = std::mem::take(&mut self.call_keys);
+        if let Some((_, keys)) = calls.last_mut() {
+            keys.extend(rest);
+        }
         self.end_batch();
         if cached > CACHE_LIMIT || cached_bytes > CACHE_BYTES_LIMIT {
             self.entries.clear();
         }
         BatchWrites {
             documents,
+            calls,
             ..BatchWrites::default()
         }
     }
@@ -500,8 +492,6 @@ impl BatchContext {
     /// Between batches, at the head: drop a cache grown by a replay (and its memory), and keep a
     /// small one, which is what following live appends reads from.
     pub fn release_cache(&mut self) {
-        // Live from here on: reads are few, and the set of ids would only grow.
-        self.written = None;
         let cached: usize = self.entries.values().map(HashMap::len).sum();
         let bytes: usize = self
             .entries
@@ -521,6 +511,9 @@ impl BatchContext {
     }
 
     fn end_batch(&mut self) {
+        self.calls.clear();
+        self.call_keys.clear();
+        self.call += 1;
         self.dirty = 0;
         self.written_bytes = 0;
         self.reads = 0;

@@ -220,42 +220,6 @@ fn the_cache_between_batches_is_bounded_in_bytes() {
     assert_eq!(count(), before + 1, "400 MiB of documents were not kept");
 }
 
-/// Counts the reads that reach the store.
-struct Counting(Arc<std::sync::atomic::AtomicUsize>);
-
-impl DocumentReader for Counting {
-    fn get(&mut self, _: &str, _: &str) -> StoreResult<Option<Map<String, Value>>> {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(None)
-    }
-}
-
-/// Starting from empty collections, a document the context never wrote is not read from the
-/// store; one it wrote, then forgot (a failed batch), is.
-#[test]
-fn starting_empty_reads_only_what_was_written() {
-    let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut context = BatchContext::new(
-        &Manifest::new("p", 1, ["docs"]),
-        Box::new(Counting(Arc::clone(&reads))),
-    );
-    context.starting_empty();
-    let read = || reads.load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(context.get("docs", "a").expect("get"), None);
-    context
-        .update("docs", "b", r#"{"$inc": {"n": 1}}"#, true)
-        .expect("update");
-    assert_eq!(read(), 0);
-    context.discard();
-    assert_eq!(context.get("docs", "b").expect("get"), None);
-    assert_eq!(read(), 1);
-    // Once live, nothing is assumed.
-    context.release_cache();
-    context.discard();
-    assert_eq!(context.get("docs", "c").expect("get"), None);
-    assert_eq!(read(), 2);
-}
-
 /// An update applied where the document is gives what a copy gives; one whose operators touch
 /// the same field, or that does not apply, leaves the document as it was.
 #[test]

@@ -40,22 +40,24 @@ fn write_records(
         .map(|p| *p as i64)
         .collect();
     let mut records = Vec::new();
-    let mut keys: Vec<String> = Vec::new();
-    let mut bytes = 0;
-    let mut keys_of = writes.written_keys().peekable();
-    while let Some(key) = keys_of.next() {
-        bytes += key.len();
-        keys.push(key);
-        if bytes >= MAX_RECORD_KEY_BYTES || keys_of.peek().is_none() {
-            records.push(doc! {
-                "projection": &generation.projection,
-                "generation": generation.number as i64,
-                "after": from as i64,
-                "upto": to as i64,
-                "redriven": redriven.clone(),
-                "documents": std::mem::take(&mut keys),
-            });
-            bytes = 0;
+    for (after, upto, written) in writes.segments(from, to) {
+        let mut keys: Vec<String> = Vec::new();
+        let mut bytes = 0;
+        let mut keys_of = written.into_iter().peekable();
+        while let Some(key) = keys_of.next() {
+            bytes += key.len();
+            keys.push(key);
+            if bytes >= MAX_RECORD_KEY_BYTES || keys_of.peek().is_none() {
+                records.push(doc! {
+                    "projection": &generation.projection,
+                    "generation": generation.number as i64,
+                    "after": after as i64,
+                    "upto": upto as i64,
+                    "redriven": redriven.clone(),
+                    "documents": std::mem::take(&mut keys),
+                });
+                bytes = 0;
+            }
         }
     }
     records

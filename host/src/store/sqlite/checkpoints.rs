@@ -111,26 +111,30 @@ fn record_writes(
         return Ok(());
     }
     const RECORD: &str = "record the batch's documents";
-    let documents: Vec<String> = writes.written_keys().collect();
-    let documents =
-        serde_json::to_string(&documents).map_err(|e| StoreError::backend(RECORD, e))?;
     let redriven = serde_json::to_string(&writes.resolved_dead_letters)
         .map_err(|e| StoreError::backend(RECORD, e))?;
-    tx.prepare_cached(
-        "INSERT INTO document_writes (projection, generation, after, upto, redriven, documents) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            generation.projection,
-            generation.number,
-            from as i64,
-            to as i64,
-            redriven,
-            documents
-        ])
-    })
-    .map(drop)
-    .map_err(|e| StoreError::backend(RECORD, e))
+    for (after, upto, documents) in writes.segments(from, to) {
+        if documents.is_empty() {
+            continue;
+        }
+        let documents =
+            serde_json::to_string(&documents).map_err(|e| StoreError::backend(RECORD, e))?;
+        tx.prepare_cached(
+            "INSERT INTO document_writes (projection, generation, after, upto, redriven, documents) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                generation.projection,
+                generation.number,
+                after as i64,
+                upto as i64,
+                redriven,
+                documents
+            ])
+        })
+        .map_err(|e| StoreError::backend(RECORD, e))?;
+    }
+    Ok(())
 }
 
 /// Write a batch's documents in `order`; the inner error names the document and the unique
