@@ -25,8 +25,8 @@ use crate::store::{Checkpoints, DeadLetters, EventLog, Generations, Page, Store,
 /// manifest's batch size, and their writes commit in one transaction (fewer commits, and a
 /// document written by many events of the page written once).
 pub(super) const COMMIT_GROUP: usize = 5_000;
-/// Bytes of events (payloads and metadata) a group aims at: a log of large events is read in
-/// smaller groups, never smaller than a batch.
+/// Bytes of events (payloads and metadata) a group aims at, counted by the largest event of the
+/// page before: a log of large events is read in smaller groups, never smaller than a batch.
 const GROUP_BYTES: usize = 16 * 1024 * 1024;
 
 /// How often the loop looks for dead letters an operator asked to re-drive.
@@ -72,7 +72,8 @@ pub(super) struct Run {
     manifest: Manifest,
     filter: EventFilter,
     batch_size: usize,
-    /// Events to read at once while catching up (see [`COMMIT_GROUP`]).
+    /// Events to read at once while behind (see [`COMMIT_GROUP`]); a batch until a page has
+    /// shown how large the events are.
     group: usize,
     feed: watch::Receiver<Position>,
     pub(super) cursor: Cursor,
@@ -166,11 +167,7 @@ impl Projector {
             filter: self.handler.filter(),
             batch_size: manifest.batch_size.unwrap_or(DEFAULT_BATCH_SIZE) as usize,
             // A test holding commits at a position wants them mid-replay: a batch at a time.
-            group: if super::commit::holding_for_test() {
-                0
-            } else {
-                COMMIT_GROUP
-            },
+            group: 0,
             feed: self.ports.log.feed(),
             cursor: Cursor::at(self.generation.checkpoint),
             failures: Failures::new(self.policy),
@@ -277,10 +274,18 @@ impl Projector {
             _ => None,
         };
         let grouped = events.len() > run.batch_size;
-        let bytes: usize = events.iter().map(|e| e.data.len() + e.metadata.len()).sum();
-        if run.group > 0 {
-            run.group = (GROUP_BYTES / (bytes / events.len().max(1)).max(1)).clamp(1, COMMIT_GROUP);
-        }
+        // The next page grows past a batch once this one shows its events are small: the
+        // largest of them decides. A test holding commits at a position wants them mid-replay:
+        // a batch at a time.
+        let largest = events
+            .iter()
+            .map(|e| e.data.len() + e.metadata.len())
+            .max()
+            .unwrap_or(0);
+        run.group = match super::commit::holding_for_test() {
+            true => 0,
+            false => (GROUP_BYTES / largest.max(1)).min(COMMIT_GROUP),
+        };
         let started = Instant::now();
         let events = Arc::new(events);
         let (mut handled, mut to) = (0, scanned_to);

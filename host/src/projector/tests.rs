@@ -503,25 +503,30 @@ fn recorded(fixture: &Fixture) -> Vec<(i64, i64, String)> {
         .expect("read the records")
 }
 
-/// A page longer than the manifest's batch size is handed over in calls of that size, and its
-/// writes commit once, with the checkpoint at its end; what each call wrote is recorded apart.
+/// Once a page has shown its events are small, the next page is longer than the manifest's
+/// batch size: it is handed over in calls of that size and committed once, its checkpoint at its
+/// end, and what each call wrote is recorded apart.
 #[tokio::test]
-async fn a_page_is_handled_in_calls_of_the_batch_size_and_committed_once() {
-    let fixture = fixture(7).await;
+async fn a_page_is_handled_in_calls_of_the_batch_size_each_recorded_apart() {
+    let fixture = fixture(10).await;
     let handler = Arc::new(Scripted::new().batches_of(3));
     let mut running = start(&fixture, &handler, FailurePolicy::default());
-    running.reaches(7).await;
+    running.reaches(10).await;
     assert_eq!(running.stop().await, DropReason::Shutdown);
-    assert_eq!(handler.calls(), [(1, 3), (4, 3), (7, 1)]);
-    // One commit, recorded call by call, so a trace replays only the calls that wrote.
+    assert_eq!(handler.calls(), [(1, 3), (4, 3), (7, 3), (10, 1)]);
     let wrote = r#"["seen/s"]"#.to_owned();
     assert_eq!(
         recorded(&fixture),
-        [(0, 3, wrote.clone()), (3, 6, wrote.clone()), (6, 7, wrote)]
+        [
+            (0, 3, wrote.clone()),
+            (3, 6, wrote.clone()),
+            (6, 9, wrote.clone()),
+            (9, 10, wrote)
+        ]
     );
     assert_eq!(
         seen(&fixture.store, &fixture.generation).await,
-        [1, 2, 3, 4, 5, 6, 7]
+        (1..=10).collect::<Vec<_>>()
     );
 }
 
@@ -530,27 +535,28 @@ async fn a_page_is_handled_in_calls_of_the_batch_size_and_committed_once() {
 /// commit), and the failing batch one event at a time; nothing applies twice.
 #[tokio::test]
 async fn a_call_failing_late_in_a_page_fails_the_page_and_nothing_applies_twice() {
-    let fixture = fixture(7).await;
-    let handler = Arc::new(Scripted::new().batches_of(3).failing(5, u32::MAX));
+    let fixture = fixture(10).await;
+    let handler = Arc::new(Scripted::new().batches_of(3).failing(8, u32::MAX));
     let mut running = start(&fixture, &handler, policy(1, OnFailure::Skip));
-    running.reaches(7).await;
+    running.reaches(10).await;
     assert_eq!(running.stop().await, DropReason::Shutdown);
     assert_eq!(
         handler.calls(),
         [
             (1, 3),
             (4, 3),
-            (1, 3),
+            (7, 3),
             (4, 3),
-            (4, 1),
-            (5, 1),
-            (6, 1),
-            (7, 1)
+            (7, 3),
+            (7, 1),
+            (8, 1),
+            (9, 1),
+            (10, 1)
         ]
     );
     assert_eq!(
         seen(&fixture.store, &fixture.generation).await,
-        [1, 2, 3, 4, 6, 7]
+        [1, 2, 3, 4, 5, 6, 7, 9, 10]
     );
     assert_eq!(dead_letters(&fixture).await, 1);
 }

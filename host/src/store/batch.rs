@@ -24,9 +24,9 @@ pub struct BatchWrites {
     /// id with the checkpoint, so that the commit sent again finds its own checkpoint instead
     /// of taking it for another writer's.
     pub commit_id: u64,
-    /// What each call of the handler wrote, when the batch was handled in several calls (see
-    /// [`BatchWrites::segments`]): each call's last event and the [`written_key`]s of the
-    /// documents it wrote. Empty when the batch was one call, or is not a handler's.
+    /// What each call of the handler wrote (see [`BatchWrites::segments`]): each call's last
+    /// event and the [`written_key`]s of the documents it wrote. Empty when no call of a
+    /// handler made the commit (a re-drive, a skipped event, a checkpoint moved alone).
     pub calls: Vec<(crate::domain::Position, Vec<String>)>,
 }
 
@@ -65,8 +65,8 @@ pub fn written_key(collection: &str, id: &str) -> String {
 impl BatchWrites {
     /// The stretches of the log a commit from `from` to `to` handled, each with the
     /// [`written_key`]s of the documents written while handling it: one per call of the handler
-    /// (the last one reaching `to`), or the whole commit when it was one call. Recorded one by
-    /// one, so `refold trace` replays only the calls that wrote a document.
+    /// (the last one reaching `to`), or the whole commit when no call is recorded. Recorded
+    /// one by one, so `refold trace` replays only the calls that wrote a document.
     pub fn segments(
         &self,
         from: crate::domain::Position,

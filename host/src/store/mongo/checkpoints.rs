@@ -267,7 +267,7 @@ impl WriteHistory for MongoStore {
             "generation": generation.number as i64,
             "documents": written_key(collection, id),
         };
-        // A key is in one record of its batch, however many records the batch took.
+        // A key is in one record of each call that wrote it, however many records a call took.
         let records: Vec<Document> = records
             .find(filter)
             .projection(doc! { "after": 1, "upto": 1, "redriven": 1 })

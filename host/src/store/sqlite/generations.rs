@@ -311,12 +311,22 @@ impl Generations for SqliteStore {
         generations::leaving_building(generation, state)?;
         let (projection, number) = (generation.projection.clone(), generation.number);
         self.with_writer(move |conn| {
-            conn.execute(
-                "UPDATE generations SET state = ?3 WHERE projection = ?1 AND number = ?2 AND state = 'building'",
-                params![projection, number, state.as_str()],
-            )
-            .map(|changed| changed == 1)
-            .map_err(|e| StoreError::backend("record state", e))
+            let left = conn
+                .execute(
+                    "UPDATE generations SET state = ?3 WHERE projection = ?1 AND number = ?2 AND state = 'building'",
+                    params![projection, number, state.as_str()],
+                )
+                .map_err(|e| StoreError::backend("record state", e))?
+                == 1;
+            if left {
+                // Never activated now: the indexes it waited for are not wanted.
+                conn.execute(
+                    "DELETE FROM deferred_indexes WHERE projection = ?1 AND generation = ?2",
+                    params![projection, number],
+                )
+                .map_err(|e| StoreError::backend("record state", e))?;
+            }
+            Ok(left)
         })
         .await
     }
