@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
+use refold::cli::demo_data::Rng;
 use refold::domain::{ExpectedVersion, NewEvent, RecordedEvent};
 use refold::store::{Store, StreamAppend};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -26,23 +27,6 @@ const CURRENCIES: [&str; 3] = ["EUR", "USD", "GBP"];
 const DECLINES: [&str; 3] = ["card_declined", "insufficient_funds", "gateway_timeout"];
 /// Payments still open to a retry: the most recent ones.
 const OPEN_WINDOW: usize = 5_000;
-
-/// splitmix64, as the demo's generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// An open payment: its stream, version, user, organization, amount and currency.
 struct Open {

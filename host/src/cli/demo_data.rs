@@ -23,11 +23,12 @@ const LAST_NAMES: [&str; 8] = [
 ];
 const DECLINES: [&str; 3] = ["card_declined", "insufficient_funds", "gateway_timeout"];
 
-/// splitmix64: small, fast, and the same everywhere.
-struct Rng(u64);
+/// splitmix64: small, fast, and the same everywhere (the benchmarks' generators use it too).
+pub struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    /// The next 64 random bits.
+    pub fn bits(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -35,8 +36,9 @@ impl Rng {
         z ^ (z >> 31)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.bits() % n.max(1)
     }
 
     fn chance(&mut self, percent: u64) -> bool {
@@ -48,7 +50,7 @@ impl Rng {
     }
 
     fn uuid(&mut self) -> String {
-        let (a, b) = (self.next(), self.next());
+        let (a, b) = (self.bits(), self.bits());
         format!(
             "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
             a >> 32,
