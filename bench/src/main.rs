@@ -289,28 +289,25 @@ async fn main() -> anyhow::Result<()> {
     };
 
     steps.next("replay: payments, native behind the projector");
-    let (native_payments, s) = replay::replay(
+    let native_payments = replay::replay_alone(
         &store,
         Arc::new(native::NativePayments::new("payments_native")),
         "payments, native",
     )
     .await?;
-    s.shutdown().await;
     steps.next("replay: payments, Rust guest");
     let payments = load(&engine, &guests.join("payments.wasm"))?;
     let (guest_payments, payments_supervisor) =
         replay::replay(&store, payments, "payments, Rust guest").await?;
     steps.next("replay: no-op, native and Rust guest");
-    let (native_noop, s) = replay::replay(
+    let native_noop = replay::replay_alone(
         &store,
         Arc::new(native::NativeNoop::new("noop_native")),
         "no-op, native",
     )
     .await?;
-    s.shutdown().await;
     let noop = load(&engine, &guests.join("noop.wasm"))?;
-    let (guest_noop, s) = replay::replay(&store, noop, "no-op, Rust guest").await?;
-    s.shutdown().await;
+    let guest_noop = replay::replay_alone(&store, noop, "no-op, Rust guest").await?;
 
     let identical = ["payments", "org_stats"]
         .iter()
@@ -458,21 +455,17 @@ async fn payment_shape(
         let run =
             tokio::task::spawn_blocking(move || shape::naive_loop(&db, &out, per_transaction))
                 .await??;
-        eprintln!("  {}: {:.0} events/s", run.name, run.handled_per_s);
+        eprintln!("  {}: {:.0} handled events/s", run.name, run.handled_per_s);
         naive.push(run);
     }
-    let (native, s) = replay::replay(
+    let native = replay::replay_alone(
         &store,
         Arc::new(native::NativePayments::new("shape_native")),
         "payments, native behind the projector",
     )
     .await?;
-    s.shutdown().await;
-    eprintln!("  {}: {:.0} events/s", native.name, native.handled_per_s);
     let guest = load(engine, &guests.join("payments.wasm"))?;
-    let (guest, s) = replay::replay(&store, guest, "payments, Rust guest").await?;
-    s.shutdown().await;
-    eprintln!("  {}: {:.0} events/s", guest.name, guest.handled_per_s);
+    let guest = replay::replay_alone(&store, guest, "payments, Rust guest").await?;
     let naive_db = dir.join("shape-naive-10000.db");
     for collection in ["payments", "org_stats"] {
         let expected = shape::documents(&naive_db, collection)?;

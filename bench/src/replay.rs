@@ -72,6 +72,18 @@ pub async fn replay(
     ))
 }
 
+/// [`replay`], then stop its supervisor; the figures are also printed.
+pub async fn replay_alone(
+    store: &Arc<dyn Store>,
+    handler: Arc<dyn Handler>,
+    label: &str,
+) -> anyhow::Result<Replay> {
+    let (run, supervisor) = replay(store, handler, label).await?;
+    supervisor.shutdown().await;
+    eprintln!("  {}: {:.0} handled events/s", run.name, run.handled_per_s);
+    Ok(run)
+}
+
 /// Live latency figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use mongodb::bson::{Binary, Document, doc, spec::BinarySubtype};
 use std::collections::BTreeMap;
 
-use super::{MongoStore, backend, find_all, transaction};
+use super::{MongoStore, all_by_id, backend, find_all, transaction};
 use crate::domain::{code_hash, time};
 use crate::store::{Components, Published, StoreError, StoreResult};
 
@@ -227,13 +227,7 @@ impl Components for MongoStore {
     }
 
     async fn published(&self) -> StoreResult<Vec<Published>> {
-        let docs = find_all(
-            &self.deployments_collection(),
-            doc! {},
-            doc! { "_id": 1 },
-            "read the deployment",
-        )
-        .await?;
+        let docs = all_by_id(&self.deployments_collection(), "read the deployment").await?;
         Ok(docs.iter().map(to_published).collect())
     }
 

@@ -75,6 +75,11 @@ async fn find_all(
         .map_err(backend(context))
 }
 
+/// Every document of a collection, in `_id` order.
+async fn all_by_id(collection: &Collection<Document>, context: &str) -> StoreResult<Vec<Document>> {
+    find_all(collection, doc! {}, doc! { "_id": 1 }, context).await
+}
+
 impl MongoStore {
     /// Connect, create the indexes (idempotent), and start the change feed.
     pub async fn open(uri: &str) -> StoreResult<Self> {

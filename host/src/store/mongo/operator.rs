@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 
-use super::{MongoStore, backend, find_all};
+use super::{MongoStore, all_by_id, backend};
 use crate::domain::{Position, time};
 use crate::store::{
     DeadLetter, DeadLetterKey, DeadLetters, MAX_DEAD_LETTER_PAGE, OperatorState, Refusal,
@@ -208,13 +208,7 @@ impl OperatorState for MongoStore {
     }
 
     async fn refusals(&self) -> StoreResult<Vec<Refusal>> {
-        let docs = find_all(
-            &self.refusals_collection(),
-            doc! {},
-            doc! { "_id": 1 },
-            "read refusals",
-        )
-        .await?;
+        let docs = all_by_id(&self.refusals_collection(), "read refusals").await?;
         Ok(docs
             .iter()
             .map(|d| Refusal {
@@ -249,13 +243,7 @@ impl OperatorState for MongoStore {
     }
 
     async fn paused(&self) -> StoreResult<BTreeSet<String>> {
-        let docs = find_all(
-            &self.paused_collection(),
-            doc! {},
-            doc! { "_id": 1 },
-            "read paused projections",
-        )
-        .await?;
+        let docs = all_by_id(&self.paused_collection(), "read paused projections").await?;
         Ok(docs
             .iter()
             .filter_map(|d| d.get_str("_id").ok().map(str::to_owned))

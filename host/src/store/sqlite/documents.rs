@@ -292,6 +292,18 @@ mod tests {
     use crate::domain::{GenerationState, Manifest};
     use crate::store::{BatchWrites, Checkpoints, Generations};
 
+    /// Column `column` of every row a query gives, as text.
+    fn texts(
+        conn: &Connection,
+        sql: &str,
+        params: impl rusqlite::Params,
+        column: usize,
+    ) -> Vec<String> {
+        conn.prepare(sql)
+            .and_then(|mut s| s.query_map(params, |r| r.get(column))?.collect())
+            .expect("query")
+    }
+
     /// A store whose `numbers` read model holds `n` documents `{_id: "d00042", n: 42}`.
     async fn numbers(n: usize, budget: QueryBudget) -> (tempfile::TempDir, SqliteStore) {
         let dir = tempfile::tempdir().expect("temporary folder");
@@ -341,31 +353,42 @@ mod tests {
             .expect("activate");
     }
 
-    /// A building generation's collections get their unique indexes at once and the others at
-    /// the cut-over, in the same transaction that makes the generation active.
-    #[tokio::test]
-    async fn secondary_indexes_are_built_at_the_cut_over() {
+    /// A fresh store, and a `people` projection whose one collection has a unique index
+    /// `by_email` on `field`.
+    async fn people(field: &str) -> (tempfile::TempDir, std::path::PathBuf, SqliteStore, Manifest) {
         let dir = tempfile::tempdir().expect("temporary folder");
         let path = dir.path().join("refold.db");
         let store = SqliteStore::open(&path).await.expect("open");
         let mut manifest = Manifest::new("people", 1, ["people"]);
-        let indexes = &mut manifest.collections[0].indexes;
-        indexes.push(crate::domain::IndexSpec::unique("by_email", &["email"]));
-        indexes.push(crate::domain::IndexSpec {
-            unique: false,
-            ..crate::domain::IndexSpec::unique("by_name", &["name"])
-        });
+        manifest.collections[0]
+            .indexes
+            .push(crate::domain::IndexSpec::unique("by_email", &[field]));
+        (dir, path, store, manifest)
+    }
+
+    /// A building generation's collections get their unique indexes at once and the others at
+    /// the cut-over, in the same transaction that makes the generation active.
+    #[tokio::test]
+    async fn secondary_indexes_are_built_at_the_cut_over() {
+        let (_dir, path, store, mut manifest) = people("email").await;
+        manifest.collections[0]
+            .indexes
+            .push(crate::domain::IndexSpec {
+                unique: false,
+                ..crate::domain::IndexSpec::unique("by_name", &["name"])
+            });
         let generation = store
             .create_generation(&manifest, "hash", &[], None)
             .await
             .expect("create generation");
         let indexes = || {
             let conn = Connection::open(&path).expect("open");
-            let names: Vec<String> = conn
-                .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'people__g1__people' AND sql IS NOT NULL ORDER BY name")
-                .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-                .expect("indexes");
-            names
+            texts(
+                &conn,
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'people__g1__people' AND sql IS NOT NULL ORDER BY name",
+                [],
+                0,
+            )
         };
         assert_eq!(indexes(), ["people__g1__people__by_email"]);
         store
@@ -397,16 +420,7 @@ mod tests {
     /// wrongly kept.
     #[tokio::test]
     async fn equality_on_a_unique_key_is_answered_from_its_index() {
-        let dir = tempfile::tempdir().expect("temporary folder");
-        let path = dir.path().join("refold.db");
-        let store = SqliteStore::open(&path).await.expect("open");
-        let mut manifest = Manifest::new("people", 1, ["people"]);
-        manifest.collections[0]
-            .indexes
-            .push(crate::domain::IndexSpec::unique(
-                "by_email",
-                &["contact.email"],
-            ));
+        let (_dir, path, store, manifest) = people("contact.email").await;
         let documents = (0..2_000).map(|i| match i % 4 {
             0 => json!({ "_id": format!("p{i}"), "contact": { "email": format!("e{i}") }, "n": i }),
             1 => json!({ "_id": format!("p{i}"), "contact": { "email": i }, "n": i }),
@@ -443,12 +457,14 @@ mod tests {
         let (condition, _) = unique_prefilter(&conn, "people__people", &equal)
             .expect("look up")
             .expect("a unique index answers the filter");
-        let plan: Vec<String> = conn
-            .prepare(&format!(
+        let plan = texts(
+            &conn,
+            &format!(
                 "EXPLAIN QUERY PLAN SELECT id, body FROM \"people__people\" WHERE {condition}"
-            ))
-            .and_then(|mut s| s.query_map(["e40"], |r| r.get(3))?.collect())
-            .expect("plan");
+            ),
+            ["e40"],
+            3,
+        );
         assert!(
             plan.iter().any(|step| step.contains("USING INDEX")),
             "{plan:?}"
