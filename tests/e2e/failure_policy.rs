@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::api::support::Host;
 
 /// 10 ticks, a gate (position 11), 5 ticks, a gate (position 17), 3 ticks.
-async fn history(store: &dyn Store) {
+pub(crate) async fn history(store: &dyn Store) {
     let mut events = Vec::new();
     for (ticks, gate) in [(10, true), (5, true), (3, false)] {
         events.extend((0..ticks).map(|_| thing("Tick")));

@@ -1,6 +1,7 @@
 //! End-to-end tests: real guest components, the real embedded store, the real binary.
 
 mod api;
+mod console;
 mod contract;
 mod crash;
 mod dashboard;

@@ -155,6 +155,41 @@ impl Browser {
         }
     }
 
+    /// Press keys in the element a CSS selector finds (`\u{E007}` is Enter): what a keyboard
+    /// user does once the element has focus.
+    pub async fn keys(&self, selector: &str, text: &str) {
+        let found = self
+            .session(
+                "POST",
+                "/element",
+                json!({ "using": "css selector", "value": selector }),
+            )
+            .await;
+        let id = found[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {selector}: {found}"));
+        let typed = self
+            .session(
+                "POST",
+                &format!("/element/{id}/value"),
+                json!({ "text": text }),
+            )
+            .await;
+        assert!(typed.is_null(), "typing into {selector}: {typed}");
+    }
+
+    /// Resize the window (CSS pixels), to see the page at a phone's width.
+    pub async fn resize(&self, width: u32, height: u32) {
+        let answer = self
+            .session(
+                "POST",
+                "/window/rect",
+                json!({ "width": width, "height": height }),
+            )
+            .await;
+        assert!(answer["width"].is_number(), "resizing the window: {answer}");
+    }
+
     /// A PNG screenshot of the window.
     pub async fn screenshot(&self) -> Vec<u8> {
         let encoded = self.session("GET", "/screenshot", Value::Null).await;

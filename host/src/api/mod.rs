@@ -2,10 +2,11 @@
 //!
 //! Routes (described in `openapi.json`, served at `/openapi.json`):
 //! - streams: append with an expected version, read a stream, read the global log;
-//! - projections: list and detail with status, pause, resume, rebuild, rollback, dead letters;
+//! - projections: list and detail with status, pause, resume, rebuild, rollback, dead letters,
+//!   and their lag and throughput over the last hour ([`history`]);
 //! - hosts: the hosts alive on the store, their leases, and the components it publishes;
 //! - read collections: a document by id, and queries (filter, sort, skip, limit);
-//! - operations: `/metrics` (Prometheus), `/healthz`, `/readyz`, and the dashboard at `/`.
+//! - operations: `/metrics` (Prometheus), `/healthz`, `/readyz`, and the console at `/`.
 //!
 //! Who may call it is checked first ([`access`]): the `Host`, a browser's `Origin`, JSON bodies
 //! only, and the token when one is configured.
@@ -16,6 +17,7 @@
 pub mod access;
 mod collections;
 mod error;
+mod history;
 mod hosts;
 mod ops;
 mod projections;
@@ -56,6 +58,8 @@ pub(crate) struct Shared {
     store: Arc<dyn Store>,
     view: watch::Receiver<HostView>,
     rates: Arc<Mutex<RateSamples>>,
+    /// Lag and throughput over the last hour, for the console's charts.
+    history: Arc<Mutex<history::History>>,
     /// Where traces load a generation's code from.
     code: Arc<dyn CodeSource>,
     /// One trace at a time: each may replay a projection's history on this host's cores.
@@ -202,6 +206,7 @@ pub(crate) fn router(shared: Shared, access: Arc<Access>) -> Router {
         .route("/api/hosts", get(hosts::list))
         .route("/api/projections", get(projections::list))
         .route("/api/projections/{name}", get(projections::detail))
+        .route("/api/projections/{name}/history", get(history::get))
         .route("/api/projections/{name}/pause", post(projections::pause))
         .route("/api/projections/{name}/resume", post(projections::resume))
         .route(
@@ -264,6 +269,7 @@ pub async fn serve(
         store,
         view,
         rates: Arc::default(),
+        history: Arc::default(),
         code,
         tracing: Arc::new(tokio::sync::Semaphore::new(1)),
     };
@@ -271,9 +277,16 @@ pub async fn serve(
         let shared = shared.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(RATE_SAMPLE);
+            let mut last_point: Option<Instant> = None;
             loop {
                 tick.tick().await;
                 shared.sample();
+                if last_point.is_none_or(|at| at.elapsed() >= history::EVERY) {
+                    last_point = Some(Instant::now());
+                    if let Err(error) = shared.record_history().await {
+                        tracing::debug!(%error, "history: the store does not answer");
+                    }
+                }
             }
         })
     };

@@ -1,6 +1,4 @@
-//! Operations: health, readiness, metrics, the OpenAPI document and the dashboard.
-
-use std::collections::BTreeMap;
+//! Operations: health, readiness, metrics, the OpenAPI document and the console.
 
 use axum::Json;
 use axum::extract::State;
@@ -10,7 +8,6 @@ use serde_json::{Value, json};
 
 use super::Shared;
 use super::error::ApiError;
-use crate::domain::GenerationState;
 use crate::metrics::{self, StoreGauges};
 
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -45,14 +42,7 @@ pub(super) async fn readyz(State(shared): State<Shared>) -> Result<Json<Value>, 
 pub(super) async fn metrics(State(shared): State<Shared>) -> Result<impl IntoResponse, ApiError> {
     let head = shared.store.head().await?;
     let generations = shared.store.all_generations().await?;
-    let mut serving: BTreeMap<String, u64> = BTreeMap::new();
-    for g in &generations {
-        if g.state == GenerationState::Active
-            || (g.state == GenerationState::Building && !serving.contains_key(&g.projection))
-        {
-            serving.insert(g.projection.clone(), g.checkpoint);
-        }
-    }
+    let serving = super::history::serving_checkpoints(&generations);
     let mut lag_seconds = Vec::new();
     for (name, checkpoint) in serving {
         lag_seconds.push((

@@ -209,8 +209,20 @@ pub(super) async fn read_all(
     State(shared): State<Shared>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
-    let params = params.only(&["after", "limit", "eventType", "aggregateType"])?;
-    let after = params.number("after")?.unwrap_or(0);
+    let params = params.only(&["after", "since", "limit", "eventType", "aggregateType"])?;
+    let after = match (params.number("after")?, params.get("since")) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                "give `after` (a position) or `since` (a time), not both",
+            ));
+        }
+        (None, Some(since)) => {
+            let head = shared.store.head().await?;
+            first_since(&shared, parse_time(since)?, head).await?
+        }
+        (after, None) => after.unwrap_or(0),
+    };
     let limit = limit(&params)?;
     let list = |key: &str| {
         params
@@ -232,6 +244,47 @@ pub(super) async fn read_all(
         "next": page.scanned_to,
         "head": head,
     })))
+}
+
+/// A time given in UTC as RFC 3339 (`2026-11-29T10:00:00Z`, with or without fractions of a
+/// second) or as whole milliseconds since the Unix epoch.
+fn parse_time(text: &str) -> Result<i64, ApiError> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    humantime::parse_rfc3339_weak(text)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_parameter",
+                format!(
+                    "since={text} is not a time: give RFC 3339 (2026-11-29T10:00:00Z) or \
+                     milliseconds since the Unix epoch"
+                ),
+            )
+        })
+}
+
+/// `since` as the position to read after: the position before the first event stamped at or
+/// after `since_ms`, found by bisection over the log in a few single-event reads. The log's
+/// times grow with its positions (each event is stamped when it is stored; an imported history
+/// keeps its own times, and where those go back the answer is near rather than exact).
+async fn first_since(shared: &Shared, since_ms: i64, head: u64) -> Result<u64, ApiError> {
+    let all = EventFilter::default();
+    // The first event at or after `low` may still be before `since`; every event from `high`
+    // on is not.
+    let (mut low, mut high) = (1u64, head.saturating_add(1));
+    while low < high {
+        let middle = low + (high - low) / 2;
+        let page = shared.store.read_all(middle - 1, 1, &all).await?;
+        match page.events.first() {
+            Some(event) if event.timestamp_ms < since_ms => low = event.position + 1,
+            _ => high = middle,
+        }
+    }
+    Ok(low - 1)
 }
 
 /// Typed access to query parameters.

@@ -106,7 +106,7 @@ fn compile(engine: &Engine, hash: &str, bytes: &[u8]) -> Result<(Component, bool
         }
     }
     let component =
-        Component::new(&engine.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:?}")))?;
+        Component::new(&engine.engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
     Ok((component, true))
 }
 
