@@ -1,12 +1,17 @@
 //! The console in a real headless browser (Debian's Chromium through chromedriver), served by
 //! `refold run` with an API token, on both stores. A history with two events the `counter`
-//! fixture dead-letters is caught up, then a host runs the fixed code beside a component it
-//! refuses; the test reads through every view: the refusal at the top, the global log filtered
-//! and jumped by position and by time, one stream, a collection with a filter the query language
-//! refuses and one it takes, one document with its trace, the dead letters retried (the document
-//! changes) and discarded, the charts moving while events flow, a rebuild and a rollback from
-//! the generation history, and the page at a phone's width. Screenshots of each view are kept in
-//! `target/release/e2e-artifacts/console-*.png`.
+//! fixture dead-letters is caught up; then a host runs the fixed code beside a component it
+//! refuses and a projection that fails later. The test goes through every view:
+//! - the refusal and the failure at the top;
+//! - the global log, filtered, and jumped to a position and to a time; one stream;
+//! - a collection, with a filter the query language refuses and ones it takes; one document
+//!   and its trace;
+//! - the dead letters: a discard cancelled, one retried (the document changes), the rest
+//!   retried from the keyboard;
+//! - the charts moving while events flow; a rebuild and a rollback from the generation history;
+//! - the page at a phone's width.
+//!
+//! Screenshots of each view are kept in `target/release/e2e-artifacts/console-*.png`.
 
 use std::path::Path;
 
@@ -30,7 +35,10 @@ async fn until(browser: &Browser, what: &str, script: &str) {
             let shown = browser
                 .eval("return location.hash + '\\n' + document.body.innerText;")
                 .await;
-            panic!("timed out waiting for {what}; the page shows:\n{}", shown.as_str().unwrap_or_default());
+            panic!(
+                "timed out waiting for {what}; the page shows:\n{}",
+                shown.as_str().unwrap_or_default()
+            );
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
@@ -128,6 +136,8 @@ async fn console(uri: &str, store_name: &str) {
     std::fs::create_dir_all(&folder).expect("folder");
     std::fs::copy(fixture("counter-v2b"), folder.join("counter.wasm")).expect("copy");
     std::fs::write(folder.join("broken.wasm"), b"not a component").expect("write");
+    // And a projection that stops on a `Poison` event, to fail later.
+    std::fs::copy(fixture("trapper"), folder.join("trapper.wasm")).expect("copy");
     let host = Host::start_with(&sandbox, uri, &folder, &["--api-token", TOKEN])
         .await
         .with_token(TOKEN);
@@ -135,9 +145,7 @@ async fn console(uri: &str, store_name: &str) {
 
     let browser = Browser::start().await;
     // A link may carry the token; the page takes it from the address bar.
-    browser
-        .open(&format!("{}/#token={TOKEN}", host.base))
-        .await;
+    browser.open(&format!("{}/#token={TOKEN}", host.base)).await;
 
     // Refused components at the top, with the reason.
     until(
@@ -149,7 +157,9 @@ async fn console(uri: &str, store_name: &str) {
     .await;
     // The reason is the error's chain on one line: no "Caused by:" list, no backtrace, whatever
     // RUST_BACKTRACE says.
-    let reason = texts(&browser, r#"[data-refused="broken.wasm"]"#).await.concat();
+    let reason = texts(&browser, r#"[data-refused="broken.wasm"]"#)
+        .await
+        .concat();
     assert!(
         reason.contains("not a valid WebAssembly component")
             && !reason.contains("Caused by")
@@ -198,7 +208,10 @@ async fn console(uri: &str, store_name: &str) {
         .await;
     assert_eq!(shown["data"], note, "the event's data, as stored");
     assert_eq!(shown["metadata"], json!({ "by": "console-test" }));
-    assert_eq!(shown["markup"], 0, "event data is shown as text, never as markup");
+    assert_eq!(
+        shown["markup"], 0,
+        "event data is shown as text, never as markup"
+    );
     keep(&browser, store_name, "events").await;
     // Filtered by event type, through the form.
     submit(&browser, "#log-filter", json!({ "eventType": "Gate" })).await;
@@ -284,7 +297,12 @@ async fn console(uri: &str, store_name: &str) {
         .as_str()
         .expect("message")
         .to_owned();
-    submit(&browser, "#query", json!({ "filter": r#"{"$where": "1"}"# })).await;
+    submit(
+        &browser,
+        "#query",
+        json!({ "filter": r#"{"$where": "1"}"# }),
+    )
+    .await;
     until(
         &browser,
         "the refused filter's error",
@@ -296,14 +314,24 @@ async fn console(uri: &str, store_name: &str) {
     )
     .await;
     keep(&browser, store_name, "refused-filter").await;
-    submit(&browser, "#query", json!({ "filter": r#"{"count": {"$gte": 100}}"# })).await;
+    submit(
+        &browser,
+        "#query",
+        json!({ "filter": r#"{"count": {"$gte": 100}}"# }),
+    )
+    .await;
     until(
         &browser,
         "no document over 100",
         "return document.querySelectorAll('tr[data-document]').length === 0 && !!document.querySelector('#documents .empty');",
     )
     .await;
-    submit(&browser, "#query", json!({ "filter": r#"{"count": {"$gte": 19}}"# })).await;
+    submit(
+        &browser,
+        "#query",
+        json!({ "filter": r#"{"count": {"$gte": 19}}"# }),
+    )
+    .await;
     until(
         &browser,
         "the one document at 19 or more",
@@ -337,7 +365,61 @@ async fn console(uri: &str, store_name: &str) {
     .await;
     keep(&browser, store_name, "document-trace").await;
 
+    // Charts move while events flow: new points come, and the last shows events handled.
+    go(&browser, "#/projections/counter").await;
+    let chart_now = r#"const c = (key) => document.querySelector(`#p-charts [data-chart="${key}"]`);
+        const rate = c('eventsPerSecond');
+        if (!rate) return null;
+        return { points: Number(rate.dataset.points), last: Number(rate.dataset.last),
+                 line: rate.querySelector('polyline').getAttribute('points'),
+                 lagPoints: Number(c('lagEvents').dataset.points) };"#;
+    until(
+        &browser,
+        "the charts",
+        r#"return Number(document.querySelector('#p-charts [data-chart="eventsPerSecond"]')?.dataset.points) > 0;"#,
+    )
+    .await;
+    let before = browser.eval(chart_now).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut n = 0;
+    loop {
+        let events: Vec<Value> = (0..20)
+            .map(|_| json!({ "aggregateType": "Thing", "eventType": "Tick" }))
+            .collect();
+        n += 1;
+        let (status, body) = host
+            .post(
+                &format!("/api/streams/flow-{n}"),
+                &json!({ "events": events }),
+            )
+            .await;
+        assert_eq!(status.as_u16(), 201, "{body}");
+        let chart = browser.eval(chart_now).await;
+        let points = chart["points"].as_u64().unwrap_or(0);
+        if points >= before["points"].as_u64().unwrap_or(0) + 2
+            && chart["last"].as_f64().is_some_and(|rate| rate > 0.0)
+            && chart["line"] != before["line"]
+            && chart["lagPoints"] == chart["points"]
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the charts did not move while events flowed: {chart}, before {before}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    keep(&browser, store_name, "charts").await;
+
     // Dead letters: listed with their error and attempts; a cancelled discard keeps them.
+    let (_, caught_up) = host.get("/api/events?after=0&limit=1").await;
+    let head = caught_up["head"].as_u64().expect("head");
+    host.wait_for_projection("counter", "the counter to fold in the flow", |p| {
+        p["checkpoint"].as_u64() == Some(head)
+    })
+    .await;
+    let counted = count(&host).await.as_u64().expect("count");
+    browser.resize(1280, 1700).await;
     go(&browser, "#/projections/counter").await;
     until(
         &browser,
@@ -371,7 +453,7 @@ async fn console(uri: &str, store_name: &str) {
     )
     .await;
     wait_until("the retried event counted", || async {
-        count(&host).await == 20
+        count(&host).await == counted + 1
     })
     .await;
     // The rest from the keyboard: Enter on "Retry all", Enter on Confirm.
@@ -392,7 +474,7 @@ async fn console(uri: &str, store_name: &str) {
     )
     .await;
     wait_until("every retried event counted", || async {
-        count(&host).await == 21
+        count(&host).await == counted + 2
     })
     .await;
     go(
@@ -403,56 +485,21 @@ async fn console(uri: &str, store_name: &str) {
     until(
         &browser,
         "the document after the retries",
-        r#"const d = document.querySelector('[data-field="document"]');
-           return !!d && JSON.parse(d.textContent).count === 21;"#,
+        &format!(
+            r#"const d = document.querySelector('[data-field="document"]');
+               return !!d && JSON.parse(d.textContent).count === {};"#,
+            counted + 2
+        ),
     )
     .await;
 
-    // Charts move while events flow.
-    go(&browser, "#/projections/counter").await;
-    let before = browser
-        .eval(r#"return document.querySelector('#p-charts [data-chart="eventsPerSecond"] polyline')?.getAttribute('points') ?? null;"#)
-        .await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    let mut n = 0;
-    loop {
-        let events: Vec<Value> = (0..20)
-            .map(|_| json!({ "aggregateType": "Thing", "eventType": "Tick" }))
-            .collect();
-        n += 1;
-        let (status, body) = host
-            .post(
-                &format!("/api/streams/flow-{n}"),
-                &json!({ "events": events }),
-            )
-            .await;
-        assert_eq!(status.as_u16(), 201, "{body}");
-        let chart = browser
-            .eval(
-                r#"const c = (key) => document.querySelector(`#p-charts [data-chart="${key}"]`);
-                   const rate = c('eventsPerSecond');
-                   return { points: Number(rate.dataset.points), max: Number(rate.dataset.max),
-                            line: rate.querySelector('polyline').getAttribute('points'),
-                            lagPoints: Number(c('lagEvents').dataset.points) };"#,
-            )
-            .await;
-        if chart["max"].as_f64().is_some_and(|m| m > 0.0)
-            && chart["points"].as_u64().is_some_and(|p| p >= 3)
-            && chart["line"] != before
-            && chart["lagPoints"] == chart["points"]
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the charts did not move while events flowed: {chart}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-    keep(&browser, store_name, "charts").await;
+    browser.resize(1400, 1000).await;
 
     // The generation history: a rebuild, then a rollback to the generation before.
-    browser.click(r#"#p-commands button[data-action="rebuild"]"#).await;
+    go(&browser, "#/projections/counter").await;
+    browser
+        .click(r#"#p-commands button[data-action="rebuild"]"#)
+        .await;
     until(
         &browser,
         "generation 2 to take over",
@@ -476,6 +523,24 @@ async fn console(uri: &str, store_name: &str) {
     .await;
     let (_, counter) = host.get("/api/projections/counter").await;
     assert_eq!(counter["active"]["number"], 1, "{counter}");
+
+    // A projection that fails is named at the top, with its error, on every view.
+    let (status, body) = host
+        .post(
+            "/api/streams/poison-1",
+            &json!({ "events": [{ "aggregateType": "Thing", "eventType": "Poison" }] }),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{body}");
+    go(&browser, "#/events").await;
+    until(
+        &browser,
+        "the failed trapper at the top",
+        r#"const alert = document.querySelector('#alerts [data-failed="trapper"]');
+           return !!alert && alert.textContent.includes('poisoned at');"#,
+    )
+    .await;
+    keep(&browser, store_name, "failed").await;
 
     // Every action is a button or a link, so a keyboard reaches it.
     let clickable = browser

@@ -91,9 +91,9 @@ pub(super) async fn get(
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     let params = params.only(&["after"])?;
-    let after = params.number("after")?.map_or(i64::MIN, |ms| {
-        i64::try_from(ms).unwrap_or(i64::MAX)
-    });
+    let after = params
+        .number("after")?
+        .map_or(i64::MIN, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
     control::generations_of(shared.store.as_ref(), &name).await?;
     let points: Vec<Value> = shared
         .history
