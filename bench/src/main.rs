@@ -99,6 +99,10 @@ struct Args {
     /// rusqlite loop beside it; part of the default run too.
     #[arg(long)]
     shape: bool,
+    /// Run only the resident-memory step (an idle host, one payment projection, 100 no-op
+    /// projections); part of the default run too.
+    #[arg(long)]
+    memory: bool,
 }
 
 /// The same allocator as the `refold` binary, so in-process figures match it.
@@ -264,6 +268,15 @@ async fn main() -> anyhow::Result<()> {
         return write_results(&args.out, results);
     }
     refold::guest_build::build_rust(&root.join("bench/guests"), &guests)?;
+    if args.memory {
+        let figures = memory(&bin, &guests, dir, args.full, many).await?;
+        let results = json!({
+            "date": refold::domain::time::iso8601_millis(refold::domain::time::now_millis()),
+            "machine": machine(),
+            "memory": figures,
+        });
+        return write_results(&args.out, results);
+    }
     refold::guest_build::build_rust(&root.join("tests/fixtures"), &guests)?;
 
     steps.next(&format!("appending {events} events to the embedded store"));
@@ -366,25 +379,7 @@ async fn main() -> anyhow::Result<()> {
     steps.next(&format!(
         "memory: idle host, one projection, {many} projections"
     ));
-    let memory_events = if args.full { 200_000 } else { 50_000 };
-    let open = async |name: &str| {
-        let uri = format!(
-            "sqlite://{}",
-            dir.join(format!("memory-{name}.db")).display()
-        );
-        let store = store::open(&uri).await?;
-        fill(&store, memory_events, 7).await?;
-        anyhow::Ok((store, uri))
-    };
-    let memory = process::memory(
-        &bin,
-        open,
-        dir,
-        &guests.join("payments.wasm"),
-        &guests.join("noop.wasm"),
-        many,
-    )
-    .await?;
+    let memory = memory(&bin, &guests, dir, args.full, many).await?;
 
     steps.next("MongoDB on SecantusDB (not mongod)");
     let mongo = if args.no_mongo {
@@ -433,6 +428,36 @@ async fn main() -> anyhow::Result<()> {
         "peer_eventsourcing": peer,
     });
     write_results(&args.out, results)
+}
+
+/// Resident memory: an idle host, one payment projection, and `many` no-op projections, each
+/// on a store of its own with the demo's history (50,000 events, 200,000 with `--full`).
+async fn memory(
+    bin: &Path,
+    guests: &Path,
+    dir: &Path,
+    full: bool,
+    many: usize,
+) -> anyhow::Result<process::Memory> {
+    let memory_events = if full { 200_000 } else { 50_000 };
+    let open = async |name: &str| {
+        let uri = format!(
+            "sqlite://{}",
+            dir.join(format!("memory-{name}.db")).display()
+        );
+        let store = store::open(&uri).await?;
+        fill(&store, memory_events, 7).await?;
+        anyhow::Ok((store, uri))
+    };
+    process::memory(
+        bin,
+        open,
+        dir,
+        &guests.join("payments.wasm"),
+        &guests.join("noop.wasm"),
+        many,
+    )
+    .await
 }
 
 /// The payment shape: its history on a store of its own, the naive rusqlite loop at 1,000 and
