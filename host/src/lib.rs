@@ -9,7 +9,7 @@
 //! - [`deploy`]: loading a folder of components;
 //! - [`control`]: operator commands (rebuild, rollback, pause, resume);
 //! - [`guest_build`]: building projection sources into components;
-//! - [`api`]: the HTTP API and the dashboard;
+//! - [`api`]: the HTTP API and the console;
 //! - [`cli`]: the `refold` command line, including the demo.
 #![deny(missing_docs)]
 

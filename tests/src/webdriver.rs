@@ -130,6 +130,18 @@ impl Browser {
 
     /// Click the element a CSS selector finds (retrying while the page re-renders it).
     pub async fn click(&self, selector: &str) {
+        self.act(selector, "click", json!({})).await;
+    }
+
+    /// Press keys in the element a CSS selector finds (`\u{E007}` is Enter), as a keyboard user
+    /// does once the element has focus (retrying while the page re-renders it).
+    pub async fn keys(&self, selector: &str, text: &str) {
+        self.act(selector, "value", json!({ "text": text })).await;
+    }
+
+    /// Find an element and send it one command (`click`, `value`), again while the page
+    /// replaces the element between the two.
+    async fn act(&self, selector: &str, command: &str, body: Value) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let found = self
@@ -140,42 +152,19 @@ impl Browser {
                 )
                 .await;
             if let Some(id) = found[ELEMENT].as_str() {
-                let clicked = self
-                    .session("POST", &format!("/element/{id}/click"), json!({}))
+                let done = self
+                    .session("POST", &format!("/element/{id}/{command}"), body.clone())
                     .await;
-                if clicked.is_null() {
+                if done.is_null() {
                     return;
                 }
             }
             assert!(
                 Instant::now() < deadline,
-                "cannot click {selector}: {found}"
+                "cannot {command} {selector}: {found}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-
-    /// Press keys in the element a CSS selector finds (`\u{E007}` is Enter): what a keyboard
-    /// user does once the element has focus.
-    pub async fn keys(&self, selector: &str, text: &str) {
-        let found = self
-            .session(
-                "POST",
-                "/element",
-                json!({ "using": "css selector", "value": selector }),
-            )
-            .await;
-        let id = found[ELEMENT]
-            .as_str()
-            .unwrap_or_else(|| panic!("no element {selector}: {found}"));
-        let typed = self
-            .session(
-                "POST",
-                &format!("/element/{id}/value"),
-                json!({ "text": text }),
-            )
-            .await;
-        assert!(typed.is_null(), "typing into {selector}: {typed}");
     }
 
     /// Resize the window (CSS pixels), to see the page at a phone's width.

@@ -10,11 +10,11 @@
 //! - **JSON only**: a mutating request that carries a body must say
 //!   `Content-Type: application/json` (`415` otherwise). A cross-site page can only send JSON
 //!   after a CORS preflight, which this API never approves.
-//! - **Token**: when one is configured, every route but the dashboard page, `/healthz`,
+//! - **Token**: when one is configured, every route but the console page, `/healthz`,
 //!   `/readyz` and `/openapi.json` needs `Authorization: Bearer TOKEN` (`401`). `refold run`
 //!   refuses to listen on a non-loopback address without one.
 //! - **No framing**: every answer forbids being shown in another site's frame, so a page cannot
-//!   trick the operator into clicking the dashboard's buttons (whose requests are same-origin).
+//!   trick the operator into clicking the console's buttons (whose requests are same-origin).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use super::ApiError;
 /// Shortest token accepted: a guessable token protects nothing.
 pub const MIN_TOKEN_LEN: usize = 16;
 
-/// Routes served without the token: the dashboard page itself (it holds no data and asks for
+/// Routes served without the token: the console page itself (it holds no data and asks for
 /// the token), liveness and readiness probes, and the API's description.
 const PUBLIC: [&str; 4] = ["/", "/healthz", "/readyz", "/openapi.json"];
 

@@ -1,4 +1,4 @@
-//! The HTTP API and the dashboard, served by `refold run` and `refold demo` (axum).
+//! The HTTP API and the console, served by `refold run` and `refold demo` (axum).
 //!
 //! Routes (described in `openapi.json`, served at `/openapi.json`):
 //! - streams: append with an expected version, read a stream, read the global log;
@@ -192,7 +192,7 @@ async fn json_errors(response: Response) -> Response {
 /// The router over a store and a host's view, behind the access checks.
 pub(crate) fn router(shared: Shared, access: Arc<Access>) -> Router {
     Router::new()
-        .route("/", get(ops::dashboard))
+        .route("/", get(ops::console))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -277,15 +277,24 @@ pub async fn serve(
         let shared = shared.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(RATE_SAMPLE);
-            let mut last_point: Option<Instant> = None;
             loop {
                 tick.tick().await;
                 shared.sample();
-                if last_point.is_none_or(|at| at.elapsed() >= history::EVERY) {
-                    last_point = Some(Instant::now());
-                    if let Err(error) = shared.record_history().await {
-                        tracing::debug!(%error, "history: the store does not answer");
-                    }
+            }
+        })
+    };
+    // The charts' points, apart: a store that is slow to answer delays them, not the rates.
+    let charter = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(history::EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match tokio::time::timeout(history::EVERY, shared.record_history()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::debug!(%error, "history: the store does not answer"),
+                    Err(_) => tracing::debug!("history: the store did not answer in time"),
                 }
             }
         })
@@ -294,5 +303,6 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await;
     sampler.abort();
+    charter.abort();
     served
 }

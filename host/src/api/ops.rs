@@ -10,7 +10,7 @@ use super::Shared;
 use super::error::ApiError;
 use crate::metrics::{self, StoreGauges};
 
-const DASHBOARD: &str = include_str!("dashboard.html");
+const CONSOLE: &str = include_str!("console.html");
 const OPENAPI: &str = include_str!("openapi.json");
 
 pub(super) async fn healthz() -> Json<Value> {
@@ -81,6 +81,6 @@ pub(super) async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
-pub(super) async fn dashboard() -> Html<&'static str> {
-    Html(DASHBOARD)
+pub(super) async fn console() -> Html<&'static str> {
+    Html(CONSOLE)
 }

@@ -106,7 +106,7 @@ pub(super) async fn views(
         let building = generations
             .iter()
             .rfind(|g| g.state == GenerationState::Building);
-        let serving = active.or(building);
+        let serving = crate::domain::generation::serving(&generations);
         let checkpoint = serving.map_or(0, |g| {
             status_of(g.number).map_or(g.checkpoint, |s| s.checkpoint.max(g.checkpoint))
         });

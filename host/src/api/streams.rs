@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 
 use super::error::ApiError;
 use super::{Params, Shared};
-use crate::domain::{EventFilter, ExpectedVersion, NewEvent};
+use crate::domain::{EventFilter, ExpectedVersion, NewEvent, Position};
 use crate::metrics;
-use crate::store::StreamAppend;
+use crate::store::{Store, StoreResult, StreamAppend};
 
 /// Most events one read returns.
 const MAX_READ: u64 = 1_000;
@@ -217,10 +217,7 @@ pub(super) async fn read_all(
                 "give `after` (a position) or `since` (a time), not both",
             ));
         }
-        (None, Some(since)) => {
-            let head = shared.store.head().await?;
-            first_since(&shared, parse_time(since)?, head).await?
-        }
+        (None, Some(since)) => first_since(shared.store.as_ref(), parse_time(since)?).await?,
         (after, None) => after.unwrap_or(0),
     };
     let limit = limit(&params)?;
@@ -271,14 +268,14 @@ fn parse_time(text: &str) -> Result<i64, ApiError> {
 /// after `since_ms`, found by bisection over the log in a few single-event reads. The log's
 /// times grow with its positions (each event is stamped when it is stored; an imported history
 /// keeps its own times, and where those go back the answer is near rather than exact).
-async fn first_since(shared: &Shared, since_ms: i64, head: u64) -> Result<u64, ApiError> {
+async fn first_since(store: &dyn Store, since_ms: i64) -> StoreResult<Position> {
     let all = EventFilter::default();
-    // The first event at or after `low` may still be before `since`; every event from `high`
-    // on is not.
-    let (mut low, mut high) = (1u64, head.saturating_add(1));
+    // Every event before `low` is stamped before `since`; the first event at or after `high`,
+    // if any, is not.
+    let (mut low, mut high) = (1, store.head().await?.saturating_add(1));
     while low < high {
         let middle = low + (high - low) / 2;
-        let page = shared.store.read_all(middle - 1, 1, &all).await?;
+        let page = store.read_all(middle - 1, 1, &all).await?;
         match page.events.first() {
             Some(event) if event.timestamp_ms < since_ms => low = event.position + 1,
             _ => high = middle,
@@ -305,5 +302,60 @@ impl NumberParam for HashMap<String, String> {
                 })
             })
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store whose events are stamped with `times`, one event per stream.
+    async fn stamped(times: &[i64]) -> (tempfile::TempDir, std::sync::Arc<dyn Store>) {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let uri = format!("sqlite://{}", dir.path().join("log.db").display());
+        let store = crate::store::open(&uri).await.expect("open the store");
+        for (i, ms) in times.iter().enumerate() {
+            let event = NewEvent {
+                id: None,
+                aggregate_type: "Thing".into(),
+                event_type: "Made".into(),
+                event_data: json!({}),
+                metadata: json!({}),
+                timestamp_ms: Some(*ms),
+            };
+            store
+                .append(&format!("thing-{i}"), ExpectedVersion::Any, vec![event])
+                .await
+                .expect("append");
+        }
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn since_finds_the_first_event_stamped_at_or_after_a_time() {
+        let (_dir, empty) = stamped(&[]).await;
+        assert_eq!(first_since(empty.as_ref(), 5).await.ok(), Some(0));
+
+        // Positions 1 to 9; 3 to 6 share one millisecond.
+        let times = [10, 20, 30, 30, 30, 30, 40, 50, 60];
+        let (_dir, store) = stamped(&times).await;
+        for (since, after) in [
+            (i64::MIN, 0),
+            (10, 0),
+            (11, 1),
+            (20, 1),
+            (30, 2),
+            (31, 6),
+            (45, 7),
+            (60, 8),
+            (61, 9),
+            (i64::MAX, 9),
+        ] {
+            assert_eq!(
+                first_since(store.as_ref(), since).await.ok(),
+                Some(after),
+                "since {since}"
+            );
+        }
     }
 }

@@ -224,19 +224,19 @@ pub(super) async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         );
         let mut watcher = FolderWatcher::new(&projections)
             .with_context(|| format!("watching {}", projections.display()))?;
-        // The demo goes on without its dashboard when the address is taken.
+        // The demo goes on without its console when the address is taken.
         let code = Arc::new(CachedCode(engine));
         let api = match args.http.start(Arc::clone(&store), code).await {
             Ok(api) => api,
             Err(error) => {
-                eprintln!("warning: no dashboard: {error:#}");
+                eprintln!("warning: no console: {error:#}");
                 None
             }
         };
         if let Some(api) = &api {
             api.publish(&deployer.supervisor);
             println!(
-                "dashboard: http://{0}/   API: http://{0}/api/projections   metrics: http://{0}/metrics",
+                "console: http://{0}/   API: http://{0}/api/projections   metrics: http://{0}/metrics",
                 api.address
             );
         }

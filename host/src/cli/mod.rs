@@ -52,7 +52,7 @@ enum Command {
     /// sees them; adding, changing or removing one rebuilds the projections it reaches into new
     /// generations the same way (docs/upcasting.md). A file that fails to compile or validate is
     /// refused and never replaces running code; the reason shows in the log and in `refold
-    /// status`. The HTTP API and the dashboard are served on
+    /// status`. The HTTP API and the console are served on
     /// `--http` (127.0.0.1:7070 by default). Ctrl-C or SIGTERM stop every projection at a batch
     /// boundary.
     Run(run::RunArgs),
@@ -63,7 +63,7 @@ enum Command {
     /// Build the example projections, create a fresh embedded store with a realistic history
     /// (payments, invoices and users across 25 organizations), replay it into every projection
     /// with progress bars, print sample read models and the replay rate, then append a live payment
-    /// every second and show how fast it reaches the read model, while serving the dashboard and
+    /// every second and show how fast it reaches the read model, while serving the console and
     /// the HTTP API on `--http` (127.0.0.1:7070 by default). Ctrl-C stops.
     ///
     /// The demo store file is recreated on every run.

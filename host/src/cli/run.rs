@@ -57,15 +57,15 @@ pub struct RunArgs {
 /// Settings of the HTTP API.
 #[derive(Debug, Clone, Args)]
 pub struct HttpArgs {
-    /// Address of the HTTP API and dashboard. Loopback by default; another address (such as
+    /// Address of the HTTP API and console. Loopback by default; another address (such as
     /// `0.0.0.0:7070`, to serve other machines) needs an API token. Port 0 picks a free port.
     #[arg(long, env = "REFOLD_HTTP", default_value = "127.0.0.1:7070")]
     pub http: SocketAddr,
     /// Serve no HTTP API.
     #[arg(long)]
     pub no_http: bool,
-    /// API token, at least 16 characters: every route but the dashboard page, `/healthz`,
-    /// `/readyz` and `/openapi.json` then needs `Authorization: Bearer TOKEN` (the dashboard
+    /// API token, at least 16 characters: every route but the console page, `/healthz`,
+    /// `/readyz` and `/openapi.json` then needs `Authorization: Bearer TOKEN` (the console
     /// asks for it once). Prefer the environment variable or --api-token-file to keep it out of
     /// the process list.
     #[arg(long, env = "REFOLD_API_TOKEN", hide_env_values = true)]
@@ -152,7 +152,7 @@ impl HttpArgs {
                 let _ = stopped.await;
             },
         ));
-        tracing::info!(%address, "HTTP API on http://{address}/api, dashboard on http://{address}/");
+        tracing::info!(%address, "HTTP API on http://{address}/api, console on http://{address}/");
         Ok(Some(Api {
             view,
             stop,

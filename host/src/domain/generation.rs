@@ -96,6 +96,19 @@ pub fn rollback_target(generations: &[Generation]) -> Option<&Generation> {
         .rfind(|g| g.state == GenerationState::Retired && g.number < active.number)
 }
 
+/// The generation that serves the projection's reads, or will: the active one, else the last
+/// one building. `generations` are one projection's, in number order.
+pub fn serving(generations: &[Generation]) -> Option<&Generation> {
+    generations
+        .iter()
+        .rfind(|g| g.state == GenerationState::Active)
+        .or_else(|| {
+            generations
+                .iter()
+                .rfind(|g| g.state == GenerationState::Building)
+        })
+}
+
 /// Share of the log a generation with this checkpoint has folded in, in percent, rounded down to
 /// a tenth (100 for an empty log).
 pub fn progress_percent(checkpoint: Position, head: Position) -> f64 {

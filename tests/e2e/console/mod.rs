@@ -13,76 +13,21 @@
 //!
 //! Screenshots of each view are kept in `target/release/e2e-artifacts/console-*.png`.
 
+mod page;
+
 use std::path::Path;
 
 use refold::store;
 use refold_tests::webdriver::Browser;
-use refold_tests::{Sandbox, artifacts_dir, catch_up, fixture, mongo, text, wait_until};
+use refold_tests::{Sandbox, catch_up, fixture, mongo, text, wait_until};
 use serde_json::{Value, json};
 
 use crate::api::support::Host;
 use crate::failure_policy::history;
+use page::{confirm, go, keep, lists, submit, texts, until, urlencoding};
 
 /// The host's API token.
 const TOKEN: &str = "console-test-token-7";
-
-/// Evaluate `script` (a function body) until it returns `true`; after 120 s, fail with what
-/// the page shows.
-async fn until(browser: &Browser, what: &str, script: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while browser.eval(script).await != json!(true) {
-        if std::time::Instant::now() > deadline {
-            let shown = browser
-                .eval("return location.hash + '\\n' + document.body.innerText;")
-                .await;
-            panic!(
-                "timed out waiting for {what}; the page shows:\n{}",
-                shown.as_str().unwrap_or_default()
-            );
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
-/// Go to a view of the console.
-async fn go(browser: &Browser, hash: &str) {
-    browser
-        .eval(&format!("location.hash = {}; return true;", json!(hash)))
-        .await;
-}
-
-/// The text of every element a selector finds.
-async fn texts(browser: &Browser, selector: &str) -> Vec<String> {
-    let found = browser
-        .eval(&format!(
-            "return [...document.querySelectorAll({})].map(e => e.textContent.trim());",
-            json!(selector)
-        ))
-        .await;
-    serde_json::from_value(found).unwrap_or_default()
-}
-
-/// The positions of the events the page lists.
-async fn listed(browser: &Browser) -> Vec<u64> {
-    let found = browser
-        .eval("return [...document.querySelectorAll('details.event')].map(e => Number(e.dataset.position));")
-        .await;
-    serde_json::from_value(found).unwrap_or_default()
-}
-
-/// Wait until the page lists exactly `positions`.
-async fn lists(browser: &Browser, what: &str, positions: &[u64]) {
-    wait_until(what, || async { listed(browser).await == positions }).await;
-}
-
-/// Keep a screenshot of the window as an artefact.
-async fn keep(browser: &Browser, store: &str, view: &str) {
-    let png = browser.screenshot().await;
-    assert!(png.starts_with(b"\x89PNG"), "the screenshot is a PNG");
-    let path = artifacts_dir().join(format!("console-{store}-{view}.png"));
-    std::fs::write(&path, png).expect("write the screenshot");
-    eprintln!("console screenshot: {}", path.display());
-}
 
 /// The `count` of `counter/totals/all`, as the API serves it.
 async fn count(host: &Host) -> Value {
@@ -90,33 +35,6 @@ async fn count(host: &Host) -> Value {
         .await
         .1["count"]
         .clone()
-}
-
-/// Fill a form's fields (by name) and submit it.
-async fn submit(browser: &Browser, form: &str, fields: Value) {
-    browser
-        .eval(&format!(
-            r#"const form = document.querySelector({form});
-               for (const [name, value] of Object.entries({fields})) form.elements[name].value = value;
-               form.requestSubmit();
-               return true;"#,
-            form = json!(form),
-        ))
-        .await;
-}
-
-/// Click a button whose action asks first, and answer the question.
-async fn confirm(browser: &Browser, selector: &str, answer: &str) -> String {
-    browser.click(selector).await;
-    until(
-        browser,
-        "the console to ask before acting",
-        "return document.getElementById('confirm').open;",
-    )
-    .await;
-    let question = texts(browser, "#confirm-text").await.concat();
-    browser.click(&format!("#confirm-{answer}")).await;
-    question
 }
 
 async fn console(uri: &str, store_name: &str) {
@@ -181,8 +99,8 @@ async fn console(uri: &str, store_name: &str) {
     .await;
     keep(&browser, store_name, "overview").await;
 
-    // An event with data and metadata, stamped after a pause, so a jump in time finds it.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // An event with data and metadata, stamped after the history (the catch-up and the host's
+    // start came between), so a jump in time finds it alone.
     let note = json!({ "note": "<b>hello</b> console", "amount": 42 });
     let (status, appended) = host
         .post(
@@ -274,16 +192,53 @@ async fn console(uri: &str, store_name: &str) {
     assert!(positions.len() > 1, "{stream}");
     lists(&browser, "the stream thing-0", &positions).await;
 
+    // A stream whose id and event type are made to break links and markup: shown as text, and
+    // its link opens it.
+    let odd = "odd/id?x=1#y%25<i>z</i>";
+    let (status, body) = host
+        .post(
+            &format!("/api/streams/{}", urlencoding(odd)),
+            &json!({ "events": [{ "aggregateType": "Thing", "eventType": "<img src=x onerror=alert(1)>" }] }),
+        )
+        .await;
+    assert_eq!(status.as_u16(), 201, "{body}");
+    go(&browser, "#/events?after=21").await;
+    lists(&browser, "the odd event", &[22]).await;
+    let shown = browser
+        .eval(
+            r#"const e = document.querySelector('details.event[data-position="22"]');
+               return { type: e.querySelector('[data-field="event-type"]').textContent,
+                        images: document.querySelectorAll('#view img').length };"#,
+        )
+        .await;
+    assert_eq!(
+        shown,
+        json!({ "type": "<img src=x onerror=alert(1)>", "images": 0 })
+    );
+    browser
+        .click(r#"details.event[data-position="22"] summary a"#)
+        .await;
+    until(
+        &browser,
+        "the odd stream, opened from its link",
+        &format!(
+            r#"const s = document.querySelector('[data-stream]');
+               return !!s && s.dataset.stream === {} && s.querySelectorAll('details.event').length === 1;"#,
+            json!(odd)
+        ),
+    )
+    .await;
+
     // Read models: the projection's collections, then documents with a filter. The counter
-    // counts every event it folds in: 18 Ticks and the note.
-    wait_until("the note counted", || async { count(&host).await == 19 }).await;
+    // counts every event it folds in: 18 Ticks, the note and the odd event.
+    wait_until("the events counted", || async { count(&host).await == 20 }).await;
     go(&browser, "#/projections/counter").await;
     browser.click(r#"a[data-collection="totals"]"#).await;
     until(
         &browser,
         "the totals document",
         r#"const row = document.querySelector('tr[data-document="all"]');
-           return !!row && row.textContent.includes('"count":19');"#,
+           return !!row && row.textContent.includes('"count":20');"#,
     )
     .await;
     let (status, refused) = host
@@ -329,12 +284,12 @@ async fn console(uri: &str, store_name: &str) {
     submit(
         &browser,
         "#query",
-        json!({ "filter": r#"{"count": {"$gte": 19}}"# }),
+        json!({ "filter": r#"{"count": {"$gte": 20}}"# }),
     )
     .await;
     until(
         &browser,
-        "the one document at 19 or more",
+        "the one document at 20 or more",
         r#"return [...document.querySelectorAll('tr[data-document]')].map(r => r.dataset.document).join() === 'all';"#,
     )
     .await;
@@ -344,7 +299,7 @@ async fn console(uri: &str, store_name: &str) {
         &browser,
         "the document",
         r#"const d = document.querySelector('[data-field="document"]');
-           return !!d && JSON.parse(d.textContent).count === 19;"#,
+           return !!d && JSON.parse(d.textContent).count === 20;"#,
     )
     .await;
     let (status, traced) = host
@@ -352,7 +307,7 @@ async fn console(uri: &str, store_name: &str) {
         .await;
     assert_eq!(status.as_u16(), 200, "{traced}");
     let steps = traced["steps"].as_array().map_or(0, Vec::len);
-    assert!(steps >= 19, "{traced}");
+    assert!(steps >= 20, "{traced}");
     browser.click("#trace-button").await;
     until(
         &browser,
@@ -550,18 +505,27 @@ async fn console(uri: &str, store_name: &str) {
 
     // A phone's width: nothing wider than the screen.
     browser.resize(390, 844).await;
-    for view in ["#/", "#/projections/counter", "#/events"] {
+    // Each view is waited for by what only it shows, loaded.
+    for (view, loaded) in [
+        ("#/", ".grid [data-slot='charts'] .chart"),
+        ("#/events", "#events details.event"),
+        (
+            "#/projections/counter",
+            "#p-dead [data-field='no-dead-letters']",
+        ),
+    ] {
         go(&browser, view).await;
         until(
             &browser,
             &format!("{view} to fit a phone's width"),
-            r#"return document.querySelectorAll('[data-projection], details.event').length > 0
-                 && document.documentElement.scrollWidth <= window.innerWidth;"#,
+            &format!(
+                r#"return !!document.querySelector({})
+                     && document.documentElement.scrollWidth <= window.innerWidth;"#,
+                json!(loaded)
+            ),
         )
         .await;
     }
-    go(&browser, "#/projections/counter").await;
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     keep(&browser, store_name, "phone").await;
     browser.close().await;
 }
