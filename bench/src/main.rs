@@ -103,6 +103,10 @@ struct Args {
     /// projections); part of the default run too.
     #[arg(long)]
     memory: bool,
+    /// Run only the HTTP appends step (8 clients, one event per request, 10 s); part of the
+    /// default run too.
+    #[arg(long)]
+    appends: bool,
 }
 
 /// The same allocator as the `refold` binary, so in-process figures match it.
@@ -250,6 +254,16 @@ async fn main() -> anyhow::Result<()> {
             "date": refold::domain::time::iso8601_millis(refold::domain::time::now_millis()),
             "machine": machine(),
             "languages": figures,
+        });
+        return write_results(&args.out, results);
+    }
+
+    if args.appends {
+        let figures = http_appends::concurrent(&bin, dir, 8, Duration::from_secs(10)).await?;
+        let results = json!({
+            "date": refold::domain::time::iso8601_millis(refold::domain::time::now_millis()),
+            "machine": machine(),
+            "http_appends": figures,
         });
         return write_results(&args.out, results);
     }

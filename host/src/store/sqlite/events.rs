@@ -1,6 +1,7 @@
 //! The event log on SQLite.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, Row, TransactionBehavior, params, params_from_iter};
@@ -19,11 +20,10 @@ pub(super) const COLUMNS: &str =
     "position, id, aggregate_id, aggregate_type, event_type, version, timestamp_ms, data, metadata";
 
 pub(super) fn head(conn: &Connection) -> StoreResult<Position> {
-    conn.query_row("SELECT coalesce(max(position), 0) FROM events", [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .map(|p| p as Position)
-    .map_err(|e| StoreError::backend("read the head", e))
+    conn.prepare_cached("SELECT coalesce(max(position), 0) FROM events")
+        .and_then(|mut read| read.query_row([], |r| r.get::<_, i64>(0)))
+        .map(|p| p as Position)
+        .map_err(|e| StoreError::backend("read the head", e))
 }
 
 fn row_to_event(row: &Row<'_>) -> rusqlite::Result<RecordedEvent> {
@@ -44,6 +44,81 @@ fn row_to_event(row: &Row<'_>) -> rusqlite::Result<RecordedEvent> {
 pub(super) struct PendingAppend {
     appends: Vec<StreamAppend>,
     reply: tokio::sync::oneshot::Sender<StoreResult<Vec<AppendResult>>>,
+}
+
+/// Appends waiting for a group commit, and whether a committer is at work on them. One
+/// committer at a time takes the writer and commits every append queued meanwhile in one
+/// transaction, then the next group, until none is left: appends that arrive during a commit
+/// share the next one, and waking one thread per group instead of one per append leaves the
+/// cores to the appends themselves.
+#[derive(Default)]
+pub(super) struct AppendQueue {
+    waiting: Mutex<Vec<PendingAppend>>,
+    committing: AtomicBool,
+}
+
+impl AppendQueue {
+    /// Queue an append, and start a committer unless one is at work (it will take this one).
+    fn push(
+        self: &Arc<Self>,
+        pending: PendingAppend,
+        writer: &Arc<Mutex<Connection>>,
+    ) -> StoreResult<()> {
+        self.waiting
+            .lock()
+            .map_err(|_| StoreError::backend("append", "a previous append panicked"))?
+            .push(pending);
+        if !self.committing.swap(true, Ordering::SeqCst) {
+            let (queue, writer) = (Arc::clone(self), Arc::clone(writer));
+            tokio::task::spawn_blocking(move || queue.commit_all(&writer));
+        }
+        Ok(())
+    }
+
+    /// Commit the queued appends a group at a time, taking the writer for each group so that
+    /// the store's other writes get their turn between groups.
+    fn commit_all(&self, writer: &Mutex<Connection>) {
+        /// A committer that panics lets the next append start another.
+        struct Committer<'a>(&'a AtomicBool);
+        impl Drop for Committer<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.store(false, Ordering::SeqCst);
+                }
+            }
+        }
+        let _committer = Committer(&self.committing);
+        loop {
+            let group = match self.waiting.lock() {
+                Ok(mut waiting) => std::mem::take(&mut *waiting),
+                Err(_) => {
+                    self.committing.store(false, Ordering::SeqCst);
+                    return;
+                }
+            };
+            if group.is_empty() {
+                self.committing.store(false, Ordering::SeqCst);
+                // An append queued between the take and the store found a committer at work
+                // and started none: look again, unless another committer has started since.
+                let more = self.waiting.lock().is_ok_and(|w| !w.is_empty());
+                if !more || self.committing.swap(true, Ordering::SeqCst) {
+                    return;
+                }
+                continue;
+            }
+            match writer.lock() {
+                Ok(mut conn) => commit_group(&mut conn, group),
+                Err(_) => {
+                    for pending in group {
+                        let _ = pending.reply.send(Err(StoreError::backend(
+                            "append",
+                            "a previous writer panicked",
+                        )));
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Commit a group of appends in one transaction (one `fsync` for all), each under a savepoint of
@@ -137,13 +212,11 @@ fn append_stream(
     expected: ExpectedVersion,
     events: &[NewEvent],
 ) -> StoreResult<AppendResult> {
-    let current: StreamVersion =
-        tx.query_row(
-            "SELECT coalesce(max(version), 0) FROM events WHERE aggregate_id = ?1",
-            [aggregate_id],
-            |r| r.get::<_, i64>(0),
-        )
-        .map_err(|e| StoreError::backend("read the stream version", e))? as StreamVersion;
+    let current: StreamVersion = tx
+        .prepare_cached("SELECT coalesce(max(version), 0) FROM events WHERE aggregate_id = ?1")
+        .and_then(|mut read| read.query_row([aggregate_id], |r| r.get::<_, i64>(0)))
+        .map_err(|e| StoreError::backend("read the stream version", e))?
+        as StreamVersion;
     if !expected.accepts(current) {
         return Err(StoreError::Conflict {
             aggregate_id: aggregate_id.to_owned(),
@@ -248,26 +321,11 @@ impl EventLog for SqliteStore {
         for append in &appends {
             append.validate()?;
         }
-        // Group commit: the append joins the queue, then waits for the writer. Whoever gets the
-        // writer commits every append queued meanwhile in one transaction and answers each, so
-        // appends that arrive during a commit share the next one, at no added latency.
+        // Group commit ([`AppendQueue`]): the append joins the queue and waits for the committer
+        // to answer it.
         let (reply, answer) = tokio::sync::oneshot::channel();
-        self.pending_appends
-            .lock()
-            .map_err(|_| StoreError::backend("append", "a previous append panicked"))?
-            .push(PendingAppend { appends, reply });
-        let queue = Arc::clone(&self.pending_appends);
-        self.with_writer(move |conn| {
-            let group = match queue.lock() {
-                Ok(mut queue) => std::mem::take(&mut *queue),
-                Err(_) => return Err(StoreError::backend("append", "a previous append panicked")),
-            };
-            if !group.is_empty() {
-                commit_group(conn, group);
-            }
-            Ok(())
-        })
-        .await?;
+        self.appends
+            .push(PendingAppend { appends, reply }, &self.writer)?;
         let results = answer.await.map_err(|_| {
             StoreError::backend("append", "the group commit ended without answering")
         })??;

@@ -84,7 +84,7 @@ pub struct SqliteStore {
     feed: Arc<watch::Sender<Position>>,
     query_budget: QueryBudget,
     /// Appends waiting for the next group commit.
-    pending_appends: Arc<Mutex<Vec<events::PendingAppend>>>,
+    appends: Arc<events::AppendQueue>,
     /// What an import keeps between its batches.
     import: import::ImportState,
 }
@@ -141,7 +141,7 @@ impl SqliteStore {
             readers: Arc::new(Mutex::new(Vec::new())),
             feed,
             query_budget: QueryBudget::default(),
-            pending_appends: Arc::new(Mutex::new(Vec::new())),
+            appends: Arc::default(),
             import: import::ImportState::default(),
         })
     }
