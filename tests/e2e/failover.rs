@@ -914,3 +914,93 @@ async fn a_folder_publishes_what_changed_in_it_and_withdraws_what_it_published()
     );
     host.kill();
 }
+
+/// An owner killed in the middle of a commit leaves a transaction open on its lease (until the
+/// server ends it: 60 s on mongod, never on SecantusDB until another transaction comes). The host
+/// that takes over waits on that lease alone: the projections after it in the folder are taken
+/// over and catch up meanwhile, and the held one once the transaction is gone. The open
+/// transaction is made here by the test, on `invoice-analytics` (first in the folder's order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_by_a_killed_owners_transaction_holds_up_no_other_generation() {
+    let sandbox = Sandbox::new();
+    let uri = mongo::fresh_uri("held-lease");
+    let dir = projections(
+        examples(),
+        &["invoice-analytics", "payments"],
+        &sandbox.path("p"),
+    );
+    let store = refold::store::open(&uri).await.expect("open");
+    demo_history(store.as_ref(), 300, 5).await;
+    let head = store.head().await.expect("head");
+    let logs = [sandbox.path("first.log"), sandbox.path("second.log")];
+
+    // A first host takes both leases, catches up (no commit under way), and is killed.
+    let mut first = host(&uri, &dir, &logs[0], "1000", &[]);
+    eventually(
+        "the first host to own both generations, at the head",
+        &logs,
+        || async {
+            let status = status(&uri);
+            ["invoice-analytics", "payments"]
+                .iter()
+                .all(|p| newest(&status, p).is_some_and(|g| g.2 == head && g.3.is_some()))
+        },
+    )
+    .await;
+    first.kill();
+
+    // Its commit to invoice-analytics, left open: a transaction holding the lease's document
+    // (tried again while a renewal the killed host sent is still being applied).
+    let (client, db) = mongo::database(&uri).await;
+    let mut session = client.start_session().await.expect("session");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        session.start_transaction().await.expect("transaction");
+        let held = db
+            .collection::<mongodb::bson::Document>("leases")
+            .update_one(
+                doc! { "_id": "invoice-analytics:1" },
+                doc! { "$set": { "committedAtMs": 0i64 } },
+            )
+            .session(&mut session)
+            .await;
+        match held {
+            Ok(_) => break,
+            Err(error) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "cannot hold the lease in a transaction: {error}"
+                );
+                let _ = session.abort_transaction().await;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+
+    let _second = host(&uri, &dir, &logs[1], "1000", &[]);
+    eventually(
+        "payments taken over and at the head while invoice-analytics's lease is held",
+        &logs,
+        || async {
+            let status = status(&uri);
+            newest(&status, "payments").is_some_and(|g| g.2 == head && g.3.is_some())
+        },
+    )
+    .await;
+    let held = newest(&status(&uri), "invoice-analytics");
+    assert!(
+        held.as_ref().is_some_and(|g| g.3.is_none()),
+        "no host owns invoice-analytics while the transaction holds its lease: {held:?}"
+    );
+
+    session.abort_transaction().await.expect("abort");
+    eventually(
+        "invoice-analytics taken over once released",
+        &logs,
+        || async {
+            newest(&status(&uri), "invoice-analytics").is_some_and(|g| g.2 == head && g.3.is_some())
+        },
+    )
+    .await;
+}

@@ -1,6 +1,7 @@
 //! A small WebDriver client for Debian's `chromedriver` driving headless Chromium (both
 //! installed by `scripts/setup`), for tests of the dashboard in a real browser.
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,7 +31,10 @@ impl Browser {
     /// Start chromedriver and a headless Chromium session.
     pub async fn start() -> Self {
         let port = free_port();
+        // In a process group of its own, with the browsers it starts: a test that panics before
+        // closing its session still ends them all when the `Browser` is dropped.
         let driver = Command::new("chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -196,8 +200,10 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        // SIGTERM lets chromedriver close the browsers it started; then reap it.
-        if let Ok(pid) = i32::try_from(self.driver.id()) {
+        // SIGTERM lets chromedriver close the browsers it started; then reap it, and end
+        // whatever of its group is left (browsers of a session never closed).
+        let group = i32::try_from(self.driver.id()).ok();
+        if let Some(pid) = group {
             // SAFETY: kill(2) on the pid of a child we have not reaped yet.
             #[allow(unsafe_code)]
             unsafe {
@@ -205,5 +211,13 @@ impl Drop for Browser {
             }
         }
         let _ = self.driver.wait();
+        if let Some(pid) = group {
+            // SAFETY: kill(2) on the process group the driver led; its id is not reused while
+            // a member of the group is alive.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
     }
 }

@@ -509,15 +509,32 @@ impl Supervisor {
     /// taken (the previous owner's last commit may have moved its checkpoint since it was
     /// read); `None` when not taken.
     async fn claim(&self, generation: &Generation) -> Result<Option<Generation>, StoreError> {
-        if self.leases.lease_time().is_none() {
+        let Some(lease_time) = self.leases.lease_time() else {
             return Ok(Some(generation.clone()));
-        }
+        };
         let key = (generation.projection.clone(), generation.number);
         if self.elsewhere.contains(&key) && self.running_shared() >= self.share {
             return Ok(None);
         }
-        if !self.leases.take_lease(generation).await? {
-            return Ok(None);
+        // A takeover waits on the lease's document while a transaction of its previous owner
+        // still holds it (an owner killed mid-commit: mongod ends that transaction after 60 s,
+        // SecantusDB only when another one comes). It is given up after a lease time and tried
+        // again at the next look at the leases, so that one generation never holds up the
+        // deploy or the takeover of the others.
+        match tokio::time::timeout(lease_time, self.leases.take_lease(generation)).await {
+            Ok(taken) => {
+                if !taken? {
+                    return Ok(None);
+                }
+            }
+            Err(_) => {
+                tracing::warn!(
+                    projection = %generation.projection,
+                    generation = generation.number,
+                    "the lease did not answer within a lease time (a transaction of its previous owner may still hold it); trying again later"
+                );
+                return Ok(None);
+            }
         }
         let fresh = self
             .generations
