@@ -242,9 +242,12 @@ impl Leases for MongoStore {
             )
         } else if mine || expired {
             // Expired, or given up by this very host: taken over under the next epoch, so that
-            // any commit still in flight under the old one is refused.
+            // any commit still in flight under the old one is refused. Only as it was read: a
+            // takeover the server applies late (it waited on a killed commit's transaction)
+            // must not take a lease its owner renewed meanwhile.
+            let renewed = found.get("renewedAtMs").cloned().unwrap_or(Bson::Null);
             (
-                doc! { "_id": &id, "epoch": epoch },
+                doc! { "_id": &id, "epoch": epoch, "renewedAtMs": renewed },
                 doc! {
                     "owner": &leasing.owner, "epoch": epoch + 1, "renewedAtMs": now,
                     "ttlMs": leasing.ttl.as_millis() as i64,

@@ -1,7 +1,8 @@
 //! The event log on SQLite.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, Row, TransactionBehavior, params, params_from_iter};
@@ -50,12 +51,18 @@ pub(super) struct PendingAppend {
 /// committer at a time takes the writer and commits every append queued meanwhile in one
 /// transaction, then the next group, until none is left: appends that arrive during a commit
 /// share the next one, and waking one thread per group instead of one per append leaves the
-/// cores to the appends themselves.
+/// cores to the appends themselves. Between groups the committer lets the store's other writes
+/// (checkpoints, generations) take the writer first.
 #[derive(Default)]
 pub(super) struct AppendQueue {
     waiting: Mutex<Vec<PendingAppend>>,
     committing: AtomicBool,
+    /// Other writes waiting for the writer (see [`AppendQueue::other_writer`]).
+    others: AtomicUsize,
 }
+
+/// Longest a committer lets other writes go first before its next group.
+const GIVE_WAY: Duration = Duration::from_millis(100);
 
 impl AppendQueue {
     /// Queue an append, and start a committer unless one is at work (it will take this one).
@@ -69,55 +76,90 @@ impl AppendQueue {
             .map_err(|_| StoreError::backend("append", "a previous append panicked"))?
             .push(pending);
         if !self.committing.swap(true, Ordering::SeqCst) {
-            let (queue, writer) = (Arc::clone(self), Arc::clone(writer));
-            tokio::task::spawn_blocking(move || queue.commit_all(&writer));
+            // Made before the task is spawned, so that a task the runtime drops unrun (it is
+            // shutting down) still answers the queued appends.
+            let committer = Committer {
+                queue: Arc::clone(self),
+                finished: false,
+            };
+            let writer = Arc::clone(writer);
+            tokio::task::spawn_blocking(move || committer.commit_all(&writer));
         }
         Ok(())
     }
 
-    /// Commit the queued appends a group at a time, taking the writer for each group so that
-    /// the store's other writes get their turn between groups.
-    fn commit_all(&self, writer: &Mutex<Connection>) {
-        /// A committer that panics lets the next append start another.
-        struct Committer<'a>(&'a AtomicBool);
-        impl Drop for Committer<'_> {
-            fn drop(&mut self) {
-                if std::thread::panicking() {
-                    self.0.store(false, Ordering::SeqCst);
-                }
-            }
-        }
-        let _committer = Committer(&self.committing);
+    /// Count a write other than appends waiting for the writer while `wait` runs.
+    pub(super) fn other_writer<T>(&self, wait: impl FnOnce() -> T) -> T {
+        self.others.fetch_add(1, Ordering::SeqCst);
+        let taken = wait();
+        self.others.fetch_sub(1, Ordering::SeqCst);
+        taken
+    }
+
+    /// Take every queued append.
+    fn take(&self) -> Vec<PendingAppend> {
+        std::mem::take(&mut *self.waiting.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// The committer at work. Dropped without finishing (its task never ran, or a commit panicked),
+/// it answers every queued append with an error and lets the next append start another.
+struct Committer {
+    queue: Arc<AppendQueue>,
+    finished: bool,
+}
+
+impl Committer {
+    /// Commit the queued appends a group at a time, taking the writer for each group.
+    fn commit_all(mut self, writer: &Mutex<Connection>) {
+        let queue = Arc::clone(&self.queue);
         loop {
-            let group = match self.waiting.lock() {
-                Ok(mut waiting) => std::mem::take(&mut *waiting),
-                Err(_) => {
-                    self.committing.store(false, Ordering::SeqCst);
-                    return;
-                }
-            };
+            let group = queue.take();
             if group.is_empty() {
-                self.committing.store(false, Ordering::SeqCst);
+                queue.committing.store(false, Ordering::SeqCst);
                 // An append queued between the take and the store found a committer at work
                 // and started none: look again, unless another committer has started since.
-                let more = self.waiting.lock().is_ok_and(|w| !w.is_empty());
-                if !more || self.committing.swap(true, Ordering::SeqCst) {
+                let more = queue
+                    .waiting
+                    .lock()
+                    .map_or(true, |waiting| !waiting.is_empty());
+                if !more || queue.committing.swap(true, Ordering::SeqCst) {
+                    self.finished = true;
                     return;
                 }
                 continue;
             }
+            let gave_way = Instant::now();
+            while queue.others.load(Ordering::SeqCst) > 0 && gave_way.elapsed() < GIVE_WAY {
+                std::thread::sleep(Duration::from_micros(100));
+            }
             match writer.lock() {
                 Ok(mut conn) => commit_group(&mut conn, group),
-                Err(_) => {
-                    for pending in group {
-                        let _ = pending.reply.send(Err(StoreError::backend(
-                            "append",
-                            "a previous writer panicked",
-                        )));
-                    }
-                }
+                Err(_) => answer(group, "a previous writer panicked"),
             }
         }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.queue.committing.store(false, Ordering::SeqCst);
+        answer(
+            self.queue.take(),
+            "the group commit stopped (the host is shutting down, or a commit panicked)",
+        );
+    }
+}
+
+/// Answer every append of `group` with a failure of the store.
+fn answer(group: Vec<PendingAppend>, why: &str) {
+    for pending in group {
+        let _ = pending
+            .reply
+            .send(Err(StoreError::backend("append", why.to_owned())));
     }
 }
 
@@ -411,6 +453,30 @@ mod tests {
         SqliteStore::open(&dir.path().join("refold.db"))
             .await
             .expect("open")
+    }
+
+    /// A committer dropped before it ran (its runtime shutting down) or while it panicked
+    /// answers every queued append with an error and lets the next append start a committer;
+    /// none is left waiting for good.
+    #[tokio::test]
+    async fn a_committer_that_never_runs_answers_the_queued_appends() {
+        let queue = Arc::new(AppendQueue::default());
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        queue.waiting.lock().expect("queue").push(PendingAppend {
+            appends: tick("a", ExpectedVersion::NoStream),
+            reply,
+        });
+        queue.committing.store(true, Ordering::SeqCst);
+        drop(Committer {
+            queue: Arc::clone(&queue),
+            finished: false,
+        });
+        let answered = answer.await.expect("answered");
+        assert!(
+            matches!(&answered, Err(e) if e.to_string().contains("group commit stopped")),
+            "{answered:?}"
+        );
+        assert!(!queue.committing.load(Ordering::SeqCst));
     }
 
     /// One group commit: the append that conflicts is rolled back alone and answered with its

@@ -172,10 +172,10 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let writer = Arc::clone(&self.writer);
+        let (writer, appends) = (Arc::clone(&self.writer), Arc::clone(&self.appends));
         blocking(move || {
-            let mut conn = writer
-                .lock()
+            let mut conn = appends
+                .other_writer(|| writer.lock())
                 .map_err(|_| StoreError::backend("writer", "a previous writer panicked"))?;
             f(&mut conn)
         })
