@@ -132,46 +132,23 @@ async fn console(uri: &str, store_name: &str) {
     );
     keep(&browser, store_name, "events").await;
     // Filtered by event type, through the form.
-    submit(&browser, "#log-filter", json!({ "eventType": "Gate" })).await;
+    let log = |fields: Value| submit(&browser, "#log-filter", fields);
+    log(json!({ "eventType": "Gate" })).await;
     lists(&browser, "the Gates only", &[11, 17]).await;
-    submit(
-        &browser,
-        "#log-filter",
-        json!({ "eventType": "", "aggregateType": "Note" }),
-    )
-    .await;
+    log(json!({ "eventType": "", "aggregateType": "Note" })).await;
     lists(&browser, "the Notes only", &[21]).await;
     // Jump to a position, then to a time.
-    submit(
-        &browser,
-        "#log-filter",
-        json!({ "aggregateType": "", "position": "15" }),
-    )
-    .await;
-    lists(
-        &browser,
-        "the log from position 15",
-        &(15..=21).collect::<Vec<_>>(),
-    )
-    .await;
+    log(json!({ "aggregateType": "", "position": "15" })).await;
+    let from_15: Vec<u64> = (15..=21).collect();
+    lists(&browser, "the log from position 15", &from_15).await;
     let (_, page) = host.get("/api/events?after=20&limit=1").await;
     let stamped = page["events"][0]["timestamp"]
         .as_str()
         .expect("timestamp")
         .to_owned();
-    submit(
-        &browser,
-        "#log-filter",
-        json!({ "position": "", "since": stamped }),
-    )
-    .await;
+    log(json!({ "position": "", "since": stamped })).await;
     lists(&browser, "the log from the note's time", &[21]).await;
-    submit(
-        &browser,
-        "#log-filter",
-        json!({ "position": "", "since": "yesterday" }),
-    )
-    .await;
+    log(json!({ "position": "", "since": "yesterday" })).await;
     until(
         &browser,
         "the log to say why it cannot jump to `yesterday`",
@@ -252,12 +229,8 @@ async fn console(uri: &str, store_name: &str) {
         .as_str()
         .expect("message")
         .to_owned();
-    submit(
-        &browser,
-        "#query",
-        json!({ "filter": r#"{"$where": "1"}"# }),
-    )
-    .await;
+    let find = |filter: &str| submit(&browser, "#query", json!({ "filter": filter }));
+    find(r#"{"$where": "1"}"#).await;
     until(
         &browser,
         "the refused filter's error",
@@ -269,24 +242,14 @@ async fn console(uri: &str, store_name: &str) {
     )
     .await;
     keep(&browser, store_name, "refused-filter").await;
-    submit(
-        &browser,
-        "#query",
-        json!({ "filter": r#"{"count": {"$gte": 100}}"# }),
-    )
-    .await;
+    find(r#"{"count": {"$gte": 100}}"#).await;
     until(
         &browser,
         "no document over 100",
         "return document.querySelectorAll('tr[data-document]').length === 0 && !!document.querySelector('#documents .empty');",
     )
     .await;
-    submit(
-        &browser,
-        "#query",
-        json!({ "filter": r#"{"count": {"$gte": 20}}"# }),
-    )
-    .await;
+    find(r#"{"count": {"$gte": 20}}"#).await;
     until(
         &browser,
         "the one document at 20 or more",
