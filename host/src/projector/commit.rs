@@ -2,14 +2,18 @@
 //! over events the projection does not subscribe to, and the dead letter of a skipped event.
 //! Store failures are retried; a checkpoint moved by another writer stops the projector.
 
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
 use super::backoff::Backoff;
 use super::cursor::Cursor;
 use super::failure::FailedEvent;
 use super::runner::Projector;
 use super::{BatchContext, DropReason, HandleFailure};
-use crate::domain::Position;
+use crate::domain::{Generation, Position};
 use crate::metrics;
-use crate::store::{BatchWrites, DeadLetter, StoreError};
+use crate::store::{BatchWrites, Checkpoints, DeadLetter, StoreError};
 
 /// For the failover tests only: while the file `REFOLD_TEST_HOLD_COMMITS` names exists, a batch
 /// that would move a checkpoint past the position the file holds (any batch, when it holds no
@@ -96,56 +100,29 @@ impl Projector {
         self.commit_writes(context, writes, from, to).await
     }
 
-    /// Commit writes taken from the context (see [`Self::commit`]).
+    /// Commit writes taken from the context (see [`Self::commit`]); the context is discarded
+    /// when they do not land.
     pub(super) async fn commit_writes(
         &self,
         context: &mut BatchContext,
-        mut writes: BatchWrites,
+        writes: BatchWrites,
         from: Position,
         to: Position,
     ) -> Result<Result<(), HandleFailure>, DropReason> {
-        // One id for every try of this commit (see `BatchWrites::commit_id`).
-        if writes.commit_id == 0 {
-            writes.commit_id = fastrand::u64(1..);
+        let outcome = self.committer().commit(writes, from, to).await;
+        if !matches!(outcome, Ok(Ok(()))) {
+            context.discard();
         }
-        hold_for_test(to).await;
-        let mut backoff = Backoff::new();
-        loop {
-            match self
-                .ports
-                .checkpoints
-                .commit(&self.generation, writes.clone(), from, to)
-                .await
-            {
-                Ok(()) => return Ok(Ok(())),
-                Err(StoreError::Refused(message)) => {
-                    context.discard();
-                    return Ok(Err(HandleFailure::Refused(message)));
-                }
-                Err(StoreError::LeaseLost(message)) => {
-                    // Another host runs the generation now: nothing of this batch landed, and
-                    // this projector has nothing left to do. Not a failure of the projection.
-                    context.discard();
-                    tracing::warn!(projection = %self.generation.projection, generation = self.generation.number, %message, "lease lost: stopping this projector");
-                    return Err(DropReason::Superseded(message));
-                }
-                Err(StoreError::CheckpointMoved { .. }) | Err(StoreError::NotFound(_)) => {
-                    context.discard();
-                    let message = format!(
-                        "{}: generation {} was changed by another writer; stopping this projector",
-                        self.generation.projection, self.generation.number
-                    );
-                    return Err(DropReason::CheckpointMoved(message));
-                }
-                Err(error) => {
-                    if self.stopping() {
-                        context.discard();
-                        return Err(DropReason::Shutdown);
-                    }
-                    tracing::warn!(projection = %self.generation.projection, %error, "commit failed; retrying");
-                    backoff.wait().await;
-                }
-            }
+        outcome
+    }
+
+    /// What a commit needs, owned: a group's commit runs on a task of its own while the next
+    /// group is handled (see [`super::runner::InFlight`]).
+    pub(super) fn committer(&self) -> Committer {
+        Committer {
+            checkpoints: Arc::clone(&self.ports.checkpoints),
+            generation: self.generation.clone(),
+            shutdown: self.shutdown.clone(),
         }
     }
 
@@ -210,5 +187,65 @@ impl Projector {
         }
         cursor.committed(to);
         Ok(())
+    }
+}
+
+/// Commits one generation's writes with its checkpoint, retrying store failures until they land,
+/// the store refuses them, another writer has the generation, or the projector stops.
+pub(super) struct Committer {
+    checkpoints: Arc<dyn Checkpoints>,
+    generation: Generation,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Committer {
+    /// Commit `writes` and move the checkpoint from `from` to `to`. Writes the store refuses as
+    /// they are (a duplicate under a unique index...) come back as the projection's failure,
+    /// for its failure policy: retrying them unchanged would never end.
+    pub(super) async fn commit(
+        self,
+        mut writes: BatchWrites,
+        from: Position,
+        to: Position,
+    ) -> Result<Result<(), HandleFailure>, DropReason> {
+        // One id for every try of this commit (see `BatchWrites::commit_id`).
+        if writes.commit_id == 0 {
+            writes.commit_id = fastrand::u64(1..);
+        }
+        hold_for_test(to).await;
+        let generation = &self.generation;
+        let mut backoff = Backoff::new();
+        loop {
+            match self
+                .checkpoints
+                .commit(generation, writes.clone(), from, to)
+                .await
+            {
+                Ok(()) => return Ok(Ok(())),
+                Err(StoreError::Refused(message)) => {
+                    return Ok(Err(HandleFailure::Refused(message)));
+                }
+                Err(StoreError::LeaseLost(message)) => {
+                    // Another host runs the generation now: nothing of this batch landed, and
+                    // this projector has nothing left to do. Not a failure of the projection.
+                    tracing::warn!(projection = %generation.projection, generation = generation.number, %message, "lease lost: stopping this projector");
+                    return Err(DropReason::Superseded(message));
+                }
+                Err(StoreError::CheckpointMoved { .. }) | Err(StoreError::NotFound(_)) => {
+                    let message = format!(
+                        "{}: generation {} was changed by another writer; stopping this projector",
+                        generation.projection, generation.number
+                    );
+                    return Err(DropReason::CheckpointMoved(message));
+                }
+                Err(error) => {
+                    if *self.shutdown.borrow() {
+                        return Err(DropReason::Shutdown);
+                    }
+                    tracing::warn!(projection = %generation.projection, %error, "commit failed; retrying");
+                    backoff.wait().await;
+                }
+            }
+        }
     }
 }

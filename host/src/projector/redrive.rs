@@ -15,13 +15,17 @@ impl Projector {
     /// (never in careful mode, which is in the middle of a failed batch).
     pub(super) async fn redrive_due(
         &mut self,
-        context: BatchContext,
+        mut context: BatchContext,
         run: &mut Run,
     ) -> Result<BatchContext, DropReason> {
         if run.last_redrive.elapsed() < REDRIVE_POLL || run.cursor.careful() {
             return Ok(context);
         }
         run.last_redrive = std::time::Instant::now();
+        // A re-drive commits at the checkpoint: the group commit in flight lands first.
+        if !self.settle(&mut context, run).await? {
+            return Ok(context);
+        }
         self.redrive(context, run.cursor.stored).await
     }
 

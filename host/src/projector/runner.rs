@@ -63,7 +63,7 @@ pub struct Projector {
     handler: Arc<dyn Handler>,
     pub(super) generation: Generation,
     status: watch::Sender<ProjectorStatus>,
-    shutdown: watch::Receiver<bool>,
+    pub(super) shutdown: watch::Receiver<bool>,
     policy: FailurePolicy,
 }
 
@@ -77,8 +77,36 @@ pub(super) struct Run {
     group: usize,
     feed: watch::Receiver<Position>,
     pub(super) cursor: Cursor,
-    failures: Failures,
+    pub(super) failures: Failures,
     pub(super) last_redrive: Instant,
+    /// The last group's commit, while it runs beside the handling of the next group.
+    pub(super) in_flight: Option<InFlight>,
+}
+
+/// A group's commit running on a task of its own while the next group is read and handled, so
+/// the store's work and the handler's share the cores. Its writes are the group's alone (the
+/// context hands them over and keeps the documents as clean cache), and it lands before anything
+/// else is committed: the next group's commit, a checkpoint flush, a dead letter, a re-drive or
+/// the generation's activation. When it does not land, what was handled since is dropped with
+/// the context, and the log is read again from the checkpoint that stayed.
+pub(super) struct InFlight {
+    task: tokio::task::JoinHandle<Result<Result<(), HandleFailure>, DropReason>>,
+    /// The checkpoint it moves to.
+    to: Position,
+    /// The end of the page it came from (a failed group is read again a batch at a time up
+    /// to there).
+    until: Position,
+    /// Events it holds the writes of, and when their page started being handled.
+    handled: usize,
+    started: Instant,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // A projector dropped mid-commit leaves its commit as a dropped future would: the
+        // store's transaction completes or not, and the next projector reads the checkpoint.
+        self.task.abort();
+    }
 }
 
 impl Projector {
@@ -172,6 +200,7 @@ impl Projector {
             cursor: Cursor::at(self.generation.checkpoint),
             failures: Failures::new(self.policy),
             last_redrive: Instant::now(),
+            in_flight: None,
             manifest,
         };
         let mut context = self
@@ -186,6 +215,7 @@ impl Projector {
         }
         loop {
             if self.stopping() {
+                self.settle(&mut context, &mut run).await?;
                 self.flush_checkpoint(&mut run.cursor).await;
                 return Err(DropReason::Shutdown);
             }
@@ -232,7 +262,12 @@ impl Projector {
         mut context: BatchContext,
         run: &mut Run,
     ) -> Result<BatchContext, DropReason> {
-        if page.scanned_to == run.cursor.scanned {
+        let head = page.scanned_to == run.cursor.scanned;
+        if (head || page.events.is_empty()) && !self.settle(&mut context, run).await? {
+            // The group before did not land: the log is read again from the checkpoint.
+            return Ok(context);
+        }
+        if head {
             if run.cursor.flush_due() {
                 self.flush_checkpoint(&mut run.cursor).await;
             }
@@ -307,19 +342,29 @@ impl Projector {
                 break;
             }
         }
+        if !self.settle(&mut context, run).await? {
+            // The group before did not land, and what this one handled built on it.
+            return Ok(context);
+        }
+        if result.is_ok() && grouped && !self.stopping() && !super::commit::holding_for_test() {
+            // Committed while the next group is handled; read on from `to`.
+            let writes = context.take_writes();
+            let commit = self.committer().commit(writes, run.cursor.stored, to);
+            run.in_flight = Some(InFlight {
+                task: tokio::spawn(commit),
+                to,
+                until: scanned_to,
+                handled,
+                started,
+            });
+            run.cursor.scanned = to;
+            return Ok(context);
+        }
         if result.is_ok() {
             result = self.commit(&mut context, run.cursor.stored, to).await?;
         }
         match result {
-            Ok(()) => {
-                metrics::global().batch(&run.manifest.name, handled as u64, started.elapsed());
-                run.cursor.committed(to);
-                run.failures.batch_committed();
-                self.publish(|s| {
-                    s.checkpoint = to;
-                    s.handled += handled as u64;
-                });
-            }
+            Ok(()) => self.landed(run, to, handled, started),
             Err(failure) => {
                 metrics::global().error(&run.manifest.name);
                 context.discard();
@@ -335,6 +380,61 @@ impl Projector {
             }
         }
         Ok(context)
+    }
+
+    /// Wait for the group commit in flight, if any. True when it landed or none was in flight;
+    /// false when it did not: the context is discarded (it holds the group's writes and what
+    /// was handled since) and the cursor goes back to the checkpoint, so the caller drops what
+    /// it read or handled meanwhile. The group is then read again a batch at a time, as a group
+    /// that fails in its handler is.
+    pub(super) async fn settle(
+        &mut self,
+        context: &mut BatchContext,
+        run: &mut Run,
+    ) -> Result<bool, DropReason> {
+        let Some(mut flight) = run.in_flight.take() else {
+            return Ok(true);
+        };
+        let outcome = match (&mut flight.task).await {
+            Ok(outcome) => outcome,
+            Err(task) => Ok(Err(HandleFailure::Host(format!(
+                "the commit up to position {} failed: {task}",
+                flight.to
+            )))),
+        };
+        let failure = match outcome {
+            Ok(Ok(())) => {
+                self.landed(run, flight.to, flight.handled, flight.started);
+                return Ok(true);
+            }
+            Ok(Err(failure)) => failure,
+            Err(reason) => {
+                context.discard();
+                return Err(reason);
+            }
+        };
+        metrics::global().error(&run.manifest.name);
+        context.discard();
+        run.cursor.scanned = run.cursor.stored;
+        if failure.is_transient() {
+            tracing::warn!(projection = %run.manifest.name, %failure, "a group's commit failed on the host side; reading it again");
+            run.failures.wait_for_host().await;
+        } else {
+            tracing::warn!(projection = %run.manifest.name, %failure, "a group's commit was refused; reading it again a batch at a time");
+            run.cursor.go_by_batches_until(flight.until);
+        }
+        Ok(false)
+    }
+
+    /// A commit of `handled` events up to `to` landed.
+    fn landed(&self, run: &mut Run, to: Position, handled: usize, started: Instant) {
+        metrics::global().batch(&run.manifest.name, handled as u64, started.elapsed());
+        run.cursor.committed(to);
+        run.failures.batch_committed();
+        self.publish(|s| {
+            s.checkpoint = to;
+            s.handled += handled as u64;
+        });
     }
 
     /// A batch failed: retry it on the host's failure, go carefully through a batch of several

@@ -560,3 +560,36 @@ async fn a_call_failing_late_in_a_page_fails_the_page_and_nothing_applies_twice(
     );
     assert_eq!(dead_letters(&fixture).await, 1);
 }
+
+/// A group's commit runs while the next group is handled. When the store refuses it, what the
+/// next group did is dropped with it: the log is read again from the checkpoint that stayed, the
+/// refused group a batch at a time, and the event whose writes are refused is skipped; every
+/// other event takes effect once.
+#[tokio::test]
+async fn a_group_commit_refused_while_the_next_group_is_handled_drops_both_and_reads_them_again() {
+    // Pages: 1-100 (one batch, until the events are known small), then groups of 5,000:
+    // 101-5100, 5101-10100, 10101-11000. 300 and 5300 claim the same unique value, so the
+    // second group's commit is refused, by then the third group has been handled.
+    let fixture = fixture(11_000).await;
+    let handler = Arc::new(Scripted::new().batches_of(100).claiming(&[300, 5_300]));
+    let mut running = start(&fixture, &handler, policy(1, OnFailure::Skip));
+    running.reaches(11_000).await;
+    assert_eq!(running.stop().await, DropReason::Shutdown);
+    let calls = handler.calls();
+    let firsts: Vec<Position> = calls.iter().map(|(first, _)| *first).collect();
+    let third_group = firsts.iter().position(|&f| f == 10_101);
+    let read_again = firsts.iter().rposition(|&f| f == 5_101);
+    assert!(
+        third_group.is_some_and(|t| read_again.is_some_and(|r| t < r)),
+        "the third group was not handled while the second one's commit ran: {calls:?}"
+    );
+    // Read again: a batch at a time up to the refused one, then one event at a time through it.
+    let singles = calls.iter().filter(|(_, n)| *n == 1).count();
+    assert_eq!(singles, 100, "{calls:?}");
+    let mut expected: Vec<Position> = (1..=11_000).collect();
+    expected.retain(|&p| p != 5_300);
+    assert_eq!(seen(&fixture.store, &fixture.generation).await, expected);
+    let letters = fixture.store.dead_letters(None).await.expect("read");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].position, 5_300);
+}
