@@ -138,6 +138,14 @@ pub trait EventLog: Send + Sync {
 pub trait DocumentReader: Send {
     /// The document with this id in the generation's collection, if any.
     fn get(&mut self, collection: &str, id: &str) -> StoreResult<Option<Map<String, Value>>>;
+
+    /// Whether the generation's collections hold no document at all. A projector that finds
+    /// them empty knows that a document it has not written does not exist, and reads none (a
+    /// replay from the origin creates most of its documents). `false` when the reader cannot
+    /// tell.
+    fn is_empty(&mut self) -> StoreResult<bool> {
+        Ok(false)
+    }
 }
 
 /// Which batches wrote which document. Each commit that writes documents records, in its own

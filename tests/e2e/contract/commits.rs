@@ -21,6 +21,12 @@ pub(super) async fn batch_commits_are_guarded_by_the_checkpoint(store: Arc<dyn S
         .await
         .expect("create generation");
     assert_eq!((generation.number, generation.checkpoint), (1, 0));
+    // A replay from the origin reads no document it never wrote while the collections are empty.
+    let is_empty = |store: &Arc<dyn Store>| {
+        let mut reader = store.reader(&generation).expect("reader");
+        tokio::task::spawn_blocking(move || reader.is_empty().expect("is_empty"))
+    };
+    assert!(is_empty(&store).await.expect("reader thread"));
     let doc = |v: i64| {
         let serde_json::Value::Object(map) = json!({ "_id": "a", "balance": v }) else {
             unreachable!()
@@ -43,6 +49,7 @@ pub(super) async fn batch_commits_are_guarded_by_the_checkpoint(store: Arc<dyn S
         store.commit(&generation, stale, 0, 7).await,
         Err(StoreError::CheckpointMoved { found: 5, .. })
     ));
+    assert!(!is_empty(&store).await.expect("reader thread"));
     // Readers serve host calls on the handler's blocking thread.
     let mut reader = store.reader(&generation).expect("reader");
     let balance = tokio::task::spawn_blocking(move || {

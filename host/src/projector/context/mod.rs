@@ -31,6 +31,23 @@ const CACHE_BYTES_LIMIT: usize = 256 * 1024 * 1024;
 const LIVE_CACHE_BYTES_LIMIT: usize = 16 * 1024 * 1024;
 /// Most clean documents kept cached by a projector that reached the head.
 const LIVE_CACHE_LIMIT: usize = 1_024;
+/// Most documents written that a context keeps track of to know which others do not exist
+/// (about 10 bytes each); past it, documents missing from the cache are read.
+const MAX_TRACKED_WRITES: usize = 2_000_000;
+
+/// What a context knows of documents missing from its cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Absent {
+    /// Not asked yet: the first document missing from the cache asks whether the generation's
+    /// collections are empty.
+    Unasked,
+    /// They were empty when asked: a document can exist only if this context wrote it since it
+    /// was opened (only this projector writes the generation), so one it never wrote is not
+    /// read.
+    Unwritten,
+    /// Nothing known: every document missing from the cache is read.
+    Unknown,
+}
 
 /// Why a collection call was refused. Mirrors the WIT `collection-error`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -111,6 +128,13 @@ pub struct BatchContext {
     logs: Option<Vec<GuestLog>>,
     /// The document a trace watches, if any.
     watch: Option<Watch>,
+    /// Which documents missing from the cache are known not to exist.
+    absent: Absent,
+    /// Hashes of collection and id of every document staged since the context was opened
+    /// (written, deleted, in batches that failed too), while `absent` is not `Unknown`: a
+    /// document not in it was never written.
+    written: HashSet<u64, foldhash::fast::RandomState>,
+    hasher: foldhash::fast::RandomState,
 }
 
 impl BatchContext {
@@ -150,7 +174,36 @@ impl BatchContext {
             blocked: Duration::ZERO,
             logs: None,
             watch: None,
+            absent: Absent::Unasked,
+            written: HashSet::default(),
+            hasher: foldhash::fast::RandomState::default(),
         }
+    }
+
+    fn written_hash(&self, collection: &str, id: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one((collection, id))
+    }
+
+    /// Whether a document missing from the cache certainly does not exist, without reading it.
+    fn known_absent(&mut self, collection: &str, id: &str) -> bool {
+        if self.absent == Absent::Unasked {
+            let asked = Instant::now();
+            // A reader that cannot tell, or fails to, costs reads, never a wrong answer.
+            let empty = self.reader.is_empty().unwrap_or(false);
+            self.blocked += asked.elapsed();
+            self.absent = match empty {
+                true => Absent::Unwritten,
+                false => self.forget_writes(),
+            };
+        }
+        self.absent == Absent::Unwritten
+            && !self.written.contains(&self.written_hash(collection, id))
+    }
+
+    fn forget_writes(&mut self) -> Absent {
+        self.written = HashSet::default();
+        Absent::Unknown
     }
 
     /// Time spent waiting on the store for reads so far (it only grows): subtracted from a
@@ -209,9 +262,15 @@ impl BatchContext {
                 "a batch may read at most {MAX_READS_PER_BATCH} documents"
             ))));
         }
-        let asked = Instant::now();
-        let read = self.reader.get(collection, id);
-        self.blocked += asked.elapsed();
+        let read = match self.known_absent(collection, id) {
+            true => Ok(None),
+            false => {
+                let asked = Instant::now();
+                let read = self.reader.get(collection, id);
+                self.blocked += asked.elapsed();
+                read
+            }
+        };
         let document = match read {
             Ok(document) => document.map(Arc::new),
             Err(error) => {
@@ -298,6 +357,7 @@ impl BatchContext {
             }),
         };
         let newly_dirty = !entry.dirty;
+        let tracked = self.absent != Absent::Unknown;
         if entry.noted != self.call {
             self.call_keys
                 .push(crate::store::written_key(collection, id));
@@ -308,6 +368,13 @@ impl BatchContext {
             size: Some(size),
             noted: self.call,
         };
+        if tracked {
+            let hash = self.written_hash(collection, id);
+            self.written.insert(hash);
+            if self.written.len() > MAX_TRACKED_WRITES {
+                self.absent = self.forget_writes();
+            }
+        }
         if newly_dirty {
             self.dirty += 1;
             if self.dirty > MAX_DOCUMENTS_PER_BATCH {
@@ -502,6 +569,9 @@ impl BatchContext {
         if self.dirty == 0 && (cached > LIVE_CACHE_LIMIT || bytes > LIVE_CACHE_BYTES_LIMIT) {
             self.entries = FastMap::default();
         }
+        // Live, few documents are new per batch: reading them costs less than the memory of
+        // every id a replay wrote.
+        self.absent = self.forget_writes();
     }
 
     /// Forget everything staged and cached: the batch failed or its commit did.

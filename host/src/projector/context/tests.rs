@@ -265,3 +265,61 @@ fn updates_in_place_equal_updates_on_a_copy() {
         );
     }
 }
+
+/// A reader over collections that are empty or not; counts its reads.
+struct Counted {
+    empty: bool,
+    reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl DocumentReader for Counted {
+    fn get(&mut self, _: &str, _: &str) -> StoreResult<Option<Map<String, Value>>> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(None)
+    }
+
+    fn is_empty(&mut self) -> StoreResult<bool> {
+        Ok(self.empty)
+    }
+}
+
+/// On collections that were empty when the context first missed its cache, a document the
+/// context never wrote is not read: it cannot exist. One it wrote is read once the cache lost
+/// it (here, a failed batch), and collections that held documents are read as before.
+#[test]
+fn documents_never_written_to_empty_collections_are_not_read() {
+    let counted = |empty| {
+        let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reader = Counted {
+            empty,
+            reads: std::sync::Arc::clone(&reads),
+        };
+        let manifest = Manifest::new("p", 1, ["docs"]);
+        (BatchContext::new(&manifest, Box::new(reader)), reads)
+    };
+    let reads_of =
+        |reads: &std::sync::atomic::AtomicUsize| reads.load(std::sync::atomic::Ordering::Relaxed);
+    let inc = r#"{"$inc": {"n": 1}}"#;
+
+    let (mut context, reads) = counted(true);
+    for id in ["a", "b", "c"] {
+        assert_eq!(context.update("docs", id, inc, true), Ok(true));
+    }
+    assert_eq!(context.get("docs", "d"), Ok(None));
+    assert_eq!(reads_of(&reads), 0);
+    context.discard();
+    // `a` was written (in a batch that failed, so perhaps by a commit before): it is read.
+    assert_eq!(context.get("docs", "a"), Ok(None));
+    assert_eq!(context.get("docs", "e"), Ok(None));
+    assert_eq!(reads_of(&reads), 1);
+    // At the head the context stops keeping track, and reads what it misses.
+    context.release_cache();
+    assert_eq!(context.get("docs", "f"), Ok(None));
+    assert_eq!(reads_of(&reads), 2);
+
+    let (mut context, reads) = counted(false);
+    assert_eq!(context.update("docs", "a", inc, true), Ok(true));
+    assert_eq!(context.get("docs", "b"), Ok(None));
+    assert_eq!(reads_of(&reads), 2);
+}

@@ -84,6 +84,25 @@ impl DocumentReader for MongoReader {
             .map_err(|e| StoreError::backend(format!("read {}/{id}", coll.name()), e))?;
         Ok(found.as_ref().map(extjson::to_map))
     }
+
+    fn is_empty(&mut self) -> StoreResult<bool> {
+        for collection in &self.generation.collections {
+            let coll = self.store.physical(&self.generation, collection);
+            let found = self
+                .runtime
+                .block_on(async {
+                    coll.find_one(doc! {})
+                        .projection(doc! { "_id": 1 })
+                        .read_concern(ReadConcern::majority())
+                        .await
+                })
+                .map_err(|e| StoreError::backend(format!("read {}", coll.name()), e))?;
+            if found.is_some() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
 }
 
 #[async_trait]

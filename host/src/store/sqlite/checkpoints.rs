@@ -221,6 +221,21 @@ impl DocumentReader for SqliteReader {
         })
         .transpose()
     }
+
+    fn is_empty(&mut self) -> StoreResult<bool> {
+        for table in self.tables.values() {
+            let any: bool = self
+                .conn
+                .query_row(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), [], |r| {
+                    r.get(0)
+                })
+                .map_err(|e| StoreError::backend(format!("read {table}"), e))?;
+            if any {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
 }
 
 #[async_trait]
