@@ -102,6 +102,14 @@ pub fn parse_document(id: &str, json: &str) -> Result<Map<String, Value>, Docume
 
 /// Put `_id` first, as MongoDB does.
 fn stamp_id(map: &mut Map<String, Value>, id: &str) {
+    // Most updates find it there already (an update cannot change `_id`).
+    if map
+        .iter()
+        .next()
+        .is_some_and(|(key, value)| key == "_id" && value.as_str() == Some(id))
+    {
+        return;
+    }
     map.shift_remove("_id");
     map.shift_insert(0, "_id".to_owned(), Value::String(id.to_owned()));
 }
@@ -235,8 +243,17 @@ pub fn apply_in_place(
             continue;
         };
         for (path, value) in fields {
+            // A top-level field set, or incremented from nothing, takes the update's own name
+            // and value: nothing is copied.
+            let top = !path.contains('.');
             match operator.as_str() {
+                "$set" if top => {
+                    doc.insert(path, value);
+                }
                 "$set" => *slot(doc, &operator, &path)? = value,
+                "$inc" if top && value.is_number() && doc.get(&path).is_none_or(Value::is_null) => {
+                    doc.insert(path, value);
+                }
                 _ => apply_one(doc, &operator, &path, &value)?,
             }
         }

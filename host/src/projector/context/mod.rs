@@ -10,6 +10,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::Map;
+
 use crate::domain::document::{self, Document, MAX_DOCUMENT_BYTES};
 use crate::domain::{Manifest, Position, extjson};
 use crate::store::{BatchWrites, DocumentReader, FastMap};
@@ -468,6 +470,9 @@ impl BatchContext {
             }
             _ => false,
         };
+        // A new document from an upsert is built where it is too: there is nothing to keep.
+        let fresh =
+            current.is_none() && upsert && document::applies_in_place(&Map::new(), &update);
         let outcome = match current {
             Some(mut doc) if in_place => {
                 if let Err(error) = document::apply_in_place(id, Arc::make_mut(&mut doc), update) {
@@ -478,6 +483,15 @@ impl BatchContext {
                     ))));
                 }
                 Ok(Some(doc))
+            }
+            None if fresh => {
+                let mut doc = Map::new();
+                if let Err(error) = document::apply_in_place(id, &mut doc, update) {
+                    return Err(self.refuse(CollectionFailure::InvalidDocument(format!(
+                        "the update creating `{id}` failed where it was checked to apply: {error}"
+                    ))));
+                }
+                Ok(Some(Arc::new(doc)))
             }
             current => {
                 document::apply_update(id, current.map(Arc::unwrap_or_clone), &update, upsert)

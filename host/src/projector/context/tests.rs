@@ -239,6 +239,11 @@ fn updates_in_place_equal_updates_on_a_copy() {
         (r#"{"$set": {"n.x": 1}}"#, false),
         (r#"{"$push": {"n": 1}}"#, false),
         (r#"{"$inc": {"n": 9223372036854775807}}"#, false),
+        (
+            r#"{"$set": {"z": 1, "n": null, "a.b": 2}, "$inc": {"m": 1.5, "k": 2}}"#,
+            true,
+        ),
+        (r#"{"$setOnInsert": {"n": 1}}"#, false),
     ];
     for (update, in_place) in cases {
         let parsed = document::parse_update(update).expect("update");
@@ -263,6 +268,14 @@ fn updates_in_place_equal_updates_on_a_copy() {
             Value::Object(expected),
             "{update}"
         );
+        // A document the update creates is the same, field for field and in the same order.
+        let mut fresh = super::tests::context();
+        let result = fresh.update("docs", "new", update, true).map(drop);
+        let created = document::apply_update("new", None, &parsed, true);
+        assert_eq!(result.is_ok(), created.is_ok(), "{update}");
+        let held = fresh.get("docs", "new").expect("get");
+        let expected = created.ok().flatten().map(|d| serde_json::to_string(&d));
+        assert_eq!(held, expected.transpose().expect("json"), "{update}");
     }
 }
 
