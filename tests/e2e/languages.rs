@@ -157,3 +157,22 @@ async fn clock_and_randomness_give_the_same_documents_live_and_on_a_replay() {
         assert_eq!(seen.len(), EVENTS, "{field} repeats: {rolls:?}");
     }
 }
+
+/// The JavaScript SDK writes update and document JSON with the engine's own `JSON.stringify`,
+/// marking floats and bigints and replacing the marks after: its test (run by Node) checks that
+/// this writes what the plain walk it replaced writes, for values of every kind.
+#[test]
+fn the_javascript_sdk_writes_json_as_the_plain_walk_did() {
+    let test = refold_tests::repo_root().join("example-projections/js/sdk/json.test.mjs");
+    let output = std::process::Command::new("node")
+        .arg(&test)
+        .output()
+        .expect("node (installed by scripts/setup)");
+    assert!(
+        output.status.success(),
+        "{}: {}{}",
+        test.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -6,27 +6,9 @@
 // what live processing gave.
 import * as collections from 'refold:projection/collections@0.1.0';
 
-/** A number kept a float when integral (`100` is written `100.0`), as Rust's `f64` is. */
-export class Float {
-  constructor(value) {
-    this.value = value;
-  }
-}
+import { Float, json } from './json.mjs';
 
-/** JSON text, with `Float` numbers written with a decimal point. Key order is kept. */
-export function json(value) {
-  if (value instanceof Float) {
-    const text = JSON.stringify(value.value);
-    return Number.isInteger(value.value) && !text.includes('e') ? `${text}.0` : text;
-  }
-  if (value === null || value === undefined) return 'null';
-  if (typeof value === 'bigint') return value.toString();
-  if (Array.isArray(value)) return `[${value.map(json).join(',')}]`;
-  if (typeof value === 'object') {
-    return `{${Object.keys(value).map((k) => `${JSON.stringify(k)}:${json(value[k])}`).join(',')}}`;
-  }
-  return JSON.stringify(value);
-}
+export { Float, json };
 
 /** Update operators, grouped by operator in the order they are first used. */
 export class Update {
@@ -121,10 +103,10 @@ function hash(text) {
   return h;
 }
 
-/** `Math.random` as sfc32, seeded from `seed`. */
-function seedRandom(seed) {
+/** A generator of numbers in [0, 1): sfc32, seeded from `seed`. */
+function sfc32(seed) {
   let a = hash(`a:${seed}`), b = hash(`b:${seed}`), c = hash(`c:${seed}`), d = 1;
-  Math.random = () => {
+  return () => {
     const t = (((a + b) >>> 0) + d) >>> 0;
     d = (d + 1) >>> 0;
     a = b ^ (b >>> 9);
@@ -135,15 +117,30 @@ function seedRandom(seed) {
   };
 }
 
+/** The event being handled, until it first draws. */
+let unseeded = null;
+let generator = () => 0;
+
+/** `Math.random` while an event is handled: seeded from the event when it first draws. */
+function random() {
+  if (unseeded !== null) {
+    generator = sfc32(`${unseeded.position}:${unseeded.id}`);
+    unseeded = null;
+  }
+  return generator();
+}
+
 /**
  * The `handle` export from a function of one event: `export const handle = each((event) => ...)`.
- * Before each event, `Math.random` is seeded from the event (its position and id): QuickJS keeps
- * its own generator in memory, which would otherwise carry over from one event to the next.
+ * Each event draws `Math.random` from a generator seeded from the event (its position and id),
+ * made when it first draws (most events never do): QuickJS keeps its own generator in memory,
+ * which would otherwise carry over from one event to the next.
  */
 export function each(fold) {
   return (events) => {
     for (const event of events) {
-      seedRandom(`${event.position}:${event.id}`);
+      unseeded = event;
+      Math.random = random;
       fold(event);
     }
   };

@@ -56,6 +56,7 @@ class Event:
         self.version = raw.version
         self.timestamp_ms = raw.timestamp_ms
         self._data, self._metadata = raw.data, raw.metadata
+        self._iso8601 = None
 
     @property
     def data(self):
@@ -68,8 +69,10 @@ class Event:
     @property
     def iso8601(self):
         """``YYYY-MM-DDTHH:MM:SS.mmmZ`` of the event's time."""
-        when = _EPOCH + timedelta(milliseconds=self.timestamp_ms)
-        return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{self.timestamp_ms % 1000:03d}Z"
+        if self._iso8601 is None:
+            when = _EPOCH + timedelta(milliseconds=self.timestamp_ms)
+            self._iso8601 = when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{self.timestamp_ms % 1000:03d}Z"
+        return self._iso8601
 
     @property
     def timestamp(self):
@@ -87,8 +90,12 @@ def _decode(text, what):
     return value
 
 
+# One encoder for every call: `json.dumps` with these options would make one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
 def _json(value):
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 class Update:

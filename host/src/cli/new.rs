@@ -86,6 +86,7 @@ const SDK_FILES: [(&str, &str); 8] = [
 const WIT: &str = crate::guest_build::CONTRACT;
 const PYTHON_SDK: &str = include_str!("../../../example-projections/python/sdk/refold.py");
 const JS_SDK: &str = include_str!("../../../example-projections/js/sdk/refold.js");
+const JS_JSON: &str = include_str!("../../../example-projections/js/sdk/json.mjs");
 const C_SDK: &str = include_str!("../../../example-projections/c/sdk/refold.h");
 
 /// A template: the path it is written to in a scaffold, and its text.
@@ -227,7 +228,10 @@ fn scaffold(
             .map(|(file, text)| (format!("sdk/src/{file}"), *text))
             .collect(),
         Language::Python => vec![("refold.py".to_owned(), PYTHON_SDK)],
-        Language::Js => vec![("refold.js".to_owned(), JS_SDK)],
+        Language::Js => vec![
+            ("refold.js".to_owned(), JS_SDK),
+            ("json.mjs".to_owned(), JS_JSON),
+        ],
         Language::C => vec![("refold.h".to_owned(), C_SDK)],
     };
     let mut files = templates

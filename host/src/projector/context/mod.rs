@@ -471,8 +471,7 @@ impl BatchContext {
             _ => false,
         };
         // A new document from an upsert is built where it is too: there is nothing to keep.
-        let fresh =
-            current.is_none() && upsert && document::applies_in_place(&Map::new(), &update);
+        let fresh = current.is_none() && upsert && document::applies_in_place(&Map::new(), &update);
         let outcome = match current {
             Some(mut doc) if in_place => {
                 if let Err(error) = document::apply_in_place(id, Arc::make_mut(&mut doc), update) {
