@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use crate::{fill, native, replay, table, warm};
 
 /// Build the payment example of `language` into `out`; returns the component and the seconds.
-fn build(language: &str, root: &Path, out: &Path) -> anyhow::Result<(PathBuf, f64)> {
+pub(crate) fn build(language: &str, root: &Path, out: &Path) -> anyhow::Result<(PathBuf, f64)> {
     let examples = root.join("example-projections");
     let started = Instant::now();
     let component = match language {

@@ -506,17 +506,39 @@ async fn payment_shape(
     let guest = load(engine, &guests.join("payments.wasm"))?;
     let guest = replay::replay_alone(&store, guest, "payments, Rust guest").await?;
     let naive_db = dir.join("shape-naive-10000.db");
-    for collection in ["payments", "org_stats"] {
-        let expected = shape::documents(&naive_db, collection)?;
-        for table in [
-            format!("payments__g1__{collection}"),
-            format!("shape_native__g1__{collection}"),
-        ] {
-            anyhow::ensure!(
-                !expected.is_empty() && shape::documents(&db, &table)? == expected,
-                "the payment shape: `{table}` differs from the naive loop's `{collection}`"
-            );
+    let same_as_naive = |db: &Path, tables: &[&str]| -> anyhow::Result<()> {
+        for collection in ["payments", "org_stats"] {
+            let expected = shape::documents(&naive_db, collection)?;
+            for projection in tables {
+                let table = format!("{projection}__g1__{collection}");
+                anyhow::ensure!(
+                    !expected.is_empty() && shape::documents(db, &table)? == expected,
+                    "the payment shape: `{table}` in {} differs from the naive loop's `{collection}`",
+                    db.display()
+                );
+            }
         }
+        Ok(())
+    };
+    same_as_naive(&db, &["payments", "shape_native"])?;
+    // The JavaScript and Python payment examples, each on a store of its own holding the same
+    // events (their projection has the Rust one's name).
+    let mut other_guests = Vec::new();
+    for language in ["javascript", "python"] {
+        eprintln!("  {language}: building the payment example");
+        let (component, _) = languages::build(
+            language,
+            &repo_root(),
+            &dir.join(format!("shape-{language}")),
+        )?;
+        let db = dir.join(format!("shape-{language}.db"));
+        let store = store::open(&format!("sqlite://{}", db.display())).await?;
+        shape::fill(&*store, events, 18).await?;
+        warm(&store).await?;
+        let label = format!("payments, {language} guest");
+        let run = replay::replay_alone(&store, load(engine, &component)?, &label).await?;
+        same_as_naive(&db, &["payments"])?;
+        other_guests.push(run);
     }
     let naive_10000 = naive
         .iter()
@@ -528,6 +550,7 @@ async fn payment_shape(
         "naive": naive,
         "replay": [native, guest.clone()],
         "ratio_guest_to_naive_10000": guest.handled_per_s / naive_10000,
+        "other_guests": other_guests,
         "read_models_identical": true,
     }))
 }

@@ -25,8 +25,8 @@ pub const MAX_BYTES_PER_BATCH: usize = 64 * 1024 * 1024;
 pub const MAX_READS_PER_BATCH: usize = 100_000;
 /// Most bytes of document JSON one batch may read from the store.
 pub const MAX_READ_BYTES_PER_BATCH: usize = 256 * 1024 * 1024;
-/// Most clean documents kept cached between batches.
-const CACHE_LIMIT: usize = 50_000;
+/// Most clean documents kept cached between batches (beyond those the last batch wrote).
+const CACHE_LIMIT: usize = if cfg!(test) { 1_000 } else { 50_000 };
 /// Most bytes of documents kept cached between batches (as JSON, measured on read and write).
 const CACHE_BYTES_LIMIT: usize = 256 * 1024 * 1024;
 /// Most bytes of documents kept cached by a projector that reached the head.
@@ -111,6 +111,8 @@ pub struct BatchContext {
     entries: FastMap<String, FastMap<String, Entry>>,
     /// The handler's current call, counted over the context's life.
     call: u64,
+    /// The first call of the current batch.
+    batch_start: u64,
     /// The documents the current call wrote, as written keys.
     call_keys: Vec<String>,
     /// Each ended call of the batch: its last event and what it wrote.
@@ -164,6 +166,7 @@ impl BatchContext {
             unique_keys: Arc::new(unique_keys),
             entries: FastMap::default(),
             call: 1,
+            batch_start: 1,
             call_keys: Vec::new(),
             calls: Vec::new(),
             dirty: 0,
@@ -558,9 +561,15 @@ impl BatchContext {
         if let Some((_, keys)) = calls.last_mut() {
             keys.extend(rest);
         }
+        let batch_start = self.batch_start;
         self.end_batch();
         if cached > CACHE_LIMIT || cached_bytes > CACHE_BYTES_LIMIT {
-            self.entries.clear();
+            // What this batch wrote stays: its commit may still be running while the next batch
+            // is handled (see `projector::runner::InFlight`), and the store would answer for
+            // these documents what they were before it.
+            for entries in self.entries.values_mut() {
+                entries.retain(|_, entry| entry.noted >= batch_start);
+            }
         }
         BatchWrites {
             documents,
@@ -597,6 +606,7 @@ impl BatchContext {
         self.calls.clear();
         self.call_keys.clear();
         self.call += 1;
+        self.batch_start = self.call;
         self.dirty = 0;
         self.written_bytes = 0;
         self.reads = 0;
