@@ -90,7 +90,8 @@ pub(super) struct Run {
 /// the generation's activation. When it does not land, what was handled since is dropped with
 /// the context, and the log is read again from the checkpoint that stayed.
 pub(super) struct InFlight {
-    task: tokio::task::JoinHandle<Result<Result<(), HandleFailure>, DropReason>>,
+    /// The commit's outcome, and when it came.
+    task: tokio::task::JoinHandle<(Result<Result<(), HandleFailure>, DropReason>, Instant)>,
     /// The checkpoint it moves to.
     to: Position,
     /// The end of the page it came from (a failed group is read again a batch at a time up
@@ -351,7 +352,7 @@ impl Projector {
             let writes = context.take_writes();
             let commit = self.committer().commit(writes, run.cursor.stored, to);
             run.in_flight = Some(InFlight {
-                task: tokio::spawn(commit),
+                task: tokio::spawn(async move { (commit.await, Instant::now()) }),
                 to,
                 until: scanned_to,
                 handled,
@@ -364,7 +365,7 @@ impl Projector {
             result = self.commit(&mut context, run.cursor.stored, to).await?;
         }
         match result {
-            Ok(()) => self.landed(run, to, handled, started),
+            Ok(()) => self.landed(run, to, handled, started.elapsed()),
             Err(failure) => {
                 metrics::global().error(&run.manifest.name);
                 context.discard();
@@ -395,16 +396,17 @@ impl Projector {
         let Some(mut flight) = run.in_flight.take() else {
             return Ok(true);
         };
-        let outcome = match (&mut flight.task).await {
-            Ok(outcome) => outcome,
-            Err(task) => Ok(Err(HandleFailure::Host(format!(
-                "the commit up to position {} failed: {task}",
-                flight.to
-            )))),
+        let (outcome, ended) = match (&mut flight.task).await {
+            Ok(ended) => ended,
+            Err(task) => {
+                let message = format!("the commit up to position {} failed: {task}", flight.to);
+                (Ok(Err(HandleFailure::Host(message))), Instant::now())
+            }
         };
         let failure = match outcome {
             Ok(Ok(())) => {
-                self.landed(run, flight.to, flight.handled, flight.started);
+                let took = ended.duration_since(flight.started);
+                self.landed(run, flight.to, flight.handled, took);
                 return Ok(true);
             }
             Ok(Err(failure)) => failure,
@@ -426,9 +428,10 @@ impl Projector {
         Ok(false)
     }
 
-    /// A commit of `handled` events up to `to` landed.
-    fn landed(&self, run: &mut Run, to: Position, handled: usize, started: Instant) {
-        metrics::global().batch(&run.manifest.name, handled as u64, started.elapsed());
+    /// A commit of `handled` events up to `to` landed, `took` after their page started being
+    /// handled.
+    fn landed(&self, run: &mut Run, to: Position, handled: usize, took: Duration) {
+        metrics::global().batch(&run.manifest.name, handled as u64, took);
         run.cursor.committed(to);
         run.failures.batch_committed();
         self.publish(|s| {
