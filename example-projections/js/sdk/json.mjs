@@ -33,13 +33,25 @@ const MARKED = /"\\u0000refold:number:([^"]*)"/g;
 /**
  * JSON text, with `Float` numbers written with a decimal point. Key order is kept. Written by
  * the engine's own `JSON.stringify`, with the numbers it cannot write marked and replaced after;
- * what it would write otherwise than `walked` (a `toJSON` method, a function, a symbol, a string
- * that looks like a mark) is written by `walked`.
+ * what it would write otherwise than `walked` (a `toJSON` method, a function, a symbol, a boxed
+ * primitive, an array with holes, a string that looks like a mark) is written by `walked`.
  */
 export function json(value) {
   let marks = 0;
   let same = true;
   const text = JSON.stringify(value, function (key, v) {
+    if (
+      v !== this[key] ||
+      typeof v === 'function' ||
+      typeof v === 'symbol' ||
+      v instanceof Number ||
+      v instanceof String ||
+      v instanceof Boolean ||
+      (Array.isArray(v) && Object.keys(v).length !== v.length)
+    ) {
+      same = false;
+      return null;
+    }
     if (v instanceof Float) {
       marks++;
       return MARK + floatText(v.value);
@@ -48,9 +60,7 @@ export function json(value) {
       marks++;
       return MARK + v.toString();
     }
-    if (v === undefined) return null;
-    if (typeof v === 'function' || typeof v === 'symbol' || v !== this[key]) same = false;
-    return v;
+    return v === undefined ? null : v;
   });
   if (!same) return walked(value);
   if (marks === 0) return text;

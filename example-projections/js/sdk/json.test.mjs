@@ -11,6 +11,8 @@ const cases = [
   12345678901234567890n, { x: 5n, y: [6n, new Float(7)] },
   { date: new Date(0) }, { f() {} }, { s: Symbol('x') }, { n: NaN },
   { 2: 1, a: 2, 1: 3 },
+  new Number(5), { n: new String('ab'), b: new Boolean(false) }, [, 1], { t: { toJSON() {} } },
+  Object.assign([1, 2], { extra: 3 }), NaN, { n: [NaN, Infinity] },
   { mark: '\u0000refold:number:7', f: new Float(1) },
   { $set: { amount: new Float(12), currency: 'EUR', at: { $date: '2025-01-01T00:00:00.000Z' } }, $inc: { n: 1 } },
 ];

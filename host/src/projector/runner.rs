@@ -77,7 +77,7 @@ pub(super) struct Run {
     group: usize,
     feed: watch::Receiver<Position>,
     pub(super) cursor: Cursor,
-    pub(super) failures: Failures,
+    failures: Failures,
     pub(super) last_redrive: Instant,
     /// The last group's commit, while it runs beside the handling of the next group.
     pub(super) in_flight: Option<InFlight>,
@@ -104,8 +104,9 @@ pub(super) struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        // A projector dropped mid-commit leaves its commit as a dropped future would: the
-        // store's transaction completes or not, and the next projector reads the checkpoint.
+        // Only when the projector's own task is dropped (its loop settles every commit before
+        // it ends): the commit goes as a dropped future would, and a transaction the store
+        // already has completes or not.
         self.task.abort();
     }
 }
@@ -215,16 +216,35 @@ impl Projector {
                 .await;
         }
         loop {
-            if self.stopping() {
-                self.settle(&mut context, &mut run).await?;
-                self.flush_checkpoint(&mut run.cursor).await;
-                return Err(DropReason::Shutdown);
-            }
-            self.confirm_flush(&mut context, &mut run.cursor).await?;
-            context = self.redrive_due(context, &mut run).await?;
-            let page = self.read_page(&run).await?;
-            context = self.on_page(page, context, &mut run).await?;
+            context = match self.turn(context, &mut run).await {
+                Ok(context) => context,
+                Err(reason) => {
+                    // A commit still running lands, or not, before the projector is gone: the
+                    // projector that replaces it starts from the checkpoint it leaves.
+                    if let Some(mut flight) = run.in_flight.take() {
+                        let _ = (&mut flight.task).await;
+                    }
+                    return Err(reason);
+                }
+            };
         }
+    }
+
+    /// One turn of the loop: a page read and acted on, or the stop.
+    async fn turn(
+        &mut self,
+        mut context: BatchContext,
+        run: &mut Run,
+    ) -> Result<BatchContext, DropReason> {
+        if self.stopping() {
+            self.settle(&mut context, run).await?;
+            self.flush_checkpoint(&mut run.cursor).await;
+            return Err(DropReason::Shutdown);
+        }
+        self.confirm_flush(&mut context, &mut run.cursor).await?;
+        context = self.redrive_due(context, run).await?;
+        let page = self.read_page(run).await?;
+        self.on_page(page, context, run).await
     }
 
     /// The next page after the cursor, retrying store failures.
@@ -386,8 +406,8 @@ impl Projector {
     /// Wait for the group commit in flight, if any. True when it landed or none was in flight;
     /// false when it did not: the context is discarded (it holds the group's writes and what
     /// was handled since) and the cursor goes back to the checkpoint, so the caller drops what
-    /// it read or handled meanwhile. The group is then read again a batch at a time, as a group
-    /// that fails in its handler is.
+    /// it read or handled meanwhile. A group the store refused is then read again a batch at a
+    /// time, as a group that fails in its handler is.
     pub(super) async fn settle(
         &mut self,
         context: &mut BatchContext,
@@ -398,10 +418,15 @@ impl Projector {
         };
         let (outcome, ended) = match (&mut flight.task).await {
             Ok(ended) => ended,
-            Err(task) => {
-                let message = format!("the commit up to position {} failed: {task}", flight.to);
-                (Ok(Err(HandleFailure::Host(message))), Instant::now())
-            }
+            // It may have landed or not: the projector stops, and the one that replaces it
+            // reads the checkpoint.
+            Err(task) => (
+                Err(DropReason::Store(format!(
+                    "the commit up to position {} failed: {task}",
+                    flight.to
+                ))),
+                Instant::now(),
+            ),
         };
         let failure = match outcome {
             Ok(Ok(())) => {
@@ -420,6 +445,9 @@ impl Projector {
         run.cursor.scanned = run.cursor.stored;
         if failure.is_transient() {
             tracing::warn!(projection = %run.manifest.name, %failure, "a group's commit failed on the host side; reading it again");
+            if self.stopping() {
+                return Err(DropReason::Shutdown);
+            }
             run.failures.wait_for_host().await;
         } else {
             tracing::warn!(projection = %run.manifest.name, %failure, "a group's commit was refused; reading it again a batch at a time");

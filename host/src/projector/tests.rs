@@ -683,3 +683,100 @@ async fn the_next_group_sees_the_writes_of_a_group_whose_commit_is_still_running
         .and_then(|d| d.get("n").and_then(Value::as_u64));
     assert_eq!(total, Some(11_000));
 }
+
+/// The log, whose reads fail once the cursor is past `from`; rings `failing` when one does.
+struct FailingReads {
+    store: Arc<dyn Store>,
+    from: Position,
+    failing: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait::async_trait]
+impl crate::store::EventLog for FailingReads {
+    async fn append_all(
+        &self,
+        appends: Vec<crate::store::StreamAppend>,
+    ) -> crate::store::StoreResult<Vec<crate::domain::AppendResult>> {
+        self.store.append_all(appends).await
+    }
+
+    async fn import(
+        &self,
+        batch: crate::store::ImportBatch,
+    ) -> crate::store::StoreResult<crate::store::Imported> {
+        self.store.import(batch).await
+    }
+
+    async fn read_stream(
+        &self,
+        aggregate_id: &str,
+        from_version: crate::domain::StreamVersion,
+        limit: usize,
+    ) -> crate::store::StoreResult<Vec<RecordedEvent>> {
+        self.store
+            .read_stream(aggregate_id, from_version, limit)
+            .await
+    }
+
+    async fn read_all(
+        &self,
+        after: Position,
+        limit: usize,
+        filter: &crate::domain::EventFilter,
+    ) -> crate::store::StoreResult<crate::store::Page> {
+        if after >= self.from {
+            self.failing.notify_one();
+            return Err(crate::store::StoreError::backend(
+                "read",
+                "connection reset",
+            ));
+        }
+        self.store.read_all(after, limit, filter).await
+    }
+
+    async fn head(&self) -> crate::store::StoreResult<Position> {
+        self.store.head().await
+    }
+
+    fn feed(&self) -> watch::Receiver<Position> {
+        self.store.feed()
+    }
+}
+
+/// A projector stopped while a group's commit runs, and while its next read fails, ends only
+/// once that commit has landed: the checkpoint it leaves is the one its replacement starts from.
+/// (Before, the commit was dropped with the projector, half-way or not at all.)
+#[tokio::test]
+async fn a_projector_stopped_mid_commit_lets_the_commit_land_before_it_ends() {
+    let fixture = fixture(11_000).await;
+    let mut manifest = scripted_manifest();
+    manifest.batch_size = Some(100);
+    let failing = Arc::new(tokio::sync::Notify::new());
+    let mut ports = ProjectorPorts::of(&fixture.store);
+    ports.checkpoints = Arc::new(SlowCommits(Arc::clone(&fixture.store)));
+    // Pages: 1-100, then 101-5100, whose commit runs while the read after 5100 fails.
+    ports.log = Arc::new(FailingReads {
+        store: Arc::clone(&fixture.store),
+        from: 5_100,
+        failing: Arc::clone(&failing),
+    });
+    let (stop, stopped) = watch::channel(false);
+    let (projector, _status) = Projector::new(
+        ports,
+        Arc::new(Tally(manifest)),
+        fixture.generation.clone(),
+        stopped,
+    );
+    let done = tokio::spawn(projector.run());
+    tokio::time::timeout(STALL, failing.notified())
+        .await
+        .expect("the read after the second page never came");
+    let _ = stop.send(true);
+    let reason = tokio::time::timeout(STALL, done)
+        .await
+        .expect("the projector did not stop")
+        .expect("projector task");
+    assert_eq!(reason, DropReason::Shutdown);
+    let stored = fixture.store.generations("scripted").await.expect("read");
+    assert_eq!(stored[0].checkpoint, 5_100);
+}

@@ -25,7 +25,8 @@ pub const MAX_BYTES_PER_BATCH: usize = 64 * 1024 * 1024;
 pub const MAX_READS_PER_BATCH: usize = 100_000;
 /// Most bytes of document JSON one batch may read from the store.
 pub const MAX_READ_BYTES_PER_BATCH: usize = 256 * 1024 * 1024;
-/// Most clean documents kept cached between batches (beyond those the last batch wrote).
+/// Most clean documents kept cached between batches (beyond those the last batch wrote); a
+/// thousand in the unit tests, so that a few thousand events pass it.
 const CACHE_LIMIT: usize = if cfg!(test) { 1_000 } else { 50_000 };
 /// Most bytes of documents kept cached between batches (as JSON, measured on read and write).
 const CACHE_BYTES_LIMIT: usize = 256 * 1024 * 1024;
