@@ -96,7 +96,8 @@ struct Args {
     #[arg(long)]
     languages: bool,
     /// Run only the payment shape (every event a payment event, handled), with the naive
-    /// rusqlite loop beside it; part of the default run too.
+    /// rusqlite loop beside it, and the payment example in Rust, JavaScript and Python; part of
+    /// the default run too.
     #[arg(long)]
     shape: bool,
     /// Run only the resident-memory step (an idle host, one payment projection, 100 no-op

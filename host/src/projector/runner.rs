@@ -83,6 +83,9 @@ pub(super) struct Run {
     pub(super) in_flight: Option<InFlight>,
 }
 
+/// What a commit comes to: landed, refused (the projection's failure), or the projector stops.
+type CommitOutcome = Result<Result<(), HandleFailure>, DropReason>;
+
 /// A group's commit running on a task of its own while the next group is read and handled, so
 /// the store's work and the handler's share the cores. Its writes are the group's alone (the
 /// context hands them over and keeps the documents as clean cache), and it lands before anything
@@ -91,7 +94,7 @@ pub(super) struct Run {
 /// the context, and the log is read again from the checkpoint that stayed.
 pub(super) struct InFlight {
     /// The commit's outcome, and when it came.
-    task: tokio::task::JoinHandle<(Result<Result<(), HandleFailure>, DropReason>, Instant)>,
+    task: tokio::task::JoinHandle<(CommitOutcome, Instant)>,
     /// The checkpoint it moves to.
     to: Position,
     /// The end of the page it came from (a failed group is read again a batch at a time up
