@@ -780,3 +780,74 @@ async fn a_projector_stopped_mid_commit_lets_the_commit_land_before_it_ends() {
     let stored = fixture.store.generations("scripted").await.expect("read");
     assert_eq!(stored[0].checkpoint, 5_100);
 }
+
+/// The store's commits, refusing with a lost lease the one that would move the checkpoint to
+/// `lost_at`: another host has taken the generation over meanwhile.
+struct LosingLease {
+    store: Arc<dyn Store>,
+    lost_at: Position,
+    commits: Mutex<Vec<Position>>,
+}
+
+#[async_trait::async_trait]
+impl crate::store::Checkpoints for LosingLease {
+    async fn commit(
+        &self,
+        generation: &Generation,
+        writes: BatchWrites,
+        from: Position,
+        to: Position,
+    ) -> crate::store::StoreResult<()> {
+        if let Ok(mut commits) = self.commits.lock() {
+            commits.push(to);
+        }
+        if to == self.lost_at {
+            return Err(crate::store::StoreError::LeaseLost("taken over".into()));
+        }
+        self.store.commit(generation, writes, from, to).await
+    }
+
+    fn reader(
+        &self,
+        generation: &Generation,
+    ) -> crate::store::StoreResult<Box<dyn crate::store::DocumentReader>> {
+        self.store.reader(generation)
+    }
+}
+
+/// A group's commit that finds the lease lost (on MongoDB, another host runs the generation
+/// now) stops the projector while the next group is handled: nothing of that group is committed,
+/// and the checkpoint stays where the last landed commit left it.
+#[tokio::test]
+async fn a_group_commit_that_finds_the_lease_lost_stops_the_projector_and_commits_nothing_more() {
+    let fixture = fixture(11_000).await;
+    let mut manifest = scripted_manifest();
+    manifest.batch_size = Some(100);
+    let checkpoints = Arc::new(LosingLease {
+        store: Arc::clone(&fixture.store),
+        lost_at: 5_100,
+        commits: Mutex::new(Vec::new()),
+    });
+    let mut ports = ProjectorPorts::of(&fixture.store);
+    ports.checkpoints = Arc::clone(&checkpoints) as Arc<dyn crate::store::Checkpoints>;
+    let (_stop, stopped) = watch::channel(false);
+    let (projector, _status) = Projector::new(
+        ports,
+        Arc::new(Tally(manifest)),
+        fixture.generation.clone(),
+        stopped,
+    );
+    let reason = tokio::time::timeout(STALL, tokio::spawn(projector.run()))
+        .await
+        .expect("the projector did not stop")
+        .expect("projector task");
+    assert!(matches!(reason, DropReason::Superseded(_)), "{reason:?}");
+    let commits = checkpoints
+        .commits
+        .lock()
+        .map(|c| c.clone())
+        .unwrap_or_default();
+    assert_eq!(commits, [100, 5_100]);
+    let stored = fixture.store.generations("scripted").await.expect("read");
+    assert_eq!(stored[0].checkpoint, 100);
+}
