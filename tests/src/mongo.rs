@@ -8,8 +8,8 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{Bson, Document, doc};
@@ -22,6 +22,9 @@ pub const URI_VARIABLE: &str = "REFOLD_TEST_MONGODB_URI";
 pub struct Server {
     base: String,
     child: Option<Child>,
+    /// Set to stop the thread that makes SecantusDB end abandoned transactions (see
+    /// [`end_abandoned_transactions`]).
+    stop_reaper: Option<Arc<AtomicBool>>,
 }
 
 impl Server {
@@ -65,9 +68,13 @@ impl Server {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        let base = format!("mongodb://127.0.0.1:{port}/?replicaSet=secantus");
+        let stop_reaper = Arc::new(AtomicBool::new(false));
+        end_abandoned_transactions(&base, &stop_reaper);
         Self {
-            base: format!("mongodb://127.0.0.1:{port}/?replicaSet=secantus"),
+            base,
             child: Some(child),
+            stop_reaper: Some(stop_reaper),
         }
     }
 
@@ -127,6 +134,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if let Some(stop) = &self.stop_reaper {
+            stop.store(true, Ordering::Relaxed);
+        }
         if let Some(child) = &mut self.child {
             let _ = child.kill();
             let _ = child.wait();
@@ -140,6 +150,7 @@ fn server() -> &'static Server {
         Ok(uri) => Server {
             base: uri,
             child: None,
+            stop_reaper: None,
         },
         Err(_) => Server::for_the_process(),
     })
@@ -154,11 +165,46 @@ pub fn fault_server() -> Option<Server> {
             Some(Server {
                 base: uri,
                 child: None,
+                stop_reaper: None,
             })
         }
         Ok(_) => None,
         Err(_) => Some(Server::dedicated()),
     }
+}
+
+/// mongod aborts a transaction whose client is gone once it has been idle for
+/// `transactionLifetimeLimitSeconds` (60 s), on a timer. SecantusDB aborts it only when another
+/// transaction command arrives, so a host killed mid-commit would hold its locks (a lease, say)
+/// for as long as no other transaction runs. A transaction begun and aborted every second, on a
+/// thread of its own until `stop` is set, makes SecantusDB do as mongod does.
+fn end_abandoned_transactions(base: &str, stop: &Arc<AtomicBool>) {
+    let (uri, stop) = (with_database(base, "secantus_reaper"), Arc::clone(stop));
+    let tick = async move {
+        let Ok(client) = mongodb::Client::with_uri_str(&uri).await else {
+            return;
+        };
+        let ticks = client
+            .database("secantus_reaper")
+            .collection::<Document>("ticks");
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok(mut session) = client.start_session().await {
+                if session.start_transaction().await.is_ok() {
+                    let _ = ticks.find_one(doc! {}).session(&mut session).await;
+                    let _ = session.abort_transaction().await;
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            runtime.block_on(tick);
+        }
+    });
 }
 
 /// Start SecantusDB; it dies with the thread that spawned it (PR_SET_PDEATHSIG), so no server
