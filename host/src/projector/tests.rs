@@ -594,12 +594,43 @@ async fn a_group_commit_refused_while_the_next_group_is_handled_drops_both_and_r
     assert_eq!(letters[0].position, 5_300);
 }
 
-/// The store's commits, each made to wait first: a group's commit is then certainly still
-/// running while the next group is handled.
-struct SlowCommits(Arc<dyn Store>);
+/// The store's commits, each recorded (the checkpoint it moves to), made to wait first when
+/// `slow` (a group's commit is then certainly still running while the next group is handled),
+/// and refused with a lost lease when it would move the checkpoint to `lost_at` (another host
+/// has taken the generation over meanwhile).
+struct Commits {
+    store: Arc<dyn Store>,
+    slow: bool,
+    lost_at: Option<Position>,
+    made: Mutex<Vec<Position>>,
+}
+
+impl Commits {
+    fn slow(store: &Arc<dyn Store>) -> Arc<Self> {
+        Arc::new(Self {
+            store: Arc::clone(store),
+            slow: true,
+            lost_at: None,
+            made: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn losing_lease_at(store: &Arc<dyn Store>, position: Position) -> Arc<Self> {
+        Arc::new(Self {
+            store: Arc::clone(store),
+            slow: false,
+            lost_at: Some(position),
+            made: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn made(&self) -> Vec<Position> {
+        self.made.lock().map(|m| m.clone()).unwrap_or_default()
+    }
+}
 
 #[async_trait::async_trait]
-impl crate::store::Checkpoints for SlowCommits {
+impl crate::store::Checkpoints for Commits {
     async fn commit(
         &self,
         generation: &Generation,
@@ -607,15 +638,23 @@ impl crate::store::Checkpoints for SlowCommits {
         from: Position,
         to: Position,
     ) -> crate::store::StoreResult<()> {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        self.0.commit(generation, writes, from, to).await
+        if let Ok(mut made) = self.made.lock() {
+            made.push(to);
+        }
+        if self.slow {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        if self.lost_at == Some(to) {
+            return Err(crate::store::StoreError::LeaseLost("taken over".into()));
+        }
+        self.store.commit(generation, writes, from, to).await
     }
 
     fn reader(
         &self,
         generation: &Generation,
     ) -> crate::store::StoreResult<Box<dyn crate::store::DocumentReader>> {
-        self.0.reader(generation)
+        self.store.reader(generation)
     }
 }
 
@@ -650,6 +689,21 @@ impl Handler for Tally {
     }
 }
 
+/// A running projector of [`Tally`], 100 events per call, over `ports`.
+fn tally(fixture: &Fixture, ports: ProjectorPorts) -> Running {
+    let mut manifest = scripted_manifest();
+    manifest.batch_size = Some(100);
+    let (stop, stopped) = watch::channel(false);
+    let (projector, status) = Projector::new(
+        ports,
+        Arc::new(Tally(manifest)),
+        fixture.generation.clone(),
+        stopped,
+    );
+    let done = tokio::spawn(projector.run());
+    Running { status, stop, done }
+}
+
 /// A document the last group wrote is read from the batch's cache, never from the store, while
 /// that group's commit may still be running: the cache between batches, past its bound, keeps
 /// it. (Before, the cache was cleared whole, and the next group read the document as it was
@@ -657,22 +711,9 @@ impl Handler for Tally {
 #[tokio::test]
 async fn the_next_group_sees_the_writes_of_a_group_whose_commit_is_still_running() {
     let fixture = fixture(11_000).await;
-    let mut manifest = scripted_manifest();
-    manifest.batch_size = Some(100);
-    let (stop, stopped) = watch::channel(false);
     let mut ports = ProjectorPorts::of(&fixture.store);
-    ports.checkpoints = Arc::new(SlowCommits(Arc::clone(&fixture.store)));
-    let (projector, status) = Projector::new(
-        ports,
-        Arc::new(Tally(manifest)),
-        fixture.generation.clone(),
-        stopped,
-    );
-    let mut running = Running {
-        status,
-        stop,
-        done: tokio::spawn(projector.run()),
-    };
+    ports.checkpoints = Commits::slow(&fixture.store);
+    let mut running = tally(&fixture, ports);
     running.reaches(11_000).await;
     assert_eq!(running.stop().await, DropReason::Shutdown);
     let mut reader = fixture.store.reader(&fixture.generation).expect("reader");
@@ -749,70 +790,23 @@ impl crate::store::EventLog for FailingReads {
 #[tokio::test]
 async fn a_projector_stopped_mid_commit_lets_the_commit_land_before_it_ends() {
     let fixture = fixture(11_000).await;
-    let mut manifest = scripted_manifest();
-    manifest.batch_size = Some(100);
     let failing = Arc::new(tokio::sync::Notify::new());
     let mut ports = ProjectorPorts::of(&fixture.store);
-    ports.checkpoints = Arc::new(SlowCommits(Arc::clone(&fixture.store)));
+    ports.checkpoints = Commits::slow(&fixture.store);
     // Pages: 1-100, then 101-5100, whose commit runs while the read after 5100 fails.
     ports.log = Arc::new(FailingReads {
         store: Arc::clone(&fixture.store),
         from: 5_100,
         failing: Arc::clone(&failing),
     });
-    let (stop, stopped) = watch::channel(false);
-    let (projector, _status) = Projector::new(
-        ports,
-        Arc::new(Tally(manifest)),
-        fixture.generation.clone(),
-        stopped,
-    );
-    let done = tokio::spawn(projector.run());
+    let running = tally(&fixture, ports);
     tokio::time::timeout(STALL, failing.notified())
         .await
         .expect("the read after the second page never came");
-    let _ = stop.send(true);
-    let reason = tokio::time::timeout(STALL, done)
-        .await
-        .expect("the projector did not stop")
-        .expect("projector task");
-    assert_eq!(reason, DropReason::Shutdown);
+    let _ = running.stop.send(true);
+    assert_eq!(running.end().await, DropReason::Shutdown);
     let stored = fixture.store.generations("scripted").await.expect("read");
     assert_eq!(stored[0].checkpoint, 5_100);
-}
-
-/// The store's commits, refusing with a lost lease the one that would move the checkpoint to
-/// `lost_at`: another host has taken the generation over meanwhile.
-struct LosingLease {
-    store: Arc<dyn Store>,
-    lost_at: Position,
-    commits: Mutex<Vec<Position>>,
-}
-
-#[async_trait::async_trait]
-impl crate::store::Checkpoints for LosingLease {
-    async fn commit(
-        &self,
-        generation: &Generation,
-        writes: BatchWrites,
-        from: Position,
-        to: Position,
-    ) -> crate::store::StoreResult<()> {
-        if let Ok(mut commits) = self.commits.lock() {
-            commits.push(to);
-        }
-        if to == self.lost_at {
-            return Err(crate::store::StoreError::LeaseLost("taken over".into()));
-        }
-        self.store.commit(generation, writes, from, to).await
-    }
-
-    fn reader(
-        &self,
-        generation: &Generation,
-    ) -> crate::store::StoreResult<Box<dyn crate::store::DocumentReader>> {
-        self.store.reader(generation)
-    }
 }
 
 /// A group's commit that finds the lease lost (on MongoDB, another host runs the generation
@@ -821,33 +815,12 @@ impl crate::store::Checkpoints for LosingLease {
 #[tokio::test]
 async fn a_group_commit_that_finds_the_lease_lost_stops_the_projector_and_commits_nothing_more() {
     let fixture = fixture(11_000).await;
-    let mut manifest = scripted_manifest();
-    manifest.batch_size = Some(100);
-    let checkpoints = Arc::new(LosingLease {
-        store: Arc::clone(&fixture.store),
-        lost_at: 5_100,
-        commits: Mutex::new(Vec::new()),
-    });
+    let checkpoints = Commits::losing_lease_at(&fixture.store, 5_100);
     let mut ports = ProjectorPorts::of(&fixture.store);
     ports.checkpoints = Arc::clone(&checkpoints) as Arc<dyn crate::store::Checkpoints>;
-    let (_stop, stopped) = watch::channel(false);
-    let (projector, _status) = Projector::new(
-        ports,
-        Arc::new(Tally(manifest)),
-        fixture.generation.clone(),
-        stopped,
-    );
-    let reason = tokio::time::timeout(STALL, tokio::spawn(projector.run()))
-        .await
-        .expect("the projector did not stop")
-        .expect("projector task");
+    let reason = tally(&fixture, ports).end().await;
     assert!(matches!(reason, DropReason::Superseded(_)), "{reason:?}");
-    let commits = checkpoints
-        .commits
-        .lock()
-        .map(|c| c.clone())
-        .unwrap_or_default();
-    assert_eq!(commits, [100, 5_100]);
+    assert_eq!(checkpoints.made(), [100, 5_100]);
     let stored = fixture.store.generations("scripted").await.expect("read");
     assert_eq!(stored[0].checkpoint, 100);
 }
