@@ -92,7 +92,7 @@ impl DocumentReader for NoDocuments {
 
 /// The compiled component: from the code cache when this host compiled it before, else
 /// compiled now. The second value is true when it was compiled now.
-// One of the host's two unsafe calls (the other sets an allocator option, in `main.rs`):
+// One of the host's two unsafe calls (the other sets allocator options, in `main.rs`):
 // loading native code from the code cache (see SAFETY).
 #[allow(unsafe_code)]
 fn compile(engine: &Engine, hash: &str, bytes: &[u8]) -> Result<(Component, bool), LoadError> {

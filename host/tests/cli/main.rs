@@ -346,3 +346,44 @@ fn cargo_run_at_the_root_runs_refold() {
         .collect();
     assert_eq!(binaries, ["refold"]);
 }
+
+/// `THP_enabled` of a running `refold run`, with `env` set.
+fn huge_pages_of_a_running_host(env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().expect("temp");
+    let uri = format!("sqlite://{}", dir.path().join("s.db").display());
+    let folder = dir.path().join("projections");
+    std::fs::create_dir(&folder).expect("folder");
+    let mut host = Command::new(env!("CARGO_BIN_EXE_refold"))
+        .args(["run", "--store", &uri, "--no-http", "--projections"])
+        .arg(&folder)
+        .envs(env.iter().copied())
+        .env("REFOLD_LOG", "warn")
+        .spawn()
+        .expect("start refold run");
+    // The store exists once the host is past its start.
+    let started = std::time::Instant::now();
+    while !dir.path().join("s.db").exists() && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", host.id()));
+    host.kill().expect("stop refold run");
+    host.wait().expect("wait for refold run");
+    let status = status.expect("the host's /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .expect("THP_enabled in /proc status")
+        .trim()
+        .to_owned()
+}
+
+/// The allocator's memory on transparent huge pages stayed resident after a replay
+/// (BENCHMARKS.md, "Resident memory after a replay"); `MIMALLOC_ALLOW_THP` still decides.
+#[test]
+fn the_host_keeps_its_memory_off_transparent_huge_pages() {
+    assert_eq!(huge_pages_of_a_running_host(&[]), "0");
+    assert_eq!(
+        huge_pages_of_a_running_host(&[("MIMALLOC_ALLOW_THP", "1")]),
+        "1"
+    );
+}
