@@ -108,6 +108,10 @@ struct Args {
     /// default run too.
     #[arg(long)]
     appends: bool,
+    /// Run only the live-latency step (the payment guest caught up on a history of `--events`,
+    /// then 100 appends/s, each timed until the read model has it); part of the default run too.
+    #[arg(long)]
+    live: bool,
 }
 
 /// The same allocator as the `refold` binary, so in-process figures match it.
@@ -279,6 +283,27 @@ async fn main() -> anyhow::Result<()> {
             "date": refold::domain::time::iso8601_millis(refold::domain::time::now_millis()),
             "machine": machine(),
             "payment_shape": figures,
+        });
+        return write_results(&args.out, results);
+    }
+    if args.live {
+        let store = store::open(&format!("sqlite://{}", dir.join("live.db").display())).await?;
+        fill(&store, events, 42).await?;
+        warm(&store).await?;
+        let engine = Arc::new(Engine::new(Limits::default(), None)?);
+        let payments = load(&engine, &guests.join("payments.wasm"))?;
+        let (_, supervisor) = replay::replay(&store, payments, "payments, Rust guest").await?;
+        steps.next(&format!(
+            "live latency: {live_seconds} s at 100 appends/s (payments guest)"
+        ));
+        let latency =
+            replay::live_latency(&store, &supervisor, 100, Duration::from_secs(live_seconds))
+                .await?;
+        supervisor.shutdown().await;
+        let results = json!({
+            "date": refold::domain::time::iso8601_millis(refold::domain::time::now_millis()),
+            "machine": machine(),
+            "live_latency": latency,
         });
         return write_results(&args.out, results);
     }

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::{Map, Value};
 
-use super::{SqliteStore, quoted};
+use super::{SqliteStore, quoted, schema};
 use crate::domain::generation::physical_name;
 use crate::domain::{Generation, Position};
 use crate::store::generations::guard_checkpoint;
@@ -18,6 +18,23 @@ use crate::store::{
 };
 
 fn commit_blocking(
+    conn: &mut Connection,
+    generation: &Generation,
+    writes: &BatchWrites,
+    from: Position,
+    to: Position,
+) -> StoreResult<()> {
+    conn.execute_batch(schema::UNFLUSHED)
+        .map_err(|e| StoreError::backend("begin batch", e))?;
+    let committed = commit_unflushed(conn, generation, writes, from, to);
+    conn.execute_batch(schema::FLUSHED)
+        .map_err(|e| StoreError::backend("end batch", e))?;
+    committed
+}
+
+/// [`commit_blocking`] on a connection set to [`schema::UNFLUSHED`]: the projection's next
+/// append-to-visible time is one disk flush (the append's) instead of two.
+fn commit_unflushed(
     conn: &mut Connection,
     generation: &Generation,
     writes: &BatchWrites,
@@ -333,5 +350,73 @@ impl WriteHistory for SqliteStore {
             Ok(Some(batches))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Manifest;
+    use crate::store::{EventLog, Generations};
+
+    /// The writer's `synchronous` setting: 2 is FULL, 1 NORMAL.
+    async fn writer_synchronous(store: &SqliteStore) -> i64 {
+        store
+            .with_writer(|conn| {
+                conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+                    .map_err(|e| StoreError::backend("read synchronous", e))
+            })
+            .await
+            .expect("synchronous")
+    }
+
+    /// A projection's batch commits unflushed, and leaves the writer flushing for the appends
+    /// and other writes after it, whether the batch landed or was refused; an append flushes
+    /// whatever the writer was left at.
+    #[tokio::test]
+    async fn only_batch_commits_return_before_the_disk_has_them() {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let store = SqliteStore::open(&dir.path().join("refold.db"))
+            .await
+            .expect("open");
+        let manifest = Manifest::new("flushing", 1, ["seen"]);
+        let generation = store
+            .create_generation(&manifest, "flushing", &[], None)
+            .await
+            .expect("create generation");
+        store
+            .commit(&generation, BatchWrites::default(), 0, 1)
+            .await
+            .expect("commit");
+        assert_eq!(writer_synchronous(&store).await, 2);
+        let refused = store
+            .commit(&generation, BatchWrites::default(), 0, 2)
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
+        assert_eq!(writer_synchronous(&store).await, 2);
+
+        store
+            .with_writer(|conn| {
+                conn.execute_batch(schema::UNFLUSHED)
+                    .map_err(|e| StoreError::backend("unflush", e))
+            })
+            .await
+            .expect("unflush");
+        store
+            .append(
+                "s",
+                crate::domain::ExpectedVersion::Any,
+                vec![crate::domain::NewEvent {
+                    id: None,
+                    aggregate_type: "Thing".into(),
+                    event_type: "Tick".into(),
+                    event_data: serde_json::json!({}),
+                    metadata: serde_json::json!({}),
+                    timestamp_ms: None,
+                }],
+            )
+            .await
+            .expect("append");
+        assert_eq!(writer_synchronous(&store).await, 2);
     }
 }

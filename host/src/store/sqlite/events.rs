@@ -169,6 +169,9 @@ fn answer(group: Vec<PendingAppend>, why: &str) {
 /// every append of the group is answered with that failure and none is stored.
 fn commit_group(conn: &mut Connection, group: Vec<PendingAppend>) {
     let outcome = (|| {
+        // Flushed whatever the writer did before (see `schema::UNFLUSHED`).
+        conn.execute_batch(super::schema::FLUSHED)
+            .map_err(|e| StoreError::backend("begin append", e))?;
         let mut tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| StoreError::backend("begin append", e))?;
