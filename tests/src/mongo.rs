@@ -188,11 +188,11 @@ fn end_abandoned_transactions(base: &str, stop: &Arc<AtomicBool>) {
             .database("secantus_reaper")
             .collection::<Document>("ticks");
         while !stop.load(Ordering::Relaxed) {
-            if let Ok(mut session) = client.start_session().await {
-                if session.start_transaction().await.is_ok() {
-                    let _ = ticks.find_one(doc! {}).session(&mut session).await;
-                    let _ = session.abort_transaction().await;
-                }
+            if let Ok(mut session) = client.start_session().await
+                && session.start_transaction().await.is_ok()
+            {
+                let _ = ticks.find_one(doc! {}).session(&mut session).await;
+                let _ = session.abort_transaction().await;
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

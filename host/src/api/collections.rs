@@ -83,8 +83,9 @@ async fn active(
 /// `at_least` (its checkpoint has reached it), and read again if another generation became
 /// active between the wait and the read (a rollback, a cut-over). `409 position_not_in_log` at
 /// once when the log does not reach that position, `503 not_caught_up` with how far it is when
-/// the wait runs out. A generation's checkpoint only moves forward, so the same generation
-/// after the read still covers the position.
+/// the wait runs out. A generation's checkpoint only moves forward while the host runs (after a
+/// power cut the embedded store may find it earlier, see `docs/reliability.md`), so the same
+/// generation after the read still covers the position.
 async fn read_at_least<T, F, Fut>(
     shared: &Shared,
     name: &str,

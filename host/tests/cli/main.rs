@@ -348,6 +348,7 @@ fn cargo_run_at_the_root_runs_refold() {
 }
 
 /// `THP_enabled` of a running `refold run`, with `env` set.
+#[cfg(target_os = "linux")]
 fn huge_pages_of_a_running_host(env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().expect("temp");
     let uri = format!("sqlite://{}", dir.path().join("s.db").display());
@@ -356,6 +357,7 @@ fn huge_pages_of_a_running_host(env: &[(&str, &str)]) -> String {
     let mut host = Command::new(env!("CARGO_BIN_EXE_refold"))
         .args(["run", "--store", &uri, "--no-http", "--projections"])
         .arg(&folder)
+        .env_remove("MIMALLOC_ALLOW_THP")
         .envs(env.iter().copied())
         .env("REFOLD_LOG", "warn")
         .spawn()
@@ -363,6 +365,10 @@ fn huge_pages_of_a_running_host(env: &[(&str, &str)]) -> String {
     // The store exists once the host is past its start.
     let started = std::time::Instant::now();
     while !dir.path().join("s.db").exists() && started.elapsed().as_secs() < 60 {
+        assert!(
+            host.try_wait().expect("refold run").is_none(),
+            "refold run ended at its start"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let status = std::fs::read_to_string(format!("/proc/{}/status", host.id()));
@@ -380,7 +386,13 @@ fn huge_pages_of_a_running_host(env: &[(&str, &str)]) -> String {
 /// The allocator's memory on transparent huge pages stayed resident after a replay
 /// (BENCHMARKS.md, "Resident memory after a replay"); `MIMALLOC_ALLOW_THP` still decides.
 #[test]
+#[cfg(target_os = "linux")]
 fn the_host_keeps_its_memory_off_transparent_huge_pages() {
+    let own = std::fs::read_to_string("/proc/self/status").expect("/proc status");
+    assert!(
+        own.contains("THP_enabled:\t1"),
+        "this test needs a process allowed huge pages: {own}"
+    );
     assert_eq!(huge_pages_of_a_running_host(&[]), "0");
     assert_eq!(
         huge_pages_of_a_running_host(&[("MIMALLOC_ALLOW_THP", "1")]),

@@ -27,8 +27,13 @@ fn commit_blocking(
     conn.execute_batch(schema::UNFLUSHED)
         .map_err(|e| StoreError::backend("begin batch", e))?;
     let committed = commit_unflushed(conn, generation, writes, from, to);
-    conn.execute_batch(schema::FLUSHED)
-        .map_err(|e| StoreError::backend("end batch", e))?;
+    // Back to flushing for the writes after it, whether the batch landed or not. Should that
+    // fail, the batch's outcome is still the answer (a batch that landed reported as failed
+    // would be retried from a checkpoint that moved), and the next write sets it again (see
+    // `SqliteStore::with_writer`).
+    if let Err(error) = conn.execute_batch(schema::FLUSHED) {
+        tracing::warn!(%error, "the store's writer could not be set back to flushing; the next write sets it");
+    }
     committed
 }
 
@@ -356,25 +361,21 @@ impl WriteHistory for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Manifest;
+    use crate::domain::{ExpectedVersion, Manifest, NewEvent};
     use crate::store::{EventLog, Generations};
 
-    /// The writer's `synchronous` setting: 2 is FULL, 1 NORMAL.
-    async fn writer_synchronous(store: &SqliteStore) -> i64 {
-        store
-            .with_writer(|conn| {
-                conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
-                    .map_err(|e| StoreError::backend("read synchronous", e))
-            })
-            .await
+    /// The writer's `synchronous` setting as the last write left it (2 is FULL, 1 NORMAL), read
+    /// past `SqliteStore::with_writer`, which sets it.
+    fn writer_synchronous(store: &SqliteStore) -> i64 {
+        let conn = store.writer.lock().expect("writer");
+        conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
             .expect("synchronous")
     }
 
-    /// A projection's batch commits unflushed, and leaves the writer flushing for the appends
-    /// and other writes after it, whether the batch landed or was refused; an append flushes
-    /// whatever the writer was left at.
+    /// A projection's batch commits unflushed and leaves the writer flushing, whether the batch
+    /// landed or was refused; an append flushes whatever the writer was left at.
     #[tokio::test]
-    async fn only_batch_commits_return_before_the_disk_has_them() {
+    async fn the_writer_flushes_again_after_a_batch_and_for_every_append() {
         let dir = tempfile::tempdir().expect("temporary folder");
         let store = SqliteStore::open(&dir.path().join("refold.db"))
             .await
@@ -388,25 +389,27 @@ mod tests {
             .commit(&generation, BatchWrites::default(), 0, 1)
             .await
             .expect("commit");
-        assert_eq!(writer_synchronous(&store).await, 2);
+        assert_eq!(writer_synchronous(&store), 2);
         let refused = store
             .commit(&generation, BatchWrites::default(), 0, 2)
             .await;
-        assert!(refused.is_err(), "{refused:?}");
-        assert_eq!(writer_synchronous(&store).await, 2);
+        assert!(
+            matches!(refused, Err(StoreError::CheckpointMoved { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(writer_synchronous(&store), 2);
 
         store
-            .with_writer(|conn| {
-                conn.execute_batch(schema::UNFLUSHED)
-                    .map_err(|e| StoreError::backend("unflush", e))
-            })
-            .await
+            .writer
+            .lock()
+            .expect("writer")
+            .execute_batch(schema::UNFLUSHED)
             .expect("unflush");
         store
             .append(
                 "s",
-                crate::domain::ExpectedVersion::Any,
-                vec![crate::domain::NewEvent {
+                ExpectedVersion::Any,
+                vec![NewEvent {
                     id: None,
                     aggregate_type: "Thing".into(),
                     event_type: "Tick".into(),
@@ -417,6 +420,6 @@ mod tests {
             )
             .await
             .expect("append");
-        assert_eq!(writer_synchronous(&store).await, 2);
+        assert_eq!(writer_synchronous(&store), 2);
     }
 }

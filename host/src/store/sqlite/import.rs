@@ -67,9 +67,6 @@ pub(super) fn import_blocking(
     let checkpoint: i64 = conn
         .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
         .map_err(|e| StoreError::backend("import", e))?;
-    let durability: i64 = conn
-        .query_row("PRAGMA synchronous", [], |r| r.get(0))
-        .map_err(|e| StoreError::backend("import", e))?;
     // Nor does the commit copy the log into the database file, which would hold the next batch
     // up: a thread of its own does, beside the next batch, and the last batch waits for it.
     // Nor is the log flushed to the disk at each commit: a power cut may take the batches since
@@ -78,8 +75,8 @@ pub(super) fn import_blocking(
     // stops on an error) the log file is flushed, and with it every batch before it, before the
     // import says it is done.
     conn.execute_batch(&format!(
-        "PRAGMA cache_size = -{IMPORT_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0; \
-         PRAGMA synchronous = NORMAL"
+        "PRAGMA cache_size = -{IMPORT_CACHE_KIB}; PRAGMA wal_autocheckpoint = 0; {}",
+        super::schema::UNFLUSHED
     ))
     .map_err(|e| StoreError::backend("import", e))?;
     let outcome = {
@@ -94,8 +91,8 @@ pub(super) fn import_blocking(
         outcome
     };
     conn.execute_batch(&format!(
-        "PRAGMA cache_size = {cache}; PRAGMA wal_autocheckpoint = {checkpoint}; \
-         PRAGMA synchronous = {durability}"
+        "PRAGMA cache_size = {cache}; PRAGMA wal_autocheckpoint = {checkpoint}; {}",
+        super::schema::FLUSHED
     ))
     .map_err(|e| StoreError::backend("import", e))?;
     let path = conn.path().map(str::to_owned).filter(|p| !p.is_empty());

@@ -167,7 +167,8 @@ impl SqliteStore {
         Ok(conn)
     }
 
-    /// Run `f` with the writer connection on the blocking pool.
+    /// Run `f` with the writer connection on the blocking pool, its commits flushed to the disk
+    /// unless `f` says otherwise (see `schema::UNFLUSHED`).
     async fn with_writer<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
@@ -177,6 +178,8 @@ impl SqliteStore {
             let mut conn = appends
                 .other_writer(|| writer.lock())
                 .map_err(|_| StoreError::backend("writer", "a previous writer panicked"))?;
+            conn.execute_batch(schema::FLUSHED)
+                .map_err(|e| StoreError::backend("writer", e))?;
             f(&mut conn)
         })
         .await

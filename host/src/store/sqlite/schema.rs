@@ -75,20 +75,21 @@ CREATE TABLE IF NOT EXISTS refusals (
 /// WAL for concurrent readers; commits flushed to the disk ([`FLUSHED`]) so an acknowledged
 /// append survives a power loss, not only a process crash.
 pub(super) fn configure_writer(conn: &Connection) -> StoreResult<()> {
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;",
-    )
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; {FLUSHED}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;"
+    ))
     .map_err(|e| StoreError::backend("configure the store", e))
 }
 
 /// The writer's commits are flushed to the disk before they return: appends, and every write
-/// but a projection's batches.
+/// but a projection's batches and an import's batches (which flushes at its end).
 pub(super) const FLUSHED: &str = "PRAGMA synchronous = FULL";
 
-/// The writer's commits return before they are flushed: a projection's batches. A power loss
-/// (not a crash of the process) may take the last of them, never part of one, and the log of
-/// events they were folded from stays; the projection finds its checkpoint where its documents
-/// are and folds those events again.
+/// The writer's commits return before they are flushed: a projection's batches. They reach the
+/// disk with the next flushed write (an append, any other write) or the next copy of the log
+/// into the database file. A power loss (not a crash of the process) before that may take the
+/// last of them, never part of one, and the log of events they were folded from stays; the
+/// projection finds its checkpoint where its documents are and folds those events again.
 pub(super) const UNFLUSHED: &str = "PRAGMA synchronous = NORMAL";
 
 pub(super) fn configure_reader(conn: &Connection) -> StoreResult<()> {
