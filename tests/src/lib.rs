@@ -171,7 +171,8 @@ fn script_components(script: Script, out: &str, projects: Option<&str>) -> PathB
     out
 }
 
-/// The fixtures built for wasm32-wasip2 (`wasi_files.wasm`, `dialer.wasm`), whose components
+/// The fixtures built for wasm32-wasip2 (`wasi_files.wasm`, `dialer.wasm`, `clocked_upcaster.wasm`,
+/// `abacus.wasm`), whose components
 /// import WASI through the standard library (once per test run).
 pub fn wasi_fixture() -> &'static Path {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
@@ -198,7 +199,7 @@ pub fn wasi_fixture() -> &'static Path {
         );
         let out = profile_dir().join("e2e-components").join("wasi");
         std::fs::create_dir_all(&out).expect("create the wasi fixture folder");
-        for name in ["wasi_files", "dialer", "clocked_upcaster"] {
+        for name in ["wasi_files", "dialer", "clocked_upcaster", "abacus"] {
             std::fs::copy(
                 target.join(format!("wasm32-wasip2/release/{name}.wasm")),
                 out.join(format!("{name}.wasm")),

@@ -100,6 +100,15 @@ impl HostState {
         }
     }
 
+    /// Get ready for another call in the same store: the deadline, the log count and what the
+    /// guest's failures are told with start again.
+    pub(super) fn next_call(&mut self, deadline: Duration) {
+        self.clock = GuestClock::start(deadline, &self.context);
+        self.logs = 0;
+        self.panic = None;
+        self.stderr_tail = None;
+    }
+
     /// Get ready for the guest to handle this event: logs are tagged with its position, the
     /// clocks read its timestamp and the random streams are seeded for it.
     pub(super) fn enter_event(&mut self, event: &RecordedEvent) {

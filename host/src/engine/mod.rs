@@ -5,7 +5,8 @@
 //! [`PreparedProjection`]. Each batch then runs in a fresh store and instance with a memory cap
 //! and an epoch deadline, so a guest that loops, allocates without bound or traps fails only its
 //! batch. A guest that imports WASI gets it locked down (`sandbox`); one that imports clocks or
-//! randomness is called once per event, so what it reads depends on the event alone.
+//! randomness is called once per event, so what it reads depends on the event alone, and keeps
+//! its instance for the next call of a batch committed in several calls (`Kept`).
 
 mod bindings;
 mod cache;
@@ -159,6 +160,13 @@ impl Engine {
         )
     }
 
+    /// Get a store kept from the batch's last call ready for the next: its deadline and log
+    /// count start again, as a new store's would.
+    fn next_call(&self, store: &mut wasmtime::Store<host::HostState>) {
+        store.data_mut().next_call(self.limits.deadline);
+        store.set_epoch_deadline(ticks(self.limits.deadline));
+    }
+
     /// A store around `state` (a fresh limiter), whose guest calls trap after `deadline`.
     fn store_with(
         &self,
@@ -239,22 +247,26 @@ impl PreparedProjection {
     /// `arc4random` buffers). So a fresh instance first gets a warm-up call with no events under
     /// a seed of the projection's own, the same for every instance; and after an event that
     /// drew randomness, the next event gets a fresh, warmed-up instance.
+    ///
+    /// `instance` is a warmed-up instance in `store` to start with; the instance the next event
+    /// could use is handed back.
     fn handle_each(
         &self,
         events: &[RecordedEvent],
         wit_events: &[host::WitEvent],
         mut store: wasmtime::Store<host::HostState>,
+        mut instance: Option<bindings::Projection>,
     ) -> (
         wasmtime::Store<host::HostState>,
         wasmtime::Result<Result<(), host::HandleError>>,
+        Option<bindings::Projection>,
     ) {
-        let mut instance = None;
         for (event, wit_event) in events.iter().zip(wit_events) {
             let current = match instance.take() {
                 Some(current) => current,
                 None => match self.warmed_up(&mut store) {
                     Ok(fresh) => fresh,
-                    Err(error) => return (store, Err(error)),
+                    Err(error) => return (store, Err(error), None),
                 },
             };
             store.data_mut().enter_event(event);
@@ -264,9 +276,9 @@ impl PreparedProjection {
                 Ok(Ok(())) => store.data_mut().context.event_handled(event.position),
                 Ok(Err(mut error)) => {
                     error.position.get_or_insert(event.position);
-                    return (store, Ok(Err(error)));
+                    return (store, Ok(Err(error)), None);
                 }
-                Err(error) => return (store, Err(error)),
+                Err(error) => return (store, Err(error), None),
             }
             if store.data_mut().sandbox.take_drawn() {
                 let state = store.data();
@@ -276,7 +288,7 @@ impl PreparedProjection {
                 instance = Some(current);
             }
         }
-        (store, Ok(Ok(())))
+        (store, Ok(Ok(())), instance)
     }
 
     /// A fresh instance, after its warm-up call (no events, the projection's own seed).
@@ -314,20 +326,66 @@ impl Handler for PreparedProjection {
         if let Some(first) = events.first() {
             context.set_position(first.position);
         }
-        let mut store = self.engine.new_store(context, Arc::clone(&self.name));
+        // A guest called once per event goes on with the instance the batch's last call left.
+        let kept = match self.per_event {
+            true => context
+                .take_instance()
+                .and_then(|kept| kept.downcast::<Kept>().ok()),
+            false => None,
+        };
+        let (mut store, instance) = match kept {
+            Some(kept) => {
+                let Kept {
+                    mut store,
+                    instance,
+                } = *kept;
+                store.data_mut().context = context;
+                self.engine.next_call(&mut store);
+                (store, Some(instance))
+            }
+            None => (self.engine.new_store(context, Arc::clone(&self.name)), None),
+        };
         let wit_events: Vec<_> = events.iter().map(host::to_wit_event).collect();
         // A trace watching a document sees it after each event.
-        let (store, outcome) = if self.per_event || store.data().context.watches() {
-            self.handle_each(events, &wit_events, store)
+        let (mut store, outcome, instance) = if self.per_event || store.data().context.watches() {
+            self.handle_each(events, &wit_events, store, instance)
         } else {
             let outcome = self
                 .pre
                 .instantiate(&mut store)
                 .and_then(|instance| instance.call_handle(&mut store, &wit_events));
             store.data_mut().flush_output();
-            (store, outcome)
+            (store, outcome, None)
         };
-        let state = store.into_data();
+        let result = self.outcome(store.data(), outcome);
+        let context = match instance.filter(|_| self.per_event && result.is_ok()) {
+            Some(instance) => {
+                let placeholder = BatchContext::new(&self.manifest, Box::new(load::NoDocuments));
+                let mut context = std::mem::replace(&mut store.data_mut().context, placeholder);
+                context.keep_instance(Box::new(Kept { store, instance }));
+                context
+            }
+            None => store.into_data().context,
+        };
+        (context, result)
+    }
+}
+
+/// A warmed-up instance of a guest called once per event, and its store, kept in the batch's
+/// context for the batch's next call: a fresh instance per call of the batch size cost Python
+/// a tenth of its replay time (BENCHMARKS.md).
+struct Kept {
+    store: wasmtime::Store<host::HostState>,
+    instance: bindings::Projection,
+}
+
+impl PreparedProjection {
+    /// What a call's outcome means for the batch, from the store's state after it.
+    fn outcome(
+        &self,
+        state: &host::HostState,
+        outcome: wasmtime::Result<Result<(), host::HandleError>>,
+    ) -> Result<(), HandleFailure> {
         let panic = state.panic.as_deref();
         let result = match outcome {
             Ok(Ok(())) => match state.context.violation() {
@@ -353,7 +411,7 @@ impl Handler for PreparedProjection {
         // A store failure during the batch outranks what the guest made of it, even success (it
         // may have taken the failed read for a missing document): it is the host's, and
         // transient. A contract violation outranks the guest's own report.
-        let result = match (
+        match (
             result,
             state.context.store_failure(),
             state.context.violation(),
@@ -366,7 +424,6 @@ impl Handler for PreparedProjection {
                 })
             }
             (result, _, _) => result,
-        };
-        (state.context, result)
+        }
     }
 }

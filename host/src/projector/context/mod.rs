@@ -6,6 +6,7 @@
 //! writes its generation's collections, and its checkpoint guard makes sure of that. A failed
 //! batch clears the cache, so nothing it staged can leak into a retry.
 
+use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -140,6 +141,8 @@ pub struct BatchContext {
     /// document not in it was never written.
     written: HashSet<u64, foldhash::fast::RandomState>,
     hasher: foldhash::fast::RandomState,
+    /// What the handler keeps for its next call of the same batch ([`Self::keep_instance`]).
+    kept: Option<Box<dyn Any + Send>>,
 }
 
 impl BatchContext {
@@ -183,6 +186,7 @@ impl BatchContext {
             absent: Absent::Unasked,
             written: HashSet::default(),
             hasher: foldhash::fast::RandomState::default(),
+            kept: None,
         }
     }
 
@@ -603,7 +607,20 @@ impl BatchContext {
         self.end_batch();
     }
 
+    /// Keep what the handler needs for its next call of this batch (the engine: a warmed-up
+    /// instance of a guest called once per event). Dropped when the batch is committed or
+    /// discarded, so it never outlives the batch's calls.
+    pub fn keep_instance(&mut self, kept: Box<dyn Any + Send>) {
+        self.kept = Some(kept);
+    }
+
+    /// What the handler's last call of this batch kept, if any.
+    pub fn take_instance(&mut self) -> Option<Box<dyn Any + Send>> {
+        self.kept.take()
+    }
+
     fn end_batch(&mut self) {
+        self.kept = None;
         self.calls.clear();
         self.call_keys.clear();
         self.call += 1;
