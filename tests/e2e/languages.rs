@@ -67,17 +67,12 @@ async fn the_examples_in_every_language_equal_the_examples_in_rust_byte_for_byte
     }
 }
 
-/// Guests that read the clock and draw random numbers (Python through `time`, `random`,
-/// `os.urandom` and `uuid4`, or the clock and `random` alone; JavaScript through `Date` and
-/// `Math.random`; Rust through `SystemTime`) record the same values when the log is
-/// replayed in one go as they did live, event by event: the clock reads the event's timestamp,
-/// and randomness is seeded per projection and event.
-/// A guest called once per event (it reads the clock) keeps its instance from one call to the
-/// next while the calls fold one batch: a fresh instance per call of 500 events cost Python a
-/// tenth of its replay time. It gets a fresh one for the next batch, so an instance and its
-/// memory never outlive the batch's commit.
+/// A guest called once per event (it reads the clock) keeps its instance from one call of the
+/// batch size to the next while the calls are committed together: a fresh instance per call of
+/// 500 events cost Python a tenth of its replay time. The next commit's calls get a fresh one,
+/// so an instance and its memory never outlive the commit.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_guest_called_per_event_keeps_its_instance_for_the_calls_of_a_batch_only() {
+async fn a_guest_called_per_event_keeps_its_instance_for_the_calls_committed_together() {
     const EVENTS: usize = 6_000;
     let sandbox = Sandbox::new();
     let store = sandbox.store("abacus.db").await;
@@ -115,8 +110,8 @@ async fn a_guest_called_per_event_keeps_its_instance_for_the_calls_of_a_batch_on
     // from one call to the next.
     let most = by_position.iter().map(|(_, n)| *n).max().expect("counts");
     assert!(most > 500, "no instance outlived its call: at most {most}");
-    // A count starts again at 1 only at a batch's first event, after a commit; within a batch
-    // it goes up by one per event.
+    // A count starts again at 1 only at the first event of a commit; within one it goes up by
+    // one per event.
     let fresh: Vec<u64> = by_position
         .iter()
         .filter(|(_, n)| *n == 1)
@@ -135,6 +130,11 @@ async fn a_guest_called_per_event_keeps_its_instance_for_the_calls_of_a_batch_on
     }
 }
 
+/// Guests that read the clock and draw random numbers (Python through `time`, `random`,
+/// `os.urandom` and `uuid4`, or the clock and `random` alone; JavaScript through `Date` and
+/// `Math.random`; Rust through `SystemTime`) record the same values when the log is
+/// replayed in one go as they did live, event by event: the clock reads the event's timestamp,
+/// and randomness is seeded per projection and event.
 #[tokio::test(flavor = "multi_thread")]
 async fn clock_and_randomness_give_the_same_documents_live_and_on_a_replay() {
     const EVENTS: usize = 24;

@@ -171,9 +171,9 @@ fn script_components(script: Script, out: &str, projects: Option<&str>) -> PathB
     out
 }
 
-/// The fixtures built for wasm32-wasip2 (`wasi_files.wasm`, `dialer.wasm`, `clocked_upcaster.wasm`,
-/// `abacus.wasm`), whose components
-/// import WASI through the standard library (once per test run).
+/// The fixtures built for wasm32-wasip2 (`wasi_files.wasm`, `dialer.wasm`,
+/// `clocked_upcaster.wasm`, `abacus.wasm`), whose components import WASI through the standard
+/// library (once per test run).
 pub fn wasi_fixture() -> &'static Path {
     static CELL: OnceLock<PathBuf> = OnceLock::new();
     CELL.get_or_init(|| {

@@ -46,6 +46,12 @@ impl GuestLimiter {
     pub(super) fn memory_refused(&self) -> Option<usize> {
         self.memory_refused
     }
+
+    /// Whether the store's memories hold at most half the cap: room for an instance kept for
+    /// more events to grow as far as a fresh one could.
+    pub(super) fn within_half(&self) -> bool {
+        self.memory_total <= self.memory_bytes / 2
+    }
 }
 
 /// A growth past the cap, or past the memory's or table's own declared maximum, is refused with

@@ -2,11 +2,11 @@
 //!
 //! One [`Engine`] per process (one wasmtime engine, one epoch ticker thread). A component is
 //! compiled, its imports checked, pre-instantiated and described once, giving a
-//! [`PreparedProjection`]. Each batch then runs in a fresh store and instance with a memory cap
+//! [`PreparedProjection`]. Each call then runs in a fresh store and instance with a memory cap
 //! and an epoch deadline, so a guest that loops, allocates without bound or traps fails only its
 //! batch. A guest that imports WASI gets it locked down (`sandbox`); one that imports clocks or
 //! randomness is called once per event, so what it reads depends on the event alone, and keeps
-//! its instance for the next call of a batch committed in several calls (`Kept`).
+//! its instance from one call to the next of the calls committed together (`Kept`).
 
 mod bindings;
 mod cache;
@@ -330,7 +330,8 @@ impl Handler for PreparedProjection {
         let kept = match self.per_event {
             true => context
                 .take_instance()
-                .and_then(|kept| kept.downcast::<Kept>().ok()),
+                .and_then(|kept| kept.downcast::<Kept>().ok())
+                .filter(|kept| kept.code_hash == self.code_hash),
             false => None,
         };
         let (mut store, instance) = match kept {
@@ -338,6 +339,7 @@ impl Handler for PreparedProjection {
                 let Kept {
                     mut store,
                     instance,
+                    ..
                 } = *kept;
                 store.data_mut().context = context;
                 self.engine.next_call(&mut store);
@@ -358,11 +360,18 @@ impl Handler for PreparedProjection {
             (store, outcome, None)
         };
         let result = self.outcome(store.data(), outcome);
-        let context = match instance.filter(|_| self.per_event && result.is_ok()) {
+        // Kept while its memories leave it the room a fresh instance has: a guest whose memory
+        // grows with the events it handles gets a fresh instance rather than the cap.
+        let keep = self.per_event && result.is_ok() && store.data().limiter.within_half();
+        let context = match instance.filter(|_| keep) {
             Some(instance) => {
                 let placeholder = BatchContext::new(&self.manifest, Box::new(load::NoDocuments));
                 let mut context = std::mem::replace(&mut store.data_mut().context, placeholder);
-                context.keep_instance(Box::new(Kept { store, instance }));
+                context.keep_instance(Box::new(Kept {
+                    store,
+                    instance,
+                    code_hash: self.code_hash.clone(),
+                }));
                 context
             }
             None => store.into_data().context,
@@ -372,11 +381,13 @@ impl Handler for PreparedProjection {
 }
 
 /// A warmed-up instance of a guest called once per event, and its store, kept in the batch's
-/// context for the batch's next call: a fresh instance per call of the batch size cost Python
-/// a tenth of its replay time (BENCHMARKS.md).
+/// context for the batch's next call: a fresh instance and warm-up per call of the batch size
+/// cost the Python payment example a tenth of its replay time (BENCHMARKS.md). Taken back only
+/// by the code it was made from.
 struct Kept {
     store: wasmtime::Store<host::HostState>,
     instance: bindings::Projection,
+    code_hash: String,
 }
 
 impl PreparedProjection {

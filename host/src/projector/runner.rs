@@ -547,7 +547,17 @@ impl Projector {
             .get(range.start)
             .map(|e| e.position)
             .unwrap_or_default();
-        match tokio::task::spawn_blocking(move || handler.handle(&events[range], context)).await {
+        let last = range.end == events.len();
+        let call = move || {
+            let (mut context, outcome) = handler.handle(&events[range], context);
+            if last {
+                // No call of this page follows: an instance kept for one is freed here, on the
+                // blocking thread, rather than at the commit.
+                drop(context.take_instance());
+            }
+            (context, outcome)
+        };
+        match tokio::task::spawn_blocking(call).await {
             Ok(outcome) => Ok(outcome),
             Err(task) => {
                 let context = self

@@ -408,7 +408,9 @@ impl Replay {
     }
 
     /// Replay events in batches of the projection's size, the traced document watched (the
-    /// guest is called once per event, in one instance per batch as a projector runs it). A
+    /// guest is called once per event, in one instance per batch; a projector catching up keeps
+    /// an instance across the batches it commits together, which only a guest keeping state in
+    /// its memory could tell apart). A
     /// batch that fails is replayed again one event at a time, each in a context of its own, to
     /// find which events failed and what the others wrote.
     fn feed(&mut self, events: &[RecordedEvent]) {

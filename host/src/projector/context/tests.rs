@@ -336,3 +336,21 @@ fn documents_never_written_to_empty_collections_are_not_read() {
     assert_eq!(context.get("docs", "b"), Ok(None));
     assert_eq!(reads_of(&reads), 2);
 }
+
+/// What the handler keeps for its next call stays across the calls of a batch and goes with the
+/// batch: at its commit and when it is discarded.
+#[test]
+fn a_kept_instance_lives_for_the_calls_of_one_batch() {
+    let mut context = context();
+    context.keep_instance(Box::new(1u8));
+    context.end_call(1);
+    assert!(context.take_instance().is_some());
+
+    context.keep_instance(Box::new(2u8));
+    let _ = context.take_writes();
+    assert!(context.take_instance().is_none());
+
+    context.keep_instance(Box::new(3u8));
+    context.discard();
+    assert!(context.take_instance().is_none());
+}
