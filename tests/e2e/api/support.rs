@@ -154,10 +154,14 @@ impl Host {
         path: &str,
         body: impl Into<reqwest::Body>,
     ) -> Result<(StatusCode, Value), reqwest::Error> {
+        // On a connection of its own: a server that cuts the request off closes the
+        // connection, which the next request would otherwise find in the pool and fail on
+        // (`IncompleteMessage`).
         let response = self
             .client
             .post(format!("{}{path}", self.base))
             .header("content-type", "application/json")
+            .header("connection", "close")
             .body(body)
             .send()
             .await?;
