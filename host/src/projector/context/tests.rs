@@ -136,20 +136,40 @@ fn a_unique_key_must_be_one_string_number_or_boolean() {
     );
 }
 
-/// A reader of documents that all exist, each `bytes` long as JSON; counts its reads.
-struct Everything {
-    bytes: usize,
+/// A reader that counts its reads: of documents that all exist, each padded with `pad` bytes,
+/// or (`pad` none) of collections that hold none of the documents asked for, and are `empty` or
+/// not.
+struct Counted {
+    pad: Option<usize>,
+    empty: bool,
     reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-impl DocumentReader for Everything {
+impl Counted {
+    /// A reader of documents that all exist, each padded with `bytes`.
+    fn everything(bytes: usize, reads: &std::sync::Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        Self {
+            pad: Some(bytes),
+            empty: false,
+            reads: std::sync::Arc::clone(reads),
+        }
+    }
+}
+
+impl DocumentReader for Counted {
     fn get(&mut self, _: &str, id: &str) -> StoreResult<Option<Map<String, Value>>> {
         self.reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let mut document = Map::new();
-        document.insert("_id".into(), Value::String(id.into()));
-        document.insert("pad".into(), Value::String("x".repeat(self.bytes)));
-        Ok(Some(document))
+        Ok(self.pad.map(|bytes| {
+            let mut document = Map::new();
+            document.insert("_id".into(), Value::String(id.into()));
+            document.insert("pad".into(), Value::String("x".repeat(bytes)));
+            document
+        }))
+    }
+
+    fn is_empty(&mut self) -> StoreResult<bool> {
+        Ok(self.empty)
     }
 }
 
@@ -174,10 +194,7 @@ fn reads_are_bounded_per_batch_in_documents_and_bytes() {
     context.discard();
     assert_eq!(context.get("docs", "again"), Ok(None));
 
-    let reader = Everything {
-        bytes: 1024 * 1024,
-        reads: Default::default(),
-    };
+    let reader = Counted::everything(1024 * 1024, &Default::default());
     let mut context = BatchContext::new(&Manifest::new("p", 1, ["docs"]), Box::new(reader));
     let mut refused = None;
     for i in 0..(MAX_READ_BYTES_PER_BATCH / (1024 * 1024) + 1) {
@@ -197,10 +214,7 @@ fn reads_are_bounded_per_batch_in_documents_and_bytes() {
 #[test]
 fn the_cache_between_batches_is_bounded_in_bytes() {
     let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let reader = Everything {
-        bytes: 1024 * 1024,
-        reads: std::sync::Arc::clone(&reads),
-    };
+    let reader = Counted::everything(1024 * 1024, &reads);
     let mut context = BatchContext::new(&Manifest::new("p", 1, ["docs"]), Box::new(reader));
     let count = || reads.load(std::sync::atomic::Ordering::Relaxed);
     for i in 0..8 {
@@ -279,24 +293,6 @@ fn updates_in_place_equal_updates_on_a_copy() {
     }
 }
 
-/// A reader over collections that are empty or not; counts its reads.
-struct Counted {
-    empty: bool,
-    reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl DocumentReader for Counted {
-    fn get(&mut self, _: &str, _: &str) -> StoreResult<Option<Map<String, Value>>> {
-        self.reads
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(None)
-    }
-
-    fn is_empty(&mut self) -> StoreResult<bool> {
-        Ok(self.empty)
-    }
-}
-
 /// On collections that were empty when the context first missed its cache, a document the
 /// context never wrote is not read: it cannot exist. One it wrote is read once the cache lost
 /// it (here, a failed batch), and collections that held documents are read as before.
@@ -305,6 +301,7 @@ fn documents_never_written_to_empty_collections_are_not_read() {
     let counted = |empty| {
         let reads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let reader = Counted {
+            pad: None,
             empty,
             reads: std::sync::Arc::clone(&reads),
         };
