@@ -11,7 +11,7 @@ use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
-use crate::domain::document::{UpdateError, apply_update};
+use crate::domain::document::{UpdateError, apply_update, update_from_map};
 use crate::domain::extjson;
 use crate::domain::query::{Filter, Query};
 
@@ -196,10 +196,15 @@ proptest! {
     ) {
         let update: Map<String, Value> =
             [(operator, Value::Object(fields.into_iter().collect()))].into_iter().collect();
-        match apply_update("doc-1", Some(document), &update, upsert) {
+        match update_from_map(update).and_then(|update| apply_update("doc-1", Some(document), &update, upsert)) {
             Ok(Some(after)) => prop_assert_eq!(after.iter().next(), Some((&"_id".to_owned(), &json!("doc-1")))),
             Ok(None) => prop_assert!(false, "an existing document disappeared"),
-            Err(UpdateError::Malformed(_) | UpdateError::UnknownOperator(_) | UpdateError::Mismatch { .. }) => {}
+            Err(
+                UpdateError::Malformed(_)
+                | UpdateError::UnknownOperator(_)
+                | UpdateError::Mismatch { .. }
+                | UpdateError::Value(_),
+            ) => {}
         }
     }
 
@@ -214,21 +219,24 @@ proptest! {
         nested in "[ab]",
     ) {
         let path = format!("{field}.{nested}");
-        let set = json!({ "$set": { &path: value } });
-        let set = set.as_object().expect("object");
+        let update = |value: Value| match value {
+            Value::Object(map) => update_from_map(map).expect("update"),
+            _ => unreachable!("an object"),
+        };
+        let set = &update(json!({ "$set": { &path: value } }));
         let once = apply_update("d", None, set, true).expect("set").expect("document");
         prop_assert_eq!(&once[&field][&nested], &value);
         let twice = apply_update("d", Some(once.clone()), set, true).expect("set").expect("document");
         prop_assert_eq!(&twice, &once);
-        let unset = json!({ "$unset": { &path: "" } });
-        let unset = apply_update("d", Some(once), unset.as_object().expect("object"), true)
+        let unset = update(json!({ "$unset": { &path: "" } }));
+        let unset = apply_update("d", Some(once), &unset, true)
             .expect("unset")
             .expect("document");
         prop_assert!(unset[&field].get(&nested).is_none());
 
         let start = json!({ "_id": "d", "n": a });
-        let inc = json!({ "$inc": { "n": b } });
-        let added = apply_update("d", start.as_object().cloned(), inc.as_object().expect("object"), true);
+        let inc = update(json!({ "$inc": { "n": b } }));
+        let added = apply_update("d", start.as_object().cloned(), &inc, true);
         match a.checked_add(b) {
             Some(sum) => prop_assert_eq!(&added.expect("inc").expect("document")["n"], &json!(sum)),
             None => prop_assert!(added.is_err(), "{a} + {b} overflowed silently"),

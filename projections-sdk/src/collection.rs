@@ -45,12 +45,17 @@ impl<'a> Collection<'a> {
 
     /// Apply an update, creating the document if it does not exist (upsert).
     pub fn update(&self, id: &str, update: Update) -> Result<()> {
-        host::update(self.name, id, &update.to_json(), true)?;
+        host::update_fields(self.name, id, &update.into_wit(), true)?;
         Ok(())
     }
 
     /// Apply an update only if the document exists; returns whether it did.
     pub fn update_existing(&self, id: &str, update: Update) -> Result<bool> {
-        Ok(host::update(self.name, id, &update.to_json(), false)?)
+        Ok(host::update_fields(
+            self.name,
+            id,
+            &update.into_wit(),
+            false,
+        )?)
     }
 }

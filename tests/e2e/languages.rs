@@ -6,8 +6,9 @@ use std::path::Path;
 use refold::cli::demo_data;
 use refold::domain::{ExpectedVersion, NewEvent};
 use refold_tests::{
-    EXAMPLE_NAMES, Running, Sandbox, c_examples, catch_up, copy_log, dump, examples, js_examples,
-    js_fixtures, projections, python_examples, python_fixtures, text, wait_until, wasi_fixture,
+    EXAMPLE_NAMES, Running, Sandbox, c_examples, catch_up, copy_log, dump, examples, fixtures,
+    js_examples, js_fixtures, projections, python_examples, python_fixtures, text, wait_until,
+    wasi_fixture,
 };
 use serde_json::json;
 
@@ -64,6 +65,41 @@ async fn the_examples_in_every_language_equal_the_examples_in_rust_byte_for_byte
                 );
             }
         }
+    }
+}
+
+/// A component built against the first contract, `refold:projection@0.1.0`, runs unchanged on
+/// this host, and its JSON updates give the documents the SDK's typed `update-fields` gives:
+/// `healthy-v010` is `healthy` straight on the 0.1.0 bindings.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_component_built_against_contract_0_1_0_runs_unchanged() {
+    let old = std::fs::read(fixtures().join("healthy_v010.wasm")).expect("fixture");
+    let new = std::fs::read(fixtures().join("healthy.wasm")).expect("fixture");
+    let names = |bytes: &[u8], name: &str| bytes.windows(name.len()).any(|w| w == name.as_bytes());
+    assert!(names(&old, "refold:projection/collections@0.1.0"));
+    assert!(!names(&old, "refold:projection/collections@0.1.1"));
+    assert!(names(&new, "refold:projection/collections@0.1.1"));
+
+    let sandbox = Sandbox::new();
+    let store = sandbox.store("s.db").await;
+    for chunk in demo_data::generate(1_500, 3).chunks(500) {
+        store.append_all(chunk.to_vec()).await.expect("append");
+    }
+    let folder = projections(
+        fixtures(),
+        &["healthy", "healthy-v010"],
+        &sandbox.path("projections"),
+    );
+    let out = catch_up(&sandbox.uri("s.db"), &folder, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for collection in ["by_type", "by_stream"] {
+        let typed = rows(&sandbox.path("s.db"), &format!("healthy__{collection}"));
+        let json = rows(
+            &sandbox.path("s.db"),
+            &format!("healthy-v010__{collection}"),
+        );
+        assert!(!typed.is_empty(), "{collection} is empty");
+        assert_eq!(typed, json, "{collection}");
     }
 }
 

@@ -4,7 +4,7 @@
 // Time and randomness are deterministic: `Date.now()` reads the timestamp of the event being
 // handled (the host's clock), and `each` seeds `Math.random` per event, so a replay gives exactly
 // what live processing gave.
-import * as collections from 'refold:projection/collections@0.1.0';
+import * as collections from 'refold:projection/collections@0.1.1';
 
 import { Float, json } from './json.mjs';
 

@@ -44,6 +44,9 @@ pub enum UpdateError {
         "unsupported update operator `{0}` (supported: $set, $unset, $inc, $push, $addToSet, $pull)"
     )]
     UnknownOperator(String),
+    /// A value no store could keep (a malformed Extended JSON wrapper, nested too deeply...).
+    #[error("{0}")]
+    Value(String),
     /// The operator does not apply to the value found at the path.
     #[error("`{operator}` on `{path}`: {reason}")]
     Mismatch {
@@ -114,10 +117,152 @@ fn stamp_id(map: &mut Map<String, Value>, id: &str) {
     map.shift_insert(0, "_id".to_owned(), Value::String(id.to_owned()));
 }
 
-/// Parse an update document.
-pub fn parse_update(json: &str) -> Result<Map<String, Value>, UpdateError> {
+/// An update operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operator {
+    /// `$set`: set the field.
+    Set,
+    /// `$unset`: remove the field.
+    Unset,
+    /// `$inc`: add a number to the field (a missing field counts as 0).
+    Inc,
+    /// `$push`: append to an array field.
+    Push,
+    /// `$addToSet`: append to an array field unless an equal element is there.
+    AddToSet,
+    /// `$pull`: remove every equal element from an array field.
+    Pull,
+}
+
+impl Operator {
+    /// The operator by its MongoDB name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "$set" => Self::Set,
+            "$unset" => Self::Unset,
+            "$inc" => Self::Inc,
+            "$push" => Self::Push,
+            "$addToSet" => Self::AddToSet,
+            "$pull" => Self::Pull,
+            _ => return None,
+        })
+    }
+
+    /// Its MongoDB name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Set => "$set",
+            Self::Unset => "$unset",
+            Self::Inc => "$inc",
+            Self::Push => "$push",
+            Self::AddToSet => "$addToSet",
+            Self::Pull => "$pull",
+        }
+    }
+}
+
+/// One operator on one field path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FieldUpdate {
+    /// The operator.
+    pub operator: Operator,
+    /// The dotted field path.
+    pub path: String,
+    /// Its value (ignored by `$unset`).
+    pub value: Value,
+}
+
+/// A checked update: operators on field paths, applied in order. Made from the JSON text of the
+/// `update` call ([`parse_update`]) or from the typed operators of `update-fields`
+/// ([`Update::new`]); both give the same update for the same operators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    fields: Vec<FieldUpdate>,
+    /// No path equals or lies inside another of the update's (see [`applies_in_place`]).
+    disjoint: bool,
+}
+
+/// The most field paths compared pairwise for [`Update::disjoint`]: an update of more fields
+/// takes the copy.
+const MOST_DISJOINT_PATHS: usize = 64;
+
+impl Update {
+    /// Check operators given one by one: at least one, every path one a document may change,
+    /// every value one both stores keep (as [`extjson::check_at`] says, at the deepest level it
+    /// can land at), every `$inc` a number.
+    pub fn new(fields: Vec<FieldUpdate>) -> Result<Self, UpdateError> {
+        if fields.is_empty() {
+            return Err(UpdateError::Malformed("the update has no operator".into()));
+        }
+        Self::checked(fields)
+    }
+
+    /// Check operators, none at all included (`{"$set": {}}` creates a document on upsert).
+    fn checked(fields: Vec<FieldUpdate>) -> Result<Self, UpdateError> {
+        for FieldUpdate {
+            operator,
+            path,
+            value,
+        } in &fields
+        {
+            let operator = operator.name();
+            if !crate::domain::manifest::is_field_path(path)
+                || path == "_id"
+                || path.starts_with("_id.")
+            {
+                return Err(mismatch(operator, path, "not a modifiable field path"));
+            }
+            extjson::check_at(value, 2 + path.split('.').count())
+                .map_err(|e| UpdateError::Value(e.to_string()))?;
+        }
+        if let Some(field) = fields
+            .iter()
+            .find(|f| f.operator == Operator::Inc && !f.value.is_number())
+        {
+            return Err(mismatch(
+                field.operator.name(),
+                &field.path,
+                "the increment is not a number",
+            ));
+        }
+        let inside = |a: &str, b: &str| {
+            a.len() > b.len() && a.starts_with(b) && a.as_bytes()[b.len()] == b'.'
+        };
+        let disjoint = fields.len() <= MOST_DISJOINT_PATHS
+            && fields.iter().enumerate().all(|(i, a)| {
+                fields[i + 1..].iter().all(|b| {
+                    a.path != b.path && !inside(&a.path, &b.path) && !inside(&b.path, &a.path)
+                })
+            });
+        Ok(Self { fields, disjoint })
+    }
+
+    /// The operators, in the order they apply.
+    pub fn fields(&self) -> &[FieldUpdate] {
+        &self.fields
+    }
+
+    /// An upper bound of what the update adds to a document's length as JSON, beside
+    /// [`UPDATE_GROWTH_SLACK`] per field (the length of the update's text, for one given as
+    /// text).
+    pub fn text_bound(&self) -> usize {
+        self.fields
+            .iter()
+            .map(|f| f.path.len() + encoded_len(&f.value))
+            .sum()
+    }
+}
+
+/// How much one update may grow a document beyond the length of its text: quotes, a colon and a
+/// comma, the braces of a nested path, the digits of a float's sum. An update given field by
+/// field counts it once per field.
+pub const UPDATE_GROWTH_SLACK: usize = 32;
+
+/// Parse an update document: a JSON object whose keys are operators, each mapping field paths
+/// to values. The operators apply in the order written, each one's fields in their order.
+pub fn parse_update(json: &str) -> Result<Update, UpdateError> {
     match serde_json::from_str::<Value>(json) {
-        Ok(Value::Object(map)) if !map.is_empty() => Ok(map),
+        Ok(Value::Object(map)) if !map.is_empty() => update_from_map(map),
         Ok(Value::Object(_)) => Err(UpdateError::Malformed("the update has no operator".into())),
         Ok(other) => Err(UpdateError::Malformed(format!(
             "expected an object, found {}",
@@ -125,6 +270,30 @@ pub fn parse_update(json: &str) -> Result<Map<String, Value>, UpdateError> {
         ))),
         Err(e) => Err(UpdateError::Malformed(e.to_string())),
     }
+}
+
+/// An update document already parsed as a JSON object (see [`parse_update`]).
+pub fn update_from_map(map: Map<String, Value>) -> Result<Update, UpdateError> {
+    let mut fields = Vec::new();
+    for (name, value) in map {
+        let Some(operator) = Operator::from_name(&name) else {
+            return Err(UpdateError::UnknownOperator(name));
+        };
+        let Value::Object(values) = value else {
+            return Err(UpdateError::Malformed(format!(
+                "`{name}` must map field paths to values"
+            )));
+        };
+        for (path, value) in values {
+            extjson::check_key(&path).map_err(|e| UpdateError::Value(e.to_string()))?;
+            fields.push(FieldUpdate {
+                operator,
+                path,
+                value,
+            });
+        }
+    }
+    Update::checked(fields)
 }
 
 /// Why the value at a field path cannot be a unique index's key, if it cannot: a key is one
@@ -148,26 +317,12 @@ pub fn unique_key_problem(document: &Document, path: &str) -> Option<&'static st
     None
 }
 
-/// Check the values of one update operator (`{"a.b": value, ...}`) as
-/// [`extjson::check_at`] does, each at the deepest level it can land at: inside an array at its
-/// path (`$push`, `$addToSet`), so an update cannot nest a document deeper than a store keeps.
-pub fn check_update_values(fields: &Value) -> Result<(), extjson::ConvertError> {
-    let Value::Object(fields) = fields else {
-        return extjson::check(fields);
-    };
-    for (path, value) in fields {
-        extjson::check_key(path)?;
-        extjson::check_at(value, 2 + path.split('.').count())?;
-    }
-    Ok(())
-}
-
 /// Apply an update to a document (absent when `current` is `None`). A missing document is
 /// created from `{_id}` when `upsert` is set, and stays absent otherwise.
 pub fn apply_update(
     id: &str,
     current: Option<Map<String, Value>>,
-    update: &Map<String, Value>,
+    update: &Update,
     upsert: bool,
 ) -> Result<Option<Map<String, Value>>, UpdateError> {
     let mut doc = match current {
@@ -175,59 +330,23 @@ pub fn apply_update(
         None if upsert => Map::new(),
         None => return Ok(None),
     };
-    for (operator, fields) in update {
-        let Value::Object(fields) = fields else {
-            return Err(UpdateError::Malformed(format!(
-                "`{operator}` must map field paths to values"
-            )));
-        };
-        for (path, value) in fields {
-            if !crate::domain::manifest::is_field_path(path)
-                || path == "_id"
-                || path.starts_with("_id.")
-            {
-                return Err(mismatch(operator, path, "not a modifiable field path"));
-            }
-            apply_one(&mut doc, operator, path, value)?;
-        }
+    for field in &update.fields {
+        apply_one(&mut doc, field.operator, &field.path, &field.value)?;
     }
     stamp_id(&mut doc, id);
     Ok(Some(doc))
 }
 
 /// Whether an update certainly applies to `doc` as it is, so that [`apply_in_place`] cannot
-/// fail half-way: every operator known, no field path equal to or inside another of the
-/// update's (so no operator sees another's change), each one fitting the document. When not,
-/// [`apply_update`] on a copy says what fails, if anything does.
-pub fn applies_in_place(doc: &Map<String, Value>, update: &Map<String, Value>) -> bool {
-    // The paths are compared pairwise: an update of many fields takes the copy.
-    const MOST_PATHS: usize = 64;
-    let mut paths: Vec<&str> = Vec::new();
-    for (operator, fields) in update {
-        let Value::Object(fields) = fields else {
-            return false;
-        };
-        for (path, value) in fields {
-            if !crate::domain::manifest::is_field_path(path)
-                || path == "_id"
-                || path.starts_with("_id.")
-                || !fits(doc, operator, path, value)
-            {
-                return false;
-            }
-            paths.push(path);
-            if paths.len() > MOST_PATHS {
-                return false;
-            }
-        }
-    }
-    let inside =
-        |a: &str, b: &str| a.len() > b.len() && a.starts_with(b) && a.as_bytes()[b.len()] == b'.';
-    paths.iter().enumerate().all(|(i, a)| {
-        paths[i + 1..]
+/// fail half-way: no field path equal to or inside another of the update's (so no operator
+/// sees another's change), each one fitting the document. When not, [`apply_update`] on a copy
+/// says what fails, if anything does.
+pub fn applies_in_place(doc: &Map<String, Value>, update: &Update) -> bool {
+    update.disjoint
+        && update
+            .fields
             .iter()
-            .all(|b| a != b && !inside(a, b) && !inside(b, a))
-    })
+            .all(|f| fits(doc, f.operator, &f.path, &f.value))
 }
 
 /// Apply an update that [`applies_in_place`] to `doc` where it is; the values it sets are moved
@@ -236,26 +355,28 @@ pub fn applies_in_place(doc: &Map<String, Value>, update: &Map<String, Value>) -
 pub fn apply_in_place(
     id: &str,
     doc: &mut Map<String, Value>,
-    update: Map<String, Value>,
+    update: Update,
 ) -> Result<(), UpdateError> {
-    for (operator, fields) in update {
-        let Value::Object(fields) = fields else {
-            continue;
-        };
-        for (path, value) in fields {
-            // A top-level field set, or incremented from nothing, takes the update's own name
-            // and value: nothing is copied.
-            let top = !path.contains('.');
-            match operator.as_str() {
-                "$set" if top => {
-                    doc.insert(path, value);
-                }
-                "$set" => *slot(doc, &operator, &path)? = value,
-                "$inc" if top && value.is_number() && doc.get(&path).is_none_or(Value::is_null) => {
-                    doc.insert(path, value);
-                }
-                _ => apply_one(doc, &operator, &path, &value)?,
+    for FieldUpdate {
+        operator,
+        path,
+        value,
+    } in update.fields
+    {
+        // A top-level field set, or incremented from nothing, takes the update's own name
+        // and value: nothing is copied.
+        let top = !path.contains('.');
+        match operator {
+            Operator::Set if top => {
+                doc.insert(path, value);
             }
+            Operator::Set => *slot(doc, operator, &path)? = value,
+            Operator::Inc
+                if top && value.is_number() && doc.get(&path).is_none_or(Value::is_null) =>
+            {
+                doc.insert(path, value);
+            }
+            _ => apply_one(doc, operator, &path, &value)?,
         }
     }
     stamp_id(doc, id);
@@ -263,7 +384,7 @@ pub fn apply_in_place(
 }
 
 /// Whether one operator applies to `doc` as it is ([`apply_one`] would not fail).
-fn fits(doc: &Map<String, Value>, operator: &str, path: &str, value: &Value) -> bool {
+fn fits(doc: &Map<String, Value>, operator: Operator, path: &str, value: &Value) -> bool {
     let (prefix, leaf) = match path.rsplit_once('.') {
         Some((prefix, leaf)) => (Some(prefix), leaf),
         None => (None, path),
@@ -282,63 +403,66 @@ fn fits(doc: &Map<String, Value>, operator: &str, path: &str, value: &Value) -> 
     }
     let target = if missing { None } else { current.get(leaf) };
     match operator {
-        "$set" | "$unset" => true,
-        "$inc" => match (value, target) {
+        Operator::Set | Operator::Unset => true,
+        Operator::Inc => match (value, target) {
             (Value::Number(_), None | Some(Value::Null)) => true,
             (Value::Number(by), Some(Value::Number(n))) => add(n, by).is_some(),
             _ => false,
         },
-        "$push" | "$addToSet" | "$pull" => {
+        Operator::Push | Operator::AddToSet | Operator::Pull => {
             matches!(target, None | Some(Value::Null) | Some(Value::Array(_)))
         }
-        _ => false,
     }
 }
 
 fn apply_one(
     doc: &mut Map<String, Value>,
-    operator: &str,
+    operator: Operator,
     path: &str,
     value: &Value,
 ) -> Result<(), UpdateError> {
     match operator {
-        "$set" => {
+        Operator::Set => {
             *slot(doc, operator, path)? = value.clone();
         }
-        "$unset" => {
+        Operator::Unset => {
             let (parent, leaf) = parent_of(doc, operator, path, false)?;
             if let Some(parent) = parent {
                 parent.shift_remove(leaf);
             }
         }
-        "$inc" => {
+        Operator::Inc => {
             let Value::Number(by) = value else {
-                return Err(mismatch(operator, path, "the increment is not a number"));
+                return Err(mismatch(
+                    operator.name(),
+                    path,
+                    "the increment is not a number",
+                ));
             };
             let target = slot(doc, operator, path)?;
             *target = match target {
                 Value::Null => Value::Number(by.clone()),
-                Value::Number(n) => {
-                    Value::Number(add(n, by).ok_or_else(|| mismatch(operator, path, "overflow"))?)
-                }
+                Value::Number(n) => Value::Number(
+                    add(n, by).ok_or_else(|| mismatch(operator.name(), path, "overflow"))?,
+                ),
                 other => {
                     return Err(mismatch(
-                        operator,
+                        operator.name(),
                         path,
                         &format!("the field holds {}", kind(other)),
                     ));
                 }
             };
         }
-        "$push" | "$addToSet" | "$pull" => {
+        Operator::Push | Operator::AddToSet | Operator::Pull => {
             let target = slot(doc, operator, path)?;
-            if target.is_null() && operator != "$pull" {
+            if target.is_null() && operator != Operator::Pull {
                 *target = Value::Array(Vec::new());
             }
             match target {
                 Value::Array(items) => match operator {
-                    "$push" => items.push(value.clone()),
-                    "$addToSet" => {
+                    Operator::Push => items.push(value.clone()),
+                    Operator::AddToSet => {
                         if !items.contains(value) {
                             items.push(value.clone());
                         }
@@ -348,21 +472,20 @@ fn apply_one(
                 Value::Null => {}
                 other => {
                     return Err(mismatch(
-                        operator,
+                        operator.name(),
                         path,
                         &format!("the field holds {}", kind(other)),
                     ));
                 }
             }
             // `$pull` on a missing field leaves it missing.
-            if operator == "$pull" && target.is_null() {
+            if operator == Operator::Pull && target.is_null() {
                 let (parent, leaf) = parent_of(doc, operator, path, false)?;
                 if let Some(parent) = parent {
                     parent.shift_remove(leaf);
                 }
             }
         }
-        other => return Err(UpdateError::UnknownOperator(other.to_owned())),
     }
     Ok(())
 }
@@ -370,25 +493,25 @@ fn apply_one(
 /// The value at `path`, created as `null` (with intermediate objects) when missing.
 fn slot<'a>(
     doc: &'a mut Map<String, Value>,
-    operator: &str,
+    operator: Operator,
     path: &str,
 ) -> Result<&'a mut Value, UpdateError> {
     let (parent, leaf) = parent_of(doc, operator, path, true)?;
-    let parent = parent.ok_or_else(|| mismatch(operator, path, "no parent object"))?;
+    let parent = parent.ok_or_else(|| mismatch(operator.name(), path, "no parent object"))?;
     // Looked up before it is inserted: a field that exists costs no allocation of its name.
     if !parent.contains_key(leaf) {
         parent.insert(leaf.to_owned(), Value::Null);
     }
     parent
         .get_mut(leaf)
-        .ok_or_else(|| mismatch(operator, path, "no field"))
+        .ok_or_else(|| mismatch(operator.name(), path, "no field"))
 }
 
 /// The object holding the last segment of `path`, and that segment. Missing intermediate
 /// objects are created when `create` is set, and yield `None` otherwise.
 fn parent_of<'a, 'p>(
     doc: &'a mut Map<String, Value>,
-    operator: &str,
+    operator: Operator,
     path: &'p str,
     create: bool,
 ) -> Result<Parent<'a, 'p>, UpdateError> {
@@ -405,7 +528,7 @@ fn parent_of<'a, 'p>(
                 None | Some(Value::Null) => {}
                 Some(other) => {
                     return Err(mismatch(
-                        operator,
+                        operator.name(),
                         path,
                         &format!("`{segment}` holds {}, not an object", kind(other)),
                     ));
@@ -415,14 +538,14 @@ fn parent_of<'a, 'p>(
                 current.insert(segment.to_owned(), Value::Null);
             }
             let Some(slot) = current.get_mut(segment) else {
-                return Err(mismatch(operator, path, "not an object"));
+                return Err(mismatch(operator.name(), path, "not an object"));
             };
             if slot.is_null() {
                 *slot = Value::Object(Map::new());
             }
             current = match slot {
                 Value::Object(inner) => inner,
-                _ => return Err(mismatch(operator, path, "not an object")),
+                _ => return Err(mismatch(operator.name(), path, "not an object")),
             };
         }
     }
@@ -470,7 +593,7 @@ mod tests {
         let Value::Object(update) = update else {
             panic!("update must be an object")
         };
-        apply_update("d1", current, &update, upsert).map(|d| d.map(Value::Object))
+        apply_update("d1", current, &update_from_map(update)?, upsert).map(|d| d.map(Value::Object))
     }
 
     #[test]

@@ -5,12 +5,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::{WasiCtxView, WasiView};
 
 use super::Limits;
 use super::bindings::Projection;
-use super::bindings::refold::projection::collections::{self, CollectionError};
+use super::bindings::refold::projection::collections::{
+    self, CollectionError, FieldUpdate, FieldValue, UpdateOperator,
+};
 use super::bindings::refold::projection::log::{self, Level};
 use super::bindings::refold::projection::types::{self, ErrorKind};
 pub(super) use super::bindings::refold::projection::types::{Event as WitEvent, HandleError};
@@ -18,6 +22,7 @@ use super::bindings::upcaster::refold::projection::upcast;
 use super::limiter::GuestLimiter;
 use super::sandbox::Sandbox;
 use crate::domain::RecordedEvent;
+use crate::domain::document::{self, Operator};
 use crate::projector::{BatchContext, CollectionFailure, HandleFailure};
 
 /// Longest log line kept from a guest; longer ones are cut.
@@ -265,6 +270,79 @@ impl collections::Host for HostState {
             .update(&collection, &id, &update, upsert)
             .map_err(to_wit_error)
     }
+
+    fn update_fields(
+        &mut self,
+        collection: String,
+        id: String,
+        fields: Vec<FieldUpdate>,
+        upsert: bool,
+    ) -> Result<bool, CollectionError> {
+        let fields = match from_wit_fields(fields) {
+            Ok(fields) => fields,
+            // A bad collection or id is refused first, as `update` refuses it.
+            Err(error) => {
+                self.context.check(&collection, &id).map_err(to_wit_error)?;
+                return Err(error);
+            }
+        };
+        self.context
+            .update_fields(&collection, &id, fields, upsert)
+            .map_err(to_wit_error)
+    }
+}
+
+/// Typed update operators as the host applies them; a value that is no JSON value (a float
+/// that is not finite, JSON text that does not parse) is refused, naming the field.
+fn from_wit_fields(
+    fields: Vec<FieldUpdate>,
+) -> Result<Vec<document::FieldUpdate>, CollectionError> {
+    fields
+        .into_iter()
+        .map(|field| {
+            let operator = match field.operator {
+                UpdateOperator::Set => Operator::Set,
+                UpdateOperator::Unset => Operator::Unset,
+                UpdateOperator::Inc => Operator::Inc,
+                UpdateOperator::Push => Operator::Push,
+                UpdateOperator::AddToSet => Operator::AddToSet,
+                UpdateOperator::Pull => Operator::Pull,
+            };
+            let value = match field.value {
+                FieldValue::Null => Value::Null,
+                FieldValue::Boolean(b) => Value::Bool(b),
+                FieldValue::Integer(n) => Value::from(n),
+                FieldValue::Float(x) => match serde_json::Number::from_f64(x) {
+                    Some(x) => Value::Number(x),
+                    None => {
+                        return Err(CollectionError::InvalidUpdate(format!(
+                            "`{}` on `{}`: {x} is not a finite number",
+                            operator.name(),
+                            shown(&field.path),
+                        )));
+                    }
+                },
+                FieldValue::Text(text) => Value::String(text),
+                FieldValue::Json(text) => serde_json::from_str(&text).map_err(|e| {
+                    CollectionError::InvalidUpdate(format!(
+                        "`{}` on `{}`: the value is not JSON: {e}",
+                        operator.name(),
+                        shown(&field.path),
+                    ))
+                })?,
+            };
+            Ok(document::FieldUpdate {
+                operator,
+                path: field.path,
+                value,
+            })
+        })
+        .collect()
+}
+
+/// A guest-supplied path as an error quotes it: at most 64 characters.
+fn shown(path: &str) -> String {
+    path.chars().take(64).collect()
 }
 
 impl log::Host for HostState {
@@ -313,5 +391,77 @@ impl log::Host for HostState {
                 tracing::error!(target: "refold::guest", projection, position, "{message}")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn field(operator: UpdateOperator, path: &str, value: FieldValue) -> FieldUpdate {
+        FieldUpdate {
+            operator,
+            path: path.into(),
+            value,
+        }
+    }
+
+    /// Typed values become the JSON values the same update as text has; a float that is not
+    /// finite, or JSON text that does not parse, is refused naming the operator and field.
+    #[test]
+    fn typed_fields_become_the_values_their_json_has() {
+        let fields = from_wit_fields(vec![
+            field(UpdateOperator::Set, "a", FieldValue::Integer(-3)),
+            field(UpdateOperator::Set, "b", FieldValue::Float(2.5)),
+            field(UpdateOperator::Set, "c", FieldValue::Text("x\"y".into())),
+            field(UpdateOperator::Set, "d", FieldValue::Boolean(true)),
+            field(UpdateOperator::Set, "e", FieldValue::Null),
+            field(
+                UpdateOperator::Push,
+                "f",
+                FieldValue::Json(r#"{"$date": 5}"#.into()),
+            ),
+            field(UpdateOperator::AddToSet, "g", FieldValue::Float(12.0)),
+        ])
+        .expect("fields");
+        let values: Vec<_> = fields.iter().map(|f| f.value.clone()).collect();
+        assert_eq!(
+            values,
+            [
+                json!(-3),
+                json!(2.5),
+                json!("x\"y"),
+                json!(true),
+                json!(null),
+                json!({"$date": 5}),
+                json!(12.0)
+            ]
+        );
+        assert_eq!(fields[5].operator, Operator::Push);
+        assert_eq!(
+            serde_json::to_string(&fields[6].value).ok().as_deref(),
+            Some("12.0")
+        );
+
+        let refused = from_wit_fields(vec![field(
+            UpdateOperator::Inc,
+            "n",
+            FieldValue::Float(f64::NAN),
+        )]);
+        assert!(
+            matches!(&refused, Err(CollectionError::InvalidUpdate(m)) if m.contains("`$inc` on `n`") && m.contains("not a finite number")),
+            "{refused:?}"
+        );
+        let refused = from_wit_fields(vec![field(
+            UpdateOperator::Set,
+            "o",
+            FieldValue::Json("{".into()),
+        )]);
+        assert!(
+            matches!(&refused, Err(CollectionError::InvalidUpdate(m)) if m.contains("`$set` on `o`: the value is not JSON")),
+            "{refused:?}"
+        );
     }
 }

@@ -17,19 +17,26 @@ use crate::domain::{
 use crate::projector::{BatchContext, HandleFailure};
 use crate::store::{DocumentReader, StoreResult};
 
-/// The Refold interfaces a projection may import. Beside them only WASI 0.2, locked down (see
-/// `sandbox`); anything else is refused by name at load time.
-const ALLOWED_IMPORTS: [&str; 3] = [
+/// The Refold interfaces a projection may import, at every contract version this host
+/// provides (0.1.1, which a component built against 0.1.0 links to). Beside them only WASI 0.2,
+/// locked down (see `sandbox`); anything else is refused by name at load time.
+const ALLOWED_IMPORTS: [&str; 6] = [
     "refold:projection/types@0.1.0",
     "refold:projection/collections@0.1.0",
     "refold:projection/log@0.1.0",
+    "refold:projection/types@0.1.1",
+    "refold:projection/collections@0.1.1",
+    "refold:projection/log@0.1.1",
 ];
 
 /// The Refold interfaces an upcaster may import: no collections.
-const UPCASTER_IMPORTS: [&str; 3] = [
+const UPCASTER_IMPORTS: [&str; 6] = [
     "refold:projection/types@0.1.0",
     "refold:projection/upcast@0.1.0",
     "refold:projection/log@0.1.0",
+    "refold:projection/types@0.1.1",
+    "refold:projection/upcast@0.1.1",
+    "refold:projection/log@0.1.1",
 ];
 
 /// Largest component accepted.
@@ -46,12 +53,12 @@ pub enum LoadError {
     Compile(String),
     /// It imports something the host does not provide (every such import, named).
     #[error(
-        "imports {0}, which Refold does not provide (allowed: refold:projection/types, collections and log @0.1.0, and wasi:io, clocks, random, cli, filesystem and sockets @0.2, without authority)"
+        "imports {0}, which Refold does not provide (allowed: refold:projection/types, collections and log @0.1.0 and @0.1.1, and wasi:io, clocks, random, cli, filesystem and sockets @0.2, without authority)"
     )]
     ForbiddenImport(String),
     /// An upcaster imports something it may not have (every such import, named).
     #[error(
-        "is an upcaster and imports {0}, which an upcaster may not have (allowed: refold:projection/types, upcast and log @0.1.0, and wasi:io, clocks, random, cli, filesystem and sockets @0.2, without authority)"
+        "is an upcaster and imports {0}, which an upcaster may not have (allowed: refold:projection/types, upcast and log @0.1.0 and @0.1.1, and wasi:io, clocks, random, cli, filesystem and sockets @0.2, without authority)"
     )]
     ForbiddenUpcasterImport(String),
     /// An upcaster where a projection was asked for.

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Map;
 
-use crate::domain::document::{self, Document, MAX_DOCUMENT_BYTES};
+use crate::domain::document::{
+    self, Document, FieldUpdate, MAX_DOCUMENT_BYTES, UPDATE_GROWTH_SLACK,
+};
 use crate::domain::{Manifest, Position, extjson};
 use crate::store::{BatchWrites, DocumentReader, FastMap};
 
@@ -95,10 +97,6 @@ struct Entry {
     /// The last call of the handler whose writes name it (see [`BatchContext::end_call`]).
     noted: u64,
 }
-
-/// How much one update may grow a document beyond the length of the update's own text (a
-/// `$set` of a nested path adds braces; an `$inc` on a float may add digits).
-const UPDATE_GROWTH_SLACK: usize = 32;
 
 /// A unique index of a collection: its name and key fields.
 type UniqueKeys = (String, Vec<String>);
@@ -251,7 +249,9 @@ impl BatchContext {
         failure
     }
 
-    fn check(&mut self, collection: &str, id: &str) -> Result<(), CollectionFailure> {
+    /// Refuse a call on an undeclared collection or with a bad id (a violation of the contract,
+    /// which fails the batch whatever the guest does with the error).
+    pub fn check(&mut self, collection: &str, id: &str) -> Result<(), CollectionFailure> {
         if !self.collections.contains(collection) {
             let shown: String = collection.chars().take(64).collect();
             return Err(self.refuse(CollectionFailure::UnknownCollection(shown)));
@@ -455,10 +455,39 @@ impl BatchContext {
         let bytes = update.len();
         let update = document::parse_update(update)
             .map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
-        for fields in update.values() {
-            document::check_update_values(fields)
-                .map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
+        self.apply(collection, id, update, bytes, upsert)
+    }
+
+    /// Apply update operators given one by one (`update-fields`): the same as [`Self::update`]
+    /// with the same operators as JSON text, without the text.
+    pub fn update_fields(
+        &mut self,
+        collection: &str,
+        id: &str,
+        fields: Vec<FieldUpdate>,
+        upsert: bool,
+    ) -> Result<bool, CollectionFailure> {
+        self.check(collection, id)?;
+        let update = document::Update::new(fields)
+            .map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
+        let bytes = update.text_bound() + UPDATE_GROWTH_SLACK * (update.fields().len() - 1);
+        if bytes > MAX_DOCUMENT_BYTES {
+            return Err(self.refuse(CollectionFailure::InvalidDocument(
+                "the update is too large".into(),
+            )));
         }
+        self.apply(collection, id, update, bytes, upsert)
+    }
+
+    /// Apply a checked update whose text has `bytes` (or would have, as JSON).
+    fn apply(
+        &mut self,
+        collection: &str,
+        id: &str,
+        update: document::Update,
+        bytes: usize,
+        upsert: bool,
+    ) -> Result<bool, CollectionFailure> {
         let current = self.load(collection, id)?;
         let existed = current.is_some();
         let entry = self.entries.get_mut(collection).and_then(|c| c.get_mut(id));

@@ -234,6 +234,70 @@ fn the_cache_between_batches_is_bounded_in_bytes() {
     assert_eq!(count(), before + 1, "400 MiB of documents were not kept");
 }
 
+/// `update-fields` given the operators of a JSON update, in the order `update` applies them,
+/// answers what `update` answers and leaves the same document, byte for byte; what `update`
+/// refuses it refuses.
+#[test]
+fn typed_updates_equal_json_updates() {
+    let start = r#"{"n": 1, "s": "x", "o": {"a": 1}, "l": [1, 2]}"#;
+    let updates = [
+        r#"{"$set": {"o.b": 2, "t": true, "at": {"$date": "2024-12-19T10:00:00.000Z"}}, "$inc": {"n": 2, "o.a": 1}}"#,
+        r#"{"$push": {"l": {"k": [1, "v"]}}, "$unset": {"s": 1}, "$pull": {"m": 1}}"#,
+        r#"{"$addToSet": {"l": 2}, "$inc": {"f": 0.1}}"#,
+        r#"{"$set": {"o": 5}, "$inc": {"o.a": 1}}"#,
+        r#"{"$inc": {"s": 1}}"#,
+        r#"{"$inc": {"n": 9223372036854775807}}"#,
+        r#"{"$set": {"n.x": 1}}"#,
+        r#"{"$set": {"_id": "other"}}"#,
+        r#"{"$set": {"a..b": 1}}"#,
+        r#"{"$inc": {"n": "1"}}"#,
+        r#"{"$set": {"at": {"$date": "yesterday"}}}"#,
+    ];
+    for update in updates {
+        let mut by_json = context();
+        by_json.put("docs", "d", start).expect("put");
+        let json = by_json.update("docs", "d", update, false);
+        let fields = match serde_json::from_str(update) {
+            Ok(Value::Object(map)) => map
+                .into_iter()
+                .flat_map(|(operator, fields)| {
+                    let operator = document::Operator::from_name(&operator).expect("operator");
+                    let Value::Object(fields) = fields else {
+                        unreachable!("{update}")
+                    };
+                    fields.into_iter().map(move |(path, value)| FieldUpdate {
+                        operator,
+                        path,
+                        value,
+                    })
+                })
+                .collect(),
+            _ => unreachable!("{update}"),
+        };
+        let mut typed = context();
+        typed.put("docs", "d", start).expect("put");
+        let fields = typed.update_fields("docs", "d", fields, false);
+        assert_eq!(fields, json, "{update}");
+        assert_eq!(
+            typed.get("docs", "d").expect("get"),
+            by_json.get("docs", "d").expect("get"),
+            "{update}"
+        );
+    }
+    let mut context = context();
+    assert!(
+        matches!(
+            context.update_fields("docs", "d", Vec::new(), true),
+            Err(CollectionFailure::InvalidUpdate(m)) if m.contains("no operator")
+        ),
+        "an empty list is refused as `{{}}` is"
+    );
+    assert!(matches!(
+        context.update_fields("nope", "d", Vec::new(), true),
+        Err(CollectionFailure::UnknownCollection(_))
+    ));
+}
+
 /// An update applied where the document is gives what a copy gives; one whose operators touch
 /// the same field, or that does not apply, leaves the document as it was.
 #[test]
@@ -260,8 +324,18 @@ fn updates_in_place_equal_updates_on_a_copy() {
         (r#"{"$setOnInsert": {"n": 1}}"#, false),
     ];
     for (update, in_place) in cases {
-        let parsed = document::parse_update(update).expect("update");
         let doc = document::parse_document("d", start).expect("document");
+        let Ok(parsed) = document::parse_update(update) else {
+            // Refused before any document is looked at: by the context too.
+            assert!(!in_place, "{update}");
+            let mut context = context();
+            context.put("docs", "d", start).expect("put");
+            assert!(
+                context.update("docs", "d", update, true).is_err(),
+                "{update}"
+            );
+            continue;
+        };
         assert_eq!(
             document::applies_in_place(&doc, &parsed),
             in_place,
