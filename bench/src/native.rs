@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use refold::domain::document::{FieldUpdate, Operator};
 use refold::domain::{
     CollectionSpec, EventFilter, Generation, Manifest, Position, RecordedEvent, time,
 };
@@ -89,8 +90,30 @@ pub(crate) fn payment_updates(event: &RecordedEvent) -> Option<(Value, String, V
     Some((payment, organization, stats))
 }
 
+/// An update object's operators one by one, as a guest's `update-fields` gives them.
+fn fields(update: Value) -> Vec<FieldUpdate> {
+    let Value::Object(operators) = update else {
+        return Vec::new();
+    };
+    operators
+        .into_iter()
+        .filter_map(|(name, fields)| match fields {
+            Value::Object(fields) => Some((Operator::from_name(&name)?, fields)),
+            _ => None,
+        })
+        .flat_map(|(operator, fields)| {
+            fields.into_iter().map(move |(path, value)| FieldUpdate {
+                operator,
+                path,
+                value,
+            })
+        })
+        .collect()
+}
+
 /// The payment projection as native code behind the [`Handler`] boundary: it builds the same
-/// update operators as the guest and hands them to the same batch context as JSON text.
+/// update operators as the guest and hands them to the same batch context one by one, as the
+/// Rust SDK does.
 pub struct NativePayments {
     manifest: Manifest,
 }
@@ -124,8 +147,10 @@ impl Handler for NativePayments {
                 continue;
             };
             let written = context
-                .update("payments", &event.aggregate_id, &payment.to_string(), true)
-                .and_then(|_| context.update("org_stats", &organization, &stats.to_string(), true));
+                .update_fields("payments", &event.aggregate_id, fields(payment), true)
+                .and_then(|_| {
+                    context.update_fields("org_stats", &organization, fields(stats), true)
+                });
             if let Err(failure) = written {
                 let failure = HandleFailure::Guest {
                     position: Some(event.position),

@@ -171,6 +171,19 @@ proptest! {
         }
     }
 
+    /// A field path is what it always was: segments of ASCII letters, digits, `_` and `-`,
+    /// joined by single dots, at most 256 bytes (the check now reads bytes, not segments).
+    #[test]
+    fn field_paths_are_dotted_identifiers(path in prop_oneof!["[a-c_.-]{0,8}", "[a-zA-Z0-9_.$é-]{0,12}", any::<String>()]) {
+        let by_segment = !path.is_empty()
+            && path.len() <= 256
+            && path.split('.').all(|segment| {
+                !segment.is_empty()
+                    && segment.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            });
+        prop_assert_eq!(crate::domain::manifest::is_field_path(&path), by_segment);
+    }
+
     /// Arbitrary text given as a document, an update or a filter is refused cleanly.
     #[test]
     fn arbitrary_text_never_panics(text in any::<String>(), id in any::<String>()) {

@@ -401,7 +401,12 @@ fn fits(doc: &Map<String, Value>, operator: Operator, path: &str, value: &Value)
             Some(_) => return false,
         }
     }
-    let target = if missing { None } else { current.get(leaf) };
+    // The objects on the way decide for `$set` and `$unset`: what the field holds does not.
+    let target = match operator {
+        Operator::Set | Operator::Unset => return true,
+        _ if missing => None,
+        _ => current.get(leaf),
+    };
     match operator {
         Operator::Set | Operator::Unset => true,
         Operator::Inc => match (value, target) {

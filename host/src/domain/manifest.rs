@@ -361,14 +361,15 @@ pub(super) fn check_name(
 
 /// A dotted path of identifiers: `a`, `a.b_c`, `totals.EUR`. No `$`, no empty segment.
 pub fn is_field_path(path: &str) -> bool {
-    !path.is_empty()
-        && path.len() <= 256
-        && path.split('.').all(|seg| {
-            !seg.is_empty()
-                && seg
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        })
+    let bytes = path.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 256
+        && bytes[0] != b'.'
+        && bytes[bytes.len() - 1] != b'.'
+        && !path.contains("..")
+        && bytes
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 #[cfg(test)]

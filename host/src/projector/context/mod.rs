@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::Map;
+use serde_json::{Map, Value};
 
 use crate::domain::document::{
     self, Document, FieldUpdate, MAX_DOCUMENT_BYTES, UPDATE_GROWTH_SLACK,
@@ -521,7 +521,9 @@ impl BatchContext {
                 Ok(Some(doc))
             }
             None if fresh => {
-                let mut doc = Map::new();
+                // Sized for its fields, `_id` first: nothing is rehashed or moved.
+                let mut doc = Map::with_capacity(update.fields().len() + 1);
+                doc.insert("_id".to_owned(), Value::String(id.to_owned()));
                 if let Err(error) = document::apply_in_place(id, &mut doc, update) {
                     return Err(self.refuse(CollectionFailure::InvalidDocument(format!(
                         "the update creating `{id}` failed where it was checked to apply: {error}"
