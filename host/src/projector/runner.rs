@@ -81,6 +81,24 @@ pub(super) struct Run {
     pub(super) last_redrive: Instant,
     /// The last group's commit, while it runs beside the handling of the next group.
     pub(super) in_flight: Option<InFlight>,
+    /// The next page's read, started while the page before it is handled.
+    ahead: Option<ReadAhead>,
+}
+
+/// The read of the page after a group, started when the group's handling starts (while
+/// catching up), so that the log is read while the handler works. It is used only for the very
+/// read the loop then makes (the same first position and limit; the filter is the run's): a
+/// page the cursor went back from, or read with another limit, is dropped unread.
+struct ReadAhead {
+    after: Position,
+    limit: usize,
+    task: tokio::task::JoinHandle<Result<Page, StoreError>>,
+}
+
+impl Drop for ReadAhead {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// What a commit comes to: landed, refused (the projection's failure), or the projector stops.
@@ -206,6 +224,7 @@ impl Projector {
             failures: Failures::new(self.policy),
             last_redrive: Instant::now(),
             in_flight: None,
+            ahead: None,
             manifest,
         };
         let mut context = self
@@ -250,23 +269,24 @@ impl Projector {
         self.on_page(page, context, run).await
     }
 
-    /// The next page after the cursor, retrying store failures.
-    async fn read_page(&self, run: &Run) -> Result<Page, DropReason> {
+    /// The next page after the cursor, retrying store failures: the one read ahead when it is
+    /// that page.
+    async fn read_page(&self, run: &mut Run) -> Result<Page, DropReason> {
         let limit = run.cursor.limit(run.batch_size, run.group);
-        let mut backoff = super::backoff::Backoff::new();
-        let page = loop {
-            match self
-                .ports
-                .log
-                .read_all(run.cursor.scanned, limit, &run.filter)
-                .await
-            {
-                Ok(page) => break page,
-                Err(error) => {
-                    if !self.pause(&mut backoff, "read events", &error).await {
-                        return Err(DropReason::Shutdown);
-                    }
-                }
+        let ahead = run
+            .ahead
+            .take()
+            .filter(|ahead| ahead.after == run.cursor.scanned && ahead.limit == limit);
+        let read = match ahead {
+            // A failed read ahead is made again below, retried as any read.
+            Some(mut ahead) => (&mut ahead.task).await.ok().and_then(Result::ok),
+            None => None,
+        };
+        let page = match read {
+            Some(page) => page,
+            None => {
+                self.read_retrying(run.cursor.scanned, limit, &run.filter)
+                    .await?
             }
         };
         self.publish(|s| {
@@ -276,6 +296,27 @@ impl Projector {
             }
         });
         Ok(page)
+    }
+
+    /// The page of at most `limit` events after `after`, retrying store failures until the
+    /// projector stops.
+    async fn read_retrying(
+        &self,
+        after: Position,
+        limit: usize,
+        filter: &EventFilter,
+    ) -> Result<Page, DropReason> {
+        let mut backoff = super::backoff::Backoff::new();
+        loop {
+            match self.ports.log.read_all(after, limit, filter).await {
+                Ok(page) => return Ok(page),
+                Err(error) => {
+                    if !self.pause(&mut backoff, "read events", &error).await {
+                        return Err(DropReason::Shutdown);
+                    }
+                }
+            }
+        }
     }
 
     /// Act on a page: nothing new (the head), a stretch without matching events, or events to
@@ -345,6 +386,16 @@ impl Projector {
             true => 0,
             false => (GROUP_BYTES / largest.max(1)).min(COMMIT_GROUP),
         };
+        if grouped && !self.stopping() {
+            // Catching up: the page after this one is read while this one is handled.
+            let (log, filter) = (Arc::clone(&self.ports.log), run.filter.clone());
+            let limit = run.group.max(run.batch_size);
+            run.ahead = Some(ReadAhead {
+                after: scanned_to,
+                limit,
+                task: tokio::spawn(async move { log.read_all(scanned_to, limit, &filter).await }),
+            });
+        }
         let started = Instant::now();
         let events = Arc::new(events);
         let (mut handled, mut to) = (0, scanned_to);

@@ -792,17 +792,24 @@ async fn a_projector_stopped_mid_commit_lets_the_commit_land_before_it_ends() {
     let fixture = fixture(11_000).await;
     let failing = Arc::new(tokio::sync::Notify::new());
     let mut ports = ProjectorPorts::of(&fixture.store);
-    ports.checkpoints = Commits::slow(&fixture.store);
-    // Pages: 1-100, then 101-5100, whose commit runs while the read after 5100 fails.
+    let commits = Commits::slow(&fixture.store);
+    ports.checkpoints = Arc::clone(&commits) as Arc<dyn crate::store::Checkpoints>;
+    // Pages: 1-100, then 101-5100, whose commit runs while the read after 5100 fails (read
+    // ahead while 101-5100 is handled, then again once it is).
     ports.log = Arc::new(FailingReads {
         store: Arc::clone(&fixture.store),
         from: 5_100,
         failing: Arc::clone(&failing),
     });
     let running = tally(&fixture, ports);
-    tokio::time::timeout(STALL, failing.notified())
-        .await
-        .expect("the read after the second page never came");
+    tokio::time::timeout(STALL, async {
+        while !commits.made().contains(&5_100) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        failing.notified().await;
+    })
+    .await
+    .expect("the second page's commit and the read after it never came");
     let _ = running.stop.send(true);
     assert_eq!(running.end().await, DropReason::Shutdown);
     let stored = fixture.store.generations("scripted").await.expect("read");
