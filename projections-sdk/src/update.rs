@@ -14,7 +14,31 @@ use crate::wit::refold::projection::collections::{FieldUpdate, FieldValue, Updat
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Update {
     /// Grouped by operator, as the JSON object has them.
-    fields: Vec<(Operator, String, Value)>,
+    fields: Vec<(Operator, String, Given)>,
+}
+
+/// A value given to an operator.
+#[derive(Debug, Clone, PartialEq)]
+enum Given {
+    Json(Value),
+    /// A date, ms since the Unix epoch.
+    Date(i64),
+}
+
+/// 9999-12-31T23:59:59.999Z: the last date written as text (as the host writes dates).
+const LAST_TEXT_DATE_MS: i64 = 253_402_300_799_999;
+
+impl Given {
+    /// The value as JSON: a date as the host stores it, relaxed Extended JSON.
+    fn to_json(&self) -> Value {
+        match self {
+            Self::Json(value) => value.clone(),
+            Self::Date(ms @ 0..=LAST_TEXT_DATE_MS) => {
+                serde_json::json!({ "$date": crate::iso8601_millis(*ms) })
+            }
+            Self::Date(ms) => serde_json::json!({ "$date": { "$numberLong": ms.to_string() } }),
+        }
+    }
 }
 
 /// An update operator.
@@ -58,7 +82,8 @@ impl Update {
         Self::default()
     }
 
-    fn with(mut self, operator: Operator, path: &str, value: Value) -> Self {
+    fn with(mut self, operator: Operator, path: &str, value: impl Into<Given>) -> Self {
+        let value = value.into();
         let same = self.fields.iter().rposition(|(o, _, _)| *o == operator);
         let found = same.and_then(|last| {
             self.fields[..=last]
@@ -78,6 +103,14 @@ impl Update {
     /// Set a field. A value that does not serialize is stored as `null`.
     pub fn set(self, path: &str, value: impl Serialize) -> Self {
         self.with(Operator::Set, path, to_value(value))
+    }
+
+    /// Set a field to a date, in milliseconds since the Unix epoch (UTC), such as
+    /// [`Event::timestamp_ms`](crate::Event::timestamp_ms): stored as `{"$date": "..."}`, the
+    /// same as `set(path, event.timestamp())`, and handed to the host as a number, not as text.
+    /// A date before 1970 or after 9999 is stored as `{"$date": {"$numberLong": "..."}}`.
+    pub fn set_date(self, path: &str, ms: i64) -> Self {
+        self.with(Operator::Set, path, Given::Date(ms))
     }
 
     /// Remove a field.
@@ -121,7 +154,7 @@ impl Update {
                 .entry(operator.name())
                 .or_insert_with(|| Value::Object(Map::new()));
             if let Value::Object(fields) = fields {
-                fields.insert(path.clone(), value.clone());
+                fields.insert(path.clone(), value.to_json());
             }
         }
         serde_json::to_string(&operators).unwrap_or_default()
@@ -134,9 +167,18 @@ impl Update {
             .map(|(operator, path, value)| FieldUpdate {
                 operator: operator.to_wit(),
                 path,
-                value: to_wit_value(value),
+                value: match value {
+                    Given::Json(value) => to_wit_value(value),
+                    Given::Date(ms) => FieldValue::Date(ms),
+                },
             })
             .collect()
+    }
+}
+
+impl From<Value> for Given {
+    fn from(value: Value) -> Self {
+        Self::Json(value)
     }
 }
 
@@ -183,10 +225,12 @@ mod tests {
             .inc("n", 1)
             .set("b", "x")
             .set("a", 2)
-            .unset("gone");
+            .unset("gone")
+            .set_date("at", 1_734_602_400_123)
+            .set_date("old", -1);
         assert_eq!(
             update.to_json(),
-            r#"{"$set":{"a":2,"b":"x"},"$inc":{"n":1},"$unset":{"gone":true}}"#
+            r#"{"$set":{"a":2,"b":"x","at":{"$date":"2024-12-19T10:00:00.123Z"},"old":{"$date":{"$numberLong":"-1"}}},"$inc":{"n":1},"$unset":{"gone":true}}"#
         );
         let order: Vec<_> = update
             .into_wit()
@@ -202,6 +246,8 @@ mod tests {
         let expected = [
             ("Set", "a", "Integer(2)"),
             ("Set", "b", "Text(\"x\")"),
+            ("Set", "at", "Date(1734602400123)"),
+            ("Set", "old", "Date(-1)"),
             ("Inc", "n", "Integer(1)"),
             ("Unset", "gone", "Boolean(true)"),
         ];

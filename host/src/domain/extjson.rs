@@ -110,6 +110,15 @@ fn number(n: &Number) -> Bson {
 }
 
 /// The Extended JSON wrappers Refold understands; anything else stays a plain document.
+/// A date, ms since the Unix epoch, as relaxed Extended JSON: `{"$date": "<ISO 8601>"}` for
+/// 1970 to 9999, the canonical `{"$date": {"$numberLong": "<ms>"}}` for other dates.
+pub fn date_value(ms: i64) -> Value {
+    match ms {
+        0..=MAX_TIMESTAMP_MS => serde_json::json!({ "$date": iso8601_millis(ms) }),
+        ms => serde_json::json!({ "$date": { "$numberLong": ms.to_string() } }),
+    }
+}
+
 fn extended(map: &Map<String, Value>) -> Result<Option<Bson>, ConvertError> {
     if map.len() != 1 {
         return Ok(None);
@@ -169,11 +178,7 @@ pub fn to_json(value: &Bson) -> Value {
         Bson::String(s) => Value::String(s.clone()),
         Bson::Array(items) => Value::Array(items.iter().map(to_json).collect()),
         Bson::Document(doc) => Value::Object(to_map(doc)),
-        // Relaxed Extended JSON: text for 1970..9999, the canonical form for other dates.
-        Bson::DateTime(date) => match date.timestamp_millis() {
-            ms @ 0..=MAX_TIMESTAMP_MS => serde_json::json!({ "$date": iso8601_millis(ms) }),
-            ms => serde_json::json!({ "$date": { "$numberLong": ms.to_string() } }),
-        },
+        Bson::DateTime(date) => date_value(date.timestamp_millis()),
         Bson::Decimal128(d) => serde_json::json!({ "$numberDecimal": d.to_string() }),
         Bson::ObjectId(oid) => serde_json::json!({ "$oid": oid.to_hex() }),
         other => other.clone().into_relaxed_extjson(),

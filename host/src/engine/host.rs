@@ -23,6 +23,7 @@ use super::limiter::GuestLimiter;
 use super::sandbox::Sandbox;
 use crate::domain::RecordedEvent;
 use crate::domain::document::{self, Operator};
+use crate::domain::extjson;
 use crate::projector::{BatchContext, CollectionFailure, HandleFailure};
 
 /// Longest log line kept from a guest; longer ones are cut.
@@ -323,6 +324,7 @@ fn from_wit_fields(
                     }
                 },
                 FieldValue::Text(text) => Value::String(text),
+                FieldValue::Date(ms) => extjson::date_value(ms),
                 FieldValue::Json(text) => serde_json::from_str(&text).map_err(|e| {
                     CollectionError::InvalidUpdate(format!(
                         "`{}` on `{}`: the value is not JSON: {e}",
@@ -408,8 +410,9 @@ mod tests {
         }
     }
 
-    /// Typed values become the JSON values the same update as text has; a float that is not
-    /// finite, or JSON text that does not parse, is refused naming the operator and field.
+    /// Typed values become the JSON values the same update as text has (a date the relaxed
+    /// Extended JSON of its instant); a float that is not finite, or JSON text that does not
+    /// parse, is refused naming the operator and field.
     #[test]
     fn typed_fields_become_the_values_their_json_has() {
         let fields = from_wit_fields(vec![
@@ -424,6 +427,12 @@ mod tests {
                 FieldValue::Json(r#"{"$date": 5}"#.into()),
             ),
             field(UpdateOperator::AddToSet, "g", FieldValue::Float(12.0)),
+            field(
+                UpdateOperator::Set,
+                "h",
+                FieldValue::Date(1_734_602_400_123),
+            ),
+            field(UpdateOperator::Set, "i", FieldValue::Date(-1)),
         ])
         .expect("fields");
         let values: Vec<_> = fields.iter().map(|f| f.value.clone()).collect();
@@ -436,7 +445,9 @@ mod tests {
                 json!(true),
                 json!(null),
                 json!({"$date": 5}),
-                json!(12.0)
+                json!(12.0),
+                json!({"$date": "2024-12-19T10:00:00.123Z"}),
+                json!({"$date": {"$numberLong": "-1"}}),
             ]
         );
         assert_eq!(fields[5].operator, Operator::Push);

@@ -56,7 +56,7 @@ impl Projection for Payments {
             .set("paymentId", event.aggregate_id())
             .set("organizationId", &meta.organization_id)
             .set("userId", &meta.user_id)
-            .set("updatedAt", event.timestamp())
+            .set_date("updatedAt", event.timestamp_ms())
             .inc("attempts", 1);
         match event.event_type() {
             "PaymentProcessed" => {
@@ -66,7 +66,7 @@ impl Projection for Payments {
                     .set("currency", &data.currency)
                     .set("method", &data.method)
                     .set("status", "completed")
-                    .set("processedAt", event.timestamp());
+                    .set_date("processedAt", event.timestamp_ms());
                 ctx.collection("payments").update(event.aggregate_id(), payment)?;
                 let stats = Update::new()
                     .set("organizationId", &meta.organization_id)
