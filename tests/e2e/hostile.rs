@@ -201,6 +201,56 @@ async fn hostile_guests_fail_alone_and_name_the_position() {
     }
 }
 
+/// The largest resident memory a running process has had, in bytes (`VmHWM`), while it runs.
+fn peak_memory(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// A guest whose `update-fields` list points 256 text values at one 4 MiB string (1 GiB if
+/// each were copied) fails its event, and its host stays far below the gibibyte: wasmtime
+/// copies at most 128 MiB from a guest per call (its hostcall fuel, left at the default).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_cannot_make_the_host_copy_one_string_many_times() {
+    let sandbox = Sandbox::new();
+    let poison = poisoned_history(&sandbox, "store.db").await;
+    let dir = projections(fixtures(), &["aliaser"], &sandbox.path("projections"));
+    let (uri, folder) = (sandbox.uri("store.db"), dir.to_string_lossy().into_owned());
+    let mut host = refold_tests::Running::start(&[
+        "run",
+        "--store",
+        &uri,
+        "--projections",
+        &folder,
+        "--exit-when-caught-up",
+        "--memory-mib",
+        "32",
+    ]);
+    let pid = host.0.id();
+    let mut peak = 0;
+    while host.alive() {
+        peak = peak.max(peak_memory(pid).unwrap_or(0));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(
+        peak < 512 * 1024 * 1024,
+        "the host's memory peaked at {} MiB",
+        peak >> 20
+    );
+    let out = run(&["status", "--store", &uri, "--json"]);
+    let status: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    let error = status["generations"][0]["lastError"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error: {status}"));
+    assert!(
+        error.starts_with(&format!("aliaser: handle failed at position {poison}: "))
+            && error.contains("too much data is being copied between the host and the guest"),
+        "{error}"
+    );
+}
+
 /// On MongoDB a document past 16 MB cannot even be stored: one grown there by many small updates
 /// fails its event as the guest's fault (the failure policy applies), never as a store error
 /// retried forever, and the healthy projection beside it reaches the head.
