@@ -214,6 +214,7 @@ proptest! {
             Ok(None) => prop_assert!(false, "an existing document disappeared"),
             Err(
                 UpdateError::Malformed(_)
+                | UpdateError::Operand(_)
                 | UpdateError::UnknownOperator(_)
                 | UpdateError::Mismatch { .. }
                 | UpdateError::Value(_),

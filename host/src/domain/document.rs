@@ -39,6 +39,9 @@ pub enum UpdateError {
     /// The update is not a JSON object of operators mapping field paths to values.
     #[error("malformed update: {0}")]
     Malformed(String),
+    /// An operator does not map field paths to values (`{"$set": 5}`).
+    #[error("malformed update: {0}")]
+    Operand(String),
     /// An operator outside the supported set.
     #[error(
         "unsupported update operator `{0}` (supported: $set, $unset, $inc, $push, $addToSet, $pull)"
@@ -258,6 +261,19 @@ impl Update {
 /// field counts it once per field.
 pub const UPDATE_GROWTH_SLACK: usize = 32;
 
+impl UpdateError {
+    /// Whether the update's operators are at fault (an unknown one, a field path a document
+    /// cannot have, an increment that is no number, an operand that is no object), rather than
+    /// its form or its values: `update` without upsert of a document that does not exist has
+    /// always done nothing whatever its operators, since they apply to no document.
+    pub fn is_in_operators(&self) -> bool {
+        matches!(
+            self,
+            Self::Operand(_) | Self::UnknownOperator(_) | Self::Mismatch { .. }
+        )
+    }
+}
+
 /// Parse an update document: a JSON object whose keys are operators, each mapping field paths
 /// to values. The operators apply in the order written, each one's fields in their order.
 pub fn parse_update(json: &str) -> Result<Update, UpdateError> {
@@ -280,7 +296,7 @@ pub fn update_from_map(map: Map<String, Value>) -> Result<Update, UpdateError> {
             return Err(UpdateError::UnknownOperator(name));
         };
         let Value::Object(values) = value else {
-            return Err(UpdateError::Malformed(format!(
+            return Err(UpdateError::Operand(format!(
                 "`{name}` must map field paths to values"
             )));
         };

@@ -453,9 +453,10 @@ impl BatchContext {
             )));
         }
         let bytes = update.len();
-        let update = document::parse_update(update)
-            .map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
-        self.apply(collection, id, update, bytes, upsert)
+        match document::parse_update(update) {
+            Ok(update) => self.apply(collection, id, update, bytes, upsert),
+            Err(error) => self.refuse_update(collection, id, error, upsert),
+        }
     }
 
     /// Apply update operators given one by one (`update-fields`): the same as [`Self::update`]
@@ -468,8 +469,10 @@ impl BatchContext {
         upsert: bool,
     ) -> Result<bool, CollectionFailure> {
         self.check(collection, id)?;
-        let update = document::Update::new(fields)
-            .map_err(|e| CollectionFailure::InvalidUpdate(e.to_string()))?;
+        let update = match document::Update::new(fields) {
+            Ok(update) => update,
+            Err(error) => return self.refuse_update(collection, id, error, upsert),
+        };
         let bytes = update.text_bound() + UPDATE_GROWTH_SLACK * (update.fields().len() - 1);
         if bytes > MAX_DOCUMENT_BYTES {
             return Err(self.refuse(CollectionFailure::InvalidDocument(
@@ -477,6 +480,22 @@ impl BatchContext {
             )));
         }
         self.apply(collection, id, update, bytes, upsert)
+    }
+
+    /// An update that does not check is refused, but one without upsert whose operators are at
+    /// fault does nothing to a document that does not exist, as `update` always did (see
+    /// [`document::UpdateError::is_in_operators`]).
+    fn refuse_update(
+        &mut self,
+        collection: &str,
+        id: &str,
+        error: document::UpdateError,
+        upsert: bool,
+    ) -> Result<bool, CollectionFailure> {
+        if !upsert && error.is_in_operators() && self.load(collection, id)?.is_none() {
+            return Ok(false);
+        }
+        Err(CollectionFailure::InvalidUpdate(error.to_string()))
     }
 
     /// Apply a checked update whose text has `bytes` (or would have, as JSON).

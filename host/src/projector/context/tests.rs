@@ -298,6 +298,53 @@ fn typed_updates_equal_json_updates() {
     ));
 }
 
+/// An update without upsert of a document that does not exist does nothing whatever its
+/// operators, as `update` always did; with the document there, or with upsert, the operators
+/// are refused. A malformed text or a value no store keeps is refused whatever.
+#[test]
+fn operators_are_looked_at_only_for_a_document_they_apply_to() {
+    let faulty = [
+        r#"{"$where": {"a": 1}}"#,
+        r#"{"$set": {"a..b": 1}}"#,
+        r#"{"$set": {"_id": "x"}}"#,
+        r#"{"$inc": {"n": "1"}}"#,
+        r#"{"$set": 5}"#,
+    ];
+    for update in faulty {
+        let mut context = context();
+        assert_eq!(
+            context.update("docs", "gone", update, false),
+            Ok(false),
+            "{update}"
+        );
+        assert!(
+            matches!(
+                context.update("docs", "gone", update, true),
+                Err(CollectionFailure::InvalidUpdate(_))
+            ),
+            "{update}"
+        );
+        context.put("docs", "here", "{}").expect("put");
+        assert!(
+            matches!(
+                context.update("docs", "here", update, false),
+                Err(CollectionFailure::InvalidUpdate(_))
+            ),
+            "{update}"
+        );
+    }
+    for update in ["[1]", "{}", r#"{"$set": {"at": {"$date": "yesterday"}}}"#] {
+        let mut context = context();
+        assert!(
+            matches!(
+                context.update("docs", "gone", update, false),
+                Err(CollectionFailure::InvalidUpdate(_))
+            ),
+            "{update}"
+        );
+    }
+}
+
 /// An update applied where the document is gives what a copy gives; one whose operators touch
 /// the same field, or that does not apply, leaves the document as it was.
 #[test]
