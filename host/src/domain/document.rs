@@ -215,7 +215,16 @@ impl Update {
             {
                 return Err(mismatch(operator, path, "not a modifiable field path"));
             }
-            extjson::check_at(value, 2 + path.split('.').count())
+            // The objects a nested path opens count as the levels of documents they are.
+            let segments = path.split('.').count();
+            if segments > extjson::MAX_NESTING {
+                return Err(UpdateError::Value(format!(
+                    "`{}` nests deeper than {} levels of documents",
+                    shown(path),
+                    extjson::MAX_NESTING
+                )));
+            }
+            extjson::check_at(value, 2 + segments)
                 .map_err(|e| UpdateError::Value(e.to_string()))?;
         }
         if let Some(field) = fields
@@ -245,20 +254,22 @@ impl Update {
         &self.fields
     }
 
-    /// An upper bound of what the update adds to a document's length as JSON, beside
-    /// [`UPDATE_GROWTH_SLACK`] per field (the length of the update's text, for one given as
-    /// text).
+    /// An upper bound of what the update adds to a document's length as JSON, and about the
+    /// length of its JSON text: per field its path with quotes, a colon and a comma, the braces
+    /// and quotes a nested path opens, its value, and for `$inc` the digits a sum may gain.
     pub fn text_bound(&self) -> usize {
         self.fields
             .iter()
-            .map(|f| f.path.len() + encoded_len(&f.value))
+            .map(|f| {
+                let sum = if f.operator == Operator::Inc { 24 } else { 0 };
+                f.path.len() + 4 * f.path.split('.').count() + encoded_len(&f.value) + sum
+            })
             .sum()
     }
 }
 
-/// How much one update may grow a document beyond the length of its text: quotes, a colon and a
-/// comma, the braces of a nested path, the digits of a float's sum. An update given field by
-/// field counts it once per field.
+/// How much one update may grow a document beyond the length of its text (or its
+/// [`Update::text_bound`]): the braces of a nested path, the digits of a float's sum.
 pub const UPDATE_GROWTH_SLACK: usize = 32;
 
 impl UpdateError {
@@ -424,15 +435,12 @@ fn fits(doc: &Map<String, Value>, operator: Operator, path: &str, value: &Value)
         _ => current.get(leaf),
     };
     match operator {
-        Operator::Set | Operator::Unset => true,
         Operator::Inc => match (value, target) {
             (Value::Number(_), None | Some(Value::Null)) => true,
             (Value::Number(by), Some(Value::Number(n))) => add(n, by).is_some(),
             _ => false,
         },
-        Operator::Push | Operator::AddToSet | Operator::Pull => {
-            matches!(target, None | Some(Value::Null) | Some(Value::Array(_)))
-        }
+        _ => matches!(target, None | Some(Value::Null) | Some(Value::Array(_))),
     }
 }
 
@@ -581,10 +589,15 @@ fn add(a: &Number, b: &Number) -> Option<Number> {
     Number::from_f64(a.as_f64()? + b.as_f64()?)
 }
 
+/// A guest's field path as an error quotes it: at most 64 characters.
+fn shown(path: &str) -> String {
+    path.chars().take(64).collect()
+}
+
 fn mismatch(operator: &str, path: &str, reason: &str) -> UpdateError {
     UpdateError::Mismatch {
         operator: operator.to_owned(),
-        path: path.to_owned(),
+        path: shown(path),
         reason: reason.to_owned(),
     }
 }
@@ -697,6 +710,19 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    /// A nested path opens a document per segment: one that would nest deeper than a store
+    /// keeps is refused when written, as a document that deep is.
+    #[test]
+    fn paths_nest_no_deeper_than_a_store_keeps() {
+        let path = |segments: usize| vec!["a"; segments].join(".");
+        let deepest = format!(r#"{{"$set": {{"{}": 1}}}}"#, path(extjson::MAX_NESTING));
+        assert!(parse_update(&deepest).is_ok());
+        let deeper = format!(r#"{{"$set": {{"{}": 1}}}}"#, path(extjson::MAX_NESTING + 1));
+        assert!(
+            matches!(parse_update(&deeper), Err(UpdateError::Value(m)) if m.contains("nests deeper"))
+        );
     }
 
     #[test]

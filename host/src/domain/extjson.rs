@@ -109,7 +109,6 @@ fn number(n: &Number) -> Bson {
     Bson::Double(n.as_f64().unwrap_or(f64::NAN))
 }
 
-/// The Extended JSON wrappers Refold understands; anything else stays a plain document.
 /// A date, ms since the Unix epoch, as relaxed Extended JSON: `{"$date": "<ISO 8601>"}` for
 /// 1970 to 9999, the canonical `{"$date": {"$numberLong": "<ms>"}}` for other dates.
 pub fn date_value(ms: i64) -> Value {
@@ -119,6 +118,7 @@ pub fn date_value(ms: i64) -> Value {
     }
 }
 
+/// The Extended JSON wrappers Refold understands; anything else stays a plain document.
 fn extended(map: &Map<String, Value>) -> Result<Option<Bson>, ConvertError> {
     if map.len() != 1 {
         return Ok(None);

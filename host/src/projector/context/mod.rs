@@ -251,7 +251,7 @@ impl BatchContext {
 
     /// Refuse a call on an undeclared collection or with a bad id (a violation of the contract,
     /// which fails the batch whatever the guest does with the error).
-    pub fn check(&mut self, collection: &str, id: &str) -> Result<(), CollectionFailure> {
+    pub(crate) fn check(&mut self, collection: &str, id: &str) -> Result<(), CollectionFailure> {
         if !self.collections.contains(collection) {
             let shown: String = collection.chars().take(64).collect();
             return Err(self.refuse(CollectionFailure::UnknownCollection(shown)));
@@ -473,7 +473,7 @@ impl BatchContext {
             Ok(update) => update,
             Err(error) => return self.refuse_update(collection, id, error, upsert),
         };
-        let bytes = update.text_bound() + UPDATE_GROWTH_SLACK * (update.fields().len() - 1);
+        let bytes = update.text_bound();
         if bytes > MAX_DOCUMENT_BYTES {
             return Err(self.refuse(CollectionFailure::InvalidDocument(
                 "the update is too large".into(),
