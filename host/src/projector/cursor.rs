@@ -54,9 +54,14 @@ impl Cursor {
     /// Events to read next: one in careful mode, a batch after a failed group, a group
     /// otherwise.
     pub(super) fn limit(&self, batch_size: usize, group: usize) -> usize {
-        if self.careful() {
+        self.limit_after(self.scanned, batch_size, group)
+    }
+
+    /// Events the read after `position` would ask for, were the cursor there.
+    pub(super) fn limit_after(&self, position: Position, batch_size: usize, group: usize) -> usize {
+        if position < self.careful_until {
             1
-        } else if self.scanned < self.batches_until {
+        } else if position < self.batches_until {
             batch_size
         } else {
             group.max(batch_size)

@@ -279,7 +279,14 @@ impl Projector {
             .filter(|ahead| ahead.after == run.cursor.scanned && ahead.limit == limit);
         let read = match ahead {
             // A failed read ahead is made again below, retried as any read.
-            Some(mut ahead) => (&mut ahead.task).await.ok().and_then(Result::ok),
+            Some(mut ahead) => match (&mut ahead.task).await {
+                Ok(Ok(page)) => Some(page),
+                Ok(Err(error)) => {
+                    tracing::debug!(projection = %run.manifest.name, %error, "reading ahead failed; reading again");
+                    None
+                }
+                Err(_) => None,
+            },
             None => None,
         };
         let page = match read {
@@ -389,7 +396,9 @@ impl Projector {
         if grouped && !self.stopping() {
             // Catching up: the page after this one is read while this one is handled.
             let (log, filter) = (Arc::clone(&self.ports.log), run.filter.clone());
-            let limit = run.group.max(run.batch_size);
+            let limit = run
+                .cursor
+                .limit_after(scanned_to, run.batch_size, run.group);
             run.ahead = Some(ReadAhead {
                 after: scanned_to,
                 limit,

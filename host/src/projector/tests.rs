@@ -603,6 +603,8 @@ struct Commits {
     slow: bool,
     lost_at: Option<Position>,
     made: Mutex<Vec<Position>>,
+    /// Rung as each commit starts.
+    begun: tokio::sync::Notify,
 }
 
 impl Commits {
@@ -612,6 +614,7 @@ impl Commits {
             slow: true,
             lost_at: None,
             made: Mutex::new(Vec::new()),
+            begun: tokio::sync::Notify::new(),
         })
     }
 
@@ -621,6 +624,7 @@ impl Commits {
             slow: false,
             lost_at: Some(position),
             made: Mutex::new(Vec::new()),
+            begun: tokio::sync::Notify::new(),
         })
     }
 
@@ -641,6 +645,7 @@ impl crate::store::Checkpoints for Commits {
         if let Ok(mut made) = self.made.lock() {
             made.push(to);
         }
+        self.begun.notify_waiters();
         if self.slow {
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
@@ -730,6 +735,8 @@ struct FailingReads {
     store: Arc<dyn Store>,
     from: Position,
     failing: Arc<tokio::sync::Notify>,
+    /// Reads refused so far.
+    failed: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 #[async_trait::async_trait]
@@ -766,6 +773,8 @@ impl crate::store::EventLog for FailingReads {
         filter: &crate::domain::EventFilter,
     ) -> crate::store::StoreResult<crate::store::Page> {
         if after >= self.from {
+            self.failed
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.failing.notify_one();
             return Err(crate::store::StoreError::backend(
                 "read",
@@ -796,17 +805,32 @@ async fn a_projector_stopped_mid_commit_lets_the_commit_land_before_it_ends() {
     ports.checkpoints = Arc::clone(&commits) as Arc<dyn crate::store::Checkpoints>;
     // Pages: 1-100, then 101-5100, whose commit runs while the read after 5100 fails (read
     // ahead while 101-5100 is handled, then again once it is).
+    let failed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     ports.log = Arc::new(FailingReads {
         store: Arc::clone(&fixture.store),
         from: 5_100,
         failing: Arc::clone(&failing),
+        failed: Arc::clone(&failed),
     });
     let running = tally(&fixture, ports);
+    let failures = || failed.load(std::sync::atomic::Ordering::SeqCst);
     tokio::time::timeout(STALL, async {
-        while !commits.made().contains(&5_100) {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        loop {
+            let begun = commits.begun.notified();
+            if commits.made().contains(&5_100) {
+                break;
+            }
+            begun.await;
         }
-        failing.notified().await;
+        // A read after 5100 that failed once the commit had begun.
+        let before = failures();
+        loop {
+            let failing = failing.notified();
+            if failures() > before {
+                break;
+            }
+            failing.await;
+        }
     })
     .await
     .expect("the second page's commit and the read after it never came");
