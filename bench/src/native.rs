@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use refold::domain::document::{FieldUpdate, Operator};
+use refold::domain::update::{FieldUpdate, Operator};
 use refold::domain::{
     CollectionSpec, EventFilter, Generation, Manifest, Position, RecordedEvent, time,
 };

@@ -11,9 +11,9 @@ use proptest::collection::{btree_map, vec};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
-use crate::domain::document::{UpdateError, apply_update, update_from_map};
 use crate::domain::extjson;
 use crate::domain::query::{Filter, Query};
+use crate::domain::update::{UpdateError, apply_update, update_from_map};
 
 // ---------------------------------------------------------------------------------------------
 // Generators
@@ -188,7 +188,7 @@ proptest! {
     #[test]
     fn arbitrary_text_never_panics(text in any::<String>(), id in any::<String>()) {
         let _ = crate::domain::document::parse_document(&id, &text);
-        let _ = crate::domain::document::parse_update(&text);
+        let _ = crate::domain::update::parse_update(&text);
         if let Ok(value) = serde_json::from_str::<Value>(&text) {
             let _ = Query::parse(Some(&value), Some(&value), None, None);
         }

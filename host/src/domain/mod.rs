@@ -11,8 +11,9 @@ pub mod manifest;
 pub mod query;
 pub mod time;
 pub mod upcaster;
+pub mod update;
 
-pub use document::{DocumentError, UpdateError};
+pub use document::DocumentError;
 pub use event::{
     AppendResult, EventFilter, ExpectedVersion, NewEvent, Position, RecordedEvent, StreamVersion,
 };
@@ -21,6 +22,7 @@ pub use manifest::{
     CollectionSpec, FailurePolicy, IndexKey, IndexSpec, Manifest, ManifestError, OnFailure,
 };
 pub use upcaster::UpcasterManifest;
+pub use update::UpdateError;
 
 /// The SHA-256 of a component, in hex: its code hash, by which generations, the code cache and
 /// the store's published components name it.

@@ -22,8 +22,8 @@ use super::bindings::upcaster::refold::projection::upcast;
 use super::limiter::GuestLimiter;
 use super::sandbox::Sandbox;
 use crate::domain::RecordedEvent;
-use crate::domain::document::{self, Operator};
 use crate::domain::extjson;
+use crate::domain::update::{self, Operator};
 use crate::projector::{BatchContext, CollectionFailure, HandleFailure};
 
 /// Longest log line kept from a guest; longer ones are cut.
@@ -295,9 +295,7 @@ impl collections::Host for HostState {
 
 /// Typed update operators as the host applies them; a value that is no JSON value (a float
 /// that is not finite, JSON text that does not parse) is refused, naming the field.
-fn from_wit_fields(
-    fields: Vec<FieldUpdate>,
-) -> Result<Vec<document::FieldUpdate>, CollectionError> {
+fn from_wit_fields(fields: Vec<FieldUpdate>) -> Result<Vec<update::FieldUpdate>, CollectionError> {
     fields
         .into_iter()
         .map(|field| {
@@ -333,7 +331,7 @@ fn from_wit_fields(
                     ))
                 })?,
             };
-            Ok(document::FieldUpdate {
+            Ok(update::FieldUpdate {
                 operator,
                 path: field.path,
                 value,

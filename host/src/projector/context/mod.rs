@@ -13,9 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::domain::document::{
-    self, Document, FieldUpdate, MAX_DOCUMENT_BYTES, UPDATE_GROWTH_SLACK,
-};
+use crate::domain::document::{self, Document, MAX_DOCUMENT_BYTES};
+use crate::domain::update::{self, FieldUpdate, UPDATE_GROWTH_SLACK};
 use crate::domain::{Manifest, Position, extjson};
 use crate::store::{BatchWrites, DocumentReader, FastMap};
 
@@ -453,7 +452,7 @@ impl BatchContext {
             )));
         }
         let bytes = update.len();
-        match document::parse_update(update) {
+        match update::parse_update(update) {
             Ok(update) => self.apply(collection, id, update, bytes, upsert),
             Err(error) => self.refuse_update(collection, id, error, upsert),
         }
@@ -469,7 +468,7 @@ impl BatchContext {
         upsert: bool,
     ) -> Result<bool, CollectionFailure> {
         self.check(collection, id)?;
-        let update = match document::Update::new(fields) {
+        let update = match update::Update::new(fields) {
             Ok(update) => update,
             Err(error) => return self.refuse_update(collection, id, error, upsert),
         };
@@ -484,12 +483,12 @@ impl BatchContext {
 
     /// An update that does not check is refused, but one without upsert whose operators are at
     /// fault does nothing to a document that does not exist, as `update` always did (see
-    /// [`document::UpdateError::is_in_operators`]).
+    /// [`update::UpdateError::is_in_operators`]).
     fn refuse_update(
         &mut self,
         collection: &str,
         id: &str,
-        error: document::UpdateError,
+        error: update::UpdateError,
         upsert: bool,
     ) -> Result<bool, CollectionFailure> {
         if !upsert && error.is_in_operators() && self.load(collection, id)?.is_none() {
@@ -503,7 +502,7 @@ impl BatchContext {
         &mut self,
         collection: &str,
         id: &str,
-        update: document::Update,
+        update: update::Update,
         bytes: usize,
         upsert: bool,
     ) -> Result<bool, CollectionFailure> {
@@ -520,17 +519,17 @@ impl BatchContext {
         // update in place that refuses the document is a violation: the batch fails, and its
         // cache goes with it.)
         let in_place = match (entry, current.as_ref()) {
-            (Some(entry), Some(doc)) if document::applies_in_place(doc, &update) => {
+            (Some(entry), Some(doc)) if update::applies_in_place(doc, &update) => {
                 entry.document = None;
                 true
             }
             _ => false,
         };
         // A new document from an upsert is built where it is too: there is nothing to keep.
-        let fresh = current.is_none() && upsert && document::applies_in_place(&Map::new(), &update);
+        let fresh = current.is_none() && upsert && update::applies_in_place(&Map::new(), &update);
         let outcome = match current {
             Some(mut doc) if in_place => {
-                if let Err(error) = document::apply_in_place(id, Arc::make_mut(&mut doc), update) {
+                if let Err(error) = update::apply_in_place(id, Arc::make_mut(&mut doc), update) {
                     // Checked to apply, yet it failed: the document may be half-changed, so the
                     // batch fails (a violation) and its cache is dropped with it.
                     return Err(self.refuse(CollectionFailure::InvalidDocument(format!(
@@ -543,17 +542,15 @@ impl BatchContext {
                 // Sized for its fields, `_id` first: nothing is rehashed or moved.
                 let mut doc = Map::with_capacity(update.fields().len() + 1);
                 doc.insert("_id".to_owned(), Value::String(id.to_owned()));
-                if let Err(error) = document::apply_in_place(id, &mut doc, update) {
+                if let Err(error) = update::apply_in_place(id, &mut doc, update) {
                     return Err(self.refuse(CollectionFailure::InvalidDocument(format!(
                         "the update creating `{id}` failed where it was checked to apply: {error}"
                     ))));
                 }
                 Ok(Some(Arc::new(doc)))
             }
-            current => {
-                document::apply_update(id, current.map(Arc::unwrap_or_clone), &update, upsert)
-                    .map(|doc| doc.map(Arc::new))
-            }
+            current => update::apply_update(id, current.map(Arc::unwrap_or_clone), &update, upsert)
+                .map(|doc| doc.map(Arc::new)),
         };
         match outcome {
             Ok(Some(doc)) => {

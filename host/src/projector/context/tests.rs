@@ -261,7 +261,7 @@ fn typed_updates_equal_json_updates() {
             Ok(Value::Object(map)) => map
                 .into_iter()
                 .flat_map(|(operator, fields)| {
-                    let operator = document::Operator::from_name(&operator).expect("operator");
+                    let operator = update::Operator::from_name(&operator).expect("operator");
                     let Value::Object(fields) = fields else {
                         unreachable!("{update}")
                     };
@@ -372,7 +372,7 @@ fn updates_in_place_equal_updates_on_a_copy() {
     ];
     for (update, in_place) in cases {
         let doc = document::parse_document("d", start).expect("document");
-        let Ok(parsed) = document::parse_update(update) else {
+        let Ok(parsed) = update::parse_update(update) else {
             // Refused before any document is looked at: by the context too.
             assert!(!in_place, "{update}");
             let mut context = context();
@@ -384,14 +384,14 @@ fn updates_in_place_equal_updates_on_a_copy() {
             continue;
         };
         assert_eq!(
-            document::applies_in_place(&doc, &parsed),
+            update::applies_in_place(&doc, &parsed),
             in_place,
             "{update}"
         );
         let mut context = context();
         context.put("docs", "d", start).expect("put");
         let result = context.update("docs", "d", update, true).map(drop);
-        let copied = document::apply_update("d", Some(doc), &parsed, true);
+        let copied = update::apply_update("d", Some(doc), &parsed, true);
         assert_eq!(result.is_ok(), copied.is_ok(), "{update}");
         let expected = copied
             .ok()
@@ -406,7 +406,7 @@ fn updates_in_place_equal_updates_on_a_copy() {
         // A document the update creates is the same, field for field and in the same order.
         let mut fresh = super::tests::context();
         let result = fresh.update("docs", "new", update, true).map(drop);
-        let created = document::apply_update("new", None, &parsed, true);
+        let created = update::apply_update("new", None, &parsed, true);
         assert_eq!(result.is_ok(), created.is_ok(), "{update}");
         let held = fresh.get("docs", "new").expect("get");
         let expected = created.ok().flatten().map(|d| serde_json::to_string(&d));
