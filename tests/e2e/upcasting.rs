@@ -340,6 +340,47 @@ async fn old_and_new_payments_are_folded_alike_on_mongodb() {
     old_and_new_payments_are_folded_alike(&mongo::fresh_uri("upcasting")).await;
 }
 
+/// An upcaster built against the first contract, `refold:projection@0.1.0`, runs unchanged on
+/// this host: `healthy` (which counts every event by type) sees its `Legacy` events as `Modern`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upcaster_built_against_contract_0_1_0_runs_unchanged() {
+    let bytes = std::fs::read(fixtures().join("upcaster_v010.wasm")).expect("fixture");
+    let names = |name: &str| bytes.windows(name.len()).any(|w| w == name.as_bytes());
+    assert!(names("refold:projection/types@0.1.0"));
+    assert!(!names("refold:projection/types@0.1.1"));
+
+    let sandbox = Sandbox::new();
+    let uri = sandbox.uri("old.db");
+    let store = refold::store::open(&uri).await.expect("open");
+    let events = vec![
+        thing("Created"),
+        thing("Legacy"),
+        thing("Legacy"),
+        thing("Created"),
+    ];
+    store
+        .append("thing-1", ExpectedVersion::NoStream, events)
+        .await
+        .expect("append");
+    drop(store);
+    let dir = projections(
+        fixtures(),
+        &["healthy", "upcaster_v010"],
+        &sandbox.path("p"),
+    );
+    caught_up(&uri, &dir, &[]);
+    let by_type = &dump_uri(&uri).await["healthy__by_type"];
+    let count = |t: &str| {
+        by_type
+            .iter()
+            .find(|(id, _)| id == t)
+            .map(|(_, d)| d["count"].clone())
+    };
+    assert_eq!(count("Modern"), Some(json!(2)), "{by_type:?}");
+    assert_eq!(count("Created"), Some(json!(2)), "{by_type:?}");
+    assert_eq!(count("Legacy"), None, "{by_type:?}");
+}
+
 /// The hostile upcaster in front of the healthy projection (which counts every event by type):
 /// each event it misbehaves on becomes a dead letter naming it and what it did, the others are
 /// read as it says, and the host reaches the head.
