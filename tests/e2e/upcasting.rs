@@ -350,35 +350,48 @@ async fn an_upcaster_built_against_contract_0_1_0_runs_unchanged() {
     assert!(!names("refold:projection/types@0.1.1"));
 
     let sandbox = Sandbox::new();
-    let uri = sandbox.uri("old.db");
-    let store = refold::store::open(&uri).await.expect("open");
     let events = vec![
         thing("Created"),
         thing("Legacy"),
         thing("Legacy"),
         thing("Created"),
     ];
+    let (uri, dir) = behind_upcaster(&sandbox, "upcaster_v010", events).await;
+    caught_up(&uri, &dir, &[]);
+    assert_eq!(
+        counts_by_type(&uri).await,
+        BTreeMap::from([
+            ("Created".to_owned(), json!(2)),
+            ("Modern".to_owned(), json!(2))
+        ])
+    );
+}
+
+/// A store of its own holding `events` in the stream `thing-1`, and a projections folder with
+/// `healthy` (which counts every event by type) behind the fixture `upcaster`: the store's URI
+/// and the folder.
+async fn behind_upcaster(
+    sandbox: &Sandbox,
+    upcaster: &str,
+    events: Vec<NewEvent>,
+) -> (String, std::path::PathBuf) {
+    let uri = sandbox.uri(&format!("{upcaster}.db"));
+    let store = refold::store::open(&uri).await.expect("open");
     store
         .append("thing-1", ExpectedVersion::NoStream, events)
         .await
         .expect("append");
     drop(store);
-    let dir = projections(
-        fixtures(),
-        &["healthy", "upcaster_v010"],
-        &sandbox.path("p"),
-    );
-    caught_up(&uri, &dir, &[]);
-    let by_type = &dump_uri(&uri).await["healthy__by_type"];
-    let count = |t: &str| {
-        by_type
-            .iter()
-            .find(|(id, _)| id == t)
-            .map(|(_, d)| d["count"].clone())
-    };
-    assert_eq!(count("Modern"), Some(json!(2)), "{by_type:?}");
-    assert_eq!(count("Created"), Some(json!(2)), "{by_type:?}");
-    assert_eq!(count("Legacy"), None, "{by_type:?}");
+    let dir = projections(fixtures(), &["healthy", upcaster], &sandbox.path("p"));
+    (uri, dir)
+}
+
+/// What `healthy` counted, by event type.
+async fn counts_by_type(uri: &str) -> BTreeMap<String, Value> {
+    dump_uri(uri).await["healthy__by_type"]
+        .iter()
+        .map(|(id, d)| (id.clone(), d["count"].clone()))
+        .collect()
 }
 
 /// The hostile upcaster in front of the healthy projection (which counts every event by type):
@@ -387,8 +400,6 @@ async fn an_upcaster_built_against_contract_0_1_0_runs_unchanged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hostile_upcaster_fails_only_the_events_it_misbehaves_on() {
     let sandbox = Sandbox::new();
-    let uri = sandbox.uri("hostile.db");
-    let store = refold::store::open(&uri).await.expect("open");
     let legacy = |what: &str| {
         let mut event = thing("Legacy");
         event.event_data = json!({ "do": what });
@@ -405,16 +416,7 @@ async fn a_hostile_upcaster_fails_only_the_events_it_misbehaves_on() {
         legacy("drop"),
         thing("Created"),
     ];
-    store
-        .append("thing-1", ExpectedVersion::NoStream, events)
-        .await
-        .expect("append");
-    drop(store);
-    let dir = projections(
-        fixtures(),
-        &["healthy", "hostile_upcaster"],
-        &sandbox.path("p"),
-    );
+    let (uri, dir) = behind_upcaster(&sandbox, "hostile_upcaster", events).await;
     caught_up(
         &uri,
         &dir,
@@ -456,15 +458,13 @@ async fn a_hostile_upcaster_fails_only_the_events_it_misbehaves_on() {
             "{error}"
         );
     }
-    let models = dump_uri(&uri).await;
-    let counts: BTreeMap<&str, &Value> = models["healthy__by_type"]
-        .iter()
-        .map(|(id, d)| (id.as_str(), &d["count"]))
-        .collect();
     // `nothing` read as one Modern, `split` as two, `drop` as none; no Legacy reaches it.
     assert_eq!(
-        counts,
-        BTreeMap::from([("Created", &json!(2)), ("Modern", &json!(3))])
+        counts_by_type(&uri).await,
+        BTreeMap::from([
+            ("Created".to_owned(), json!(2)),
+            ("Modern".to_owned(), json!(3))
+        ])
     );
     let status = &generations_of(&uri, "healthy")[0];
     assert_eq!(status["checkpoint"], 9, "{status}");
